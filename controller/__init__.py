@@ -1,0 +1,1 @@
+"""evsed controller: everything that is not hardware (state machine, OCPP, storage, CLI, API)."""

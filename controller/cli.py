@@ -1,0 +1,242 @@
+"""The `evsed` command line: run, check-config, demo, dev-csms, status and sim controls."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from controller.config import ConfigError, load
+from hal.registry import DriverConfigError
+
+LOG = logging.getLogger("evsed")
+DEFAULT_CONFIG = "/etc/evsed/evsed.toml"
+DEFAULT_API = "http://127.0.0.1:8080"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.file)
+        _check_drivers(config)
+    except (ConfigError, DriverConfigError) as exc:
+        print(f"{args.file}: error: {exc}", file=sys.stderr)
+        return 2
+    mode = f"CSMS {config.csms.url}" if config.csms else "standalone (no CSMS)"
+    print(f"{args.file}: OK – station {config.station_id}, {len(config.connectors)} "
+          f"connector(s), {mode}")
+    if config.uses_simulation:
+        print("note: simulated drivers are configured; this is not a real charger")
+    return 0
+
+
+def _check_drivers(config: Any) -> None:
+    """Build every driver once (simulated ones only) to validate their settings."""
+    from hal.registry import DriverContext, create_driver
+
+    shared: dict[str, Any] = {}
+    for cc in config.connectors:
+        for role, dev in cc.devices.items():
+            if dev.driver == "sim":
+                create_driver(role, dev.driver, dev.settings,
+                              DriverContext(cc.connector_id, shared=shared, key_prefix=dev.key))
+
+
+async def _run(config_path: str) -> int:
+    from controller.app import App
+
+    config = load(config_path)
+    _setup_logging(config.log_level)
+    app = App(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.request_stop)
+    await app.start()
+    try:
+        await app.wait()
+    finally:
+        await app.stop()
+    if app.reset_requested:
+        LOG.warning("restarting after %s reset", app.reset_requested)
+        return 75  # EX_TEMPFAIL: restart
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        code = asyncio.run(_run(args.config))
+    except (ConfigError, DriverConfigError) as exc:
+        print(f"{args.config}: error: {exc}", file=sys.stderr)
+        return 2
+    if code == 75 and not args.no_restart:
+        # Reset.req: start afresh in the same process slot (systemd sees one service).
+        os.execv(sys.executable, [sys.executable, "-m", "controller.cli", *sys.argv[1:]])
+    return code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from controller.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_demo(charge_minutes=args.minutes, quiet_ocpp=args.quiet))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_dev_csms(args: argparse.Namespace) -> int:
+    from controller.devcsms import run_dev_csms
+
+    _setup_logging("INFO")
+    logging.getLogger("ocpp").setLevel(logging.WARNING)
+    passwords = dict(p.split("=", 1) for p in args.password) if args.password else None
+    try:
+        asyncio.run(run_dev_csms(args.host, args.port, boot_status=args.boot_status,
+                                 passwords=passwords))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _api_base(args: argparse.Namespace) -> str:
+    if args.api:
+        return str(args.api).rstrip("/")
+    if args.config and os.path.exists(args.config):
+        config = load(args.config)
+        return f"http://{config.api_host}:{config.api_port}"
+    return DEFAULT_API
+
+
+def _request(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        base + path, data=data, headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        raise SystemExit(f"evsed: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise SystemExit(f"evsed: cannot reach {base} ({exc.reason}); is `evsed run` up?") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = _request(_api_base(args), "/api/status")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    csms = data["csms"]
+    print(f"station {data.get('station_id')}: CSMS {csms['state']}, "
+          f"{csms['queued_messages']} message(s) queued")
+    for c in data["connectors"]:
+        tx = c["transaction_id"] if c["transaction_id"] is not None else c["transaction_key"]
+        print(f"  connector {c['connector']}: {c['status']:<13} vehicle {c['vehicle_state']} "
+              f"contactor {'closed' if c['contactor_closed'] else 'open':<6} "
+              f"{c['power_w'] or 0:>8.0f} W  register {c['energy_wh'] or 0:.0f} Wh"
+              + (f"  tx {tx} ({c['id_tag']}, {c['session_energy_wh']} Wh)"
+                 if c["transaction_key"] is not None else ""))
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    base = _api_base(args)
+    if args.sim_cmd == "plug":
+        _request(base, "/api/sim/plug", {"connector": args.connector})
+    elif args.sim_cmd == "unplug":
+        _request(base, "/api/sim/unplug", {"connector": args.connector})
+    elif args.sim_cmd == "card":
+        result = _request(base, "/api/sim/card", {"uid": args.uid})
+        if not result.get("delivered"):
+            print("reader is not started", file=sys.stderr)
+            return 1
+    elif args.sim_cmd == "vehicle":
+        body: dict[str, Any] = {"connector": args.connector, "state": args.state.upper()}
+        if args.power_w is not None:
+            body["power_w"] = args.power_w
+        _request(base, "/api/sim/vehicle", body)
+    elif args.sim_cmd == "fault":
+        fault = None if args.fault.lower() in ("clear", "none") else args.fault
+        _request(base, "/api/sim/fault", {"connector": args.connector, "fault": fault})
+    print("ok")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evsed", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="run the charge point controller")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    p.add_argument("--no-restart", action="store_true",
+                   help="exit with code 75 on Reset instead of restarting in place")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("file")
+    p.set_defaults(fn=cmd_check_config)
+
+    p = sub.add_parser("demo", help="simulated charger + dev CSMS, one complete session")
+    p.add_argument("--minutes", type=float, default=30.0, help="simulated charging time")
+    p.add_argument("--quiet", action="store_true", help="hide the OCPP messages")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("dev-csms", help="run the development CSMS (OCPP 1.6J)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--boot-status", default="Accepted",
+                   choices=["Accepted", "Pending", "Rejected"])
+    p.add_argument("--password", action="append", metavar="STATION=PASSWORD",
+                   help="require HTTP Basic auth for STATION")
+    p.set_defaults(fn=cmd_dev_csms)
+
+    for name, fn, helptext in (("status", cmd_status, "show the running charger's status"),
+                               ("sim", cmd_sim, "drive the simulated hardware")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--api", help=f"API base URL (default from -c, else {DEFAULT_API})")
+        p.add_argument("-c", "--config", default=None)
+        p.set_defaults(fn=fn)
+        if name == "status":
+            p.add_argument("--json", action="store_true")
+        else:
+            ssub = p.add_subparsers(dest="sim_cmd", required=True)
+            for action in ("plug", "unplug"):
+                sp = ssub.add_parser(action)
+                sp.add_argument("connector", type=int, nargs="?", default=1)
+            sp = ssub.add_parser("card")
+            sp.add_argument("uid")
+            sp = ssub.add_parser("vehicle")
+            sp.add_argument("connector", type=int)
+            sp.add_argument("state", choices=list("ABCDEFabcdef"))
+            sp.add_argument("--power-w", type=float)
+            sp = ssub.add_parser("fault")
+            sp.add_argument("connector", type=int)
+            sp.add_argument("fault", help="an OCPP error code such as GroundFailure, or clear")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

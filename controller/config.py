@@ -1,0 +1,289 @@
+"""Reads and validates the TOML configuration; every error names the key and the fix."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from controller.settings import InvalidValue, KeyDef, core_keys, normalise
+
+DEVICE_ROLES = ("contactor", "meter", "vehicle", "lock", "indicator", "fault")
+REQUIRED_ROLES = ("contactor", "meter", "vehicle")
+_STATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,48}$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem: ``key`` is the dotted TOML key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    driver: str
+    settings: dict[str, Any]
+    key: str  # dotted key prefix, for driver error messages
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    connector_id: int
+    max_current_a: float
+    devices: dict[str, DeviceConfig]
+
+
+@dataclass(frozen=True)
+class CsmsConfig:
+    url: str
+    ocpp_version: str = "1.6"
+    password: str | None = None
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    response_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class StandaloneConfig:
+    """No CSMS: which cards may charge (``free_vend`` lets anyone)."""
+
+    id_tags: tuple[str, ...] = ()
+    free_vend: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    station_id: str
+    vendor: str
+    model: str
+    serial_number: str | None
+    firmware_version: str | None
+    storage_path: str
+    csms: CsmsConfig | None
+    standalone: StandaloneConfig
+    api_host: str
+    api_port: int
+    reader: DeviceConfig | None
+    connectors: tuple[ConnectorConfig, ...]
+    ocpp_overrides: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "INFO"
+    tick_interval_s: float = 1.0
+
+    @property
+    def uses_simulation(self) -> bool:
+        devices = [d for c in self.connectors for d in c.devices.values()]
+        if self.reader is not None:
+            devices.append(self.reader)
+        return any(d.driver == "sim" for d in devices)
+
+
+def _table(data: dict[str, Any], name: str, key: str, required: bool = False) -> dict[str, Any]:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ConfigError(key, f"missing table; add a [{key}] section")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"must be a table ([{key}]), not {type(value).__name__}")
+    return value
+
+
+def _str(
+    data: dict[str, Any], name: str, key: str, default: str | None = None, required: bool = False
+) -> str | None:
+    value = data.get(name, default)
+    if value is None:
+        if required:
+            raise ConfigError(key, 'missing; add it as a string, e.g. name = "value"')
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a string in quotes, not {type(value).__name__}")
+    return value
+
+
+def _num(
+    data: dict[str, Any], name: str, key: str, default: float, lo: float, hi: float
+) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"must be a number between {lo} and {hi}")
+    if not lo <= value <= hi:
+        raise ConfigError(key, f"{value} is out of range; use {lo} .. {hi}")
+    return float(value)
+
+
+def _unknown(data: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    for name in data:
+        if name not in allowed:
+            raise ConfigError(
+                f"{prefix}.{name}" if prefix else name,
+                f"unknown key; allowed here: {', '.join(sorted(allowed))}",
+            )
+
+
+def _device(data: Any, key: str) -> DeviceConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(key, f'must be a table with a driver, e.g. [{key}] driver = "sim"')
+    driver = _str(data, "driver", f"{key}.driver", required=True)
+    assert driver is not None
+    settings = {k: v for k, v in data.items() if k != "driver"}
+    return DeviceConfig(driver, settings, key)
+
+
+def parse(data: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document."""
+    _unknown(data, {"station", "csms", "standalone", "api", "reader", "connectors", "ocpp",
+                    "logging"}, "")
+    station = _table(data, "station", "station", required=True)
+    _unknown(station, {"id", "vendor", "model", "serial_number", "firmware_version", "storage",
+                       "tick_interval_s"}, "station")
+    station_id = _str(station, "id", "station.id", required=True)
+    assert station_id is not None
+    if not _STATION_ID.match(station_id):
+        raise ConfigError(
+            "station.id", "use 1-48 characters from A-Z a-z 0-9 . _ : - (it becomes a URL path)"
+        )
+    vendor = _str(station, "vendor", "station.vendor", "evsed") or "evsed"
+    model = _str(station, "model", "station.model", "evsed-sim") or "evsed-sim"
+    if len(vendor) > 20 or len(model) > 20:
+        raise ConfigError("station.vendor", "vendor and model are at most 20 characters (OCPP)")
+    storage = _str(station, "storage", "station.storage", "/var/lib/evsed/evsed.db")
+    assert storage is not None
+    tick_s = _num(station, "tick_interval_s", "station.tick_interval_s", 1.0, 0.05, 10.0)
+
+    csms: CsmsConfig | None = None
+    csms_t = _table(data, "csms", "csms")
+    if csms_t:
+        _unknown(csms_t, {"url", "ocpp_version", "password", "reconnect_min_s",
+                          "reconnect_max_s", "response_timeout_s"}, "csms")
+        url = _str(csms_t, "url", "csms.url", required=True)
+        assert url is not None
+        parsed = urlparse(url)
+        if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
+            raise ConfigError("csms.url", "must be ws://host[:port]/path or wss://...")
+        version = _str(csms_t, "ocpp_version", "csms.ocpp_version", "1.6")
+        if version != "1.6":
+            raise ConfigError("csms.ocpp_version", 'only "1.6" is supported so far')
+        password = _str(csms_t, "password", "csms.password")
+        if password is not None and not 1 <= len(password) <= 40:
+            raise ConfigError("csms.password", "must be 1-40 characters (OCPP AuthorizationKey)")
+        lo = _num(csms_t, "reconnect_min_s", "csms.reconnect_min_s", 1.0, 0.01, 600)
+        hi = _num(csms_t, "reconnect_max_s", "csms.reconnect_max_s", 60.0, 0.01, 3600)
+        if hi < lo:
+            raise ConfigError("csms.reconnect_max_s", "must be >= csms.reconnect_min_s")
+        csms = CsmsConfig(
+            url=url,
+            password=password or None,
+            reconnect_min_s=lo,
+            reconnect_max_s=hi,
+            response_timeout_s=_num(
+                csms_t, "response_timeout_s", "csms.response_timeout_s", 30.0, 0.1, 600
+            ),
+        )
+
+    sa = _table(data, "standalone", "standalone")
+    _unknown(sa, {"id_tags", "free_vend"}, "standalone")
+    tags = sa.get("id_tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 20
+                                             for t in tags):
+        raise ConfigError("standalone.id_tags", 'must be a list of idTags, e.g. ["04A1B2C3"]')
+    free = sa.get("free_vend", False)
+    if not isinstance(free, bool):
+        raise ConfigError("standalone.free_vend", "must be true or false")
+    standalone = StandaloneConfig(tuple(t.upper() for t in tags), free)
+
+    api = _table(data, "api", "api")
+    _unknown(api, {"host", "port"}, "api")
+    api_host = _str(api, "host", "api.host", "127.0.0.1") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(api_host)
+    except ValueError:
+        if api_host != "localhost":
+            raise ConfigError("api.host", "must be an IP address such as 127.0.0.1") from None
+    api_port = int(_num(api, "port", "api.port", 8080, 0, 65535))
+
+    reader = None
+    if "reader" in data:
+        reader = _device(data["reader"], "reader")
+
+    raw_connectors = data.get("connectors")
+    if not isinstance(raw_connectors, list) or not raw_connectors:
+        raise ConfigError("connectors", "add at least one [[connectors]] table")
+    if len(raw_connectors) > 8:
+        raise ConfigError("connectors", "at most 8 connectors")
+    connectors = []
+    for index, raw in enumerate(raw_connectors, start=1):
+        key = f"connectors.{index}"
+        if not isinstance(raw, dict):
+            raise ConfigError(key, "must be a [[connectors]] table")
+        _unknown(raw, {"max_current_a", *DEVICE_ROLES}, key)
+        devices = {}
+        for role in DEVICE_ROLES:
+            if role in raw:
+                devices[role] = _device(raw[role], f"{key}.{role}")
+            elif role in REQUIRED_ROLES:
+                raise ConfigError(
+                    f"{key}.{role}", f'missing; add [connectors.{role}] with driver = "..."'
+                )
+        max_a = _num(raw, "max_current_a", f"{key}.max_current_a", 32.0, 6.0, 80.0)
+        connectors.append(ConnectorConfig(index, max_a, devices))
+
+    ocpp = _table(data, "ocpp", "ocpp")
+    keys: dict[str, KeyDef] = {k.name: k for k in core_keys(len(connectors))}
+    for name, value in ocpp.items():
+        kd = keys.get(name)
+        if kd is None:
+            raise ConfigError(f"ocpp.{name}", "not an OCPP 1.6 configuration key evsed knows")
+        if kd.readonly:
+            raise ConfigError(f"ocpp.{name}", "is read-only")
+        if not isinstance(value, str | int | bool) or (kd.kind == "int" and
+                                                      isinstance(value, bool)):
+            raise ConfigError(f"ocpp.{name}", f"must be a {kd.kind}")
+        try:
+            normalise(kd, str(value).lower() if isinstance(value, bool) else str(value))
+        except InvalidValue as exc:
+            raise ConfigError(f"ocpp.{name}", str(exc)) from None
+
+    log = _table(data, "logging", "logging")
+    _unknown(log, {"level"}, "logging")
+    level = (_str(log, "level", "logging.level", "INFO") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("logging.level", "use DEBUG, INFO, WARNING or ERROR")
+
+    return Config(
+        station_id=station_id,
+        vendor=vendor,
+        model=model,
+        serial_number=_str(station, "serial_number", "station.serial_number"),
+        firmware_version=_str(station, "firmware_version", "station.firmware_version"),
+        storage_path=storage,
+        csms=csms,
+        standalone=standalone,
+        api_host=api_host,
+        api_port=api_port,
+        reader=reader,
+        connectors=tuple(connectors),
+        ocpp_overrides=dict(ocpp),
+        log_level=level,
+        tick_interval_s=tick_s,
+    )
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
+    return parse(data)

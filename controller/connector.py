@@ -1,0 +1,479 @@
+"""Pure charging state machine of one connector: (state, event) -> (new state, commands)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from hal.base import VehicleState
+
+
+class Status(enum.Enum):
+    """OCPP 1.6 ChargePointStatus of a connector."""
+
+    AVAILABLE = "Available"
+    PREPARING = "Preparing"
+    CHARGING = "Charging"
+    SUSPENDED_EV = "SuspendedEV"
+    SUSPENDED_EVSE = "SuspendedEVSE"
+    FINISHING = "Finishing"
+    RESERVED = "Reserved"
+    UNAVAILABLE = "Unavailable"
+    FAULTED = "Faulted"
+
+
+class StopReason(enum.Enum):
+    """OCPP 1.6 StopTransaction reasons."""
+
+    EMERGENCY_STOP = "EmergencyStop"
+    EV_DISCONNECTED = "EVDisconnected"
+    HARD_RESET = "HardReset"
+    LOCAL = "Local"
+    OTHER = "Other"
+    POWER_LOSS = "PowerLoss"
+    REBOOT = "Reboot"
+    REMOTE = "Remote"
+    SOFT_RESET = "SoftReset"
+    UNLOCK_COMMAND = "UnlockCommand"
+    DE_AUTHORIZED = "DeAuthorized"
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class VehicleChanged:
+    state: VehicleState
+
+
+@dataclass(frozen=True)
+class TokenPresented:
+    """A card was presented locally at this connector."""
+
+    id_tag: str
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """The outcome of authorizing ``id_tag`` (cache, local list or CSMS)."""
+
+    id_tag: str
+    accepted: bool
+    parent_id_tag: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteStart:
+    """RemoteStartTransaction already accepted (and authorized if so configured)."""
+
+    id_tag: str
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Stop the running transaction, for remote stop, reset, unlock, emergency, ..."""
+
+    reason: StopReason
+
+
+@dataclass(frozen=True)
+class FaultChanged:
+    """A fault appeared (OCPP ChargePointErrorCode) or cleared (None)."""
+
+    error_code: str | None
+
+
+@dataclass(frozen=True)
+class AvailabilityChanged:
+    operative: bool
+
+
+@dataclass(frozen=True)
+class ReservationChanged:
+    """Reserve for ``id_tag`` (None cancels or expires the reservation)."""
+
+    id_tag: str | None
+    reservation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class CurrentLimitChanged:
+    """Maximum current the EVSE may offer (smart charging); 0 suspends charging."""
+
+    limit_a: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passes; ``now_s`` is the injected monotonic clock."""
+
+    now_s: float
+
+
+@dataclass(frozen=True)
+class SettingsChanged:
+    """Configuration that changes how events are interpreted."""
+
+    connection_timeout_s: float
+    stop_on_ev_disconnect: bool
+    unlock_on_ev_disconnect: bool = True
+
+
+Event = (
+    VehicleChanged
+    | TokenPresented
+    | AuthResult
+    | RemoteStart
+    | StopRequest
+    | FaultChanged
+    | AvailabilityChanged
+    | ReservationChanged
+    | CurrentLimitChanged
+    | Tick
+    | SettingsChanged
+)
+
+# ----------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class SwitchContactor:
+    on: bool
+
+
+@dataclass(frozen=True)
+class SetCurrentLimit:
+    """Current advertised to the vehicle on the control pilot; 0 = no energy offered."""
+
+    current_a: float
+
+
+@dataclass(frozen=True)
+class Lock:
+    pass
+
+
+@dataclass(frozen=True)
+class Unlock:
+    pass
+
+
+@dataclass(frozen=True)
+class RequestAuthorization:
+    id_tag: str
+
+
+@dataclass(frozen=True)
+class StartTx:
+    id_tag: str
+    reservation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class StopTx:
+    reason: StopReason
+    id_tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Notify:
+    status: Status
+    error_code: str = "NoError"
+
+
+Command = (
+    SwitchContactor
+    | SetCurrentLimit
+    | Lock
+    | Unlock
+    | RequestAuthorization
+    | StartTx
+    | StopTx
+    | Notify
+)
+
+# ----------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class ConnectorState:
+    """Everything the state machine knows about one connector; immutable."""
+
+    max_current_a: float = 32.0
+    vehicle: VehicleState = VehicleState.A
+    operative: bool = True
+    # ChangeAvailability(Inoperative) during a transaction is Scheduled: applied at its end.
+    pending_operative: bool | None = None
+    fault: str | None = None
+    reserved_for: str | None = None
+    reservation_id: int | None = None
+    limit_a: float | None = None  # smart-charging limit; None = no limit
+    # Authorization
+    authorizing: str | None = None  # idTag waiting for AuthResult
+    authorized_tag: str | None = None  # authorized, waiting for plug (or tx running)
+    authorized_parent: str | None = None
+    authorized_at_s: float | None = None
+    # Transaction
+    tx_active: bool = False
+    finishing: bool = False  # transaction ended, cable still plugged
+    # Outputs as last commanded
+    contactor_closed: bool = False
+    offered_current_a: float = 0.0
+    locked: bool = False
+    status: Status = Status.AVAILABLE
+    error_code: str = "NoError"
+    # Settings
+    connection_timeout_s: float = 60.0
+    stop_on_ev_disconnect: bool = True
+    unlock_on_ev_disconnect: bool = True
+    now_s: float = 0.0
+
+
+def contactor_permitted(s: ConnectorState) -> bool:
+    """The safety rule: authorized transaction, energy requested, operative, no fault."""
+    return (
+        s.tx_active
+        and s.authorized_tag is not None
+        and s.vehicle.requests_energy
+        and s.operative
+        and s.fault is None
+        and _offer_a(s) > 0
+    )
+
+
+def _offer_a(s: ConnectorState) -> float:
+    """Current offered to the vehicle while a transaction may draw energy."""
+    if not (s.tx_active and s.authorized_tag is not None and s.operative and s.fault is None):
+        return 0.0
+    if s.vehicle in (VehicleState.A, VehicleState.E, VehicleState.F):
+        return 0.0
+    limit = s.max_current_a if s.limit_a is None else min(s.max_current_a, s.limit_a)
+    return max(0.0, limit)
+
+
+def derive_status(s: ConnectorState) -> tuple[Status, str]:
+    """OCPP status and error code for a state (section 4.9 / 7.7 of OCPP 1.6)."""
+    if s.fault is not None:
+        return Status.FAULTED, s.fault
+    if s.vehicle in (VehicleState.E, VehicleState.F) and s.vehicle.plugged:
+        return Status.FAULTED, "EVCommunicationError"
+    if s.tx_active:
+        if contactor_permitted(s):
+            return Status.CHARGING, "NoError"
+        if _offer_a(s) <= 0:
+            return Status.SUSPENDED_EVSE, "NoError"
+        return Status.SUSPENDED_EV, "NoError"
+    if not s.operative:
+        return Status.UNAVAILABLE, "NoError"
+    if s.finishing and s.vehicle.plugged:
+        return Status.FINISHING, "NoError"
+    if s.reserved_for is not None and not s.vehicle.plugged and s.authorized_tag is None:
+        return Status.RESERVED, "NoError"
+    if s.vehicle.plugged or s.authorized_tag is not None or s.authorizing is not None:
+        return Status.PREPARING, "NoError"
+    return Status.AVAILABLE, "NoError"
+
+
+def initial_state(
+    *,
+    max_current_a: float = 32.0,
+    operative: bool = True,
+    vehicle: VehicleState = VehicleState.A,
+    now_s: float = 0.0,
+) -> ConnectorState:
+    s = ConnectorState(max_current_a=max_current_a, operative=operative, now_s=now_s)
+    s = replace(s, vehicle=vehicle)
+    status, code = derive_status(s)
+    return replace(s, status=status, error_code=code)
+
+
+def can_start_remotely(s: ConnectorState) -> bool:
+    """Whether RemoteStartTransaction for this connector would be Accepted."""
+    return (
+        s.operative
+        and s.fault is None
+        and not s.tx_active
+        and not s.finishing
+        and s.vehicle not in (VehicleState.E, VehicleState.F)
+    )
+
+
+def step(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Command]]:
+    """Apply one event; return the new state and the commands the runtime must execute.
+
+    Commands come in a safe order: the contactor opens before anything else happens and
+    closes only after everything else (e.g. transaction start, lock) has been issued.
+    """
+    new, cmds = _apply(s, event)
+    return _settle(s, new, cmds)
+
+
+def _start_if_ready(s: ConnectorState, cmds: list[Command]) -> ConnectorState:
+    """A transaction starts once authorized and plugged (OCPP 1.6 section 3.6)."""
+    if (
+        s.authorized_tag is not None
+        and not s.tx_active
+        and s.vehicle.plugged
+        and s.vehicle not in (VehicleState.E, VehicleState.F)
+        and s.operative
+        and s.fault is None
+    ):
+        rid = s.reservation_id if s.reserved_for is not None else None
+        cmds.append(StartTx(s.authorized_tag, rid))
+        if not s.locked:
+            cmds.append(Lock())
+        return replace(
+            s,
+            tx_active=True,
+            finishing=False,
+            reserved_for=None,
+            reservation_id=None,
+            locked=True,
+        )
+    return s
+
+
+def _end_tx(
+    s: ConnectorState, reason: StopReason, cmds: list[Command], id_tag: str | None = None
+) -> ConnectorState:
+    # The contactor is opened by _settle, ahead of the StopTx command.
+    cmds.append(StopTx(reason, id_tag))
+    s = replace(
+        s,
+        tx_active=False,
+        authorized_tag=None,
+        authorized_parent=None,
+        authorized_at_s=None,
+        authorizing=None,
+        finishing=s.vehicle.plugged,
+    )
+    if s.pending_operative is not None:
+        s = replace(s, operative=s.pending_operative, pending_operative=None)
+    return s
+
+
+def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Command]]:
+    cmds: list[Command] = []
+    match event:
+        case VehicleChanged(state=vs):
+            was_plugged = s.vehicle.plugged
+            s = replace(s, vehicle=vs)
+            if was_plugged and not vs.plugged:
+                if s.tx_active and s.stop_on_ev_disconnect:
+                    s = _end_tx(s, StopReason.EV_DISCONNECTED, cmds)
+                s = replace(s, finishing=False)
+                if not s.tx_active:
+                    s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
+                    if s.locked and s.unlock_on_ev_disconnect:
+                        cmds.append(Unlock())
+                        s = replace(s, locked=False)
+            elif not was_plugged and vs.plugged:
+                s = _start_if_ready(s, cmds)
+        case TokenPresented(id_tag=tag):
+            if s.tx_active:
+                if tag == s.authorized_tag:
+                    s = _end_tx(s, StopReason.LOCAL, cmds, tag)
+                elif s.authorizing is None:
+                    # A different card may stop it if it shares the parent idTag.
+                    cmds.append(RequestAuthorization(tag))
+                    s = replace(s, authorizing=tag)
+            elif s.authorized_tag is not None and tag == s.authorized_tag:
+                # Second tap before plugging in cancels the pending authorization.
+                s = replace(s, authorized_tag=None, authorized_parent=None, authorized_at_s=None)
+            elif (
+                s.operative
+                and s.fault is None
+                and not s.finishing
+                and s.authorizing is None
+                and s.vehicle not in (VehicleState.E, VehicleState.F)
+                and (s.reserved_for is None or s.reserved_for == tag)
+            ):
+                cmds.append(RequestAuthorization(tag))
+                s = replace(s, authorizing=tag)
+        case AuthResult(id_tag=tag, accepted=ok, parent_id_tag=parent):
+            if s.authorizing != tag:
+                return s, cmds  # stale answer
+            s = replace(s, authorizing=None)
+            if s.tx_active:
+                if (
+                    ok
+                    and parent is not None
+                    and s.authorized_parent is not None
+                    and parent == s.authorized_parent
+                ):
+                    s = _end_tx(s, StopReason.LOCAL, cmds, tag)
+            elif ok and s.operative and s.fault is None and not s.finishing:
+                s = replace(s, authorized_tag=tag, authorized_parent=parent, authorized_at_s=s.now_s)
+                s = _start_if_ready(s, cmds)
+        case RemoteStart(id_tag=tag):
+            if can_start_remotely(s) and s.authorized_tag is None:
+                s = replace(
+                    s, authorized_tag=tag, authorized_parent=None, authorized_at_s=s.now_s
+                )
+                s = _start_if_ready(s, cmds)
+        case StopRequest(reason=reason):
+            if s.tx_active:
+                s = _end_tx(s, reason, cmds)
+            else:
+                s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
+            if reason is StopReason.UNLOCK_COMMAND and s.locked:
+                cmds.append(Unlock())
+                s = replace(s, locked=False)
+        case FaultChanged(error_code=code):
+            s = replace(s, fault=code)
+            if code is not None and not s.tx_active:
+                s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
+        case AvailabilityChanged(operative=op):
+            if s.tx_active and not op:
+                s = replace(s, pending_operative=False)
+            else:
+                s = replace(s, operative=op, pending_operative=None)
+                if not op:
+                    s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
+        case ReservationChanged(id_tag=tag, reservation_id=rid):
+            s = replace(s, reserved_for=tag, reservation_id=rid if tag is not None else None)
+        case CurrentLimitChanged(limit_a=limit):
+            s = replace(s, limit_a=max(0.0, limit))
+        case Tick(now_s=now):
+            s = replace(s, now_s=now)
+            if (
+                not s.tx_active
+                and s.authorized_tag is not None
+                and s.authorized_at_s is not None
+                and s.connection_timeout_s > 0
+                and now - s.authorized_at_s >= s.connection_timeout_s
+            ):
+                # ConnectionTimeOut (9.1.6): the driver never plugged in.
+                s = replace(s, authorized_tag=None, authorized_parent=None, authorized_at_s=None)
+        case SettingsChanged():
+            s = replace(
+                s,
+                connection_timeout_s=event.connection_timeout_s,
+                stop_on_ev_disconnect=event.stop_on_ev_disconnect,
+                unlock_on_ev_disconnect=event.unlock_on_ev_disconnect,
+            )
+    return s, cmds
+
+
+def _settle(
+    old: ConnectorState, s: ConnectorState, cmds: list[Command]
+) -> tuple[ConnectorState, list[Command]]:
+    """Derive outputs (contactor, offered current, status) and order the commands."""
+    want_closed = contactor_permitted(s)
+    offer_a = _offer_a(s)
+    head: list[Command] = []
+    tail: list[Command] = []
+    if s.contactor_closed and not want_closed:
+        head.append(SwitchContactor(False))
+    if offer_a != s.offered_current_a:
+        # Lower the offer before anything else; raise it after the rest.
+        (head if offer_a < s.offered_current_a else tail).append(SetCurrentLimit(offer_a))
+    if want_closed and not s.contactor_closed:
+        tail.append(SwitchContactor(True))
+    s = replace(s, contactor_closed=want_closed, offered_current_a=offer_a)
+    status, code = derive_status(s)
+    notify: list[Command] = []
+    if (status, code) != (old.status, old.error_code):
+        notify.append(Notify(status, code))
+        s = replace(s, status=status, error_code=code)
+    return s, head + cmds + tail + notify

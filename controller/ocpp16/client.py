@@ -1,0 +1,600 @@
+"""OCPP 1.6J charge point client: connection supervision, boot, outbox pump and CSMS requests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from controller import connector as sm
+from controller.clock import Clock, iso_utc
+from controller.ocpp16 import messages as build
+from controller.ocpp16.journal import Journal
+from controller.ocpp16.rpc import (
+    PROPERTY_CONSTRAINT_VIOLATION,
+    CallError,
+    CallTimeout,
+    ConnectionLost,
+    RpcConnection,
+)
+from controller.port import AuthDecision, Sample, TxStart, TxStop
+from controller.settings import Settings
+from controller.station import Station
+from controller.store import Store
+from controller.tasks import TaskGroup
+
+LOG = logging.getLogger(__name__)
+
+SUBPROTOCOL = "ocpp1.6"
+
+# CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage.
+SUPPORTED_ACTIONS = frozenset(
+    {
+        "ChangeAvailability",
+        "ChangeConfiguration",
+        "ClearCache",
+        "DataTransfer",
+        "GetConfiguration",
+        "RemoteStartTransaction",
+        "RemoteStopTransaction",
+        "Reset",
+        "UnlockConnector",
+        "TriggerMessage",
+    }
+)
+
+
+@dataclass(frozen=True)
+class StationIdentity:
+    """What BootNotification reports and how the CSMS URL is formed."""
+
+    station_id: str
+    vendor: str
+    model: str
+    serial_number: str | None = None
+    firmware_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    csms_url: str
+    password: str | None = None
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    response_timeout_s: float = 30.0
+    open_timeout_s: float = 10.0
+
+
+def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential back-off with "equal jitter": half fixed, half random (OCPP-J errata 3.4)."""
+    ceiling = min(max_s, min_s * (2 ** min(attempt, 30)))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class Ocpp16Client:
+    """Implements ``CsmsPort`` over OCPP 1.6J and keeps the connection up."""
+
+    def __init__(
+        self,
+        *,
+        identity: StationIdentity,
+        options: ConnectionOptions,
+        station: Station,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        rng: random.Random | None = None,
+        on_frame: Callable[[str, str], None] | None = None,
+        on_reset: Callable[[str], None] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.options = options
+        self.station = station
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self._rng = rng or random.Random()
+        self._on_frame_cb = on_frame
+        self._on_reset = on_reset
+        self._rpc: RpcConnection | None = None
+        self._state = "offline"
+        self._accepted_once = False  # BootNotification only once per process (OCPP-J 5.4)
+        self._outbox_wakeup = asyncio.Event()
+        self._status_wakeup = asyncio.Event()
+        self._pending_status: dict[int, tuple[str, str, str]] = {}
+        self._last_activity_s = clock.monotonic_s()
+        self._tasks = TaskGroup("ocpp16")
+        self.journal = Journal(store, settings, boot_id=station.boot_id)
+        self.server_time_offset_s: float | None = None
+        self.connects = 0
+
+    # ------------------------------------------------------------------ CsmsPort
+
+    def start_transaction(self, tx: TxStart) -> int:
+        tx_key = self.journal.start_transaction(tx)
+        self._outbox_wakeup.set()
+        return tx_key
+
+    def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
+        done = self.journal.stop_transaction(tx_key, stop)
+        self._outbox_wakeup.set()
+        return done
+
+    def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
+        payload = self.journal.meter_values(connector_id, tx_key, samples)
+        if tx_key is not None:
+            self._outbox_wakeup.set()
+        elif payload is not None and self._state == "accepted":
+            self._tasks.spawn(self._send_best_effort("MeterValues", payload), name="mv")
+
+    def status_changed(self, connector_id: int, status: str, error_code: str, at: str) -> None:
+        # Only the latest status per connector is kept while offline (sent on reconnect).
+        self._pending_status[connector_id] = (status, error_code, at)
+        self._status_wakeup.set()
+
+    async def authorize(self, id_tag: str) -> AuthDecision:
+        cached = self._cached(id_tag)
+        online = self._state == "accepted"
+        if online and cached and self.settings.get_bool("LocalPreAuthorize"):
+            return AuthDecision(True, "Accepted", cached[1], "cache")
+        if online:
+            try:
+                result = await self._call("Authorize", {"idTag": id_tag})
+            except (CallError, CallTimeout, ConnectionLost) as exc:
+                LOG.warning("Authorize for %s failed (%s); deciding offline", id_tag, exc)
+            else:
+                info = result["idTagInfo"]
+                self._remember(id_tag, info)
+                ok = info["status"] == "Accepted"
+                return AuthDecision(ok, info["status"], info.get("parentIdTag"), "csms")
+        if cached and self.settings.get_bool("LocalAuthorizeOffline"):
+            return AuthDecision(True, "Accepted", cached[1], "cache")
+        known = self.store.cache_get(id_tag) is not None
+        if not known and self.settings.get_bool("AllowOfflineTxForUnknownId"):
+            return AuthDecision(True, "Accepted", None, "offline-unknown")
+        return AuthDecision(False, "Invalid", None, "offline")
+
+    def queued_messages(self) -> int:
+        return self.store.outbox_count()
+
+    def connection_state(self) -> str:
+        return self._state
+
+    # ------------------------------------------------------------------ auth cache
+
+    def _cached(self, id_tag: str) -> tuple[str, str | None] | None:
+        if not self.settings.get_bool("AuthorizationCacheEnabled"):
+            return None
+        entry = self.store.cache_get(id_tag)
+        if entry is None or entry[0] != "Accepted":
+            return None
+        status, parent, expiry = entry
+        if expiry:
+            try:
+                if datetime.fromisoformat(expiry.replace("Z", "+00:00")) < self.clock.utc_now():
+                    return None
+            except ValueError:
+                return None
+        return status, parent
+
+    def _remember(self, id_tag: str, info: dict[str, Any]) -> None:
+        if self.settings.get_bool("AuthorizationCacheEnabled"):
+            self.store.cache_put(
+                id_tag, info["status"], info.get("parentIdTag"), info.get("expiryDate")
+            )
+
+    # ------------------------------------------------------------------ connection
+
+    @property
+    def url(self) -> str:
+        return self.options.csms_url.rstrip("/") + "/" + quote(self.identity.station_id, safe="")
+
+    def _headers(self) -> dict[str, str]:
+        # Security profile 1: HTTP Basic, user = station id; AuthorizationKey from the
+        # CSMS (ChangeConfiguration) wins over the configured password.
+        password = self.settings.get("AuthorizationKey") or self.options.password
+        if not password:
+            return {}
+        token = base64.b64encode(f"{self.identity.station_id}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    async def run(self) -> None:
+        """Stay connected forever, with jittered exponential back-off between attempts."""
+        attempt = 0
+        while True:
+            self._state = "connecting"
+            try:
+                ping_s = self.settings.get_int("WebSocketPingInterval")
+                async with connect(
+                    self.url,
+                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                    additional_headers=self._headers(),
+                    ping_interval=ping_s or None,
+                    ping_timeout=ping_s or None,
+                    open_timeout=self.options.open_timeout_s,
+                    max_size=2**20,
+                ) as ws:
+                    if ws.subprotocol != SUBPROTOCOL:
+                        LOG.error("CSMS did not accept subprotocol %s", SUBPROTOCOL)
+                        await ws.close()
+                    else:
+                        attempt = 0
+                        self.connects += 1
+                        LOG.info("connected to %s", self.url)
+                        await self._session(ws)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
+                LOG.warning("CSMS connection failed: %s", exc)
+            except Exception:
+                LOG.exception("CSMS session ended with an error")
+            self._state = "offline"
+            self._rpc = None
+            delay_s = backoff_s(
+                attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng
+            )
+            attempt += 1
+            LOG.info("reconnecting in %.1f s", delay_s)
+            await self.clock.sleep(delay_s)
+
+    def _observe(self, direction: str, text: str) -> None:
+        self._last_activity_s = self.clock.monotonic_s()
+        if self._on_frame_cb:
+            self._on_frame_cb(direction, text)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        rpc = RpcConnection(
+            ws,
+            self._handle,
+            response_timeout_s=self.options.response_timeout_s,
+            supported_actions=SUPPORTED_ACTIONS,
+            on_frame=self._observe,
+        )
+        self._rpc = rpc
+        session = TaskGroup("ocpp16-session")
+        reader = asyncio.create_task(rpc.run(), name="ocpp16:reader")
+        session.spawn(self._bring_up(), name="bring-up")
+        try:
+            await reader
+        except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
+            LOG.warning("CSMS connection lost: %s", exc)
+        finally:
+            reader.cancel()
+            await session.cancel_all()
+            self._rpc = None
+            self._state = "offline"
+
+    async def _bring_up(self) -> None:
+        try:
+            await self._bring_up_inner()
+        except ConnectionLost:
+            LOG.info("connection lost during session")
+
+    async def _bring_up_inner(self) -> None:
+        if not self._accepted_once:
+            await self._boot()
+        self._state = "accepted"
+        # After (re)connecting: the current status of every connector, not the history.
+        self._pending_status[0] = ("Available" if self.station.station_operative
+                                   else "Unavailable", "NoError", self._now())
+        for c in self.station.connectors.values():
+            self._pending_status.setdefault(
+                c.connector_id, (c.state.status.value, c.state.error_code, self._now())
+            )
+        self._status_wakeup.set()
+        self._outbox_wakeup.set()
+        await asyncio.gather(self._status_pump(), self._outbox_pump(), self._heartbeat_loop())
+
+    async def _boot(self) -> None:
+        """BootNotification until Accepted (4.2); Pending/Rejected wait for ``interval``."""
+        payload: dict[str, Any] = {
+            "chargePointVendor": self.identity.vendor,
+            "chargePointModel": self.identity.model,
+        }
+        if self.identity.serial_number:
+            payload["chargePointSerialNumber"] = self.identity.serial_number
+        if self.identity.firmware_version:
+            payload["firmwareVersion"] = self.identity.firmware_version
+        while True:
+            self._state = "booting"
+            try:
+                result = await self._call("BootNotification", payload)
+            except (CallError, CallTimeout) as exc:
+                LOG.warning("BootNotification failed: %s", exc)
+                await self.clock.sleep(backoff_s(2, 1.0, 30.0, self._rng))
+                continue
+            self._note_server_time(result.get("currentTime"))
+            interval_s = int(result.get("interval", 0))
+            status = result["status"]
+            LOG.info("BootNotification: %s (interval %d s)", status, interval_s)
+            if status == "Accepted":
+                if interval_s > 0:
+                    self.settings.set_internal("HeartbeatInterval", str(interval_s))
+                self._accepted_once = True
+                return
+            self._state = status.lower()  # "pending" / "rejected"
+            await self.clock.sleep(interval_s if interval_s > 0 else 30)
+
+    def _note_server_time(self, text: Any) -> None:
+        if not isinstance(text, str):
+            return
+        try:
+            server = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return
+        if server.tzinfo is not None:
+            self.server_time_offset_s = (server - self.clock.utc_now()).total_seconds()
+
+    async def _call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        rpc = self._rpc
+        if rpc is None:
+            raise ConnectionLost("not connected")
+        return await rpc.call(action, payload)
+
+    async def _send_best_effort(self, action: str, payload: dict[str, Any]) -> None:
+        try:
+            await self._call(action, payload)
+        except (CallError, CallTimeout, ConnectionLost) as exc:
+            LOG.info("%s not delivered: %s", action, exc)
+
+    # ------------------------------------------------------------------ pumps
+
+    def _now(self) -> str:
+        return iso_utc(self.clock.utc_now())
+
+    async def _status_pump(self) -> None:
+        while True:
+            await self._status_wakeup.wait()
+            self._status_wakeup.clear()
+            while self._pending_status:
+                connector_id = min(self._pending_status)
+                status, code, at = self._pending_status[connector_id]
+                payload = {
+                    "connectorId": connector_id,
+                    "errorCode": code,
+                    "status": status,
+                    "timestamp": at,
+                }
+                try:
+                    await self._call("StatusNotification", payload)
+                except CallTimeout:
+                    continue
+                except CallError as exc:
+                    LOG.warning("StatusNotification refused: %s", exc)
+                # Only drop it if no newer status arrived meanwhile.
+                if self._pending_status.get(connector_id) == (status, code, at):
+                    del self._pending_status[connector_id]
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            interval_s = self.settings.get_int("HeartbeatInterval")
+            if interval_s <= 0:
+                await self.clock.sleep(60)
+                continue
+            idle_s = self.clock.monotonic_s() - self._last_activity_s
+            if idle_s < interval_s:
+                await self.clock.sleep(interval_s - idle_s)
+                continue
+            try:
+                result = await self._call("Heartbeat", {})
+                self._note_server_time(result.get("currentTime"))
+            except CallTimeout:
+                LOG.warning("Heartbeat not answered")
+                self._last_activity_s = self.clock.monotonic_s()
+
+    async def _outbox_pump(self) -> None:
+        """Send queued transaction messages in order, one at a time, until confirmed."""
+        while True:
+            msg = self.store.outbox_head()
+            if msg is None:
+                self._outbox_wakeup.clear()
+                await self._outbox_wakeup.wait()
+                continue
+            payload = dict(msg.payload)
+            if msg.action in ("MeterValues", "StopTransaction") and msg.tx_key is not None:
+                tx = self.store.get_transaction(msg.tx_key)
+                # Errata 3.18: no transactionId was ever received -> -1.
+                payload["transactionId"] = (
+                    tx.csms_tx_id if tx is not None and tx.csms_tx_id is not None else -1
+                )
+            try:
+                result = await self._call(msg.action, payload)
+            except (CallError, CallTimeout) as exc:
+                attempts = self.store.outbox_mark_attempt(msg.seq)
+                limit = self.settings.get_int("TransactionMessageAttempts")
+                if attempts >= limit:
+                    LOG.error(
+                        "%s (seq %d) dropped after %d attempts: %s",
+                        msg.action, msg.seq, attempts, exc,
+                    )
+                    self.store.outbox_delete(msg.seq)
+                    continue
+                retry_s = self.settings.get_int("TransactionMessageRetryInterval") * attempts
+                LOG.warning("%s failed (%s); retry %d in %d s", msg.action, exc, attempts, retry_s)
+                await self.clock.sleep(retry_s)
+                continue
+            if msg.action == "StartTransaction" and msg.tx_key is not None:
+                tx_id = int(result["transactionId"])
+                self.store.confirm_start(msg.seq, msg.tx_key, tx_id)
+                status = result["idTagInfo"]["status"]
+                self._remember(str(msg.payload["idTag"]), result["idTagInfo"])
+                if status != "Accepted":
+                    LOG.warning("StartTransaction %d: idTag %s", tx_id, status)
+                    self.station.deauthorize(msg.tx_key)
+            else:
+                if msg.action == "StopTransaction" and "idTagInfo" in result:
+                    tag = msg.payload.get("idTag")
+                    if tag:
+                        self._remember(str(tag), result["idTagInfo"])
+                self.store.outbox_delete(msg.seq)
+
+    # ------------------------------------------------------------------ CSMS requests
+
+    async def _handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        handler = getattr(self, "_on_" + action)
+        result: dict[str, Any] = await handler(payload)
+        return result
+
+    def _connector_id(self, payload: dict[str, Any], *, allow_zero: bool) -> int:
+        cid = payload["connectorId"]
+        low = 0 if allow_zero else 1
+        if not low <= cid <= len(self.station.connectors):
+            raise CallError(PROPERTY_CONSTRAINT_VIOLATION, f"unknown connectorId {cid}")
+        return int(cid)
+
+    async def _on_ChangeAvailability(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        cid = self._connector_id(p, allow_zero=True)
+        status = self.station.change_availability(cid, p["type"] == "Operative")
+        if cid == 0:
+            self._pending_status[0] = (
+                "Available" if p["type"] == "Operative" else "Unavailable", "NoError", self._now()
+            )
+            self._status_wakeup.set()
+        return {"status": status}
+
+    async def _on_ChangeConfiguration(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        return {"status": self.settings.change(p["key"], p["value"])}
+
+    async def _on_GetConfiguration(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        wanted = p.get("key")
+        max_keys = self.settings.get_int("GetConfigurationMaxKeys")
+        if wanted is not None and len(wanted) > max_keys:
+            raise CallError(
+                "OccurenceConstraintViolation", f"at most {max_keys} keys per request"
+            )
+        names = wanted if wanted else [k.name for k in self.settings.keys() if not k.write_only]
+        known: list[dict[str, Any]] = []
+        unknown: list[str] = []
+        for name in names:
+            key = self.settings.key(name)
+            if key is None:
+                unknown.append(name)
+                continue
+            entry: dict[str, Any] = {"key": name, "readonly": key.readonly}
+            if not key.write_only:  # AuthorizationKey is never read back
+                entry["value"] = self.settings.get(name)
+            known.append(entry)
+        result: dict[str, Any] = {}
+        if known:
+            result["configurationKey"] = known
+        if unknown:
+            result["unknownKey"] = unknown
+        return result
+
+    async def _on_ClearCache(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        self.store.cache_clear()
+        return {"status": "Accepted"}
+
+    async def _on_DataTransfer(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        return {"status": "UnknownVendorId"}
+
+    async def _on_RemoteStartTransaction(  # noqa: N802
+        self, p: dict[str, Any]
+    ) -> dict[str, Any]:
+        requested = p.get("connectorId")
+        if requested is not None:
+            self._connector_id(p, allow_zero=False)
+        cid = self.station.remote_start(requested, p["idTag"])
+        if cid is None:
+            return {"status": "Rejected"}
+        self._tasks.spawn(self._remote_start(cid, p["idTag"]), name="remote-start")
+        return {"status": "Accepted"}
+
+    async def _remote_start(self, connector_id: int, id_tag: str) -> None:
+        if self.settings.get_bool("AuthorizeRemoteTxRequests"):
+            decision = await self.authorize(id_tag)
+            if not decision.accepted:
+                LOG.info("remote start for %s not authorized", id_tag)
+                return
+        self.station.begin_remote(connector_id, id_tag)
+
+    async def _on_RemoteStopTransaction(  # noqa: N802
+        self, p: dict[str, Any]
+    ) -> dict[str, Any]:
+        tx_id = p["transactionId"]
+        for c in self.station.connectors.values():
+            if c.tx_key is None:
+                continue
+            tx = self.store.get_transaction(c.tx_key)
+            if tx is not None and tx.csms_tx_id == tx_id:
+                self.station.stop_transaction(c.tx_key, sm.StopReason.REMOTE)
+                return {"status": "Accepted"}
+        return {"status": "Rejected"}
+
+    async def _on_Reset(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        kind = p["type"]
+        self._tasks.spawn(self._reset(kind), name="reset")
+        return {"status": "Accepted"}
+
+    async def _reset(self, kind: str) -> None:
+        await asyncio.sleep(0.05)  # let Reset.conf go out first
+        reason = sm.StopReason.HARD_RESET if kind == "Hard" else sm.StopReason.SOFT_RESET
+        await self.station.stop_all(reason)
+        # Give the StopTransactions a few seconds to reach the CSMS; they stay queued anyway.
+        for _ in range(50):
+            if self.store.outbox_count() == 0 or self._state != "accepted":
+                break
+            await asyncio.sleep(0.1)
+        LOG.warning("%s reset requested by the CSMS", kind)
+        if self._on_reset is not None:
+            self._on_reset(kind)
+
+    async def _on_UnlockConnector(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        cid = self._connector_id(p, allow_zero=False)
+        return {"status": await self.station.unlock(cid)}
+
+    async def _on_TriggerMessage(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        requested = p["requestedMessage"]
+        cid = p.get("connectorId")
+        if cid is not None and not 0 <= cid <= len(self.station.connectors):
+            return {"status": "Rejected"}
+        if requested == "StatusNotification":
+            targets = [cid] if cid is not None else [0, *self.station.connectors]
+            for target in targets:
+                if target == 0:
+                    status = "Available" if self.station.station_operative else "Unavailable"
+                    self._pending_status[0] = (status, "NoError", self._now())
+                else:
+                    c = self.station.connectors[target]
+                    self._pending_status[target] = (
+                        c.state.status.value, c.state.error_code, self._now()
+                    )
+            self._status_wakeup.set()
+        elif requested == "Heartbeat":
+            self._tasks.spawn(self._send_best_effort("Heartbeat", {}), name="trigger")
+        elif requested == "BootNotification":
+            self._accepted_once = False
+            self._tasks.spawn(self._boot(), name="trigger")
+        elif requested == "MeterValues":
+            now = self._now()
+            for c in self.station.connectors.values():
+                if (cid in (None, 0) or c.connector_id == cid) and c.reading is not None:
+                    sample = Sample(c.reading, now, "Trigger", c.state.offered_current_a)
+                    values = build.meter_value(sample, self.settings.get_csl(
+                        "MeterValuesSampledData"))
+                    if values:
+                        payload: dict[str, Any] = {
+                            "connectorId": c.connector_id, "meterValue": [values]
+                        }
+                        if c.tx_key is not None:
+                            tx = self.store.get_transaction(c.tx_key)
+                            if tx is not None and tx.csms_tx_id is not None:
+                                payload["transactionId"] = tx.csms_tx_id
+                        self._tasks.spawn(
+                            self._send_best_effort("MeterValues", payload), name="trigger"
+                        )
+        else:
+            return {"status": "NotImplemented"}
+        return {"status": "Accepted"}
+
+    async def close(self) -> None:
+        await self._tasks.cancel_all()

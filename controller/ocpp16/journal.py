@@ -1,0 +1,70 @@
+"""Durable transaction journal: records starts, samples and stops as queued OCPP 1.6 CALLs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from controller.ocpp16 import messages as build
+from controller.port import Sample, TxStart, TxStop
+from controller.settings import Settings
+from controller.store import Store, StoreError
+
+LOG = logging.getLogger(__name__)
+
+
+class Journal:
+    """Writes before sending: every transaction message lands in the outbox first."""
+
+    def __init__(self, store: Store, settings: Settings, *, boot_id: str = "") -> None:
+        self.store = store
+        self.settings = settings
+        self.boot_id = boot_id
+
+    def start_transaction(self, tx: TxStart) -> int:
+        return self.store.begin_transaction(
+            connector_id=tx.connector_id,
+            id_tag=tx.id_tag,
+            meter_start_wh=tx.meter_start_wh,
+            started_at=tx.timestamp,
+            reservation_id=tx.reservation_id,
+            start_payload=build.start_transaction(tx),
+            boot_id=self.boot_id,
+        )
+
+    def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
+        payload = build.stop_transaction(stop, self.settings.get_csl("StopTxnSampledData"))
+        return self.store.end_transaction(
+            tx_key,
+            meter_stop_wh=stop.meter_stop_wh,
+            stopped_at=stop.timestamp,
+            reason=stop.reason,
+            stop_payload=payload,
+        )
+
+    def meter_values(
+        self, connector_id: int, tx_key: int | None, samples: list[Sample]
+    ) -> dict[str, Any] | None:
+        """Queue transaction samples durably; return the payload of non-transaction ones."""
+        periodic = bool(samples) and samples[0].context == "Sample.Periodic"
+        key = "MeterValuesSampledData" if periodic else "MeterValuesAlignedData"
+        measurands = self.settings.get_csl(key)
+        values = [mv for s in samples if (mv := build.meter_value(s, measurands))]
+        if not values:
+            return None
+        payload: dict[str, Any] = {"connectorId": connector_id, "meterValue": values}
+        if tx_key is None:
+            return payload
+        last = samples[-1]
+        try:
+            self.store.enqueue_tx_message(
+                tx_key,
+                "MeterValues",
+                payload,
+                energy_wh=round(last.reading.energy_wh),
+                at=last.timestamp,
+            )
+        except StoreError:
+            # Charging goes on; the reading is lost but the stop still carries the total.
+            LOG.exception("could not queue MeterValues (disk full?)")
+        return None

@@ -1,0 +1,74 @@
+"""The core's port to a CSMS: what an OCPP adapter (or standalone mode) implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hal.base import MeterReading
+
+
+@dataclass(frozen=True)
+class AuthDecision:
+    """Outcome of an authorization; ``source`` says who decided (csms, cache, offline...)."""
+
+    accepted: bool
+    status: str = "Accepted"
+    parent_id_tag: str | None = None
+    source: str = "csms"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One metering sample: a reading, when it was taken and why (OCPP ReadingContext)."""
+
+    reading: MeterReading
+    timestamp: str
+    context: str = "Sample.Periodic"
+    offered_current_a: float | None = None
+
+
+@dataclass(frozen=True)
+class TxStart:
+    connector_id: int
+    id_tag: str
+    meter_start_wh: int
+    timestamp: str
+    reservation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TxStop:
+    meter_stop_wh: int
+    timestamp: str
+    reason: str
+    id_tag: str | None = None
+    transaction_data: list[Sample] = field(default_factory=list)
+
+
+class CsmsPort(Protocol):
+    """Implemented by controller.ocpp16.client.Ocpp16Client and controller.standalone."""
+
+    def start_transaction(self, tx: TxStart) -> int:
+        """Durably record the start (and queue its message); return the internal tx key."""
+        ...
+
+    def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
+        """Durably record the stop; False when the transaction was already stopped."""
+        ...
+
+    def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
+        """Report samples; transaction samples are durable, others best effort."""
+        ...
+
+    def status_changed(self, connector_id: int, status: str, error_code: str, at: str) -> None:
+        ...
+
+    async def authorize(self, id_tag: str) -> AuthDecision:
+        ...
+
+    def queued_messages(self) -> int:
+        ...
+
+    def connection_state(self) -> str:
+        ...

@@ -1,0 +1,40 @@
+"""Standalone mode (no CSMS): local card list or free vend, sessions journaled as for a CSMS."""
+
+from __future__ import annotations
+
+from controller.config import StandaloneConfig
+from controller.ocpp16.journal import Journal
+from controller.port import AuthDecision, Sample, TxStart, TxStop
+from controller.store import Store
+
+
+class StandalonePort:
+    """Implements ``CsmsPort`` without a network; queued messages wait for a future CSMS."""
+
+    def __init__(self, journal: Journal, store: Store, config: StandaloneConfig) -> None:
+        self.journal = journal
+        self.store = store
+        self.config = config
+
+    def start_transaction(self, tx: TxStart) -> int:
+        return self.journal.start_transaction(tx)
+
+    def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
+        return self.journal.stop_transaction(tx_key, stop)
+
+    def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
+        self.journal.meter_values(connector_id, tx_key, samples)
+
+    def status_changed(self, connector_id: int, status: str, error_code: str, at: str) -> None:
+        """Nobody to tell; the local API shows the status."""
+
+    async def authorize(self, id_tag: str) -> AuthDecision:
+        if self.config.free_vend or id_tag.upper() in self.config.id_tags:
+            return AuthDecision(True, "Accepted", None, "local")
+        return AuthDecision(False, "Invalid", None, "local")
+
+    def queued_messages(self) -> int:
+        return self.store.outbox_count()
+
+    def connection_state(self) -> str:
+        return "standalone"

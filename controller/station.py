@@ -1,0 +1,602 @@
+"""Station runtime: runs the connector state machines and executes their commands on the HAL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import connector as sm
+from controller.clock import Clock, iso_utc
+from controller.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
+from controller.settings import Settings
+from controller.store import Store
+from controller.tasks import TaskGroup
+from hal.base import (
+    ConnectorLock,
+    Contactor,
+    DeviceError,
+    EnergyMeter,
+    FaultInput,
+    Indicator,
+    IndicatorState,
+    MeterReading,
+    TokenReader,
+    VehicleInterface,
+    VehicleState,
+)
+
+LOG = logging.getLogger(__name__)
+
+METER_FAILURES_BEFORE_FAULT = 3
+MAX_STOP_TX_SAMPLES = 48
+
+_INDICATOR = {
+    sm.Status.AVAILABLE: IndicatorState.AVAILABLE,
+    sm.Status.PREPARING: IndicatorState.PREPARING,
+    sm.Status.CHARGING: IndicatorState.CHARGING,
+    sm.Status.SUSPENDED_EV: IndicatorState.SUSPENDED,
+    sm.Status.SUSPENDED_EVSE: IndicatorState.SUSPENDED,
+    sm.Status.FINISHING: IndicatorState.FINISHING,
+    sm.Status.RESERVED: IndicatorState.RESERVED,
+    sm.Status.UNAVAILABLE: IndicatorState.UNAVAILABLE,
+    sm.Status.FAULTED: IndicatorState.FAULT,
+}
+
+
+@dataclass
+class ConnectorHardware:
+    """The devices of one connector; lock, indicator and fault input are optional."""
+
+    contactor: Contactor
+    meter: EnergyMeter
+    vehicle: VehicleInterface
+    lock: ConnectorLock | None = None
+    indicator: Indicator | None = None
+    fault: FaultInput | None = None
+    max_current_a: float = 32.0
+
+
+@dataclass
+class ConnectorRuntime:
+    """Mutable runtime data around the pure state of one connector."""
+
+    connector_id: int
+    hw: ConnectorHardware
+    state: sm.ConnectorState
+    tx_key: int | None = None
+    tx_id_tag: str | None = None
+    tx_meter_start_wh: int = 0
+    tx_started_s: float = 0.0
+    last_sample_s: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+    reading: MeterReading | None = None
+    meter_failures: int = 0
+    faults: dict[str, str] = field(default_factory=dict)  # source -> error code
+    status_since_s: float = 0.0
+
+
+class Station:
+    """Owns the connectors; the CSMS side is reached only through ``CsmsPort``."""
+
+    def __init__(
+        self,
+        *,
+        connectors: list[ConnectorHardware],
+        reader: TokenReader | None,
+        settings: Settings,
+        store: Store,
+        clock: Clock,
+        boot_id: str = "",
+        tick_interval_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.reader = reader
+        self.boot_id = boot_id
+        self.tick_interval_s = tick_interval_s
+        self.port: CsmsPort | None = None
+        self.connectors: dict[int, ConnectorRuntime] = {}
+        for index, hw in enumerate(connectors, start=1):
+            operative = store.get_setting(f"availability.{index}") != "Inoperative"
+            state = sm.initial_state(
+                max_current_a=hw.max_current_a, operative=operative, now_s=clock.monotonic_s()
+            )
+            self.connectors[index] = ConnectorRuntime(index, hw, state)
+        self.station_operative = store.get_setting("availability.0") != "Inoperative"
+        self._tasks = TaskGroup("station")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[Callable[[int, sm.Command], None]] = []
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def attach_port(self, port: CsmsPort) -> None:
+        self.port = port
+
+    def add_listener(self, listener: Callable[[int, sm.Command], None]) -> None:
+        """Observe executed commands (demo output, tests, benchmarks)."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        """Read meters, close what an unclean stop left open, then follow the hardware."""
+        assert self.port is not None, "attach_port() first"
+        self._loop = asyncio.get_running_loop()
+        for c in self.connectors.values():
+            c.hw.contactor.set_closed(False)  # fail safe, whatever the driver did
+            await self._poll_meter(c)
+        self._recover_open_transactions()
+        for c in self.connectors.values():
+            self._apply_settings(c)
+            c.status_since_s = self.clock.monotonic_s()
+            self._report_status(c, c.state.status.value, c.state.error_code)
+            c.hw.vehicle.start(self._threadsafe(c.connector_id, self._on_vehicle))
+            if c.hw.fault is not None:
+                c.hw.fault.start(self._threadsafe(c.connector_id, self._on_fault))
+                if c.hw.fault.active_fault:
+                    self._set_fault(c, "input", c.hw.fault.active_fault)
+            self._on_vehicle(c.connector_id, c.hw.vehicle.state)
+        if self.reader is not None:
+            loop = self._loop
+            self.reader.start(lambda uid: loop.call_soon_threadsafe(self.present_token, uid))
+        self.settings.on_change(self._on_setting)
+        self._tasks.spawn(self._tick_loop(), name="tick", critical=True)
+        self.started = True
+
+    async def stop(self, reason: sm.StopReason | None = None) -> None:
+        """Stop transactions with ``reason`` (None leaves them for recovery) and go safe."""
+        if reason is not None:
+            await self.stop_all(reason)
+        await self._tasks.cancel_all()
+        for c in self.connectors.values():
+            c.hw.contactor.set_closed(False)
+            c.hw.vehicle.stop()
+            if c.hw.fault is not None:
+                c.hw.fault.stop()
+        if self.reader is not None:
+            self.reader.stop()
+        self.started = False
+
+    def _threadsafe(
+        self, connector_id: int, fn: Callable[[int, Any], None]
+    ) -> Callable[[Any], None]:
+        """Hardware callbacks may come from driver threads: hop onto the event loop."""
+        loop = self._loop
+        assert loop is not None
+
+        def callback(value: Any) -> None:
+            loop.call_soon_threadsafe(fn, connector_id, value)
+
+        return callback
+
+    def _recover_open_transactions(self) -> None:
+        assert self.port is not None
+        for tx in self.store.open_transactions():
+            # Same OS boot: the controller process died (crash, kill, watchdog) -> Reboot.
+            # Different boot id: the whole board lost power -> PowerLoss.
+            reason = "Reboot" if tx.boot_id and tx.boot_id == self.boot_id else "PowerLoss"
+            LOG.warning(
+                "closing transaction %d left open by an unclean stop: %s, %d Wh",
+                tx.tx_key,
+                reason,
+                tx.last_meter_wh,
+            )
+            self.port.stop_transaction(
+                tx.tx_key,
+                TxStop(
+                    meter_stop_wh=tx.last_meter_wh,
+                    timestamp=tx.last_meter_at,
+                    reason=reason,
+                    id_tag=None,
+                ),
+            )
+
+    # ------------------------------------------------------------------ events
+
+    def dispatch(self, connector_id: int, event: sm.Event) -> None:
+        c = self.connectors[connector_id]
+        old = c.state
+        c.state, commands = sm.step(c.state, event)
+        if c.state.contactor_closed and not old.contactor_closed:
+            LOG.info("connector %d: contactor permitted by %s", connector_id, event)
+        for command in commands:
+            self._execute(c, command)
+
+    def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
+        self.dispatch(connector_id, sm.VehicleChanged(state))
+
+    def _on_fault(self, connector_id: int, code: str | None) -> None:
+        self._set_fault(self.connectors[connector_id], "input", code)
+
+    def _set_fault(self, c: ConnectorRuntime, source: str, code: str | None) -> None:
+        if code is None:
+            c.faults.pop(source, None)
+        else:
+            c.faults[source] = code
+        effective = next(iter(c.faults.values()), None)
+        if effective != c.state.fault:
+            if effective is not None:
+                LOG.error("connector %d fault: %s (%s)", c.connector_id, effective, source)
+            self.dispatch(c.connector_id, sm.FaultChanged(effective))
+
+    def present_token(self, id_tag: str) -> int | None:
+        """A card at the (shared) reader: route it to the connector it is meant for."""
+        target = self._connector_for_token(id_tag)
+        if target is None:
+            LOG.info("card %s ignored: no connector can take it", id_tag)
+            return None
+        self.dispatch(target, sm.TokenPresented(id_tag))
+        return target
+
+    def _connector_for_token(self, id_tag: str) -> int | None:
+        conns = list(self.connectors.values())
+        for c in conns:  # the card that started a transaction stops it
+            if c.state.tx_active and c.state.authorized_tag == id_tag:
+                return c.connector_id
+        for c in conns:  # a reserved connector for this card
+            if c.state.reserved_for == id_tag and not c.state.tx_active:
+                return c.connector_id
+        for c in conns:  # plugged in and waiting
+            s = c.state
+            if s.vehicle.plugged and not s.tx_active and not s.finishing and s.operative:
+                return c.connector_id
+        for c in conns:  # tap first, plug later
+            s = c.state
+            if s.status is sm.Status.AVAILABLE:
+                return c.connector_id
+        for c in conns:  # any running transaction: maybe a group card to stop it
+            if c.state.tx_active:
+                return c.connector_id
+        return None
+
+    # ------------------------------------------------------------------ commands
+
+    def _execute(self, c: ConnectorRuntime, command: sm.Command) -> None:
+        match command:
+            case sm.SwitchContactor(on=on):
+                self._switch(c, on)
+            case sm.SetCurrentLimit(current_a=amps):
+                try:
+                    c.hw.vehicle.set_max_current_a(amps)
+                except Exception:
+                    LOG.exception("connector %d: setting pilot current failed", c.connector_id)
+                    self._set_fault(c, "pilot", "EVCommunicationError")
+            case sm.Lock():
+                if c.hw.lock is not None:
+                    self._tasks.spawn(self._move_lock(c, True), name="lock")
+            case sm.Unlock():
+                if c.hw.lock is not None:
+                    self._tasks.spawn(self._move_lock(c, False), name="unlock")
+            case sm.RequestAuthorization(id_tag=tag):
+                self._tasks.spawn(self._authorize(c.connector_id, tag), name="authorize")
+            case sm.StartTx(id_tag=tag, reservation_id=rid):
+                self._start_tx(c, tag, rid)
+            case sm.StopTx(reason=reason, id_tag=tag):
+                self._stop_tx(c, reason, tag)
+            case sm.Notify(status=status, error_code=code):
+                c.status_since_s = self.clock.monotonic_s()
+                if c.hw.indicator is not None:
+                    c.hw.indicator.show(_INDICATOR[status])
+                self._report_status(c, status.value, code)
+        for listener in self._listeners:
+            listener(c.connector_id, command)
+
+    def _switch(self, c: ConnectorRuntime, on: bool) -> None:
+        try:
+            c.hw.contactor.set_closed(on)
+        except Exception:
+            LOG.exception("connector %d: contactor driver failed", c.connector_id)
+            try:
+                c.hw.contactor.set_closed(False)
+            except Exception:
+                LOG.exception("connector %d: contactor could not be opened", c.connector_id)
+            # Defer: we are inside dispatch; the fault opens the contactor in the model.
+            assert self._loop is not None
+            self._loop.call_soon(self._set_fault, c, "contactor", "PowerSwitchFailure")
+
+    async def _move_lock(self, c: ConnectorRuntime, lock: bool) -> None:
+        assert c.hw.lock is not None
+        ok = await (c.hw.lock.lock() if lock else c.hw.lock.unlock())
+        if not ok:
+            LOG.error("connector %d: %s failed", c.connector_id, "lock" if lock else "unlock")
+            if lock:
+                self._set_fault(c, "lock", "ConnectorLockFailure")
+
+    async def _authorize(self, connector_id: int, id_tag: str) -> None:
+        assert self.port is not None
+        try:
+            decision = await self.port.authorize(id_tag)
+        except Exception:
+            LOG.exception("authorization of %s failed", id_tag)
+            decision = AuthDecision(False, "Invalid", source="error")
+        LOG.info("card %s: %s (%s)", id_tag, decision.status, decision.source)
+        self.dispatch(
+            connector_id, sm.AuthResult(id_tag, decision.accepted, decision.parent_id_tag)
+        )
+
+    def _now_iso(self) -> str:
+        return iso_utc(self.clock.utc_now())
+
+    def _start_tx(self, c: ConnectorRuntime, id_tag: str, reservation_id: int | None) -> None:
+        assert self.port is not None
+        # The contactor is still open, so the cached reading is the exact start register.
+        energy_wh = round(c.reading.energy_wh) if c.reading else 0
+        now = self._now_iso()
+        c.tx_key = self.port.start_transaction(
+            TxStart(c.connector_id, id_tag, energy_wh, now, reservation_id)
+        )
+        c.tx_id_tag = id_tag
+        c.tx_meter_start_wh = energy_wh
+        c.tx_started_s = c.last_sample_s = self.clock.monotonic_s()
+        c.samples = []
+        if c.reading is not None:
+            c.samples.append(Sample(c.reading, now, "Transaction.Begin"))
+        LOG.info("connector %d: transaction %d started for %s", c.connector_id, c.tx_key, id_tag)
+
+    def _stop_tx(self, c: ConnectorRuntime, reason: sm.StopReason, id_tag: str | None) -> None:
+        tx_key = c.tx_key
+        if tx_key is None:
+            return
+        c.tx_key = None
+        self._tasks.spawn(
+            self._finish_stop(c, tx_key, reason, id_tag, list(c.samples)), name="stop-tx"
+        )
+        c.samples = []
+
+    async def _finish_stop(
+        self,
+        c: ConnectorRuntime,
+        tx_key: int,
+        reason: sm.StopReason,
+        id_tag: str | None,
+        samples: list[Sample],
+    ) -> None:
+        assert self.port is not None
+        # Read after the contactor opened so the last watt-hours are billed.
+        await self._poll_meter(c)
+        energy_wh = round(c.reading.energy_wh) if c.reading else c.tx_meter_start_wh
+        now = self._now_iso()
+        if c.reading is not None:
+            samples.append(Sample(c.reading, now, "Transaction.End"))
+        self.port.stop_transaction(
+            tx_key,
+            TxStop(
+                meter_stop_wh=max(energy_wh, c.tx_meter_start_wh),
+                timestamp=now,
+                reason=reason.value,
+                id_tag=id_tag,
+                transaction_data=samples,
+            ),
+        )
+        LOG.info(
+            "connector %d: transaction %d stopped (%s), %d Wh",
+            c.connector_id,
+            tx_key,
+            reason.value,
+            energy_wh - c.tx_meter_start_wh,
+        )
+
+    def _report_status(self, c: ConnectorRuntime, status: str, error_code: str) -> None:
+        if self.port is not None:
+            self.port.status_changed(c.connector_id, status, error_code, self._now_iso())
+
+    # ------------------------------------------------------------------ periodic work
+
+    async def _poll_meter(self, c: ConnectorRuntime) -> None:
+        try:
+            reading = await c.hw.meter.read()
+        except (DeviceError, OSError, asyncio.TimeoutError) as exc:
+            c.meter_failures += 1
+            LOG.warning("connector %d: meter read failed (%s)", c.connector_id, exc)
+            if c.meter_failures >= METER_FAILURES_BEFORE_FAULT:
+                self._set_fault(c, "meter", "PowerMeterFailure")
+            return
+        if c.reading is not None and reading.energy_wh < c.reading.energy_wh:
+            # A register must never run backwards; keep the higher value (meter reset).
+            LOG.warning("connector %d: meter register went backwards", c.connector_id)
+            reading = MeterReading(
+                c.reading.energy_wh,
+                reading.power_w,
+                reading.voltage_v,
+                reading.current_a,
+                reading.frequency_hz,
+                reading.energy_export_wh,
+            )
+        c.reading = reading
+        if c.meter_failures:
+            c.meter_failures = 0
+            self._set_fault(c, "meter", None)
+
+    async def _tick_loop(self) -> None:
+        last_aligned: int | None = None
+        while True:
+            await self.clock.sleep(self.tick_interval_s)
+            now_s = self.clock.monotonic_s()
+            for c in self.connectors.values():
+                await self._poll_meter(c)
+                self.dispatch(c.connector_id, sm.Tick(now_s))
+                self._maybe_sample(c, now_s)
+            aligned_s = self.settings.get_int("ClockAlignedDataInterval")
+            if aligned_s > 0:
+                slot = int(self.clock.utc_now().timestamp()) // aligned_s
+                if last_aligned is not None and slot != last_aligned:
+                    self._aligned_sample()
+                last_aligned = slot
+            else:
+                last_aligned = None
+
+    def _maybe_sample(self, c: ConnectorRuntime, now_s: float) -> None:
+        interval_s = self.settings.get_int("MeterValueSampleInterval")
+        if c.tx_key is None or interval_s <= 0 or c.reading is None:
+            return
+        if now_s - c.last_sample_s < interval_s:
+            return
+        c.last_sample_s = now_s
+        assert self.port is not None
+        sample = Sample(
+            c.reading, self._now_iso(), "Sample.Periodic", c.state.offered_current_a
+        )
+        self.port.meter_values(c.connector_id, c.tx_key, [sample])
+        c.samples.append(sample)
+        if len(c.samples) > MAX_STOP_TX_SAMPLES:
+            # Keep Transaction.Begin and thin out the middle: bounded StopTransaction size.
+            c.samples = c.samples[:1] + c.samples[2::2]
+
+    def _aligned_sample(self) -> None:
+        assert self.port is not None
+        now = self._now_iso()
+        for c in self.connectors.values():
+            if c.reading is None:
+                continue
+            self.port.meter_values(
+                c.connector_id, c.tx_key, [Sample(c.reading, now, "Sample.Clock")]
+            )
+
+    # ------------------------------------------------------------------ settings
+
+    def _apply_settings(self, c: ConnectorRuntime) -> None:
+        self.dispatch(
+            c.connector_id,
+            sm.SettingsChanged(
+                connection_timeout_s=float(self.settings.get_int("ConnectionTimeOut")),
+                stop_on_ev_disconnect=self.settings.get_bool("StopTransactionOnEVSideDisconnect"),
+                unlock_on_ev_disconnect=self.settings.get_bool(
+                    "UnlockConnectorOnEVSideDisconnect"
+                ),
+            ),
+        )
+
+    def _on_setting(self, name: str, value: str) -> None:
+        if name in (
+            "ConnectionTimeOut",
+            "StopTransactionOnEVSideDisconnect",
+            "UnlockConnectorOnEVSideDisconnect",
+        ):
+            for c in self.connectors.values():
+                self._apply_settings(c)
+
+    # ------------------------------------------------------------------ CSMS requests
+
+    def connector_for_tx(self, tx_key: int) -> ConnectorRuntime | None:
+        for c in self.connectors.values():
+            if c.tx_key == tx_key:
+                return c
+        return None
+
+    def remote_start(self, connector_id: int | None, id_tag: str) -> int | None:
+        """Pick the connector for a RemoteStartTransaction; None means Rejected."""
+        candidates = (
+            [self.connectors[connector_id]]
+            if connector_id is not None
+            else sorted(
+                self.connectors.values(),
+                key=lambda c: (not c.state.vehicle.plugged, c.connector_id),
+            )
+        )
+        for c in candidates:
+            if sm.can_start_remotely(c.state) and c.state.authorized_tag is None:
+                if c.state.reserved_for is not None and c.state.reserved_for != id_tag:
+                    continue
+                return c.connector_id
+        return None
+
+    def begin_remote(self, connector_id: int, id_tag: str) -> None:
+        self.dispatch(connector_id, sm.RemoteStart(id_tag))
+
+    def stop_transaction(self, tx_key: int, reason: sm.StopReason) -> bool:
+        c = self.connector_for_tx(tx_key)
+        if c is None:
+            return False
+        self.dispatch(c.connector_id, sm.StopRequest(reason))
+        return True
+
+    def deauthorize(self, tx_key: int) -> None:
+        """StartTransaction.conf said the idTag is not valid (StopTransactionOnInvalidId)."""
+        if self.settings.get_bool("StopTransactionOnInvalidId"):
+            self.stop_transaction(tx_key, sm.StopReason.DE_AUTHORIZED)
+
+    async def stop_all(self, reason: sm.StopReason) -> None:
+        for c in self.connectors.values():
+            if c.tx_key is not None:
+                self.dispatch(c.connector_id, sm.StopRequest(reason))
+        # Let the stop tasks read the meters and persist the StopTransactions.
+        for _ in range(50):
+            if not any(t.get_name().endswith("stop-tx") for t in self._pending_tasks()):
+                break
+            await asyncio.sleep(0.01)
+
+    def _pending_tasks(self) -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name().startswith("station:")]
+
+    def change_availability(self, connector_id: int, operative: bool) -> str:
+        """ChangeAvailability (5.2): Accepted, or Scheduled while a transaction runs."""
+        targets = (
+            list(self.connectors.values())
+            if connector_id == 0
+            else [self.connectors[connector_id]]
+        )
+        value = "Operative" if operative else "Inoperative"
+        self.store.set_setting(f"availability.{connector_id}", value)
+        if connector_id == 0:
+            self.station_operative = operative
+            for c in targets:
+                self.store.set_setting(f"availability.{c.connector_id}", value)
+        scheduled = False
+        for c in targets:
+            if c.state.tx_active and not operative:
+                scheduled = True
+            self.dispatch(c.connector_id, sm.AvailabilityChanged(operative))
+        return "Scheduled" if scheduled else "Accepted"
+
+    async def unlock(self, connector_id: int) -> str:
+        """UnlockConnector (5.18): stop the transaction, then release the cable."""
+        c = self.connectors[connector_id]
+        if c.hw.lock is None:
+            return "NotSupported"
+        self.dispatch(connector_id, sm.StopRequest(sm.StopReason.UNLOCK_COMMAND))
+        ok = await c.hw.lock.unlock()
+        return "Unlocked" if ok else "UnlockFailed"
+
+    def set_connector_fault(self, connector_id: int, code: str | None) -> None:
+        """A fault from outside the connector's own inputs (API, simulation, supervisor)."""
+        self._set_fault(self.connectors[connector_id], "external", code)
+
+    # ------------------------------------------------------------------ status
+
+    def snapshot(self) -> dict[str, Any]:
+        """The data behind GET /api/status."""
+        out = []
+        for c in self.connectors.values():
+            tx = self.store.get_transaction(c.tx_key) if c.tx_key is not None else None
+            energy_wh = c.reading.energy_wh if c.reading else None
+            out.append(
+                {
+                    "connector": c.connector_id,
+                    "status": c.state.status.value,
+                    "error_code": c.state.error_code,
+                    "vehicle_state": c.state.vehicle.value,
+                    "contactor_closed": c.hw.contactor.closed,
+                    "offered_current_a": c.state.offered_current_a,
+                    "transaction_id": None if tx is None else tx.csms_tx_id,
+                    "transaction_key": c.tx_key,
+                    "id_tag": c.tx_id_tag if c.tx_key is not None else None,
+                    "energy_wh": None if energy_wh is None else round(energy_wh, 1),
+                    "session_energy_wh": (
+                        round(energy_wh - c.tx_meter_start_wh, 1)
+                        if energy_wh is not None and c.tx_key is not None
+                        else None
+                    ),
+                    "power_w": round(c.reading.power_w, 1) if c.reading else None,
+                }
+            )
+        port = self.port
+        return {
+            "connectors": out,
+            "csms": {
+                "state": port.connection_state() if port else "none",
+                "queued_messages": port.queued_messages() if port else 0,
+            },
+        }

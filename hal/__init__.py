@@ -1,0 +1,1 @@
+"""Hardware abstraction layer: one interface per device role, real and simulated drivers."""

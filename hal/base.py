@@ -1,0 +1,190 @@
+"""Device-role interfaces of the hardware abstraction layer; drivers implement these."""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class VehicleState(enum.Enum):
+    """IEC 61851-1 control pilot states as seen by the EVSE."""
+
+    A = "A"  # no vehicle connected
+    B = "B"  # vehicle connected, not requesting energy
+    C = "C"  # vehicle requests energy
+    D = "D"  # vehicle requests energy, ventilation required
+    E = "E"  # pilot shorted / error (no power from EVSE side)
+    F = "F"  # EVSE not available (pilot -12 V)
+
+    @property
+    def plugged(self) -> bool:
+        return self is not VehicleState.A
+
+    @property
+    def requests_energy(self) -> bool:
+        return self in (VehicleState.C, VehicleState.D)
+
+
+class IndicatorState(enum.Enum):
+    """What a status light shows; drivers map these to colours or patterns."""
+
+    OFF = "off"
+    AVAILABLE = "available"
+    PREPARING = "preparing"
+    CHARGING = "charging"
+    SUSPENDED = "suspended"
+    FINISHING = "finishing"
+    RESERVED = "reserved"
+    UNAVAILABLE = "unavailable"
+    FAULT = "fault"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """One reading of an energy meter. Per-phase tuples hold L1..L3 (or just L1)."""
+
+    energy_wh: float  # active energy import register, monotonic
+    power_w: float  # active power import, total
+    voltage_v: tuple[float, ...] = field(default=())
+    current_a: tuple[float, ...] = field(default=())
+    frequency_hz: float | None = None
+    energy_export_wh: float | None = None
+
+
+class DeviceError(Exception):
+    """A device did not answer or answered nonsense; the caller decides the fault policy."""
+
+
+class Contactor(abc.ABC):
+    """The mains contactor of one connector.
+
+    Must implement: ``set_closed`` and ``closed``. A driver MUST start open (coil off) and
+    MUST open on ``close_driver``. ``set_closed`` is synchronous and fast: it is called from
+    the state-machine runtime on every safety-relevant transition.
+    May implement: ``welded`` (feedback contact says closed while commanded open).
+    """
+
+    @abc.abstractmethod
+    def set_closed(self, closed: bool) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool: ...
+
+    @property
+    def welded(self) -> bool:
+        return False
+
+    def close_driver(self) -> None:
+        """Release the hardware; the contactor is opened first."""
+        self.set_closed(False)
+
+
+class EnergyMeter(abc.ABC):
+    """The energy meter of one connector.
+
+    Must implement: ``read`` (async, may raise ``DeviceError``). ``energy_wh`` is the
+    import register and never decreases for a healthy meter.
+    """
+
+    @abc.abstractmethod
+    async def read(self) -> MeterReading: ...
+
+    async def close_driver(self) -> None:  # noqa: B027 - optional hook
+        """Release the bus or port."""
+
+
+TokenCallback = Callable[[str], None]
+
+
+class TokenReader(abc.ABC):
+    """An identification reader (RFID card, etc.), shared by all connectors.
+
+    Must implement: ``start(on_token)`` and ``stop``. ``on_token`` receives an upper-case
+    hex idTag and MAY be called from a foreign thread: the caller hands it to asyncio.
+    """
+
+    @abc.abstractmethod
+    def start(self, on_token: TokenCallback) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+
+VehicleCallback = Callable[[VehicleState], None]
+
+
+class VehicleInterface(abc.ABC):
+    """The control pilot / EVSE board of one connector (IEC 61851 states A-F).
+
+    Must implement: ``start(on_state)``, ``stop``, ``state`` and ``set_max_current_a``.
+    ``on_state`` is called on every state change, possibly from a foreign thread.
+    ``set_max_current_a(0)`` means "no energy offered" (pilot without PWM / state B hold).
+    """
+
+    @abc.abstractmethod
+    def start(self, on_state: VehicleCallback) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def state(self) -> VehicleState: ...
+
+    @abc.abstractmethod
+    def set_max_current_a(self, current_a: float) -> None: ...
+
+    @property
+    def max_current_a(self) -> float:
+        return 0.0
+
+
+class ConnectorLock(abc.ABC):
+    """The cable lock of one connector.
+
+    Must implement: ``lock`` and ``unlock`` (async, return True when the feedback confirms
+    the new position within the driver's timeout) and ``locked``.
+    """
+
+    @abc.abstractmethod
+    async def lock(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def unlock(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def locked(self) -> bool: ...
+
+
+class Indicator(abc.ABC):
+    """A status light of one connector. Must implement ``show``; it must not block."""
+
+    @abc.abstractmethod
+    def show(self, state: IndicatorState) -> None: ...
+
+
+FaultCallback = Callable[[str | None], None]
+
+
+class FaultInput(abc.ABC):
+    """A safety input of one connector (RCD trip, over-temperature, ...).
+
+    Must implement: ``start(on_change)``, ``stop`` and ``active_fault``. A fault is named by
+    its OCPP 1.6 ChargePointErrorCode (``GroundFailure``, ``HighTemperature``, ...);
+    ``None`` means no fault. ``on_change`` may be called from a foreign thread.
+    """
+
+    @abc.abstractmethod
+    def start(self, on_change: FaultCallback) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def active_fault(self) -> str | None: ...

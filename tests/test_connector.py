@@ -1,0 +1,670 @@
+"""Example-based tests of the connector state machine against OCPP 1.6 (edition 2).
+
+Each test names the section of the specification it checks. Section numbers refer to
+/work/shared/ocpp-spec/1.6/ocpp-1.6-edition-2.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from controller.connector import (
+    AuthResult,
+    AvailabilityChanged,
+    Command,
+    ConnectorState,
+    CurrentLimitChanged,
+    Event,
+    FaultChanged,
+    Lock,
+    Notify,
+    RemoteStart,
+    RequestAuthorization,
+    ReservationChanged,
+    SetCurrentLimit,
+    SettingsChanged,
+    StartTx,
+    Status,
+    StopReason,
+    StopRequest,
+    StopTx,
+    SwitchContactor,
+    Tick,
+    TokenPresented,
+    Unlock,
+    VehicleChanged,
+    can_start_remotely,
+    derive_status,
+    initial_state,
+    step,
+)
+from hal.base import VehicleState
+
+A, B, C, D, E, F = (
+    VehicleState.A,
+    VehicleState.B,
+    VehicleState.C,
+    VehicleState.D,
+    VehicleState.E,
+    VehicleState.F,
+)
+OPEN = SwitchContactor(False)
+CLOSE = SwitchContactor(True)
+
+
+def run(s: ConnectorState, *events: Event) -> tuple[ConnectorState, list[Command]]:
+    """Apply events in order; return the final state and the commands of the last event."""
+    cmds: list[Command] = []
+    for ev in events:
+        s, cmds = step(s, ev)
+    return s, cmds
+
+
+def notifies(cmds: Iterable[Command]) -> list[Notify]:
+    return [c for c in cmds if isinstance(c, Notify)]
+
+
+def charging(
+    tag: str = "CARD1", parent: str | None = None, s: ConnectorState | None = None
+) -> ConnectorState:
+    """A connector in a running, charging local transaction for ``tag``."""
+    s, _ = run(
+        s if s is not None else initial_state(),
+        VehicleChanged(B),
+        TokenPresented(tag),
+        AuthResult(tag, True, parent),
+        VehicleChanged(C),
+    )
+    assert s.status is Status.CHARGING
+    assert s.contactor_closed and s.tx_active
+    return s
+
+
+def assert_consistent(s: ConnectorState) -> None:
+    assert (s.status, s.error_code) == derive_status(s)
+    assert s.contactor_closed == (s.status is Status.CHARGING)
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+def test_full_local_session_4_8_start_4_10_stop_4_9_status() -> None:
+    """4.8 StartTransaction, 4.9 status A->B->D->C->F->A, 4.10 StopTransaction reason Local."""
+    s = initial_state()
+    assert s.status is Status.AVAILABLE and not s.contactor_closed
+
+    s, cmds = step(s, VehicleChanged(B))  # A2: plug inserted
+    assert cmds == [Notify(Status.PREPARING)]
+
+    s, cmds = step(s, TokenPresented("CARD1"))
+    assert cmds == [RequestAuthorization("CARD1")]  # still Preparing: no Notify
+    assert s.status is Status.PREPARING
+
+    s, cmds = step(s, AuthResult("CARD1", True))
+    # B4: all prerequisites met, EV (state B) not yet charging.
+    assert cmds == [
+        StartTx("CARD1", None),
+        Lock(),
+        SetCurrentLimit(32.0),
+        Notify(Status.SUSPENDED_EV),
+    ]
+    assert s.tx_active and s.locked and not s.contactor_closed
+
+    s, cmds = step(s, VehicleChanged(C))  # D3: EV requests energy
+    assert cmds == [CLOSE, Notify(Status.CHARGING)]
+    assert s.contactor_closed
+
+    s, cmds = step(s, TokenPresented("CARD1"))  # C6: same card stops the transaction
+    assert cmds == [OPEN, SetCurrentLimit(0.0), StopTx(StopReason.LOCAL, "CARD1"), Notify(Status.FINISHING)]
+    assert cmds.index(OPEN) < cmds.index(StopTx(StopReason.LOCAL, "CARD1"))
+    assert not s.contactor_closed and not s.tx_active and s.locked
+
+    s, cmds = step(s, VehicleChanged(A))  # F1: all user actions completed
+    assert cmds == [Unlock(), Notify(Status.AVAILABLE)]
+    assert not s.locked
+    assert_consistent(s)
+
+
+def test_tap_before_plug_3_6_then_plug_starts_transaction() -> None:
+    """4.9 A2 (present idTag) then 4.8: the transaction starts when the cable is plugged."""
+    s, cmds = step(initial_state(), TokenPresented("CARD1"))
+    assert cmds == [RequestAuthorization("CARD1"), Notify(Status.PREPARING)]
+
+    s, cmds = step(s, AuthResult("CARD1", True))
+    assert cmds == []  # authorized, waiting for the plug; status unchanged
+    assert s.authorized_tag == "CARD1" and not s.tx_active
+
+    s, cmds = step(s, VehicleChanged(B))
+    assert cmds == [
+        StartTx("CARD1", None),
+        Lock(),
+        SetCurrentLimit(32.0),
+        Notify(Status.SUSPENDED_EV),
+    ]
+    s, cmds = step(s, VehicleChanged(C))
+    assert cmds == [CLOSE, Notify(Status.CHARGING)]
+    assert_consistent(s)
+
+
+def test_second_tap_before_plug_cancels_4_9_b1() -> None:
+    """4.9 B1: second presentation of the idTag ends the intended usage."""
+    s, _ = run(initial_state(), TokenPresented("CARD1"), AuthResult("CARD1", True))
+    s, cmds = step(s, TokenPresented("CARD1"))
+    assert cmds == [Notify(Status.AVAILABLE)]
+    assert s.authorized_tag is None
+    s, cmds = step(s, VehicleChanged(B))
+    assert not any(isinstance(c, StartTx) for c in cmds)
+
+
+def test_connection_timeout_9_1_6_cancels_pending_authorization() -> None:
+    """9.1.6 ConnectionTimeOut / 4.9 B1: no plug within the timeout -> back to Available."""
+    s, _ = run(
+        initial_state(),
+        SettingsChanged(connection_timeout_s=30.0, stop_on_ev_disconnect=True),
+        Tick(100.0),
+        TokenPresented("CARD1"),
+        AuthResult("CARD1", True),
+    )
+    assert s.status is Status.PREPARING and s.authorized_at_s == 100.0
+
+    s, cmds = step(s, Tick(129.9))
+    assert cmds == [] and s.authorized_tag == "CARD1"
+
+    s, cmds = step(s, Tick(130.0))
+    assert cmds == [Notify(Status.AVAILABLE)]
+    assert s.authorized_tag is None
+
+    s, cmds = step(s, VehicleChanged(B))  # plugging in later no longer starts anything
+    assert cmds == [Notify(Status.PREPARING)]
+    assert not s.tx_active
+
+
+def test_connection_timeout_zero_disables_the_timeout_9_1_6() -> None:
+    s, _ = run(
+        initial_state(),
+        SettingsChanged(connection_timeout_s=0.0, stop_on_ev_disconnect=True),
+        TokenPresented("CARD1"),
+        AuthResult("CARD1", True),
+        Tick(10_000.0),
+    )
+    assert s.authorized_tag == "CARD1"
+
+
+def test_rejected_authorization_4_1_never_starts() -> None:
+    """4.1 Authorize: a rejected idTag does not start a transaction nor close the contactor."""
+    s, _ = run(initial_state(), VehicleChanged(B), TokenPresented("BAD"))
+    s, cmds = step(s, AuthResult("BAD", False))
+    assert cmds == []
+    assert not s.tx_active and s.authorized_tag is None and s.authorizing is None
+    s, cmds = step(s, VehicleChanged(C))
+    assert cmds == []
+    assert not s.contactor_closed and s.status is Status.PREPARING
+    # A new card may be presented afterwards.
+    s, cmds = step(s, TokenPresented("GOOD"))
+    assert cmds == [RequestAuthorization("GOOD")]
+
+
+def test_remote_start_5_11_and_remote_stop_5_12() -> None:
+    """5.11 RemoteStartTransaction starts for the given idTag; 5.12 stop with reason Remote."""
+    s, _ = step(initial_state(), VehicleChanged(B))
+    assert can_start_remotely(s)
+    s, cmds = step(s, RemoteStart("APP"))
+    assert cmds == [StartTx("APP", None), Lock(), SetCurrentLimit(32.0), Notify(Status.SUSPENDED_EV)]
+    s, cmds = step(s, VehicleChanged(C))
+    assert cmds == [CLOSE, Notify(Status.CHARGING)]
+    assert not can_start_remotely(s)
+
+    s, cmds = step(s, StopRequest(StopReason.REMOTE))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), StopTx(StopReason.REMOTE, None), Notify(Status.FINISHING)]
+    assert not s.tx_active and not s.contactor_closed
+    s, cmds = step(s, VehicleChanged(A))
+    assert cmds == [Unlock(), Notify(Status.AVAILABLE)]
+
+
+def test_remote_start_before_plug_5_11() -> None:
+    s, cmds = step(initial_state(), RemoteStart("APP"))
+    assert cmds == [Notify(Status.PREPARING)]
+    s, cmds = step(s, VehicleChanged(C))
+    assert cmds == [StartTx("APP", None), Lock(), SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+
+
+def test_remote_start_refused_while_transaction_running_5_11() -> None:
+    s = charging()
+    assert not can_start_remotely(s)
+    s2, cmds = step(s, RemoteStart("OTHER"))
+    assert cmds == [] and s2 == s
+
+
+def test_stop_request_without_transaction_cancels_authorization() -> None:
+    s, _ = run(initial_state(), TokenPresented("CARD1"), AuthResult("CARD1", True))
+    s, cmds = step(s, StopRequest(StopReason.REMOTE))
+    assert cmds == [Notify(Status.AVAILABLE)]
+    assert not any(isinstance(c, StopTx) for c in cmds)
+
+
+# ----------------------------------------------------------------------------- EV disconnect
+
+
+def test_unplug_while_charging_stops_with_ev_disconnected_4_10() -> None:
+    """4.10 StopTransactionOnEVSideDisconnect=true: stopped with reason EVDisconnected."""
+    s = charging()
+    s, cmds = step(s, VehicleChanged(A))
+    assert cmds == [
+        OPEN,
+        SetCurrentLimit(0.0),
+        StopTx(StopReason.EV_DISCONNECTED, None),
+        Unlock(),  # UnlockConnectorOnEVSideDisconnect defaults to true
+        Notify(Status.AVAILABLE),
+    ]
+    assert not s.tx_active and not s.locked and not s.finishing
+
+
+def test_unplug_with_unlock_on_ev_disconnect_false_keeps_lock_4_10() -> None:
+    s, _ = step(
+        initial_state(),
+        SettingsChanged(60.0, stop_on_ev_disconnect=True, unlock_on_ev_disconnect=False),
+    )
+    s = charging(s=s)
+    s, cmds = step(s, VehicleChanged(A))
+    assert StopTx(StopReason.EV_DISCONNECTED, None) in cmds
+    assert Unlock() not in cmds and s.locked
+
+
+def test_unplug_with_stop_on_ev_disconnect_false_keeps_transaction_4_9_4_10() -> None:
+    """4.10 StopTransactionOnEVSideDisconnect=false: transaction stays open, cable stays locked.
+
+    4.9 says the status SHOULD be SuspendedEV; the code derives SuspendedEVSE (no current
+    is offered with the pilot in state A). Reconnecting allows energy transfer again.
+    """
+    s, _ = step(initial_state(), SettingsChanged(60.0, stop_on_ev_disconnect=False))
+    s = charging(s=s)
+    s, cmds = step(s, VehicleChanged(A))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert s.tx_active and s.locked and not s.contactor_closed
+    assert s.status in (Status.SUSPENDED_EV, Status.SUSPENDED_EVSE)
+
+    s, cmds = step(s, VehicleChanged(B))  # reconnected: no new transaction
+    assert not any(isinstance(c, StartTx) for c in cmds)
+    assert cmds == [SetCurrentLimit(32.0), Notify(Status.SUSPENDED_EV)]
+    s, cmds = step(s, VehicleChanged(C))
+    assert cmds == [CLOSE, Notify(Status.CHARGING)]
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_fault_while_charging_opens_contactor_4_9_c9() -> None:
+    """4.9 C9: a fault opens the contactor, status Faulted with the error code.
+
+    The transaction itself stays open while the fault lasts (no StopTx).
+    """
+    s = charging()
+    s, cmds = step(s, FaultChanged("GroundFailure"))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.FAULTED, "GroundFailure")]
+    assert s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
+    assert (s.status, s.error_code) == (Status.FAULTED, "GroundFailure")
+
+    # Presenting another card or a remote start during the fault is refused.
+    s2, cmds = step(s, RemoteStart("X"))
+    assert cmds == [] and s2 == s
+
+    # Stopping during the fault: contactor is already open, transaction ends, still Faulted.
+    s_stop, cmds = step(s, StopRequest(StopReason.EMERGENCY_STOP))
+    assert cmds == [StopTx(StopReason.EMERGENCY_STOP, None)]
+    assert not s_stop.tx_active and s_stop.status is Status.FAULTED
+
+
+def test_fault_cleared_returns_to_pre_fault_state_4_9() -> None:
+    """4.9 'Fault is resolved and status returns to the pre-fault state'."""
+    s, _ = step(charging(), FaultChanged("HighTemperature"))
+    s, cmds = step(s, FaultChanged(None))
+    assert cmds == [SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+    assert s.contactor_closed
+
+    s, cmds = run(initial_state(), FaultChanged("OtherError"))
+    assert cmds == [Notify(Status.FAULTED, "OtherError")]
+    s, cmds = step(s, TokenPresented("CARD1"))
+    assert cmds == []  # no authorization while faulted
+    s, cmds = step(s, FaultChanged(None))
+    assert cmds == [Notify(Status.AVAILABLE)]
+
+
+def test_fault_while_authorized_cancels_authorization_4_9_b9() -> None:
+    s, _ = run(initial_state(), TokenPresented("CARD1"), AuthResult("CARD1", True))
+    s, cmds = step(s, FaultChanged("GroundFailure"))
+    assert s.authorized_tag is None
+    s, cmds = run(s, FaultChanged(None), VehicleChanged(C))
+    assert not s.tx_active and not s.contactor_closed
+
+
+def test_fault_code_change_is_notified_once() -> None:
+    s, _ = step(initial_state(), FaultChanged("GroundFailure"))
+    s, cmds = step(s, FaultChanged("OverCurrentFailure"))
+    assert cmds == [Notify(Status.FAULTED, "OverCurrentFailure")]
+    s, cmds = step(s, FaultChanged("OverCurrentFailure"))
+    assert cmds == []
+
+
+@pytest.mark.parametrize("pilot", [E, F])
+def test_pilot_error_e_f_opens_contactor_4_9(pilot: VehicleState) -> None:
+    """Pilot state E/F: contactor opens, Faulted with EVCommunicationError (as coded).
+
+    Note: 4.9 says EVCommunicationError SHALL only be used with Preparing, SuspendedEV,
+    SuspendedEVSE and Finishing (a warning); the code reports it with Faulted.
+    """
+    s = charging()
+    s, cmds = step(s, VehicleChanged(pilot))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.FAULTED, "EVCommunicationError")]
+    assert not s.contactor_closed and s.tx_active
+    s, cmds = step(s, VehicleChanged(C))
+    assert cmds == [SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+
+
+@pytest.mark.parametrize("pilot", [E, F])
+def test_pilot_error_blocks_authorization(pilot: VehicleState) -> None:
+    s, cmds = step(initial_state(), VehicleChanged(pilot))
+    assert cmds == [Notify(Status.FAULTED, "EVCommunicationError")]
+    assert not can_start_remotely(s)
+    s2, cmds = step(s, TokenPresented("CARD1"))
+    assert cmds == [] and s2 == s
+
+
+# ----------------------------------------------------------------------------- availability
+
+
+def test_change_availability_inoperative_during_tx_is_scheduled_5_2() -> None:
+    """5.2 ChangeAvailability: Scheduled during a transaction, applied when it ends (C8)."""
+    s = charging()
+    s, cmds = step(s, AvailabilityChanged(False))
+    assert cmds == []  # deferred: keeps charging
+    assert s.contactor_closed and s.operative and s.pending_operative is False
+
+    s, cmds = step(s, TokenPresented("CARD1"))
+    assert cmds == [
+        OPEN,
+        SetCurrentLimit(0.0),
+        StopTx(StopReason.LOCAL, "CARD1"),
+        Notify(Status.UNAVAILABLE),
+    ]
+    assert not s.operative and s.pending_operative is None
+
+    s, cmds = step(s, VehicleChanged(A))
+    assert cmds == [Unlock()]  # still Unavailable: no Notify
+    s, cmds = step(s, TokenPresented("CARD1"))
+    assert cmds == []
+    assert not can_start_remotely(s)
+
+    s, cmds = step(s, AvailabilityChanged(True))  # H1
+    assert cmds == [Notify(Status.AVAILABLE)]
+
+
+def test_change_availability_operative_cancels_scheduled_change_5_2() -> None:
+    s, _ = run(charging(), AvailabilityChanged(False), AvailabilityChanged(True))
+    assert s.pending_operative is None
+    s, cmds = step(s, StopRequest(StopReason.REMOTE))
+    assert Notify(Status.FINISHING) in cmds and s.operative
+
+
+def test_change_availability_inoperative_when_idle_is_immediate_5_2() -> None:
+    s, cmds = step(initial_state(), AvailabilityChanged(False))  # A8
+    assert cmds == [Notify(Status.UNAVAILABLE)]
+    s, cmds = run(s, VehicleChanged(C), RemoteStart("APP"), TokenPresented("CARD1"))
+    assert not s.tx_active and not s.contactor_closed and s.status is Status.UNAVAILABLE
+
+
+# ----------------------------------------------------------------------------- reservations
+
+
+def test_reservation_5_13_reserved_other_card_refused_reserved_card_starts() -> None:
+    """5.13 ReserveNow: Reserved (A7); other idTags refused; reservationId in StartTx (G2)."""
+    s, cmds = step(initial_state(), ReservationChanged("RES", 7))
+    assert cmds == [Notify(Status.RESERVED)]
+
+    s2, cmds = step(s, TokenPresented("OTHER"))
+    assert cmds == [] and s2 == s
+
+    s, cmds = step(s, TokenPresented("RES"))
+    assert cmds == [RequestAuthorization("RES")]
+    s, cmds = step(s, AuthResult("RES", True))
+    assert cmds == [Notify(Status.PREPARING)]
+    s, cmds = step(s, VehicleChanged(B))
+    assert StartTx("RES", 7) in cmds
+    assert s.reserved_for is None and s.reservation_id is None  # reservation consumed
+
+
+def test_reservation_cancelled_or_expired_5_1_returns_available() -> None:
+    """5.1 CancelReservation / 4.9 G1."""
+    s, _ = step(initial_state(), ReservationChanged("RES", 7))
+    s, cmds = step(s, ReservationChanged(None, 7))
+    assert cmds == [Notify(Status.AVAILABLE)]
+    assert s.reservation_id is None
+    s, cmds = step(s, TokenPresented("OTHER"))
+    assert cmds == [RequestAuthorization("OTHER"), Notify(Status.PREPARING)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: RemoteStart for another idTag on a reserved connector starts a transaction "
+    "carrying the reservation's reservationId (5.13: refuse other idTags; reservationId only "
+    "for the reserved idTag)",
+)
+def test_remote_start_other_tag_on_reserved_connector_5_13() -> None:
+    s, _ = run(initial_state(), ReservationChanged("RES", 7), VehicleChanged(B))
+    s, cmds = step(s, RemoteStart("OTHER"))
+    starts = [c for c in cmds if isinstance(c, StartTx)]
+    assert all(c.reservation_id is None or c.id_tag == "RES" for c in starts)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a tag authorized before a reservation for another tag arrives starts with "
+    "the other tag's reservationId when the cable is plugged (5.13)",
+)
+def test_authorized_before_reservation_for_other_tag_5_13() -> None:
+    s, _ = run(
+        initial_state(),
+        TokenPresented("CARD1"),
+        AuthResult("CARD1", True),
+        ReservationChanged("RES", 7),
+    )
+    s, cmds = step(s, VehicleChanged(B))
+    starts = [c for c in cmds if isinstance(c, StartTx)]
+    assert all(c.reservation_id is None or c.id_tag == "RES" for c in starts)
+
+
+# ----------------------------------------------------------------------------- smart charging
+
+
+def test_current_limit_zero_suspends_evse_3_13_4_9_c5_e3() -> None:
+    """3.13 smart charging limit 0 -> SuspendedEVSE (C5), raised again -> Charging (E3)."""
+    s = charging()
+    s, cmds = step(s, CurrentLimitChanged(0.0))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert not s.contactor_closed and s.tx_active and s.offered_current_a == 0.0
+
+    s, cmds = step(s, CurrentLimitChanged(16.0))
+    assert cmds == [SetCurrentLimit(16.0), CLOSE, Notify(Status.CHARGING)]
+    assert s.contactor_closed and s.offered_current_a == 16.0
+
+
+def test_current_limit_is_capped_and_lowered_before_anything_else_3_13() -> None:
+    s = charging()
+    s, cmds = step(s, CurrentLimitChanged(100.0))
+    assert cmds == []  # capped at the connector maximum: nothing changes
+    s, cmds = step(s, CurrentLimitChanged(10.5))
+    assert cmds == [SetCurrentLimit(10.5)]  # no status change -> no Notify
+    s, cmds = step(s, CurrentLimitChanged(-3.0))  # negative treated as 0
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert s.limit_a == 0.0
+
+
+def test_suspended_evse_has_precedence_over_suspended_ev_4_9() -> None:
+    """4.9: if suspended both by EV and EVSE, SuspendedEVSE has precedence."""
+    s, _ = run(charging(), VehicleChanged(B))
+    assert s.status is Status.SUSPENDED_EV  # C4
+    s, cmds = step(s, CurrentLimitChanged(0.0))
+    assert cmds == [SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+
+
+# ----------------------------------------------------------------------------- notifications
+
+
+def test_status_notification_4_9_once_per_change_never_without_change() -> None:
+    s = initial_state()
+    events: list[Event] = [
+        Tick(1.0),
+        SettingsChanged(60.0, True),
+        VehicleChanged(B),
+        VehicleChanged(B),
+        TokenPresented("CARD1"),
+        AuthResult("CARD1", True),
+        CurrentLimitChanged(20.0),
+        VehicleChanged(C),
+        VehicleChanged(D),
+        VehicleChanged(C),
+        Tick(2.0),
+        StopRequest(StopReason.LOCAL),
+        VehicleChanged(A),
+        VehicleChanged(A),
+    ]
+    seen: list[Status] = []
+    for ev in events:
+        old = s
+        s, cmds = step(s, ev)
+        n = notifies(cmds)
+        if (s.status, s.error_code) == (old.status, old.error_code):
+            assert n == [], ev
+        else:
+            assert n == [Notify(s.status, s.error_code)], ev
+            seen.append(s.status)
+        assert_consistent(s)
+    assert seen == [
+        Status.PREPARING,
+        Status.SUSPENDED_EV,
+        Status.CHARGING,
+        Status.FINISHING,
+        Status.AVAILABLE,
+    ]
+
+
+def test_notify_for_ticks_and_settings_never() -> None:
+    s = charging()
+    for ev in (Tick(5.0), Tick(500.0), SettingsChanged(1.0, False, False)):
+        s, cmds = step(s, ev)
+        assert cmds == []
+
+
+# ----------------------------------------------------------------------------- authorization
+
+
+def test_stale_auth_result_is_ignored_4_1() -> None:
+    s, _ = run(initial_state(), VehicleChanged(B), TokenPresented("CARD1"))
+    s2, cmds = step(s, AuthResult("OTHER", True))
+    assert cmds == [] and s2 == s
+
+    # Authorization abandoned by unplugging; its late answer must not authorize.
+    s, _ = step(s, VehicleChanged(A))
+    assert s.authorizing is None
+    s, cmds = run(s, AuthResult("CARD1", True), VehicleChanged(B))
+    assert s.authorized_tag is None and not s.tx_active
+    assert not any(isinstance(c, StartTx) for c in cmds)
+
+
+def test_duplicate_auth_result_is_ignored() -> None:
+    s, _ = run(initial_state(), VehicleChanged(B), TokenPresented("CARD1"), AuthResult("CARD1", True))
+    s2, cmds = step(s, AuthResult("CARD1", True))
+    assert cmds == [] and s2 == s
+
+
+def test_same_parent_id_tag_stops_transaction_3_10() -> None:
+    """3.10 Parent idTag: another token of the same group stops the transaction."""
+    s = charging("CARD1", parent="FAMILY")
+    s, cmds = step(s, TokenPresented("CARD2"))
+    assert cmds == [RequestAuthorization("CARD2")]
+    assert s.contactor_closed  # still charging while the card is checked
+
+    s, cmds = step(s, AuthResult("CARD2", True, "FAMILY"))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), StopTx(StopReason.LOCAL, "CARD2"), Notify(Status.FINISHING)]
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        AuthResult("CARD2", True, "OTHERS"),
+        AuthResult("CARD2", True, None),
+        AuthResult("CARD2", False, "FAMILY"),
+    ],
+)
+def test_other_card_without_matching_parent_does_not_stop_3_10(result: AuthResult) -> None:
+    s = charging("CARD1", parent="FAMILY")
+    s, _ = step(s, TokenPresented("CARD2"))
+    s, cmds = step(s, result)
+    assert cmds == []
+    assert s.tx_active and s.contactor_closed and s.authorizing is None
+
+
+def test_remote_started_transaction_not_stopped_by_parent_match_3_10() -> None:
+    s, _ = run(initial_state(), RemoteStart("APP"), VehicleChanged(C))
+    s, _ = run(s, TokenPresented("CARD2"), AuthResult("CARD2", True, "FAMILY"))
+    assert s.tx_active and s.contactor_closed
+
+
+# ----------------------------------------------------------------------------- unlock
+
+
+def test_stop_request_unlock_command_5_18_unlocks() -> None:
+    """5.18 UnlockConnector: stop with reason UnlockCommand, contactor open first, unlock."""
+    s = charging()
+    s, cmds = step(s, StopRequest(StopReason.UNLOCK_COMMAND))
+    assert cmds == [
+        OPEN,
+        SetCurrentLimit(0.0),
+        StopTx(StopReason.UNLOCK_COMMAND, None),
+        Unlock(),
+        Notify(Status.FINISHING),
+    ]
+    assert not s.locked and not s.tx_active
+
+
+def test_unlock_command_after_transaction_5_18() -> None:
+    s, _ = step(charging(), StopRequest(StopReason.LOCAL))
+    assert s.locked
+    s, cmds = step(s, StopRequest(StopReason.UNLOCK_COMMAND))
+    assert cmds == [Unlock()]
+    s, cmds = step(s, StopRequest(StopReason.UNLOCK_COMMAND))
+    assert cmds == []  # already unlocked
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: with StopTransactionOnEVSideDisconnect=false, ending the transaction after the "
+    "EV side was disconnected never unlocks the connector (4.10: locked 'until the user "
+    "presents the identifier'; normal termination SHALL unlock)",
+)
+@pytest.mark.parametrize("stop", [TokenPresented("CARD1"), StopRequest(StopReason.REMOTE)])
+def test_stop_after_ev_side_disconnect_unlocks_4_10(stop: Event) -> None:
+    s, _ = step(initial_state(), SettingsChanged(60.0, stop_on_ev_disconnect=False))
+    s, _ = step(charging(s=s), VehicleChanged(A))
+    assert s.tx_active and s.locked
+    s, cmds = step(s, stop)
+    assert any(isinstance(c, StopTx) for c in cmds)
+    assert Unlock() in cmds and not s.locked
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: authorization accepted while the pilot is in E/F (or plugging in directly to "
+    "E/F) never starts the transaction once the pilot recovers to B/C: stuck in Preparing "
+    "until ConnectionTimeOut",
+)
+def test_authorized_then_pilot_recovers_starts_transaction_3_6() -> None:
+    s, _ = run(
+        initial_state(),
+        TokenPresented("CARD1"),
+        AuthResult("CARD1", True),
+        VehicleChanged(E),
+    )
+    s, cmds = step(s, VehicleChanged(B))
+    assert StartTx("CARD1", None) in cmds and s.tx_active

@@ -1,0 +1,430 @@
+"""Property-based tests of the connector state machine (controller.connector.step).
+
+A hypothesis RuleBasedStateMachine drives ``step`` with arbitrary events and executes the
+returned commands against a model of the hardware (contactor, lock, offered current), the
+way the runtime does. An independent shadow model, built only from the events and the
+emitted commands, restates the safety rule without reading the state machine's fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from controller.connector import (
+    AuthResult,
+    AvailabilityChanged,
+    Command,
+    ConnectorState,
+    CurrentLimitChanged,
+    Event,
+    FaultChanged,
+    Lock,
+    Notify,
+    RemoteStart,
+    RequestAuthorization,
+    ReservationChanged,
+    SetCurrentLimit,
+    SettingsChanged,
+    StartTx,
+    Status,
+    StopReason,
+    StopRequest,
+    StopTx,
+    SwitchContactor,
+    Tick,
+    TokenPresented,
+    Unlock,
+    VehicleChanged,
+    derive_status,
+    initial_state,
+    step,
+)
+from hal.base import VehicleState
+
+# ----------------------------------------------------------------------------- alphabets
+
+TAGS = ["CARD1", "CARD2", "CARD3"]
+# In event lists, an AuthResult for PENDING answers whatever request is outstanding (random
+# tags would almost always be stale answers); ``run_events`` substitutes the real tag.
+PENDING = "<pending>"
+PARENTS: list[str | None] = [None, "FAMILY", "FLEET"]
+FAULTS: list[str | None] = [None, "GroundFailure", "OverCurrentFailure", "HighTemperature"]
+LIMITS = [0.0, -1.0, 0.5, 5.9, 6.0, 10.5, 16.0, 32.0, 63.7, 1e-9]
+MAX_CURRENTS = [0.0, 6.0, 16.0, 32.0]
+
+tags = st.sampled_from(TAGS)
+# Weighted towards the states in which charging happens; faults and E/F stay common enough.
+_V = VehicleState
+vehicle_states = st.sampled_from([_V.A, _V.B, _V.B, _V.C, _V.C, _V.C, _V.D, _V.E, _V.F])
+fault_codes = st.sampled_from([None, None, None, *FAULTS[1:]])
+availabilities = st.sampled_from([True, True, False])
+limits = st.one_of(
+    st.sampled_from(LIMITS),
+    st.floats(min_value=-10.0, max_value=80.0, allow_nan=False, allow_infinity=False),
+)
+dts = st.sampled_from([0.0, 0.1, 1.0, 29.9, 30.0, 59.99, 60.0, 61.0, 500.0])
+
+events: st.SearchStrategy[Event] = st.one_of(
+    st.builds(VehicleChanged, vehicle_states),
+    st.builds(TokenPresented, tags),
+    st.builds(AuthResult, tags, st.booleans(), st.sampled_from(PARENTS)),
+    st.builds(AuthResult, st.just(PENDING), st.booleans(), st.sampled_from(PARENTS)),
+    st.builds(RemoteStart, tags),
+    st.builds(StopRequest, st.sampled_from(list(StopReason))),
+    st.builds(FaultChanged, fault_codes),
+    st.builds(AvailabilityChanged, availabilities),
+    st.builds(
+        ReservationChanged,
+        st.one_of(st.none(), tags),
+        st.one_of(st.none(), st.integers(1, 3)),
+    ),
+    st.builds(CurrentLimitChanged, limits),
+    # Tick here carries a time *increment*; ``run_events`` turns it into a monotonic clock.
+    st.builds(Tick, dts),
+    st.builds(
+        SettingsChanged,
+        st.sampled_from([0.0, 1.0, 30.0, 60.0]),
+        st.booleans(),
+        st.booleans(),
+    ),
+)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class Model:
+    """What the runtime and an outside observer know, built from events and commands only."""
+
+    contactor: bool = False
+    locked: bool = False
+    offered_a: float = 0.0
+    # shadow of the inputs
+    vehicle: VehicleState = VehicleState.A
+    fault: str | None = None
+    operative: bool = True
+    pending_inoperative: bool = False
+    limit_a: float | None = None
+    max_current_a: float = 32.0
+    # shadow of authorization and transaction
+    requested: set[str] = field(default_factory=set)  # RequestAuthorization emitted
+    granted: set[str] = field(default_factory=set)  # accepted answers / remote starts
+    tx_open: bool = False
+    tx_tag: str | None = None
+    starts: int = 0
+    stops: int = 0
+
+    def shadow_permits_energy(self) -> bool:
+        """The safety rule restated on the shadow model."""
+        limit = self.max_current_a if self.limit_a is None else min(self.max_current_a, self.limit_a)
+        return (
+            self.tx_open
+            and self.tx_tag in self.granted
+            and self.vehicle in (VehicleState.C, VehicleState.D)
+            and self.operative
+            and self.fault is None
+            and limit > 0
+        )
+
+    def observe_event(self, ev: Event) -> None:
+        match ev:
+            case VehicleChanged(state=vs):
+                self.vehicle = vs
+            case FaultChanged(error_code=code):
+                self.fault = code
+            case AvailabilityChanged(operative=op):
+                if op:
+                    self.operative, self.pending_inoperative = True, False
+                elif self.tx_open:
+                    self.pending_inoperative = True  # 5.2: Scheduled
+                else:
+                    self.operative = False
+            case AuthResult(id_tag=tag, accepted=ok):
+                if ok and tag in self.requested:
+                    self.granted.add(tag)
+            case RemoteStart(id_tag=tag):
+                self.granted.add(tag)
+            case CurrentLimitChanged(limit_a=limit):
+                self.limit_a = limit
+            case _:
+                pass
+
+
+def check_step(
+    model: Model, old: ConnectorState, ev: Event, new: ConnectorState, cmds: list[Command]
+) -> None:
+    """Execute ``cmds`` on the model and check every invariant of one step."""
+    model.observe_event(ev)
+
+    # (d) Safe ordering: an opening contactor comes first, before StopTx and everything else;
+    # a closing contactor comes last, after StartTx/Lock, followed only by the Notify.
+    switches = [i for i, c in enumerate(cmds) if isinstance(c, SwitchContactor)]
+    assert len(switches) <= 1, cmds
+    if SwitchContactor(False) in cmds:
+        i_open = cmds.index(SwitchContactor(False))
+        assert i_open == 0, cmds
+        for i, c in enumerate(cmds):
+            if isinstance(c, StopTx):
+                assert i_open < i, cmds
+    if SwitchContactor(True) in cmds:
+        i_close = cmds.index(SwitchContactor(True))
+        assert all(isinstance(c, Notify) for c in cmds[i_close + 1 :]), cmds
+
+    # (e) exactly one Notify per status change, none otherwise, always the new status.
+    notes = [c for c in cmds if isinstance(c, Notify)]
+    if (new.status, new.error_code) != (old.status, old.error_code):
+        assert notes == [Notify(new.status, new.error_code)], (ev, cmds)
+    else:
+        assert notes == [], (ev, cmds)
+    assert (new.status, new.error_code) == derive_status(new)
+
+    for c in cmds:
+        match c:
+            case SwitchContactor(on=on):
+                assert model.contactor != on, f"redundant {c}"
+                model.contactor = on
+            case SetCurrentLimit(current_a=a):
+                assert a != model.offered_a, f"redundant {c}"
+                model.offered_a = a
+            case Lock():
+                model.locked = True
+            case Unlock():
+                model.locked = False
+            case RequestAuthorization(id_tag=tag):
+                model.requested.add(tag)
+            case StartTx(id_tag=tag):
+                # (c) StartTx and StopTx strictly alternate.
+                assert not model.tx_open, "StartTx while a transaction is open"
+                assert model.contactor is False
+                assert tag in model.granted, f"StartTx for never-authorized {tag}"
+                assert model.operative and model.fault is None
+                assert model.vehicle.plugged
+                assert model.vehicle not in (VehicleState.E, VehicleState.F)
+                model.tx_open, model.tx_tag = True, tag
+                model.starts += 1
+            case StopTx():
+                assert model.tx_open, "StopTx without a StartTx"
+                assert model.contactor is False, "StopTx with the contactor closed"
+                model.tx_open, model.tx_tag = False, None
+                model.stops += 1
+                if model.pending_inoperative:
+                    model.operative, model.pending_inoperative = False, False
+            case Notify():
+                pass
+    assert model.starts - model.stops == (1 if model.tx_open else 0)
+
+    check_state(model, new)
+
+
+def check_state(model: Model, s: ConnectorState) -> None:
+    # (b) the hardware as commanded equals what the state believes.
+    assert model.contactor == s.contactor_closed
+    assert model.offered_a == s.offered_current_a
+    assert model.locked == s.locked
+    assert model.tx_open == s.tx_active
+    assert model.vehicle == s.vehicle
+    assert model.fault == s.fault
+    assert model.operative == s.operative
+
+    # (a) SAFETY, from the state's own fields ...
+    if model.contactor:
+        assert s.tx_active
+        assert s.authorized_tag is not None
+        assert s.vehicle in (VehicleState.C, VehicleState.D)
+        assert s.operative
+        assert s.fault is None
+        assert s.offered_current_a > 0
+        # ... from the independent shadow model ...
+        assert model.shadow_permits_energy()
+        # ... and the cable is locked while energised.
+        assert model.locked
+    # Conversely, energy is delivered whenever everything permits it (no spurious stall).
+    if model.shadow_permits_energy() and model.tx_tag == s.authorized_tag:
+        assert model.contactor
+
+    # (f) no current offered without an authorized transaction or with a fault.
+    if not (s.tx_active and s.authorized_tag is not None) or s.fault is not None:
+        assert s.offered_current_a == 0.0
+        assert model.offered_a == 0.0
+    if not model.tx_open or model.fault is not None:
+        assert model.offered_a == 0.0
+    assert 0.0 <= model.offered_a <= max(s.max_current_a, 0.0)
+
+    # (g) Charging iff the contactor is closed.
+    assert (s.status is Status.CHARGING) == model.contactor
+    assert (s.status, s.error_code) == derive_status(s)
+    if s.status is Status.FAULTED:
+        assert not model.contactor
+
+
+# ----------------------------------------------------------------------------- stateful
+
+
+class ConnectorMachine(RuleBasedStateMachine):
+    """Drive ``step`` with arbitrary events and apply the commands as the runtime would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = initial_state()
+        self.model = Model()
+        self.now = 0.0
+        self.trace: list[Event] = []
+
+    @initialize(
+        max_current_a=st.sampled_from(MAX_CURRENTS),
+        operative=availabilities,
+        vehicle=vehicle_states,
+    )
+    def start(self, max_current_a: float, operative: bool, vehicle: VehicleState) -> None:
+        self.s = initial_state(max_current_a=max_current_a, operative=operative, vehicle=vehicle)
+        self.model = Model(vehicle=vehicle, operative=operative, max_current_a=max_current_a)
+        check_state(self.model, self.s)
+
+    def apply(self, ev: Event) -> None:
+        old = self.s
+        self.s, cmds = step(old, ev)
+        self.trace.append(ev)
+        check_step(self.model, old, ev, self.s, cmds)
+
+    @rule(vs=vehicle_states)
+    def vehicle(self, vs: VehicleState) -> None:
+        self.apply(VehicleChanged(vs))
+
+    @rule(tag=tags)
+    def token(self, tag: str) -> None:
+        self.apply(TokenPresented(tag))
+
+    @rule(tag=tags, ok=st.booleans(), parent=st.sampled_from(PARENTS))
+    def auth_result(self, tag: str, ok: bool, parent: str | None) -> None:
+        self.apply(AuthResult(tag, ok, parent))
+
+    @precondition(lambda self: self.s.authorizing is not None)
+    @rule(ok=st.booleans(), parent=st.sampled_from(PARENTS))
+    def answer_pending(self, ok: bool, parent: str | None) -> None:
+        """The answer to the outstanding request (random AuthResults are mostly stale)."""
+        assert self.s.authorizing is not None
+        self.apply(AuthResult(self.s.authorizing, ok, parent))
+
+    @rule(tag=tags)
+    def remote_start(self, tag: str) -> None:
+        self.apply(RemoteStart(tag))
+
+    @rule(reason=st.sampled_from(list(StopReason)))
+    def stop_request(self, reason: StopReason) -> None:
+        self.apply(StopRequest(reason))
+
+    @rule(code=fault_codes)
+    def fault(self, code: str | None) -> None:
+        self.apply(FaultChanged(code))
+
+    @rule(op=availabilities)
+    def availability(self, op: bool) -> None:
+        self.apply(AvailabilityChanged(op))
+
+    @rule(tag=st.one_of(st.none(), tags), rid=st.one_of(st.none(), st.integers(1, 3)))
+    def reservation(self, tag: str | None, rid: int | None) -> None:
+        self.apply(ReservationChanged(tag, rid))
+
+    @rule(limit=limits)
+    def current_limit(self, limit: float) -> None:
+        self.apply(CurrentLimitChanged(limit))
+
+    @rule(dt=dts)
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self.apply(Tick(self.now))
+
+    @rule(
+        timeout=st.sampled_from([0.0, 1.0, 30.0, 60.0]),
+        stop=st.booleans(),
+        unlock=st.booleans(),
+    )
+    def settings_changed(self, timeout: float, stop: bool, unlock: bool) -> None:
+        self.apply(SettingsChanged(timeout, stop, unlock))
+
+    @invariant()
+    def consistent(self) -> None:
+        check_state(self.model, self.s)
+
+
+ConnectorMachine.TestCase.settings = settings(
+    max_examples=250,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestConnectorMachine = ConnectorMachine.TestCase
+
+
+# ----------------------------------------------------------------------------- sequences
+
+
+def run_events(
+    evs: list[Event],
+    max_current_a: float = 32.0,
+    operative: bool = True,
+    vehicle: VehicleState = VehicleState.A,
+) -> ConnectorState:
+    """Run a list of events (Tick carries an increment) checking every step."""
+    s = initial_state(max_current_a=max_current_a, operative=operative, vehicle=vehicle)
+    model = Model(vehicle=vehicle, operative=operative, max_current_a=max_current_a)
+    check_state(model, s)
+    now = 0.0
+    for ev in evs:
+        if isinstance(ev, Tick):
+            now += ev.now_s
+            ev = Tick(now)
+        elif isinstance(ev, AuthResult) and ev.id_tag == PENDING:
+            ev = AuthResult(s.authorizing or TAGS[0], ev.accepted, ev.parent_id_tag)
+        old = s
+        s, cmds = step(old, ev)
+        check_step(model, old, ev, s, cmds)
+    return s
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    evs=st.lists(events, max_size=40),
+    max_current_a=st.sampled_from(MAX_CURRENTS),
+    operative=st.booleans(),
+    vehicle=vehicle_states,
+)
+def test_random_event_sequences_are_safe(
+    evs: list[Event], max_current_a: float, operative: bool, vehicle: VehicleState
+) -> None:
+    run_events(evs, max_current_a, operative, vehicle)
+
+
+def _plug_and_authorize(tag: str) -> list[Event]:
+    return [VehicleChanged(VehicleState.B), TokenPresented(tag), AuthResult(tag, True)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tag=tags,
+    prefix=st.lists(events, max_size=10),
+    middle=st.lists(events, max_size=15),
+)
+def test_closed_contactor_always_opens_before_stop(
+    tag: str, prefix: list[Event], middle: list[Event]
+) -> None:
+    """Steer towards charging sessions, then perturb: the invariants hold throughout."""
+    run_events(
+        prefix
+        + [FaultChanged(None), AvailabilityChanged(True), ReservationChanged(None)]
+        + _plug_and_authorize(tag)
+        + [VehicleChanged(VehicleState.C)]
+        + middle
+        + [StopRequest(StopReason.LOCAL), VehicleChanged(VehicleState.A)]
+    )
