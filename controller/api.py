@@ -123,8 +123,10 @@ class Api:
                     "stop_reason": t.stop_reason,
                     "meter_start_wh": t.meter_start_wh,
                     "meter_stop_wh": t.meter_stop_wh,
-                    "energy_wh": (t.meter_stop_wh if t.meter_stop_wh is not None
-                                  else t.last_meter_wh) - t.meter_start_wh,
+                    "energy_wh": (
+                        t.meter_stop_wh if t.meter_stop_wh is not None else t.last_meter_wh
+                    )
+                    - t.meter_start_wh,
                 }
                 for t in rows
             ]
@@ -153,7 +155,7 @@ class Api:
                 raise BadRequest("'uid' must be a hex string such as \"04A1B2C3\"")
             reader = self.app.shared.get("sim.reader")
             if not isinstance(reader, SimTokenReader):
-                raise LookupError("no simulated reader configured ([reader] driver = \"sim\")")
+                raise LookupError('no simulated reader configured ([reader] driver = "sim")')
             return {"delivered": reader.present(uid)}
 
         return await self._run(request, act)
@@ -168,8 +170,9 @@ class Api:
             except ValueError:
                 raise BadRequest("'state' must be one of A B C D E F") from None
             power_w = body.get("power_w")
-            if power_w is not None and (isinstance(power_w, bool)
-                                        or not isinstance(power_w, int | float)):
+            if power_w is not None and (
+                isinstance(power_w, bool) or not isinstance(power_w, int | float)
+            ):
                 raise BadRequest("'power_w' must be a number")
             vehicle.set_state(vs, power_w=None if power_w is None else float(power_w))
 

@@ -109,7 +109,10 @@ class App:
         if cfg.csms is not None:
             self.client = Ocpp16Client(
                 identity=StationIdentity(
-                    cfg.station_id, cfg.vendor, cfg.model, cfg.serial_number,
+                    cfg.station_id,
+                    cfg.vendor,
+                    cfg.model,
+                    cfg.serial_number,
                     cfg.firmware_version,
                 ),
                 options=ConnectionOptions(
@@ -156,7 +159,7 @@ class App:
 
     async def wait(self) -> None:
         """Return when stopped, reset, or when a critical task died."""
-        waiters = [asyncio.ensure_future(self._stopped.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stopped.wait())]
         if self.station is not None:
             waiters.append(asyncio.ensure_future(self._watch_failures()))
         try:
@@ -179,8 +182,10 @@ class App:
         if self.client is not None:
             # Give just-queued StopTransactions a moment to go out.
             for _ in range(20):
-                if self.client.queued_messages() == 0 or self.client.connection_state() != \
-                        "accepted":
+                if (
+                    self.client.queued_messages() == 0
+                    or self.client.connection_state() != "accepted"
+                ):
                     break
                 await asyncio.sleep(0.1)
             await self.client.close()

@@ -38,8 +38,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{args.file}: error: {exc}", file=sys.stderr)
         return 2
     mode = f"CSMS {config.csms.url}" if config.csms else "standalone (no CSMS)"
-    print(f"{args.file}: OK – station {config.station_id}, {len(config.connectors)} "
-          f"connector(s), {mode}")
+    print(
+        f"{args.file}: OK – station {config.station_id}, {len(config.connectors)} "
+        f"connector(s), {mode}"
+    )
     if config.uses_simulation:
         print("note: simulated drivers are configured; this is not a real charger")
     return 0
@@ -53,8 +55,12 @@ def _check_drivers(config: Any) -> None:
     for cc in config.connectors:
         for role, dev in cc.devices.items():
             if dev.driver == "sim":
-                create_driver(role, dev.driver, dev.settings,
-                              DriverContext(cc.connector_id, shared=shared, key_prefix=dev.key))
+                create_driver(
+                    role,
+                    dev.driver,
+                    dev.settings,
+                    DriverContext(cc.connector_id, shared=shared, key_prefix=dev.key),
+                )
 
 
 async def _run(config_path: str) -> int:
@@ -107,8 +113,9 @@ def cmd_dev_csms(args: argparse.Namespace) -> int:
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     passwords = dict(p.split("=", 1) for p in args.password) if args.password else None
     try:
-        asyncio.run(run_dev_csms(args.host, args.port, boot_status=args.boot_status,
-                                 passwords=passwords))
+        asyncio.run(
+            run_dev_csms(args.host, args.port, boot_status=args.boot_status, passwords=passwords)
+        )
     except KeyboardInterrupt:
         pass
     return 0
@@ -126,7 +133,9 @@ def _api_base(args: argparse.Namespace) -> str:
 def _request(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
-        base + path, data=data, headers={"Content-Type": "application/json"},
+        base + path,
+        data=data,
+        headers={"Content-Type": "application/json"},
         method="GET" if body is None else "POST",
     )
     try:
@@ -145,15 +154,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     csms = data["csms"]
-    print(f"station {data.get('station_id')}: CSMS {csms['state']}, "
-          f"{csms['queued_messages']} message(s) queued")
+    print(
+        f"station {data.get('station_id')}: CSMS {csms['state']}, "
+        f"{csms['queued_messages']} message(s) queued"
+    )
     for c in data["connectors"]:
         tx = c["transaction_id"] if c["transaction_id"] is not None else c["transaction_key"]
-        print(f"  connector {c['connector']}: {c['status']:<13} vehicle {c['vehicle_state']} "
-              f"contactor {'closed' if c['contactor_closed'] else 'open':<6} "
-              f"{c['power_w'] or 0:>8.0f} W  register {c['energy_wh'] or 0:.0f} Wh"
-              + (f"  tx {tx} ({c['id_tag']}, {c['session_energy_wh']} Wh)"
-                 if c["transaction_key"] is not None else ""))
+        print(
+            f"  connector {c['connector']}: {c['status']:<13} vehicle {c['vehicle_state']} "
+            f"contactor {'closed' if c['contactor_closed'] else 'open':<6} "
+            f"{c['power_w'] or 0:>8.0f} W  register {c['energy_wh'] or 0:.0f} Wh"
+            + (
+                f"  tx {tx} ({c['id_tag']}, {c['session_energy_wh']} Wh)"
+                if c["transaction_key"] is not None
+                else ""
+            )
+        )
     return 0
 
 
@@ -186,8 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the charge point controller")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    p.add_argument("--no-restart", action="store_true",
-                   help="exit with code 75 on Reset instead of restarting in place")
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="exit with code 75 on Reset instead of restarting in place",
+    )
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a configuration file")
@@ -202,14 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev-csms", help="run the development CSMS (OCPP 1.6J)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9000)
-    p.add_argument("--boot-status", default="Accepted",
-                   choices=["Accepted", "Pending", "Rejected"])
-    p.add_argument("--password", action="append", metavar="STATION=PASSWORD",
-                   help="require HTTP Basic auth for STATION")
+    p.add_argument("--boot-status", default="Accepted", choices=["Accepted", "Pending", "Rejected"])
+    p.add_argument(
+        "--password",
+        action="append",
+        metavar="STATION=PASSWORD",
+        help="require HTTP Basic auth for STATION",
+    )
     p.set_defaults(fn=cmd_dev_csms)
 
-    for name, fn, helptext in (("status", cmd_status, "show the running charger's status"),
-                               ("sim", cmd_sim, "drive the simulated hardware")):
+    for name, fn, helptext in (
+        ("status", cmd_status, "show the running charger's status"),
+        ("sim", cmd_sim, "drive the simulated hardware"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--api", help=f"API base URL (default from -c, else {DEFAULT_API})")
         p.add_argument("-c", "--config", default=None)

@@ -108,9 +108,7 @@ def _str(
     return value
 
 
-def _num(
-    data: dict[str, Any], name: str, key: str, default: float, lo: float, hi: float
-) -> float:
+def _num(data: dict[str, Any], name: str, key: str, default: float, lo: float, hi: float) -> float:
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(key, f"must be a number between {lo} and {hi}")
@@ -139,11 +137,25 @@ def _device(data: Any, key: str) -> DeviceConfig:
 
 def parse(data: dict[str, Any]) -> Config:
     """Validate a parsed TOML document."""
-    _unknown(data, {"station", "csms", "standalone", "api", "reader", "connectors", "ocpp",
-                    "logging"}, "")
+    _unknown(
+        data,
+        {"station", "csms", "standalone", "api", "reader", "connectors", "ocpp", "logging"},
+        "",
+    )
     station = _table(data, "station", "station", required=True)
-    _unknown(station, {"id", "vendor", "model", "serial_number", "firmware_version", "storage",
-                       "tick_interval_s"}, "station")
+    _unknown(
+        station,
+        {
+            "id",
+            "vendor",
+            "model",
+            "serial_number",
+            "firmware_version",
+            "storage",
+            "tick_interval_s",
+        },
+        "station",
+    )
     station_id = _str(station, "id", "station.id", required=True)
     assert station_id is not None
     if not _STATION_ID.match(station_id):
@@ -161,8 +173,18 @@ def parse(data: dict[str, Any]) -> Config:
     csms: CsmsConfig | None = None
     csms_t = _table(data, "csms", "csms")
     if csms_t:
-        _unknown(csms_t, {"url", "ocpp_version", "password", "reconnect_min_s",
-                          "reconnect_max_s", "response_timeout_s"}, "csms")
+        _unknown(
+            csms_t,
+            {
+                "url",
+                "ocpp_version",
+                "password",
+                "reconnect_min_s",
+                "reconnect_max_s",
+                "response_timeout_s",
+            },
+            "csms",
+        )
         url = _str(csms_t, "url", "csms.url", required=True)
         assert url is not None
         parsed = urlparse(url)
@@ -191,8 +213,7 @@ def parse(data: dict[str, Any]) -> Config:
     sa = _table(data, "standalone", "standalone")
     _unknown(sa, {"id_tags", "free_vend"}, "standalone")
     tags = sa.get("id_tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 20
-                                             for t in tags):
+    if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 20 for t in tags):
         raise ConfigError("standalone.id_tags", 'must be a list of idTags, e.g. ["04A1B2C3"]')
     free = sa.get("free_vend", False)
     if not isinstance(free, bool):
@@ -243,8 +264,9 @@ def parse(data: dict[str, Any]) -> Config:
             raise ConfigError(f"ocpp.{name}", "not an OCPP 1.6 configuration key evsed knows")
         if kd.readonly:
             raise ConfigError(f"ocpp.{name}", "is read-only")
-        if not isinstance(value, str | int | bool) or (kd.kind == "int" and
-                                                      isinstance(value, bool)):
+        if not isinstance(value, str | int | bool) or (
+            kd.kind == "int" and isinstance(value, bool)
+        ):
             raise ConfigError(f"ocpp.{name}", f"must be a {kd.kind}")
         try:
             normalise(kd, str(value).lower() if isinstance(value, bool) else str(value))

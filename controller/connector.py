@@ -403,13 +403,13 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 ):
                     s = _end_tx(s, StopReason.LOCAL, cmds, tag)
             elif ok and s.operative and s.fault is None and not s.finishing:
-                s = replace(s, authorized_tag=tag, authorized_parent=parent, authorized_at_s=s.now_s)
+                s = replace(
+                    s, authorized_tag=tag, authorized_parent=parent, authorized_at_s=s.now_s
+                )
                 s = _start_if_ready(s, cmds)
         case RemoteStart(id_tag=tag):
             if can_start_remotely(s) and s.authorized_tag is None:
-                s = replace(
-                    s, authorized_tag=tag, authorized_parent=None, authorized_at_s=s.now_s
-                )
+                s = replace(s, authorized_tag=tag, authorized_parent=None, authorized_at_s=s.now_s)
                 s = _start_if_ready(s, cmds)
         case StopRequest(reason=reason):
             if s.tx_active:

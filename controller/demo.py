@@ -115,9 +115,7 @@ async def run_demo(charge_minutes: float = 30.0, quiet_ocpp: bool = False) -> di
                 )
                 printer.line(f"— the driver taps card {DEMO_CARD} again to stop")
                 app.shared["sim.reader"].present(DEMO_CARD)
-                stop = await csms.wait_for(
-                    lambda f: f.action == "StopTransaction", timeout_s=10
-                )
+                stop = await csms.wait_for(lambda f: f.action == "StopTransaction", timeout_s=10)
                 await _pause(clock, 10)
                 printer.line("— the driver unplugs")
                 rig.vehicle.unplug()
@@ -141,8 +139,10 @@ async def run_demo(charge_minutes: float = 30.0, quiet_ocpp: bool = False) -> di
     print(f"  {summary['started']} → {summary['stopped']}")
     print(f"  energy delivered: {energy_wh} Wh ({energy_wh / 1000:.2f} kWh)")
     print(f"  stop reason: {summary['reason']}")
-    print(f"  OCPP messages sent to the CSMS: {summary['messages_to_csms']}, "
-          f"never more than {summary['max_outstanding_calls']} outstanding")
+    print(
+        f"  OCPP messages sent to the CSMS: {summary['messages_to_csms']}, "
+        f"never more than {summary['max_outstanding_calls']} outstanding"
+    )
     return summary
 
 

@@ -118,11 +118,19 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("HeartbeatInterval", "int", "300", min_value=0, max_value=86400),
         KeyDef("LocalAuthorizeOffline", "bool", "true"),
         KeyDef("LocalPreAuthorize", "bool", "false"),
-        KeyDef("MeterValuesAlignedData", "csl", "Energy.Active.Import.Register",
-               validator=_measurand_list),
+        KeyDef(
+            "MeterValuesAlignedData",
+            "csl",
+            "Energy.Active.Import.Register",
+            validator=_measurand_list,
+        ),
         KeyDef("MeterValuesAlignedDataMaxLength", "int", str(MAX_CSL_ITEMS), readonly=True),
-        KeyDef("MeterValuesSampledData", "csl", "Energy.Active.Import.Register,Power.Active.Import",
-               validator=_measurand_list),
+        KeyDef(
+            "MeterValuesSampledData",
+            "csl",
+            "Energy.Active.Import.Register,Power.Active.Import",
+            validator=_measurand_list,
+        ),
         KeyDef("MeterValuesSampledDataMaxLength", "int", str(MAX_CSL_ITEMS), readonly=True),
         KeyDef("MeterValueSampleInterval", "int", "60", min_value=0, max_value=86400),
         KeyDef("MinimumStatusDuration", "int", "0", min_value=0, max_value=3600),
@@ -132,8 +140,9 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("StopTransactionOnInvalidId", "bool", "true"),
         KeyDef("StopTxnAlignedData", "csl", "", validator=_measurand_list),
         KeyDef("StopTxnAlignedDataMaxLength", "int", str(MAX_CSL_ITEMS), readonly=True),
-        KeyDef("StopTxnSampledData", "csl", "Energy.Active.Import.Register",
-               validator=_measurand_list),
+        KeyDef(
+            "StopTxnSampledData", "csl", "Energy.Active.Import.Register", validator=_measurand_list
+        ),
         KeyDef("StopTxnSampledDataMaxLength", "int", str(MAX_CSL_ITEMS), readonly=True),
         KeyDef("SupportedFeatureProfiles", "csl", ",".join(FEATURE_PROFILES), readonly=True),
         KeyDef("SupportedFeatureProfilesMaxLength", "int", "6", readonly=True),
@@ -141,10 +150,17 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("TransactionMessageRetryInterval", "int", "30", min_value=1, max_value=3600),
         KeyDef("UnlockConnectorOnEVSideDisconnect", "bool", "true"),
         # Applied when the next WebSocket connection is opened, hence "RebootRequired".
-        KeyDef("WebSocketPingInterval", "int", "60", reboot_required=True, min_value=0,
-               max_value=3600),
-        KeyDef("AuthorizationKey", "str", "", write_only=True, reboot_required=True,
-               validator=_auth_key),
+        KeyDef(
+            "WebSocketPingInterval", "int", "60", reboot_required=True, min_value=0, max_value=3600
+        ),
+        KeyDef(
+            "AuthorizationKey",
+            "str",
+            "",
+            write_only=True,
+            reboot_required=True,
+            validator=_auth_key,
+        ),
     ]
 
 
@@ -193,7 +209,7 @@ class Settings:
             text = str(raw).lower() if isinstance(raw, bool) else str(raw)
             self._values[name] = normalise(self._keys[name], text)
         for full, value in store.settings_with_prefix(_PREFIX).items():
-            name = full[len(_PREFIX):]
+            name = full[len(_PREFIX) :]
             if name in self._keys:
                 try:
                     self._values[name] = normalise(self._keys[name], value)
@@ -222,7 +238,7 @@ class Settings:
         self._listeners.append(listener)
 
     def change(self, name: str, value: str) -> str:
-        """Apply a ChangeConfiguration: returns Accepted / Rejected / RebootRequired / NotSupported."""
+        """Apply ChangeConfiguration: Accepted, Rejected, RebootRequired or NotSupported."""
         key = self._keys.get(name)
         if key is None:
             return "NotSupported"

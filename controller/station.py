@@ -141,7 +141,11 @@ class Station:
             self._on_vehicle(c.connector_id, c.hw.vehicle.state)
         if self.reader is not None:
             loop = self._loop
-            self.reader.start(lambda uid: loop.call_soon_threadsafe(self.present_token, uid))
+
+            def on_token(uid: str) -> None:
+                loop.call_soon_threadsafe(self.present_token, uid)
+
+            self.reader.start(on_token)
         self.settings.on_change(self._on_setting)
         self._tasks.spawn(self._tick_loop(), name="tick", critical=True)
         self.started = True
@@ -388,7 +392,7 @@ class Station:
     async def _poll_meter(self, c: ConnectorRuntime) -> None:
         try:
             reading = await c.hw.meter.read()
-        except (DeviceError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DeviceError, OSError) as exc:
             c.meter_failures += 1
             LOG.warning("connector %d: meter read failed (%s)", c.connector_id, exc)
             if c.meter_failures >= METER_FAILURES_BEFORE_FAULT:
@@ -436,9 +440,7 @@ class Station:
             return
         c.last_sample_s = now_s
         assert self.port is not None
-        sample = Sample(
-            c.reading, self._now_iso(), "Sample.Periodic", c.state.offered_current_a
-        )
+        sample = Sample(c.reading, self._now_iso(), "Sample.Periodic", c.state.offered_current_a)
         self.port.meter_values(c.connector_id, c.tx_key, [sample])
         c.samples.append(sample)
         if len(c.samples) > MAX_STOP_TX_SAMPLES:
@@ -463,9 +465,7 @@ class Station:
             sm.SettingsChanged(
                 connection_timeout_s=float(self.settings.get_int("ConnectionTimeOut")),
                 stop_on_ev_disconnect=self.settings.get_bool("StopTransactionOnEVSideDisconnect"),
-                unlock_on_ev_disconnect=self.settings.get_bool(
-                    "UnlockConnectorOnEVSideDisconnect"
-                ),
+                unlock_on_ev_disconnect=self.settings.get_bool("UnlockConnectorOnEVSideDisconnect"),
             ),
         )
 
@@ -534,9 +534,7 @@ class Station:
     def change_availability(self, connector_id: int, operative: bool) -> str:
         """ChangeAvailability (5.2): Accepted, or Scheduled while a transaction runs."""
         targets = (
-            list(self.connectors.values())
-            if connector_id == 0
-            else [self.connectors[connector_id]]
+            list(self.connectors.values()) if connector_id == 0 else [self.connectors[connector_id]]
         )
         value = "Operative" if operative else "Inoperative"
         self.store.set_setting(f"availability.{connector_id}", value)

@@ -393,9 +393,24 @@ def run_events(
     return s
 
 
+def _session_start(tag: str, vs: VehicleState) -> list[Event]:
+    return [VehicleChanged(vs), TokenPresented(tag), AuthResult(PENDING, True)]
+
+
+# Event lists with occasional "plug, tap, accepted" chunks, so that sessions are reached
+# often enough for faults, limits, unplugging etc. to hit a running transaction.
+event_lists = st.lists(
+    st.one_of(
+        events.map(lambda e: [e]),
+        st.builds(_session_start, tags, st.sampled_from([VehicleState.B, VehicleState.C])),
+    ),
+    max_size=25,
+).map(lambda chunks: [e for chunk in chunks for e in chunk])
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    evs=st.lists(events, max_size=40),
+    evs=event_lists,
     max_current_a=st.sampled_from(MAX_CURRENTS),
     operative=st.booleans(),
     vehicle=vehicle_states,

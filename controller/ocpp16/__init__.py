@@ -1,1 +1,1 @@
-"""OCPP 1.6J adapter: turns the core port into OCPP-J messages and CSMS requests into core events."""
+"""OCPP 1.6J adapter: the core port as OCPP-J messages, CSMS requests as core events."""

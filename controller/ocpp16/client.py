@@ -284,8 +284,11 @@ class Ocpp16Client:
             await self._boot()
         self._state = "accepted"
         # After (re)connecting: the current status of every connector, not the history.
-        self._pending_status[0] = ("Available" if self.station.station_operative
-                                   else "Unavailable", "NoError", self._now())
+        self._pending_status[0] = (
+            "Available" if self.station.station_operative else "Unavailable",
+            "NoError",
+            self._now(),
+        )
         for c in self.station.connectors.values():
             self._pending_status.setdefault(
                 c.connector_id, (c.state.status.value, c.state.error_code, self._now())
@@ -414,7 +417,10 @@ class Ocpp16Client:
                 if attempts >= limit:
                     LOG.error(
                         "%s (seq %d) dropped after %d attempts: %s",
-                        msg.action, msg.seq, attempts, exc,
+                        msg.action,
+                        msg.seq,
+                        attempts,
+                        exc,
                     )
                     self.store.outbox_delete(msg.seq)
                     continue
@@ -456,7 +462,9 @@ class Ocpp16Client:
         status = self.station.change_availability(cid, p["type"] == "Operative")
         if cid == 0:
             self._pending_status[0] = (
-                "Available" if p["type"] == "Operative" else "Unavailable", "NoError", self._now()
+                "Available" if p["type"] == "Operative" else "Unavailable",
+                "NoError",
+                self._now(),
             )
             self._status_wakeup.set()
         return {"status": status}
@@ -468,9 +476,7 @@ class Ocpp16Client:
         wanted = p.get("key")
         max_keys = self.settings.get_int("GetConfigurationMaxKeys")
         if wanted is not None and len(wanted) > max_keys:
-            raise CallError(
-                "OccurenceConstraintViolation", f"at most {max_keys} keys per request"
-            )
+            raise CallError("OccurenceConstraintViolation", f"at most {max_keys} keys per request")
         names = wanted if wanted else [k.name for k in self.settings.keys() if not k.write_only]
         known: list[dict[str, Any]] = []
         unknown: list[str] = []
@@ -566,7 +572,9 @@ class Ocpp16Client:
                 else:
                     c = self.station.connectors[target]
                     self._pending_status[target] = (
-                        c.state.status.value, c.state.error_code, self._now()
+                        c.state.status.value,
+                        c.state.error_code,
+                        self._now(),
                     )
             self._status_wakeup.set()
         elif requested == "Heartbeat":
@@ -579,11 +587,13 @@ class Ocpp16Client:
             for c in self.station.connectors.values():
                 if (cid in (None, 0) or c.connector_id == cid) and c.reading is not None:
                     sample = Sample(c.reading, now, "Trigger", c.state.offered_current_a)
-                    values = build.meter_value(sample, self.settings.get_csl(
-                        "MeterValuesSampledData"))
+                    values = build.meter_value(
+                        sample, self.settings.get_csl("MeterValuesSampledData")
+                    )
                     if values:
                         payload: dict[str, Any] = {
-                            "connectorId": c.connector_id, "meterValue": [values]
+                            "connectorId": c.connector_id,
+                            "meterValue": [values],
                         }
                         if c.tx_key is not None:
                             tx = self.store.get_transaction(c.tx_key)

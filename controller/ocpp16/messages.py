@@ -19,28 +19,55 @@ def sampled_values(sample: Sample, measurands: list[str]) -> list[dict[str, Any]
     out: list[dict[str, Any]] = []
     for measurand in measurands:
         if measurand == "Energy.Active.Import.Register":
-            out.append({**base, "value": str(round(r.energy_wh)), "measurand": measurand,
-                        "unit": "Wh"})
+            out.append(
+                {**base, "value": str(round(r.energy_wh)), "measurand": measurand, "unit": "Wh"}
+            )
         elif measurand == "Energy.Active.Export.Register" and r.energy_export_wh is not None:
-            out.append({**base, "value": str(round(r.energy_export_wh)),
-                        "measurand": measurand, "unit": "Wh"})
+            out.append(
+                {
+                    **base,
+                    "value": str(round(r.energy_export_wh)),
+                    "measurand": measurand,
+                    "unit": "Wh",
+                }
+            )
         elif measurand == "Power.Active.Import":
             out.append({**base, "value": _fmt(r.power_w), "measurand": measurand, "unit": "W"})
         elif measurand == "Current.Offered" and sample.offered_current_a is not None:
-            out.append({**base, "value": _fmt(sample.offered_current_a),
-                        "measurand": measurand, "unit": "A"})
+            out.append(
+                {
+                    **base,
+                    "value": _fmt(sample.offered_current_a),
+                    "measurand": measurand,
+                    "unit": "A",
+                }
+            )
         elif measurand.startswith("Current.Import"):
             for index, amps in enumerate(r.current_a, start=1):
                 phase = f"L{index}"
                 if measurand in ("Current.Import", f"Current.Import.{phase}"):
-                    out.append({**base, "value": _fmt(amps, 2), "measurand": "Current.Import",
-                                "phase": phase, "unit": "A"})
+                    out.append(
+                        {
+                            **base,
+                            "value": _fmt(amps, 2),
+                            "measurand": "Current.Import",
+                            "phase": phase,
+                            "unit": "A",
+                        }
+                    )
         elif measurand.startswith("Voltage"):
             for index, volts in enumerate(r.voltage_v, start=1):
                 phase = f"L{index}"
                 if measurand in ("Voltage", f"Voltage.{phase}"):
-                    out.append({**base, "value": _fmt(volts), "measurand": "Voltage",
-                                "phase": f"{phase}-N", "unit": "V"})
+                    out.append(
+                        {
+                            **base,
+                            "value": _fmt(volts),
+                            "measurand": "Voltage",
+                            "phase": f"{phase}-N",
+                            "unit": "V",
+                        }
+                    )
         elif measurand == "Frequency" and r.frequency_hz is not None:
             out.append({**base, "value": _fmt(r.frequency_hz, 2), "measurand": measurand})
     return out

@@ -127,10 +127,11 @@ class RpcConnection:
             try:
                 await self._send([MessageType.Call, message_id, action, payload])
                 self.calls_sent += 1
-                closed = asyncio.ensure_future(self._closed.wait())
+                closed: asyncio.Future[Any] = asyncio.ensure_future(self._closed.wait())
+                waiters: set[asyncio.Future[Any]] = {fut, closed}
                 try:
                     done, _ = await asyncio.wait(
-                        {fut, closed}, timeout=self._timeout_s, return_when="FIRST_COMPLETED"
+                        waiters, timeout=self._timeout_s, return_when="FIRST_COMPLETED"
                     )
                 finally:
                     closed.cancel()

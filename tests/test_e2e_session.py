@@ -1,0 +1,29 @@
+"""End-to-end sessions over a real WebSocket against the dev CSMS (OCPP 1.6 sections 4 and 5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.devcsms import DevCsms
+from tests.conftest import CARD
+
+
+async def test_local_session_start_to_stop(csms: DevCsms, charger: Any) -> None:
+    """4.8 StartTransaction / 4.10 StopTransaction with reason Local, energy billed exactly."""
+    h = await charger(csms)
+    h.plug()
+    await h.advance(2)
+    h.tap()
+    start = await csms.wait_for(lambda f: f.action == "StartTransaction")
+    assert start.payload["meterStart"] == 1000
+    assert start.payload["idTag"] == CARD
+    await h.settle(lambda: h.connector().hw.contactor.closed)
+    await h.advance(600, step_s=10)
+    h.tap()
+    stop = await csms.wait_for(lambda f: f.action == "StopTransaction")
+    assert stop.payload["reason"] == "Local"
+    assert stop.payload["transactionId"] == 1
+    # 11 kW for 600 s = 1833.3 Wh (+ up to one tick of slack before the stop)
+    assert 1833 <= stop.payload["meterStop"] - 1000 <= 1833 + 4
+    assert not h.connector().hw.contactor.closed
+    assert csms.max_outstanding_calls == 1
