@@ -316,6 +316,14 @@ class ConnectorMachine(RuleBasedStateMachine):
         assert self.s.authorizing is not None
         self.apply(AuthResult(self.s.authorizing, ok, parent))
 
+    @rule(tag=tags, vs=st.sampled_from([VehicleState.B, VehicleState.C]), parent=st.sampled_from(PARENTS))
+    def session_start(self, tag: str, vs: VehicleState, parent: str | None) -> None:
+        """Plug, tap, accepted: reach running transactions often enough to perturb them."""
+        self.apply(VehicleChanged(vs))
+        self.apply(TokenPresented(tag))
+        if self.s.authorizing is not None:
+            self.apply(AuthResult(self.s.authorizing, True, parent))
+
     @rule(tag=tags)
     def remote_start(self, tag: str) -> None:
         self.apply(RemoteStart(tag))
