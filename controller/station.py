@@ -12,7 +12,7 @@ from controller import connector as sm
 from controller.clock import Clock, iso_utc
 from controller.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
 from controller.settings import Settings
-from controller.store import Store
+from controller.store import Store, StoreError
 from controller.tasks import TaskGroup
 from hal.base import (
     ConnectorLock,
@@ -261,7 +261,16 @@ class Station:
     def _execute(self, c: ConnectorRuntime, command: sm.Command) -> None:
         match command:
             case sm.SwitchContactor(on=on):
-                self._switch(c, on)
+                if on and c.tx_key is None:
+                    # Never deliver energy that is not durably recorded as a transaction.
+                    LOG.error(
+                        "connector %d: no recorded transaction, contactor stays open",
+                        c.connector_id,
+                    )
+                    assert self._loop is not None
+                    self._loop.call_soon(self._set_fault, c, "store", "InternalError")
+                else:
+                    self._switch(c, on)
             case sm.SetCurrentLimit(current_a=amps):
                 try:
                     c.hw.vehicle.set_max_current_a(amps)
@@ -329,9 +338,13 @@ class Station:
         # The contactor is still open, so the cached reading is the exact start register.
         energy_wh = round(c.reading.energy_wh) if c.reading else 0
         now = self._now_iso()
-        c.tx_key = self.port.start_transaction(
-            TxStart(c.connector_id, id_tag, energy_wh, now, reservation_id)
-        )
+        try:
+            c.tx_key = self.port.start_transaction(
+                TxStart(c.connector_id, id_tag, energy_wh, now, reservation_id)
+            )
+        except StoreError:
+            LOG.exception("connector %d: transaction start could not be recorded", c.connector_id)
+            return
         c.tx_id_tag = id_tag
         c.tx_meter_start_wh = energy_wh
         c.tx_started_s = c.last_sample_s = self.clock.monotonic_s()

@@ -60,7 +60,7 @@ PENDING = "<pending>"
 PARENTS: list[str | None] = [None, "FAMILY", "FLEET"]
 FAULTS: list[str | None] = [None, "GroundFailure", "OverCurrentFailure", "HighTemperature"]
 LIMITS = [0.0, -1.0, 0.5, 5.9, 6.0, 10.5, 16.0, 32.0, 63.7, 1e-9]
-MAX_CURRENTS = [0.0, 6.0, 16.0, 32.0]
+MAX_CURRENTS = [32.0, 32.0, 16.0, 6.0, 0.0]
 
 tags = st.sampled_from(TAGS)
 # Weighted towards the states in which charging happens; faults and E/F stay common enough.
@@ -316,9 +316,17 @@ class ConnectorMachine(RuleBasedStateMachine):
         assert self.s.authorizing is not None
         self.apply(AuthResult(self.s.authorizing, ok, parent))
 
-    @rule(tag=tags, vs=st.sampled_from([VehicleState.B, VehicleState.C]), parent=st.sampled_from(PARENTS))
-    def session_start(self, tag: str, vs: VehicleState, parent: str | None) -> None:
+    @rule(
+        tag=tags,
+        vs=st.sampled_from([VehicleState.B, VehicleState.C]),
+        parent=st.sampled_from(PARENTS),
+        clean=st.booleans(),
+    )
+    def session_start(self, tag: str, vs: VehicleState, parent: str | None, clean: bool) -> None:
         """Plug, tap, accepted: reach running transactions often enough to perturb them."""
+        if clean:
+            self.apply(FaultChanged(None))
+            self.apply(AvailabilityChanged(True))
         self.apply(VehicleChanged(vs))
         self.apply(TokenPresented(tag))
         if self.s.authorizing is not None:
@@ -401,8 +409,9 @@ def run_events(
     return s
 
 
-def _session_start(tag: str, vs: VehicleState) -> list[Event]:
-    return [VehicleChanged(vs), TokenPresented(tag), AuthResult(PENDING, True)]
+def _session_start(tag: str, vs: VehicleState, clean: bool) -> list[Event]:
+    prefix: list[Event] = [FaultChanged(None), AvailabilityChanged(True)] if clean else []
+    return [*prefix, VehicleChanged(vs), TokenPresented(tag), AuthResult(PENDING, True)]
 
 
 # Event lists with occasional "plug, tap, accepted" chunks, so that sessions are reached
@@ -410,7 +419,12 @@ def _session_start(tag: str, vs: VehicleState) -> list[Event]:
 event_lists = st.lists(
     st.one_of(
         events.map(lambda e: [e]),
-        st.builds(_session_start, tags, st.sampled_from([VehicleState.B, VehicleState.C])),
+        st.builds(
+            _session_start,
+            tags,
+            st.sampled_from([VehicleState.B, VehicleState.C]),
+            st.booleans(),
+        ),
     ),
     max_size=25,
 ).map(lambda chunks: [e for chunk in chunks for e in chunk])

@@ -187,10 +187,12 @@ class Ocpp16Client:
         return status, parent
 
     def _remember(self, id_tag: str, info: dict[str, Any]) -> None:
-        if self.settings.get_bool("AuthorizationCacheEnabled"):
-            self.store.cache_put(
-                id_tag, info["status"], info.get("parentIdTag"), info.get("expiryDate")
-            )
+        if not self.settings.get_bool("AuthorizationCacheEnabled"):
+            return
+        entry = (info["status"], info.get("parentIdTag"), info.get("expiryDate"))
+        # Skip the (fsync'ed) write when nothing changed: it sits on the tap-to-charge path.
+        if self.store.cache_get(id_tag) != entry:
+            self.store.cache_put(id_tag, *entry)
 
     # ------------------------------------------------------------------ connection
 
@@ -325,7 +327,13 @@ class Ocpp16Client:
                 self._accepted_once = True
                 return
             self._state = status.lower()  # "pending" / "rejected"
-            await self.clock.sleep(interval_s if interval_s > 0 else 30)
+            if self._rpc is not None:
+                self._rpc.silent = status == "Rejected"
+            try:
+                await self.clock.sleep(interval_s if interval_s > 0 else 30)
+            finally:
+                if self._rpc is not None:
+                    self._rpc.silent = False
 
     def _note_server_time(self, text: Any) -> None:
         if not isinstance(text, str):
@@ -555,7 +563,9 @@ class Ocpp16Client:
             self._on_reset(kind)
 
     async def _on_UnlockConnector(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
-        cid = self._connector_id(p, allow_zero=False)
+        cid = p["connectorId"]
+        if not 1 <= cid <= len(self.station.connectors):
+            return {"status": "NotSupported"}  # errata 3.87: a normal reply, not a CALLERROR
         return {"status": await self.station.unlock(cid)}
 
     async def _on_TriggerMessage(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
@@ -576,11 +586,25 @@ class Ocpp16Client:
                         c.state.error_code,
                         self._now(),
                     )
+            if self._state == "pending":
+                # Triggered messages may be sent while Pending (4.2); the pump waits for Accepted.
+                for target in targets:
+                    status, code, at = self._pending_status.pop(target)
+                    payload = {
+                        "connectorId": target,
+                        "errorCode": code,
+                        "status": status,
+                        "timestamp": at,
+                    }
+                    self._tasks.spawn(
+                        self._send_best_effort("StatusNotification", payload), name="trigger"
+                    )
             self._status_wakeup.set()
         elif requested == "Heartbeat":
             self._tasks.spawn(self._send_best_effort("Heartbeat", {}), name="trigger")
         elif requested == "BootNotification":
-            self._accepted_once = False
+            if self._accepted_once:
+                return {"status": "Rejected"}  # errata 3.35: not after it was Accepted
             self._tasks.spawn(self._boot(), name="trigger")
         elif requested == "MeterValues":
             now = self._now()

@@ -114,6 +114,8 @@ class RpcConnection:
         self._inbound: asyncio.Queue[list[Any]] = asyncio.Queue()
         self._closed = asyncio.Event()
         self.calls_sent = 0
+        # While a boot is Rejected the charge point must not answer the CSMS (OCPP 1.6 4.2).
+        self.silent = False
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one CALL and return the validated CALLRESULT payload."""
@@ -142,6 +144,8 @@ class RpcConnection:
                 raise CallTimeout(f"no answer to {action} within {self._timeout_s} s")
             finally:
                 self._pending = None
+                if fut.done() and not fut.cancelled():
+                    fut.exception()  # mark retrieved: run() may have failed it on close
 
     async def run(self) -> None:
         """Read frames until the transport closes; returns (or raises) when it does."""
@@ -218,6 +222,9 @@ class RpcConnection:
     async def _serve_inbound(self) -> None:
         while True:
             _, message_id, action, payload = await self._inbound.get()
+            if self.silent:
+                LOG.info("ignoring %s while BootNotification is Rejected", action)
+                continue
             try:
                 result = await self._dispatch(action, payload)
             except CallError as exc:
