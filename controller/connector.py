@@ -195,6 +195,9 @@ Command = (
 # ----------------------------------------------------------------------------- state
 
 
+MIN_CURRENT_A = 6.0
+
+
 @dataclass(frozen=True)
 class ConnectorState:
     """Everything the state machine knows about one connector; immutable."""
@@ -248,18 +251,23 @@ def _offer_a(s: ConnectorState) -> float:
     if s.vehicle in (VehicleState.A, VehicleState.E, VehicleState.F):
         return 0.0
     limit = s.max_current_a if s.limit_a is None else min(s.max_current_a, s.limit_a)
-    return max(0.0, limit)
+    # IEC 61851-1: a pilot cannot advertise less than 6 A; below that, offer nothing.
+    return limit if limit >= MIN_CURRENT_A else 0.0
 
 
 def derive_status(s: ConnectorState) -> tuple[Status, str]:
     """OCPP status and error code for a state (section 4.9 / 7.7 of OCPP 1.6)."""
     if s.fault is not None:
         return Status.FAULTED, s.fault
-    if s.vehicle in (VehicleState.E, VehicleState.F) and s.vehicle.plugged:
-        return Status.FAULTED, "EVCommunicationError"
+    pilot_error = s.vehicle in (VehicleState.E, VehicleState.F)
     if s.tx_active:
+        # 4.9: EVCommunicationError is a warning on a non-faulted status, not Faulted.
+        if pilot_error:
+            return Status.SUSPENDED_EV, "EVCommunicationError"
         if contactor_permitted(s):
             return Status.CHARGING, "NoError"
+        if not s.vehicle.plugged:
+            return Status.SUSPENDED_EV, "NoError"  # EV side unplugged, transaction kept
         if _offer_a(s) <= 0:
             return Status.SUSPENDED_EVSE, "NoError"
         return Status.SUSPENDED_EV, "NoError"
@@ -269,6 +277,8 @@ def derive_status(s: ConnectorState) -> tuple[Status, str]:
         return Status.FINISHING, "NoError"
     if s.reserved_for is not None and not s.vehicle.plugged and s.authorized_tag is None:
         return Status.RESERVED, "NoError"
+    if pilot_error:
+        return Status.PREPARING, "EVCommunicationError"
     if s.vehicle.plugged or s.authorized_tag is not None or s.authorizing is not None:
         return Status.PREPARING, "NoError"
     return Status.AVAILABLE, "NoError"
@@ -293,7 +303,6 @@ def can_start_remotely(s: ConnectorState) -> bool:
         s.operative
         and s.fault is None
         and not s.tx_active
-        and not s.finishing
         and s.vehicle not in (VehicleState.E, VehicleState.F)
     )
 
@@ -318,6 +327,8 @@ def _start_if_ready(s: ConnectorState, cmds: list[Command]) -> ConnectorState:
         and s.operative
         and s.fault is None
     ):
+        if s.reserved_for is not None and s.reserved_for != s.authorized_tag:
+            return s  # reserved for somebody else (5.13)
         rid = s.reservation_id if s.reserved_for is not None else None
         cmds.append(StartTx(s.authorized_tag, rid))
         if not s.locked:
@@ -347,6 +358,11 @@ def _end_tx(
         authorizing=None,
         finishing=s.vehicle.plugged,
     )
+    ev_unplug = reason is StopReason.EV_DISCONNECTED
+    if not s.vehicle.plugged and s.locked and (s.unlock_on_ev_disconnect or not ev_unplug):
+        # The EV side was unplugged earlier and the transaction was kept: release now (4.10).
+        cmds.append(Unlock())
+        s = replace(s, locked=False)
     if s.pending_operative is not None:
         s = replace(s, operative=s.pending_operative, pending_operative=None)
     return s
@@ -367,7 +383,8 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     if s.locked and s.unlock_on_ev_disconnect:
                         cmds.append(Unlock())
                         s = replace(s, locked=False)
-            elif not was_plugged and vs.plugged:
+            else:
+                # Also after a pilot error (E/F) recovers to B/C.
                 s = _start_if_ready(s, cmds)
         case TokenPresented(id_tag=tag):
             if s.tx_active:
@@ -377,13 +394,16 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     # A different card may stop it if it shares the parent idTag.
                     cmds.append(RequestAuthorization(tag))
                     s = replace(s, authorizing=tag)
-            elif s.authorized_tag is not None and tag == s.authorized_tag:
-                # Second tap before plugging in cancels the pending authorization.
-                s = replace(s, authorized_tag=None, authorized_parent=None, authorized_at_s=None)
+            elif s.authorized_tag is not None:
+                if tag == s.authorized_tag:
+                    # Second tap before plugging in cancels the pending authorization.
+                    s = replace(
+                        s, authorized_tag=None, authorized_parent=None, authorized_at_s=None
+                    )
+                # Another card while one is authorized (locally or remotely): ignored.
             elif (
                 s.operative
                 and s.fault is None
-                and not s.finishing
                 and s.authorizing is None
                 and s.vehicle not in (VehicleState.E, VehicleState.F)
                 and (s.reserved_for is None or s.reserved_for == tag)
@@ -402,13 +422,17 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     and parent == s.authorized_parent
                 ):
                     s = _end_tx(s, StopReason.LOCAL, cmds, tag)
-            elif ok and s.operative and s.fault is None and not s.finishing:
+            elif ok and s.operative and s.fault is None and s.authorized_tag is None:
                 s = replace(
                     s, authorized_tag=tag, authorized_parent=parent, authorized_at_s=s.now_s
                 )
                 s = _start_if_ready(s, cmds)
         case RemoteStart(id_tag=tag):
-            if can_start_remotely(s) and s.authorized_tag is None:
+            if (
+                can_start_remotely(s)
+                and s.authorized_tag is None
+                and (s.reserved_for is None or s.reserved_for == tag)
+            ):
                 s = replace(s, authorized_tag=tag, authorized_parent=None, authorized_at_s=s.now_s)
                 s = _start_if_ready(s, cmds)
         case StopRequest(reason=reason):
@@ -421,15 +445,24 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 s = replace(s, locked=False)
         case FaultChanged(error_code=code):
             s = replace(s, fault=code)
-            if code is not None and not s.tx_active:
-                s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
+            if code is not None:
+                s = replace(s, reserved_for=None, reservation_id=None)  # 5.13
+                if not s.tx_active:
+                    s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
         case AvailabilityChanged(operative=op):
             if s.tx_active and not op:
                 s = replace(s, pending_operative=False)
             else:
                 s = replace(s, operative=op, pending_operative=None)
                 if not op:
-                    s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
+                    s = replace(
+                        s,
+                        authorized_tag=None,
+                        authorizing=None,
+                        authorized_at_s=None,
+                        reserved_for=None,
+                        reservation_id=None,
+                    )
         case ReservationChanged(id_tag=tag, reservation_id=rid):
             s = replace(s, reserved_for=tag, reservation_id=rid if tag is not None else None)
         case CurrentLimitChanged(limit_a=limit):

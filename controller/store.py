@@ -367,7 +367,7 @@ def open_store(path: str | Path) -> Store:
         reason = "integrity check failed"
     except sqlite3.DatabaseError as exc:
         reason = str(exc)
-    aside = f"{path}.corrupt-{int(time.time())}"
+    aside = f"{path}.corrupt-{time.time_ns()}"
     LOG.error("database %s unusable (%s); moved to %s, starting fresh", path, reason, aside)
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(f"{path}{suffix}"):

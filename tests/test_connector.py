@@ -117,7 +117,12 @@ def test_full_local_session_4_8_start_4_10_stop_4_9_status() -> None:
     assert s.contactor_closed
 
     s, cmds = step(s, TokenPresented("CARD1"))  # C6: same card stops the transaction
-    assert cmds == [OPEN, SetCurrentLimit(0.0), StopTx(StopReason.LOCAL, "CARD1"), Notify(Status.FINISHING)]
+    assert cmds == [
+        OPEN,
+        SetCurrentLimit(0.0),
+        StopTx(StopReason.LOCAL, "CARD1"),
+        Notify(Status.FINISHING),
+    ]
     assert cmds.index(OPEN) < cmds.index(StopTx(StopReason.LOCAL, "CARD1"))
     assert not s.contactor_closed and not s.tx_active and s.locked
 
@@ -211,13 +216,23 @@ def test_remote_start_5_11_and_remote_stop_5_12() -> None:
     s, _ = step(initial_state(), VehicleChanged(B))
     assert can_start_remotely(s)
     s, cmds = step(s, RemoteStart("APP"))
-    assert cmds == [StartTx("APP", None), Lock(), SetCurrentLimit(32.0), Notify(Status.SUSPENDED_EV)]
+    assert cmds == [
+        StartTx("APP", None),
+        Lock(),
+        SetCurrentLimit(32.0),
+        Notify(Status.SUSPENDED_EV),
+    ]
     s, cmds = step(s, VehicleChanged(C))
     assert cmds == [CLOSE, Notify(Status.CHARGING)]
     assert not can_start_remotely(s)
 
     s, cmds = step(s, StopRequest(StopReason.REMOTE))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), StopTx(StopReason.REMOTE, None), Notify(Status.FINISHING)]
+    assert cmds == [
+        OPEN,
+        SetCurrentLimit(0.0),
+        StopTx(StopReason.REMOTE, None),
+        Notify(Status.FINISHING),
+    ]
     assert not s.tx_active and not s.contactor_closed
     s, cmds = step(s, VehicleChanged(A))
     assert cmds == [Unlock(), Notify(Status.AVAILABLE)]
@@ -227,7 +242,13 @@ def test_remote_start_before_plug_5_11() -> None:
     s, cmds = step(initial_state(), RemoteStart("APP"))
     assert cmds == [Notify(Status.PREPARING)]
     s, cmds = step(s, VehicleChanged(C))
-    assert cmds == [StartTx("APP", None), Lock(), SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [
+        StartTx("APP", None),
+        Lock(),
+        SetCurrentLimit(32.0),
+        CLOSE,
+        Notify(Status.CHARGING),
+    ]
 
 
 def test_remote_start_refused_while_transaction_running_5_11() -> None:
@@ -275,19 +296,18 @@ def test_unplug_with_unlock_on_ev_disconnect_false_keeps_lock_4_10() -> None:
 def test_unplug_with_stop_on_ev_disconnect_false_keeps_transaction_4_9_4_10() -> None:
     """4.10 StopTransactionOnEVSideDisconnect=false: transaction stays open, cable stays locked.
 
-    4.9 says the status SHOULD be SuspendedEV; the code derives SuspendedEVSE (no current
-    is offered with the pilot in state A). Reconnecting allows energy transfer again.
+    4.9: the status is SuspendedEV (NoError). Reconnecting allows energy transfer again.
     """
     s, _ = step(initial_state(), SettingsChanged(60.0, stop_on_ev_disconnect=False))
     s = charging(s=s)
     s, cmds = step(s, VehicleChanged(A))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EV)]
     assert s.tx_active and s.locked and not s.contactor_closed
-    assert s.status in (Status.SUSPENDED_EV, Status.SUSPENDED_EVSE)
+    assert (s.status, s.error_code) == (Status.SUSPENDED_EV, "NoError")
 
     s, cmds = step(s, VehicleChanged(B))  # reconnected: no new transaction
     assert not any(isinstance(c, StartTx) for c in cmds)
-    assert cmds == [SetCurrentLimit(32.0), Notify(Status.SUSPENDED_EV)]
+    assert cmds == [SetCurrentLimit(32.0)]  # still SuspendedEV: no Notify
     s, cmds = step(s, VehicleChanged(C))
     assert cmds == [CLOSE, Notify(Status.CHARGING)]
 
@@ -349,15 +369,17 @@ def test_fault_code_change_is_notified_once() -> None:
 
 @pytest.mark.parametrize("pilot", [E, F])
 def test_pilot_error_e_f_opens_contactor_4_9(pilot: VehicleState) -> None:
-    """Pilot state E/F: contactor opens, Faulted with EVCommunicationError (as coded).
-
-    Note: 4.9 says EVCommunicationError SHALL only be used with Preparing, SuspendedEV,
-    SuspendedEVSE and Finishing (a warning); the code reports it with Faulted.
-    """
+    """Pilot state E/F: contactor opens; 4.9 says EVCommunicationError SHALL only be used with
+    Preparing, SuspendedEV, SuspendedEVSE and Finishing (a warning), so not Faulted."""
     s = charging()
     s, cmds = step(s, VehicleChanged(pilot))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.FAULTED, "EVCommunicationError")]
-    assert not s.contactor_closed and s.tx_active
+    assert cmds == [
+        OPEN,
+        SetCurrentLimit(0.0),
+        Notify(Status.SUSPENDED_EV, "EVCommunicationError"),
+    ]
+    assert not s.contactor_closed and s.tx_active and s.offered_current_a == 0.0
+    assert s.status is not Status.FAULTED
     s, cmds = step(s, VehicleChanged(C))
     assert cmds == [SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
 
@@ -365,10 +387,15 @@ def test_pilot_error_e_f_opens_contactor_4_9(pilot: VehicleState) -> None:
 @pytest.mark.parametrize("pilot", [E, F])
 def test_pilot_error_blocks_authorization(pilot: VehicleState) -> None:
     s, cmds = step(initial_state(), VehicleChanged(pilot))
-    assert cmds == [Notify(Status.FAULTED, "EVCommunicationError")]
+    assert cmds == [Notify(Status.PREPARING, "EVCommunicationError")]
     assert not can_start_remotely(s)
     s2, cmds = step(s, TokenPresented("CARD1"))
     assert cmds == [] and s2 == s
+    s2, cmds = step(s, RemoteStart("CARD1"))
+    assert cmds == [] and s2 == s
+    s, cmds = step(s, VehicleChanged(B))  # pilot recovered: the warning is cleared
+    assert cmds == [Notify(Status.PREPARING)]
+    assert can_start_remotely(s)
 
 
 # ----------------------------------------------------------------------------- availability
@@ -444,24 +471,24 @@ def test_reservation_cancelled_or_expired_5_1_returns_available() -> None:
     assert cmds == [RequestAuthorization("OTHER"), Notify(Status.PREPARING)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RemoteStart for another idTag on a reserved connector starts a transaction "
-    "carrying the reservation's reservationId (5.13: refuse other idTags; reservationId only "
-    "for the reserved idTag)",
-)
 def test_remote_start_other_tag_on_reserved_connector_5_13() -> None:
+    """5.13: charging is refused for other idTags; reservationId only for the reserved idTag."""
     s, _ = run(initial_state(), ReservationChanged("RES", 7), VehicleChanged(B))
-    s, cmds = step(s, RemoteStart("OTHER"))
+    s2, cmds = step(s, RemoteStart("OTHER"))
     starts = [c for c in cmds if isinstance(c, StartTx)]
     assert all(c.reservation_id is None or c.id_tag == "RES" for c in starts)
+    assert cmds == [] and s2 == s  # ignored: the reservation still holds
+
+    s, cmds = step(s, RemoteStart("RES"))
+    assert cmds == [
+        StartTx("RES", 7),
+        Lock(),
+        SetCurrentLimit(32.0),
+        Notify(Status.SUSPENDED_EV),
+    ]
+    assert s.reserved_for is None and s.reservation_id is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a tag authorized before a reservation for another tag arrives starts with "
-    "the other tag's reservationId when the cable is plugged (5.13)",
-)
 def test_authorized_before_reservation_for_other_tag_5_13() -> None:
     s, _ = run(
         initial_state(),
@@ -472,6 +499,25 @@ def test_authorized_before_reservation_for_other_tag_5_13() -> None:
     s, cmds = step(s, VehicleChanged(B))
     starts = [c for c in cmds if isinstance(c, StartTx)]
     assert all(c.reservation_id is None or c.id_tag == "RES" for c in starts)
+    assert starts == [] and cmds == []  # no transaction for CARD1 on a connector reserved for RES
+    assert not s.tx_active and s.reserved_for == "RES" and s.status is Status.PREPARING
+    s, cmds = step(s, VehicleChanged(C))
+    assert cmds == [] and not s.contactor_closed
+
+
+@pytest.mark.parametrize(
+    "cancel", [FaultChanged("GroundFailure"), AvailabilityChanged(False)], ids=repr
+)
+def test_fault_or_inoperative_cancels_reservation_5_13(cancel: Event) -> None:
+    """5.13: a reservation is terminated when the connector becomes Faulted or Unavailable."""
+    s, _ = step(initial_state(), ReservationChanged("RES", 7))
+    s, cmds = step(s, cancel)
+    assert s.reserved_for is None and s.reservation_id is None
+    assert s.status in (Status.FAULTED, Status.UNAVAILABLE)
+    s, cmds = run(s, FaultChanged(None), AvailabilityChanged(True))
+    assert s.status is Status.AVAILABLE  # not Reserved again
+    s, cmds = run(s, RemoteStart("OTHER"), VehicleChanged(B))
+    assert StartTx("OTHER", None) in cmds
 
 
 # ----------------------------------------------------------------------------- smart charging
@@ -573,7 +619,9 @@ def test_stale_auth_result_is_ignored_4_1() -> None:
 
 
 def test_duplicate_auth_result_is_ignored() -> None:
-    s, _ = run(initial_state(), VehicleChanged(B), TokenPresented("CARD1"), AuthResult("CARD1", True))
+    s, _ = run(
+        initial_state(), VehicleChanged(B), TokenPresented("CARD1"), AuthResult("CARD1", True)
+    )
     s2, cmds = step(s, AuthResult("CARD1", True))
     assert cmds == [] and s2 == s
 
@@ -586,7 +634,12 @@ def test_same_parent_id_tag_stops_transaction_3_10() -> None:
     assert s.contactor_closed  # still charging while the card is checked
 
     s, cmds = step(s, AuthResult("CARD2", True, "FAMILY"))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), StopTx(StopReason.LOCAL, "CARD2"), Notify(Status.FINISHING)]
+    assert cmds == [
+        OPEN,
+        SetCurrentLimit(0.0),
+        StopTx(StopReason.LOCAL, "CARD2"),
+        Notify(Status.FINISHING),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -637,28 +690,50 @@ def test_unlock_command_after_transaction_5_18() -> None:
     assert cmds == []  # already unlocked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with StopTransactionOnEVSideDisconnect=false, ending the transaction after the "
-    "EV side was disconnected never unlocks the connector (4.10: locked 'until the user "
-    "presents the identifier'; normal termination SHALL unlock)",
+@pytest.mark.parametrize("unlock_on_ev_disconnect", [True, False])
+@pytest.mark.parametrize(
+    "stop",
+    [
+        TokenPresented("CARD1"),
+        StopRequest(StopReason.REMOTE),
+        StopRequest(StopReason.UNLOCK_COMMAND),
+        StopRequest(StopReason.HARD_RESET),
+    ],
+    ids=repr,
 )
-@pytest.mark.parametrize("stop", [TokenPresented("CARD1"), StopRequest(StopReason.REMOTE)])
-def test_stop_after_ev_side_disconnect_unlocks_4_10(stop: Event) -> None:
-    s, _ = step(initial_state(), SettingsChanged(60.0, stop_on_ev_disconnect=False))
+def test_stop_after_ev_side_disconnect_unlocks_4_10(
+    stop: Event, unlock_on_ev_disconnect: bool
+) -> None:
+    """4.10: with StopTransactionOnEVSideDisconnect=false the cable stays locked 'until the
+    user presents the identifier'; ending the transaction (any reason) then unlocks."""
+    s, _ = step(
+        initial_state(),
+        SettingsChanged(60.0, False, unlock_on_ev_disconnect),
+    )
     s, _ = step(charging(s=s), VehicleChanged(A))
     assert s.tx_active and s.locked
     s, cmds = step(s, stop)
     assert any(isinstance(c, StopTx) for c in cmds)
     assert Unlock() in cmds and not s.locked
+    assert cmds.count(Unlock()) == 1
+    assert cmds.index(Unlock()) > cmds.index(next(c for c in cmds if isinstance(c, StopTx)))
+    assert s.status is Status.AVAILABLE and not s.tx_active
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: authorization accepted while the pilot is in E/F (or plugging in directly to "
-    "E/F) never starts the transaction once the pilot recovers to B/C: stuck in Preparing "
-    "until ConnectionTimeOut",
-)
+@pytest.mark.parametrize("unlock_on_ev_disconnect", [True, False])
+def test_ev_disconnected_stop_after_ev_side_disconnect_4_10(
+    unlock_on_ev_disconnect: bool,
+) -> None:
+    """A transaction kept over an EV-side unplug and ended with reason EVDisconnected unlocks
+    only if UnlockConnectorOnEVSideDisconnect is true."""
+    s, _ = step(initial_state(), SettingsChanged(60.0, False, unlock_on_ev_disconnect))
+    s, _ = step(charging(s=s), VehicleChanged(A))
+    s, cmds = step(s, StopRequest(StopReason.EV_DISCONNECTED))
+    assert StopTx(StopReason.EV_DISCONNECTED, None) in cmds and not s.tx_active
+    assert (Unlock() in cmds) is unlock_on_ev_disconnect
+    assert s.locked is not unlock_on_ev_disconnect
+
+
 def test_authorized_then_pilot_recovers_starts_transaction_3_6() -> None:
     s, _ = run(
         initial_state(),
@@ -668,3 +743,79 @@ def test_authorized_then_pilot_recovers_starts_transaction_3_6() -> None:
     )
     s, cmds = step(s, VehicleChanged(B))
     assert StartTx("CARD1", None) in cmds and s.tx_active
+
+
+def test_remote_start_then_pilot_error_then_recovery_starts_transaction_3_6() -> None:
+    s, cmds = run(initial_state(), RemoteStart("APP"), VehicleChanged(E))
+    assert not any(isinstance(c, StartTx) for c in cmds)
+    assert (s.status, s.error_code) == (Status.PREPARING, "EVCommunicationError")
+    s, cmds = step(s, VehicleChanged(C))
+    assert cmds == [
+        StartTx("APP", None),
+        Lock(),
+        SetCurrentLimit(32.0),
+        CLOSE,
+        Notify(Status.CHARGING),
+    ]
+
+
+# ----------------------------------------------------------------------------- new session
+
+
+def test_card_presented_in_finishing_starts_new_transaction_4_9() -> None:
+    """A card presented in Finishing (cable still plugged) starts a new transaction."""
+    s, _ = step(charging(), StopRequest(StopReason.LOCAL))
+    assert s.status is Status.FINISHING and s.locked
+    s, cmds = step(s, TokenPresented("CARD2"))
+    assert cmds == [RequestAuthorization("CARD2")]
+    s, cmds = step(s, AuthResult("CARD2", True))
+    assert cmds == [StartTx("CARD2", None), SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+    assert s.tx_active and s.contactor_closed and s.locked and not s.finishing
+
+
+def test_remote_start_in_finishing_starts_new_transaction_5_11() -> None:
+    s, _ = step(charging(), StopRequest(StopReason.LOCAL))
+    assert can_start_remotely(s)
+    s, cmds = step(s, RemoteStart("APP"))
+    assert cmds == [StartTx("APP", None), SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+
+
+@pytest.mark.parametrize(
+    "authorize",
+    [
+        (TokenPresented("CARD1"), AuthResult("CARD1", True)),
+        (RemoteStart("CARD1"),),
+    ],
+    ids=["local", "remote"],
+)
+def test_other_card_while_authorized_is_ignored(authorize: tuple[Event, ...]) -> None:
+    s, _ = run(initial_state(), *authorize)
+    assert s.authorized_tag == "CARD1" and not s.tx_active
+    for ev in (TokenPresented("CARD2"), RemoteStart("CARD2")):
+        s2, cmds = step(s, ev)
+        assert cmds == [] and s2 == s
+    s, cmds = step(s, VehicleChanged(B))
+    assert StartTx("CARD1", None) in cmds
+
+
+# ----------------------------------------------------------------------------- minimum current
+
+
+def test_limit_below_iec_61851_minimum_offers_nothing() -> None:
+    """IEC 61851-1: below 6 A the pilot cannot advertise a current: nothing is offered."""
+    s = charging()
+    s, cmds = step(s, CurrentLimitChanged(5.9))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert s.offered_current_a == 0.0 and s.tx_active and not s.contactor_closed
+    s, cmds = step(s, CurrentLimitChanged(6.0))
+    assert cmds == [SetCurrentLimit(6.0), CLOSE, Notify(Status.CHARGING)]
+    s, cmds = step(s, CurrentLimitChanged(0.5))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+
+
+def test_connector_maximum_below_minimum_never_charges() -> None:
+    s, cmds = run(
+        initial_state(max_current_a=5.0), VehicleChanged(B), RemoteStart("APP"), VehicleChanged(C)
+    )
+    assert s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
+    assert s.status is Status.SUSPENDED_EVSE

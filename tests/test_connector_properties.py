@@ -8,8 +8,10 @@ emitted commands, restates the safety rule without reading the state machine's f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -59,8 +61,11 @@ TAGS = ["CARD1", "CARD2", "CARD3"]
 PENDING = "<pending>"
 PARENTS: list[str | None] = [None, "FAMILY", "FLEET"]
 FAULTS: list[str | None] = [None, "GroundFailure", "OverCurrentFailure", "HighTemperature"]
-LIMITS = [0.0, -1.0, 0.5, 5.9, 6.0, 10.5, 16.0, 32.0, 63.7, 1e-9]
-MAX_CURRENTS = [32.0, 32.0, 16.0, 6.0, 0.0]
+LIMITS = [0.0, -1.0, 0.5, 5.9, 5.999, 6.0, 6.001, 10.5, 16.0, 32.0, 63.7, 1e-9]
+MAX_CURRENTS = [32.0, 32.0, 16.0, 6.0, 5.0, 0.0]
+# IEC 61851-1: the control pilot cannot advertise less than 6 A; restated, not imported.
+IEC_MIN_CURRENT_A = 6.0
+PILOT_ERROR = (VehicleState.E, VehicleState.F)
 
 tags = st.sampled_from(TAGS)
 # Weighted towards the states in which charging happens; faults and E/F stay common enough.
@@ -124,18 +129,27 @@ class Model:
     tx_tag: str | None = None
     starts: int = 0
     stops: int = 0
+    # shadow of the reservation (5.13) and of the EV-side disconnect settings (4.10)
+    reserved_tag: str | None = None
+    reservation_id: int | None = None
+    unlock_on_ev_disconnect: bool = True
+
+    def shadow_limit_a(self) -> float:
+        return self.max_current_a if self.limit_a is None else min(self.max_current_a, self.limit_a)
 
     def shadow_permits_energy(self) -> bool:
-        """The safety rule restated on the shadow model."""
-        limit = self.max_current_a if self.limit_a is None else min(self.max_current_a, self.limit_a)
+        """The safety rule restated on the shadow model (IEC 61851-1: at least 6 A offered)."""
         return (
             self.tx_open
             and self.tx_tag in self.granted
             and self.vehicle in (VehicleState.C, VehicleState.D)
             and self.operative
             and self.fault is None
-            and limit > 0
+            and self.shadow_limit_a() >= IEC_MIN_CURRENT_A
         )
+
+    def cancel_reservation(self) -> None:
+        self.reserved_tag, self.reservation_id = None, None
 
     def observe_event(self, ev: Event) -> None:
         match ev:
@@ -143,6 +157,8 @@ class Model:
                 self.vehicle = vs
             case FaultChanged(error_code=code):
                 self.fault = code
+                if code is not None:
+                    self.cancel_reservation()  # 5.13 (3): Faulted terminates a reservation
             case AvailabilityChanged(operative=op):
                 if op:
                     self.operative, self.pending_inoperative = True, False
@@ -150,6 +166,12 @@ class Model:
                     self.pending_inoperative = True  # 5.2: Scheduled
                 else:
                     self.operative = False
+                    self.cancel_reservation()  # 5.13 (3): Unavailable terminates it
+            case ReservationChanged(id_tag=tag, reservation_id=rid):
+                self.reserved_tag = tag
+                self.reservation_id = rid if tag is not None else None
+            case SettingsChanged(unlock_on_ev_disconnect=unlock):
+                self.unlock_on_ev_disconnect = unlock
             case AuthResult(id_tag=tag, accepted=ok):
                 if ok and tag in self.requested:
                     self.granted.add(tag)
@@ -203,14 +225,22 @@ def check_step(
                 model.locked = False
             case RequestAuthorization(id_tag=tag):
                 model.requested.add(tag)
-            case StartTx(id_tag=tag):
+            case StartTx(id_tag=tag, reservation_id=rid):
                 # (c) StartTx and StopTx strictly alternate.
                 assert not model.tx_open, "StartTx while a transaction is open"
                 assert model.contactor is False
                 assert tag in model.granted, f"StartTx for never-authorized {tag}"
                 assert model.operative and model.fault is None
                 assert model.vehicle.plugged
-                assert model.vehicle not in (VehicleState.E, VehicleState.F)
+                assert model.vehicle not in PILOT_ERROR
+                # 5.13: no transaction for another idTag on a reserved connector; the
+                # reservationId only (and always) for the reserved idTag; it ends the reservation.
+                if model.reserved_tag is not None:
+                    assert tag == model.reserved_tag, (c, model.reserved_tag)
+                    assert rid == model.reservation_id, (c, model.reservation_id)
+                else:
+                    assert rid is None, c
+                model.cancel_reservation()
                 model.tx_open, model.tx_tag = True, tag
                 model.starts += 1
             case StopTx():
@@ -220,9 +250,19 @@ def check_step(
                 model.stops += 1
                 if model.pending_inoperative:
                     model.operative, model.pending_inoperative = False, False
+                    model.cancel_reservation()  # 5.13 (3)
             case Notify():
                 pass
     assert model.starts - model.stops == (1 if model.tx_open else 0)
+
+    # (h) 4.10: a transaction that ends with the cable unplugged at the EV side releases the
+    # lock, except for reason EVDisconnected with UnlockConnectorOnEVSideDisconnect=false.
+    stops = [c for c in cmds if isinstance(c, StopTx)]
+    if stops and not model.vehicle.plugged:
+        if stops[0].reason is StopReason.EV_DISCONNECTED and not model.unlock_on_ev_disconnect:
+            assert model.locked, (ev, cmds)
+        else:
+            assert not model.locked, (ev, cmds)
 
     check_state(model, new)
 
@@ -236,6 +276,10 @@ def check_state(model: Model, s: ConnectorState) -> None:
     assert model.vehicle == s.vehicle
     assert model.fault == s.fault
     assert model.operative == s.operative
+    assert (model.reserved_tag, model.reservation_id) == (s.reserved_for, s.reservation_id)
+    # A running transaction always holds the cable.
+    if model.tx_open:
+        assert model.locked
 
     # (a) SAFETY, from the state's own fields ...
     if model.contactor:
@@ -257,15 +301,38 @@ def check_state(model: Model, s: ConnectorState) -> None:
     if not (s.tx_active and s.authorized_tag is not None) or s.fault is not None:
         assert s.offered_current_a == 0.0
         assert model.offered_a == 0.0
-    if not model.tx_open or model.fault is not None:
+    if not model.tx_open or model.fault is not None or model.vehicle in PILOT_ERROR:
         assert model.offered_a == 0.0
     assert 0.0 <= model.offered_a <= max(s.max_current_a, 0.0)
+    # IEC 61851-1: either nothing or at least 6 A is offered; below the minimum nothing is.
+    assert model.offered_a == 0.0 or model.offered_a >= IEC_MIN_CURRENT_A
+    if model.shadow_limit_a() < IEC_MIN_CURRENT_A:
+        assert model.offered_a == 0.0 and not model.contactor
 
     # (g) Charging iff the contactor is closed.
     assert (s.status is Status.CHARGING) == model.contactor
     assert (s.status, s.error_code) == derive_status(s)
+    # Faulted only for a real fault (4.9/7.6: EVCommunicationError is not one).
+    assert (s.status is Status.FAULTED) == (model.fault is not None)
     if s.status is Status.FAULTED:
         assert not model.contactor
+        assert s.error_code == model.fault
+    elif s.error_code != "NoError":
+        # 4.9: EVCommunicationError only as a warning with Preparing, SuspendedEV,
+        # SuspendedEVSE and Finishing, and only while the pilot reports E/F.
+        assert s.error_code == "EVCommunicationError"
+        assert model.vehicle in PILOT_ERROR
+        assert s.status in (
+            Status.PREPARING,
+            Status.SUSPENDED_EV,
+            Status.SUSPENDED_EVSE,
+            Status.FINISHING,
+        )
+    if model.fault is None and model.vehicle in PILOT_ERROR and model.tx_open:
+        assert (s.status, s.error_code) == (Status.SUSPENDED_EV, "EVCommunicationError")
+    # 4.9: a transaction kept over an EV-side unplug is SuspendedEV.
+    if model.fault is None and model.tx_open and not model.vehicle.plugged:
+        assert s.status is Status.SUSPENDED_EV
 
 
 # ----------------------------------------------------------------------------- stateful
@@ -391,6 +458,7 @@ def run_events(
     max_current_a: float = 32.0,
     operative: bool = True,
     vehicle: VehicleState = VehicleState.A,
+    on_step: Callable[[ConnectorState, Event, ConnectorState, list[Command]], None] | None = None,
 ) -> ConnectorState:
     """Run a list of events (Tick carries an increment) checking every step."""
     s = initial_state(max_current_a=max_current_a, operative=operative, vehicle=vehicle)
@@ -406,6 +474,8 @@ def run_events(
         old = s
         s, cmds = step(old, ev)
         check_step(model, old, ev, s, cmds)
+        if on_step is not None:
+            on_step(old, ev, s, cmds)
     return s
 
 
@@ -465,3 +535,105 @@ def test_closed_contactor_always_opens_before_stop(
         + middle
         + [StopRequest(StopReason.LOCAL), VehicleChanged(VehicleState.A)]
     )
+
+
+# ----------------------------------------------------------------------------- known bugs
+# Properties that currently fail on controller/connector.py. Each carries the minimal
+# counterexample as an explicit @example, so the strict xfail is deterministic.
+
+
+def _reservation_id_only_for_reserved_tag(evs: list[Event]) -> None:
+    """5.13: the reservationId goes in StartTx only for the reserved idTag."""
+    reserved: dict[str, str | None] = {"tag": None}
+
+    def on_step(old: ConnectorState, ev: Event, new: ConnectorState, cmds: list[Command]) -> None:
+        for c in cmds:
+            if isinstance(c, StartTx) and c.reservation_id is not None:
+                assert c.id_tag == reserved["tag"], (c, reserved["tag"])
+        if isinstance(ev, ReservationChanged):
+            reserved["tag"] = ev.id_tag
+        if any(isinstance(c, StartTx) for c in cmds):
+            reserved["tag"] = new.reserved_for
+
+    run_events(evs, on_step=on_step)
+
+
+def _unlocked_when_idle_and_unplugged(evs: list[Event]) -> None:
+    """4.10/5.12: with UnlockConnectorOnEVSideDisconnect=true (the default, never changed
+    here), a connector without a transaction and without a cable is not left locked."""
+
+    def on_step(old: ConnectorState, ev: Event, new: ConnectorState, cmds: list[Command]) -> None:
+        assert new.unlock_on_ev_disconnect
+        if not new.tx_active and not new.vehicle.plugged:
+            assert not new.locked, (ev, cmds)
+
+    run_events(evs, on_step=on_step)
+
+
+def _authorized_and_plugged_means_started(evs: list[Event]) -> None:
+    """3.6: once authorized and plugged (pilot B-D, operative, no fault) a transaction runs."""
+
+    def on_step(old: ConnectorState, ev: Event, new: ConnectorState, cmds: list[Command]) -> None:
+        ready = (
+            new.authorized_tag is not None
+            and new.vehicle in (VehicleState.B, VehicleState.C, VehicleState.D)
+            and new.operative
+            and new.fault is None
+            # 5.13: not while the connector is reserved for another idTag
+            and new.reserved_for in (None, new.authorized_tag)
+        )
+        assert new.tx_active or not ready, (ev, new)
+
+    run_events(evs, on_step=on_step)
+
+
+@settings(max_examples=100, deadline=None)
+@given(evs=event_lists)
+@example(
+    evs=[
+        ReservationChanged("CARD1", 1),
+        VehicleChanged(VehicleState.B),
+        RemoteStart("CARD2"),
+    ]
+)
+def test_reservation_id_only_for_reserved_tag(evs: list[Event]) -> None:
+    _reservation_id_only_for_reserved_tag(evs)
+
+
+_unlock_true_events = event_lists.map(
+    lambda evs: [
+        SettingsChanged(e.connection_timeout_s, e.stop_on_ev_disconnect, True)
+        if isinstance(e, SettingsChanged)
+        else e
+        for e in evs
+    ]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(evs=_unlock_true_events)
+@example(
+    evs=[
+        SettingsChanged(60.0, False, True),
+        VehicleChanged(VehicleState.C),
+        TokenPresented("CARD1"),
+        AuthResult(PENDING, True),
+        VehicleChanged(VehicleState.A),
+        TokenPresented("CARD1"),
+    ]
+)
+def test_unlocked_when_idle_and_unplugged(evs: list[Event]) -> None:
+    _unlocked_when_idle_and_unplugged(evs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(evs=event_lists)
+@example(
+    evs=[
+        RemoteStart("CARD1"),
+        VehicleChanged(VehicleState.E),
+        VehicleChanged(VehicleState.B),
+    ]
+)
+def test_authorized_and_plugged_means_started(evs: list[Event]) -> None:
+    _authorized_and_plugged_means_started(evs)

@@ -116,6 +116,7 @@ class Ocpp16Client:
         self.journal = Journal(store, settings, boot_id=station.boot_id)
         self.server_time_offset_s: float | None = None
         self.connects = 0
+        self.tx_message_timeouts = 0
 
     # ------------------------------------------------------------------ CsmsPort
 
@@ -419,7 +420,15 @@ class Ocpp16Client:
                 )
             try:
                 result = await self._call(msg.action, payload)
-            except (CallError, CallTimeout) as exc:
+            except CallTimeout:
+                self.tx_message_timeouts += 1
+                # No answer is not a "failure to process" (OCPP-J errata 3.3): never drop
+                # billing data for it; resend (with a new message id) after the interval.
+                retry_s = self.settings.get_int("TransactionMessageRetryInterval")
+                LOG.warning("%s not answered; resending in %d s", msg.action, retry_s)
+                await self.clock.sleep(retry_s)
+                continue
+            except CallError as exc:
                 attempts = self.store.outbox_mark_attempt(msg.seq)
                 limit = self.settings.get_int("TransactionMessageAttempts")
                 if attempts >= limit:
