@@ -455,9 +455,14 @@ class Station:
         assert self.port is not None
         sample = Sample(c.reading, self._now_iso(), "Sample.Periodic", c.state.offered_current_a)
         self.port.meter_values(c.connector_id, c.tx_key, [sample])
+        self._keep_for_stop(c, sample)
+
+    @staticmethod
+    def _keep_for_stop(c: ConnectorRuntime, sample: Sample) -> None:
+        """Remember a sample for StopTransaction.transactionData, bounded in size."""
         c.samples.append(sample)
         if len(c.samples) > MAX_STOP_TX_SAMPLES:
-            # Keep Transaction.Begin and thin out the middle: bounded StopTransaction size.
+            # Keep Transaction.Begin and thin out the middle.
             c.samples = c.samples[:1] + c.samples[2::2]
 
     def _aligned_sample(self) -> None:
@@ -466,9 +471,10 @@ class Station:
         for c in self.connectors.values():
             if c.reading is None:
                 continue
-            self.port.meter_values(
-                c.connector_id, c.tx_key, [Sample(c.reading, now, "Sample.Clock")]
-            )
+            sample = Sample(c.reading, now, "Sample.Clock")
+            self.port.meter_values(c.connector_id, c.tx_key, [sample])
+            if c.tx_key is not None:
+                self._keep_for_stop(c, sample)
 
     # ------------------------------------------------------------------ settings
 

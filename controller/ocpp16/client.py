@@ -599,14 +599,15 @@ class Ocpp16Client:
                 # Triggered messages may be sent while Pending (4.2); the pump waits for Accepted.
                 for target in targets:
                     status, code, at = self._pending_status.pop(target)
-                    payload = {
+                    status_payload = {
                         "connectorId": target,
                         "errorCode": code,
                         "status": status,
                         "timestamp": at,
                     }
                     self._tasks.spawn(
-                        self._send_best_effort("StatusNotification", payload), name="trigger"
+                        self._send_best_effort("StatusNotification", status_payload),
+                        name="trigger",
                     )
             self._status_wakeup.set()
         elif requested == "Heartbeat":

@@ -33,7 +33,11 @@ class Journal:
         )
 
     def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
-        payload = build.stop_transaction(stop, self.settings.get_csl("StopTxnSampledData"))
+        payload = build.stop_transaction(
+            stop,
+            self.settings.get_csl("StopTxnSampledData"),
+            self.settings.get_csl("StopTxnAlignedData"),
+        )
         return self.store.end_transaction(
             tx_key,
             meter_stop_wh=stop.meter_stop_wh,

@@ -92,8 +92,14 @@ def start_transaction(tx: TxStart) -> dict[str, Any]:
     return payload
 
 
-def stop_transaction(stop: TxStop, measurands: list[str]) -> dict[str, Any]:
-    """StopTransaction without transactionId: that is filled in when it is sent."""
+def stop_transaction(
+    stop: TxStop, sampled: list[str], aligned: list[str] | None = None
+) -> dict[str, Any]:
+    """StopTransaction without transactionId: that is filled in when it is sent.
+
+    ``transactionData`` holds StopTxnSampledData measurands of the periodic, begin and end
+    samples, and StopTxnAlignedData measurands of the clock-aligned ones (9.1.25, 9.1.27).
+    """
     payload: dict[str, Any] = {
         "meterStop": stop.meter_stop_wh,
         "timestamp": stop.timestamp,
@@ -101,7 +107,11 @@ def stop_transaction(stop: TxStop, measurands: list[str]) -> dict[str, Any]:
     }
     if stop.id_tag is not None:
         payload["idTag"] = stop.id_tag
-    data = [mv for s in stop.transaction_data if (mv := meter_value(s, measurands))]
+    data = [
+        mv
+        for s in stop.transaction_data
+        if (mv := meter_value(s, (aligned or []) if s.context == "Sample.Clock" else sampled))
+    ]
     if data:
         payload["transactionData"] = data
     return payload
