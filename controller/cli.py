@@ -122,10 +122,15 @@ def cmd_dev_csms(args: argparse.Namespace) -> int:
 
 
 def _api_base(args: argparse.Namespace) -> str:
-    if args.api:
-        return str(args.api).rstrip("/")
-    if args.config and os.path.exists(args.config):
-        config = load(args.config)
+    api = getattr(args, "api", None)
+    config_path = getattr(args, "config", None)
+    if api:
+        return str(api).rstrip("/")
+    if config_path:
+        try:
+            config = load(config_path)
+        except ConfigError as exc:
+            raise SystemExit(f"evsed: {config_path}: {exc}") from None
         return f"http://{config.api_host}:{config.api_port}"
     return DEFAULT_API
 
@@ -230,28 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_dev_csms)
 
+    # The API options work before and after the sim sub-command (`sim plug 1 --api URL`).
+    api_opts = argparse.ArgumentParser(add_help=False)
+    api_opts.add_argument(
+        "--api",
+        default=argparse.SUPPRESS,
+        help=f"API base URL (default: from -c, else {DEFAULT_API})",
+    )
+    api_opts.add_argument("-c", "--config", default=argparse.SUPPRESS)
     for name, fn, helptext in (
         ("status", cmd_status, "show the running charger's status"),
         ("sim", cmd_sim, "drive the simulated hardware"),
     ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--api", help=f"API base URL (default from -c, else {DEFAULT_API})")
-        p.add_argument("-c", "--config", default=None)
+        p = sub.add_parser(name, help=helptext, parents=[api_opts])
         p.set_defaults(fn=fn)
         if name == "status":
             p.add_argument("--json", action="store_true")
         else:
             ssub = p.add_subparsers(dest="sim_cmd", required=True)
             for action in ("plug", "unplug"):
-                sp = ssub.add_parser(action)
+                sp = ssub.add_parser(action, parents=[api_opts])
                 sp.add_argument("connector", type=int, nargs="?", default=1)
-            sp = ssub.add_parser("card")
+            sp = ssub.add_parser("card", parents=[api_opts])
             sp.add_argument("uid")
-            sp = ssub.add_parser("vehicle")
+            sp = ssub.add_parser("vehicle", parents=[api_opts])
             sp.add_argument("connector", type=int)
             sp.add_argument("state", choices=list("ABCDEFabcdef"))
             sp.add_argument("--power-w", type=float)
-            sp = ssub.add_parser("fault")
+            sp = ssub.add_parser("fault", parents=[api_opts])
             sp.add_argument("connector", type=int)
             sp.add_argument("fault", help="an OCPP error code such as GroundFailure, or clear")
     return parser
