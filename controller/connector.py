@@ -365,6 +365,8 @@ def _end_tx(
         s = replace(s, locked=False)
     if s.pending_operative is not None:
         s = replace(s, operative=s.pending_operative, pending_operative=None)
+        if not s.operative:
+            s = replace(s, reserved_for=None, reservation_id=None)  # 5.13
     return s
 
 
@@ -465,6 +467,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     )
         case ReservationChanged(id_tag=tag, reservation_id=rid):
             s = replace(s, reserved_for=tag, reservation_id=rid if tag is not None else None)
+            s = _start_if_ready(s, cmds)  # an authorized, plugged driver may go now
         case CurrentLimitChanged(limit_a=limit):
             s = replace(s, limit_a=max(0.0, limit))
         case Tick(now_s=now):

@@ -537,9 +537,10 @@ def test_closed_contactor_always_opens_before_stop(
     )
 
 
-# ----------------------------------------------------------------------------- known bugs
-# Properties that currently fail on controller/connector.py. Each carries the minimal
-# counterexample as an explicit @example, so the strict xfail is deterministic.
+# ----------------------------------------------------------------------------- OCPP properties
+# Further properties checked with hypothesis. Each keeps the minimal counterexample of a bug it
+# once found as an explicit @example (a regression test now). A property that still fails on
+# controller/connector.py is a strict xfail; its @example makes the xfail deterministic.
 
 
 def _reservation_id_only_for_reserved_tag(evs: list[Event]) -> None:
@@ -635,5 +636,40 @@ def test_unlocked_when_idle_and_unplugged(evs: list[Event]) -> None:
         VehicleChanged(VehicleState.B),
     ]
 )
+@example(
+    evs=[
+        RemoteStart("CARD1"),
+        ReservationChanged("CARD2", 1),
+        VehicleChanged(VehicleState.C),
+        ReservationChanged(None),
+    ]
+)
 def test_authorized_and_plugged_means_started(evs: list[Event]) -> None:
     _authorized_and_plugged_means_started(evs)
+
+
+def _becoming_unavailable_or_faulted_ends_reservation(evs: list[Event]) -> None:
+    """5.13 (3): a reservation is terminated when the connector is set to Faulted or
+    Unavailable, also when a scheduled ChangeAvailability(Inoperative) (5.2) takes effect at
+    the end of a transaction."""
+
+    def on_step(old: ConnectorState, ev: Event, new: ConnectorState, cmds: list[Command]) -> None:
+        if (old.operative and not new.operative) or (old.fault is None and new.fault is not None):
+            assert (new.reserved_for, new.reservation_id) == (None, None), (ev, cmds, new)
+
+    run_events(evs, on_step=on_step)
+
+
+@settings(max_examples=100, deadline=None)
+@given(evs=event_lists)
+@example(
+    evs=[
+        VehicleChanged(VehicleState.B),
+        RemoteStart("CARD1"),
+        ReservationChanged("CARD2", 1),
+        AvailabilityChanged(False),
+        StopRequest(StopReason.REMOTE),
+    ]
+)
+def test_becoming_unavailable_or_faulted_ends_reservation(evs: list[Event]) -> None:
+    _becoming_unavailable_or_faulted_ends_reservation(evs)
