@@ -133,6 +133,7 @@ class Station:
             self._apply_settings(c)
             c.status_since_s = self.clock.monotonic_s()
             self._report_status(c, c.state.status.value, c.state.error_code)
+            c.hw.contactor.start_monitor(self._threadsafe(c.connector_id, self._on_contactor_fault))
             c.hw.vehicle.start(self._threadsafe(c.connector_id, self._on_vehicle))
             if c.hw.fault is not None:
                 c.hw.fault.start(self._threadsafe(c.connector_id, self._on_fault))
@@ -211,6 +212,9 @@ class Station:
 
     def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
         self.dispatch(connector_id, sm.VehicleChanged(state))
+
+    def _on_contactor_fault(self, connector_id: int, code: str | None) -> None:
+        self._set_fault(self.connectors[connector_id], "contactor-feedback", code)
 
     def _on_fault(self, connector_id: int, code: str | None) -> None:
         self._set_fault(self.connectors[connector_id], "input", code)

@@ -54,6 +54,9 @@ class MeterReading:
     energy_export_wh: float | None = None
 
 
+FaultCallback = Callable[[str | None], None]
+
+
 class DeviceError(Exception):
     """A device did not answer or answered nonsense; the caller decides the fault policy."""
 
@@ -77,6 +80,11 @@ class Contactor(abc.ABC):
     @property
     def welded(self) -> bool:
         return False
+
+    def start_monitor(self, on_fault: FaultCallback) -> None:  # noqa: B027 - optional hook
+        """Report feedback faults (``PowerSwitchFailure`` for welded / failed to close, None
+        when healthy again). Drivers with a feedback contact implement this; ``on_fault``
+        may be called from a foreign thread."""
 
     def close_driver(self) -> None:
         """Release the hardware; the contactor is opened first."""
@@ -166,9 +174,6 @@ class Indicator(abc.ABC):
 
     @abc.abstractmethod
     def show(self, state: IndicatorState) -> None: ...
-
-
-FaultCallback = Callable[[str | None], None]
 
 
 class FaultInput(abc.ABC):

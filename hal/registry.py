@@ -26,7 +26,13 @@ DRIVER_ROLES: Final = ("contactor", "meter", "reader", "vehicle", "lock", "indic
 # Modules whose import registers drivers. They are imported on first use of the registry,
 # not at import time, because they import this module themselves (a top-level import here
 # would be a cycle) and real drivers may pull in hardware libraries nobody needs in tests.
-_DRIVER_MODULES: tuple[str, ...] = ("hal.sim",)
+_DRIVER_MODULES: tuple[str, ...] = (
+    "hal.sim",
+    "hal.gpio",
+    "hal.modbus",
+    "hal.evse_board",
+    "hal.pcsc",
+)
 
 # What a factory must return per role; a mismatch is a driver bug, not a config error.
 _ROLE_TYPES: Final[dict[str, type]] = {
