@@ -69,6 +69,8 @@ class Api:
     async def _body(request: web.Request) -> dict[str, Any]:
         try:
             body = await request.json()
+        except web.HTTPException:
+            raise  # e.g. 413 for a body over MAX_BODY_BYTES
         except Exception:
             raise BadRequest("body must be a JSON object") from None
         if not isinstance(body, dict):
@@ -92,6 +94,8 @@ class Api:
         try:
             body = await self._body(request)
             result = action(body)
+        except web.HTTPException as exc:
+            return self._error(exc.status, exc.reason)
         except BadRequest as exc:
             return self._error(400, str(exc))
         except LookupError as exc:
@@ -182,7 +186,7 @@ class Api:
         def act(body: dict[str, Any]) -> None:
             connector_id = _int(body, "connector", 1)
             fault = body.get("fault")
-            if fault is not None and fault not in OCPP_FAULT_CODES:
+            if fault is not None and (not isinstance(fault, str) or fault not in OCPP_FAULT_CODES):
                 raise BadRequest(f"'fault' must be null or one of {sorted(OCPP_FAULT_CODES)}")
             rig = self._rig(connector_id)
             if rig.fault is not None:

@@ -48,19 +48,31 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _check_drivers(config: Any) -> None:
-    """Build every driver once (simulated ones only) to validate their settings."""
-    from hal.registry import DriverContext, create_driver
+    """Check every driver name; build simulated ones to validate their settings too.
+
+    Real drivers are not opened here: check-config must not touch the hardware.
+    """
+    from hal.registry import DriverConfigError, DriverContext, create_driver, known_drivers
 
     shared: dict[str, Any] = {}
-    for cc in config.connectors:
-        for role, dev in cc.devices.items():
-            if dev.driver == "sim":
-                create_driver(
-                    role,
-                    dev.driver,
-                    dev.settings,
-                    DriverContext(cc.connector_id, shared=shared, key_prefix=dev.key),
-                )
+    devices = [
+        (cc.connector_id, role, dev) for cc in config.connectors for role, dev in cc.devices.items()
+    ]
+    if config.reader is not None:
+        devices.append((0, "reader", config.reader))
+    for connector_id, role, dev in devices:
+        if dev.driver not in known_drivers(role):
+            raise DriverConfigError(
+                f"{dev.key}.driver",
+                f"unknown driver {dev.driver!r}; known: {', '.join(known_drivers(role))}",
+            )
+        if dev.driver == "sim":
+            create_driver(
+                role,
+                dev.driver,
+                dev.settings,
+                DriverContext(connector_id, shared=shared, key_prefix=dev.key),
+            )
 
 
 async def _run(config_path: str) -> int:
@@ -147,7 +159,10 @@ def _request(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        try:
+            detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        except (ValueError, AttributeError):
+            detail = f"HTTP {exc.code} {exc.reason} from {base}{path}"
         raise SystemExit(f"evsed: {detail}") from None
     except urllib.error.URLError as exc:
         raise SystemExit(f"evsed: cannot reach {base} ({exc.reason}); is `evsed run` up?") from None

@@ -14,7 +14,7 @@ from controller.settings import InvalidValue, KeyDef, core_keys, normalise
 
 DEVICE_ROLES = ("contactor", "meter", "vehicle", "lock", "indicator", "fault")
 REQUIRED_ROLES = ("contactor", "meter", "vehicle")
-_STATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,48}$")
+_STATION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,48}")
 
 
 class ConfigError(ValueError):
@@ -158,20 +158,23 @@ def parse(data: dict[str, Any]) -> Config:
     )
     station_id = _str(station, "id", "station.id", required=True)
     assert station_id is not None
-    if not _STATION_ID.match(station_id):
+    if not _STATION_ID.fullmatch(station_id):
         raise ConfigError(
             "station.id", "use 1-48 characters from A-Z a-z 0-9 . _ : - (it becomes a URL path)"
         )
     vendor = _str(station, "vendor", "station.vendor", "evsed") or "evsed"
     model = _str(station, "model", "station.model", "evsed-sim") or "evsed-sim"
-    if len(vendor) > 20 or len(model) > 20:
-        raise ConfigError("station.vendor", "vendor and model are at most 20 characters (OCPP)")
+    for name, value in (("vendor", vendor), ("model", model)):
+        if not 1 <= len(value) <= 20:
+            raise ConfigError(f"station.{name}", "1 to 20 characters (BootNotification limit)")
     storage = _str(station, "storage", "station.storage", "/var/lib/evsed/evsed.db")
     assert storage is not None
     tick_s = _num(station, "tick_interval_s", "station.tick_interval_s", 1.0, 0.05, 10.0)
 
     csms: CsmsConfig | None = None
     csms_t = _table(data, "csms", "csms")
+    if "csms" in data and not csms_t:
+        raise ConfigError("csms", 'empty table; add url = "ws://..." or remove [csms]')
     if csms_t:
         _unknown(
             csms_t,
@@ -187,7 +190,11 @@ def parse(data: dict[str, Any]) -> Config:
         )
         url = _str(csms_t, "url", "csms.url", required=True)
         assert url is not None
-        parsed = urlparse(url)
+        try:
+            parsed = urlparse(url)
+            _ = parsed.port  # raises ValueError for a port out of range
+        except ValueError as exc:
+            raise ConfigError("csms.url", f"not a valid URL ({exc})") from None
         if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
             raise ConfigError("csms.url", "must be ws://host[:port]/path or wss://...")
         version = _str(csms_t, "ocpp_version", "csms.ocpp_version", "1.6")
@@ -228,6 +235,9 @@ def parse(data: dict[str, Any]) -> Config:
     except ValueError:
         if api_host != "localhost":
             raise ConfigError("api.host", "must be an IP address such as 127.0.0.1") from None
+    port_value = api.get("port", 8080)
+    if isinstance(port_value, bool) or not isinstance(port_value, int):
+        raise ConfigError("api.port", "must be a whole number 0..65535 (0 = any free port)")
     api_port = int(_num(api, "port", "api.port", 8080, 0, 65535))
 
     reader = None
@@ -304,6 +314,8 @@ def load(path: str | Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("file", f"{path} is not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,9 +94,11 @@ def _phase_rotation(value: str) -> None:
 
 
 def _auth_key(value: str) -> None:
-    # Security whitepaper / OCPP-J errata 3.12: hexadecimal, 16..40 characters.
-    if len(value) > 40:
-        raise InvalidValue("at most 40 characters")
+    # Security whitepaper A00.FR.205: at least 16 bytes, at most 40 characters.
+    if value == "":
+        return  # not set: the configured csms.password is used
+    if not 16 <= len(value) <= 40 or not value.isprintable() or not value.isascii():
+        raise InvalidValue("16 to 40 printable ASCII characters")
 
 
 def core_keys(number_of_connectors: int) -> list[KeyDef]:
@@ -175,7 +178,7 @@ def normalise(key: KeyDef, value: str) -> str:
         return low
     if key.kind == "int":
         text = value.strip()
-        if not text.lstrip("-").isdigit():
+        if not re.fullmatch(r"-?[0-9]{1,12}", text):
             raise InvalidValue("expected an integer")
         number = int(text)
         if key.min_value is not None and number < key.min_value:

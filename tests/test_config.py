@@ -329,42 +329,24 @@ def test_every_writable_core_key_is_accepted_with_its_default() -> None:
             assert_error(data, f"ocpp.{k.name}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: station.model > 20 chars is reported as station.vendor (config.py:167)",
-)
 def test_model_too_long_names_station_model() -> None:
     data = base()
     data["station"]["model"] = "m" * 21
     assert_error(data, "station.model")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _STATION_ID uses '$', which also matches before a trailing newline "
-    "(config.py:17, use \\Z or fullmatch)",
-)
 def test_station_id_with_trailing_newline_rejected() -> None:
     data = base()
     data["station"]["id"] = "CP-1\n"
     assert_error(data, "station.id")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: urlparse raises a bare ValueError for 'ws://[abc' (config.py:190)",
-)
 def test_csms_url_bad_ipv6_is_config_error() -> None:
     data = base()
     data["csms"]["url"] = "ws://[abc/ocpp"
     assert_error(data, "csms.url")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an int OCPP value like '--5' makes normalise() raise a bare ValueError "
-    "(settings.py:178)",
-)
 def test_ocpp_int_with_double_minus_is_config_error() -> None:
     data = base()
     data["ocpp"] = {"HeartbeatInterval": "--5"}
@@ -406,11 +388,6 @@ def test_load_invalid_toml(tmp_path: Path, text: str) -> None:
     assert "not valid TOML" in info.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a file that is not UTF-8 raises UnicodeDecodeError, not ConfigError('file') "
-    "(config.py:305 catches only OSError)",
-)
 def test_load_invalid_utf8(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_bytes(b"[station]\nid = '\xff\xfe'\n")

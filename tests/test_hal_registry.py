@@ -133,7 +133,7 @@ def test_failing_driver_module_is_reported_when_its_driver_is_missing(
     monkeypatch.setattr(registry, "_modules_loaded", False)
     monkeypatch.setattr(registry, "_IMPORT_ERRORS", {})
     with pytest.raises(DriverConfigError) as info:
-        create_driver("contactor", "gpio", {}, ctx("connectors.1.contactor"))
+        create_driver("contactor", "no-such-driver", {}, ctx("connectors.1.contactor"))
     assert "hal.no_such_driver_module" in str(info.value)
     assert "sim" in known_drivers("contactor")  # the simulator still works
 
