@@ -34,6 +34,16 @@ _DRIVER_MODULES: tuple[str, ...] = (
     "hal.pcsc",
 )
 
+# Which module provides a driver name, so `evsed run` imports only what the config uses
+# (pymodbus, gpiozero and pyscard cost memory and start-up time on a Pi).
+_DRIVER_NAME_MODULES: Final[dict[str, str]] = {
+    "sim": "hal.sim",
+    "gpio": "hal.gpio",
+    "modbus": "hal.modbus",
+    "evse-din": "hal.evse_board",
+    "pcsc": "hal.pcsc",
+}
+
 # What a factory must return per role; a mismatch is a driver bug, not a config error.
 _ROLE_TYPES: Final[dict[str, type]] = {
     "contactor": Contactor,
@@ -134,7 +144,14 @@ def create_driver(role: str, name: object, settings: object, ctx: DriverContext)
 
     ``name`` and ``settings`` come straight from the config, so they are type-checked here.
     """
-    _load_driver_modules()
+    module = _DRIVER_NAME_MODULES.get(name) if isinstance(name, str) else None
+    if module is not None and not _modules_loaded and module not in _IMPORT_ERRORS:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            _IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+    if module is None or name not in _DRIVERS.get(role, {}):
+        _load_driver_modules()  # unknown name: load everything for a helpful error
     if role not in _DRIVERS:
         raise DriverConfigError(
             ctx.key_prefix,
