@@ -1,4 +1,4 @@
-"""The `evsed` command line: run, check-config, demo, dev-csms, status and sim controls."""
+"""The `evsed` command line: run, check-config, hw-test, demo, dev-csms, status and sim controls."""
 
 from __future__ import annotations
 
@@ -216,6 +216,40 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hw_test(args: argparse.Namespace) -> int:
+    from controller.hwtest import parse_steps, run_hw_test
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # hw-test explains bus failures itself; the retry chatter would only confuse.
+    for name in ("pymodbus", "hal.modbus_bus"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        steps = parse_steps(args.only) if args.only else None
+    except ValueError as exc:
+        print(f"evsed hw-test: --only: {exc}", file=sys.stderr)
+        return 2
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(
+            run_hw_test(
+                config,
+                card_timeout_s=args.card_timeout,
+                connector=args.connector,
+                steps=steps,
+            )
+        )
+    except ValueError as exc:
+        print(f"evsed hw-test: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, EOFError):
+        print("\ninterrupted; every contactor was opened", file=sys.stderr)
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evsed", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -249,6 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="require HTTP Basic auth for STATION",
     )
     p.set_defaults(fn=cmd_dev_csms)
+
+    p = sub.add_parser(
+        "hw-test",
+        help="interactive hardware bring-up: meter, vehicle, reader, lock, light, contactor",
+        description="Test the configured hardware step by step. The contactor is only closed "
+        "after typing YES at the prompt; there is no option to skip that.",
+    )
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    p.add_argument("--connector", type=int, help="test only this connector (default: all)")
+    p.add_argument(
+        "--only",
+        metavar="STEPS",
+        help="comma-separated steps to run: meter,vehicle,reader,lock,indicator,contactor",
+    )
+    p.add_argument(
+        "--card-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long to wait for a card (default 30 s)",
+    )
+    p.set_defaults(fn=cmd_hw_test)
 
     # The API options work before and after the sim sub-command (`sim plug 1 --api URL`).
     api_opts = argparse.ArgumentParser(add_help=False)
