@@ -28,20 +28,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import math
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchlib import (
+    add_repo_root_to_sys_path,
+    format_stats,
+    kill,
+    kill_all,
+    log_tail,
+    median,
+    percentile,
+    quiet_logging,
+    run_main,
+    spawn,
+    write_sim_charger_toml,
+)
+
+add_repo_root_to_sys_path()
 
 from controller.devcsms import CsmsEvent, DevCsms, FrameReceived  # noqa: E402
 
@@ -51,91 +58,12 @@ BOOT_TIMEOUT_S = 30.0
 # What `evsed run` imports before it sends BootNotification (the API/aiohttp comes later).
 IMPORTS = "import controller.cli, controller.app"
 
-_children: list[subprocess.Popen[bytes]] = []
 
-
-def tail(log: Path, chars: int = 2000) -> str:
-    """The end of the child's log, for error messages."""
-    try:
-        return log.read_text(errors="replace")[-chars:]
-    except OSError as exc:
-        return f"(no log: {exc})"
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def median(values: list[float]) -> float:
-    s = sorted(values)
-    if not s:
-        return math.nan
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
-def fmt(values: list[float]) -> str:
-    s = sorted(values)
-    return (
-        f"median {median(s) * 1000:8.1f}  p99 {percentile(s, 99) * 1000:8.1f}  "
-        f"max {s[-1] * 1000:8.1f} ms"
-    )
+def fmt(values_s: list[float]) -> str:
+    return format_stats(values_s, digits=1, width=8, scale=1000.0, unit="ms")
 
 
 # --------------------------------------------------------------------------- children
-
-
-def spawn(argv: list[str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    out = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: killpg reaches grandchildren too
-        )
-    finally:
-        if log_path is not None:
-            out.close()  # type: ignore[union-attr]
-    _children.append(proc)
-    return proc
-
-
-def kill(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> int | None:
-    """SIGTERM, then SIGKILL the child's process group; returns the exit code."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # leftovers in the child's own group
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    if proc in _children:
-        _children.remove(proc)
-    return proc.returncode
-
-
-def kill_all() -> None:
-    for proc in list(_children):
-        kill(proc, grace_s=2.0)
 
 
 def interpreter_start(argv: list[str]) -> float:
@@ -156,37 +84,8 @@ def interpreter_start(argv: list[str]) -> float:
 
 
 def write_config(path: Path, csms_url: str, storage: Path) -> None:
-    path.write_text(
-        f"""[station]
-id = "{STATION_ID}"
-storage = "{storage}"
-tick_interval_s = 1.0
-
-[csms]
-url = "{csms_url}"
-reconnect_min_s = 0.05
-reconnect_max_s = 0.5
-
-[api]
-host = "127.0.0.1"
-port = 0
-
-[reader]
-driver = "sim"
-
-[[connectors]]
-max_current_a = 16
-contactor = {{ driver = "sim" }}
-meter = {{ driver = "sim", initial_energy_wh = 1000 }}
-vehicle = {{ driver = "sim", power_w = 11000 }}
-lock = {{ driver = "sim" }}
-indicator = {{ driver = "sim" }}
-fault = {{ driver = "sim" }}
-
-[logging]
-level = "INFO"
-""",
-        encoding="utf-8",
+    write_sim_charger_toml(
+        path, station_id=STATION_ID, csms_url=csms_url, storage=storage, reconnect_s=(0.05, 0.5)
     )
 
 
@@ -201,10 +100,12 @@ async def boot_once(csms: DevCsms, boot_seen: dict[str, float], cfg: Path, log: 
         while "t" not in boot_seen:
             if proc.poll() is not None:
                 raise RuntimeError(
-                    f"evsed exited with {proc.returncode} before booting:\n" + tail(log)
+                    f"evsed exited with {proc.returncode} before booting:\n" + log_tail(log)
                 )
             if loop.time() > deadline:
-                raise RuntimeError(f"no BootNotification within {BOOT_TIMEOUT_S} s:\n" + tail(log))
+                raise RuntimeError(
+                    f"no BootNotification within {BOOT_TIMEOUT_S} s:\n" + log_tail(log)
+                )
             await asyncio.sleep(0.002)
         return boot_seen["t"] - t0
     finally:
@@ -289,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs if args.runs is not None else (3 if args.quick else 10)
     if runs < 1:
         parser.error("--runs must be >= 1")
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    quiet_logging()
 
     print(
         f"evsed boot time: {runs} measured start(s) (+{args.warmup} warm-up), "
@@ -305,16 +206,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # SIGTERM -> KeyboardInterrupt path so the finally blocks kill the children.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        kill_all()
-        sys.exit(130)
-    except Exception as exc:  # the benchmark itself failed
-        import traceback
-
-        kill_all()
-        traceback.print_exc()
-        print(f"boot_time: failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "boot_time", sigterm_as_interrupt=True)

@@ -26,17 +26,14 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchlib import add_repo_root_to_sys_path, median, percentile
+
+add_repo_root_to_sys_path()
 
 from tests.vpcd_card import PcscdProcess, VirtualCard, missing_requirements  # noqa: E402
 
@@ -44,18 +41,10 @@ UID = "04A1B2C3D4E5F6"
 STEP_TIMEOUT_S = 5.0
 
 
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
 def summary(name: str, values_ms: list[float]) -> str:
     s = sorted(values_ms)
     return (
-        f"{name:<26} n={len(s):<4} median {statistics.median(s):7.2f} ms   "
+        f"{name:<26} n={len(s):<4} median {median(s):7.2f} ms   "
         f"p99 {percentile(s, 99):7.2f} ms   min {s[0]:7.2f} ms   max {s[-1]:7.2f} ms"
     )
 

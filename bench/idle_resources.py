@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,9 +37,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchlib import (
+    add_repo_root_to_sys_path,
+    format_stats,
+    kill,
+    kill_all,
+    log_tail,
+    quiet_logging,
+    run_main,
+    spawn,
+    write_sim_charger_toml,
+)
+
+add_repo_root_to_sys_path()
 
 from controller.devcsms import DevCsms  # noqa: E402
 
@@ -52,44 +60,9 @@ BOOT_TIMEOUT_S = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MB = 1024 * 1024
 
-_children: list[subprocess.Popen[bytes]] = []
-
-
-def tail(log: Path, chars: int = 2000) -> str:
-    """The end of the child's log, for error messages."""
-    try:
-        return log.read_text(errors="replace")[-chars:]
-    except OSError as exc:
-        return f"(no log: {exc})"
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def median(values: list[float]) -> float:
-    s = sorted(values)
-    if not s:
-        return math.nan
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
 
 def stats(values: list[float], unit: str, digits: int = 1) -> str:
-    s = sorted(values)
-    if not s:
-        return "n/a"
-    return (
-        f"median {median(s):.{digits}f}  p99 {percentile(s, 99):.{digits}f}  "
-        f"max {s[-1]:.{digits}f} {unit}"
-    )
+    return format_stats(values, digits=digits, unit=unit)
 
 
 # --------------------------------------------------------------------------- /proc
@@ -127,78 +100,8 @@ def sample(pid: int) -> ProcSample:
 # --------------------------------------------------------------------------- child
 
 
-def kill(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> int | None:
-    """SIGTERM, then SIGKILL the child's process group; returns the exit code."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(grace_s)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    if proc in _children:
-        _children.remove(proc)
-    return proc.returncode
-
-
-def start_child(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own session (killpg reaches grandchildren), output to ``log``."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _children.append(proc)
-    return proc
-
-
-def kill_all() -> None:
-    for proc in list(_children):
-        kill(proc, grace_s=2.0)
-
-
 def write_config(path: Path, csms_url: str, storage: Path) -> None:
-    path.write_text(
-        f"""[station]
-id = "{STATION_ID}"
-storage = "{storage}"
-tick_interval_s = 1.0
-
-[csms]
-url = "{csms_url}"
-
-[api]
-host = "127.0.0.1"
-port = 0
-
-[reader]
-driver = "sim"
-
-[[connectors]]
-max_current_a = 16
-contactor = {{ driver = "sim" }}
-meter = {{ driver = "sim", initial_energy_wh = 1000 }}
-vehicle = {{ driver = "sim", power_w = 11000 }}
-lock = {{ driver = "sim" }}
-indicator = {{ driver = "sim" }}
-fault = {{ driver = "sim" }}
-
-[logging]
-level = "INFO"
-""",
-        encoding="utf-8",
-    )
+    write_sim_charger_toml(path, station_id=STATION_ID, csms_url=csms_url, storage=storage)
 
 
 # --------------------------------------------------------------------------- run
@@ -212,7 +115,7 @@ async def run(args: argparse.Namespace, idle_s: float, workdir: Path) -> int:
         log = workdir / "evsed.log"
         write_config(cfg, csms.url, workdir / "store" / "evsed.db")
         argv = [sys.executable, "-m", "controller.cli", "run", "--no-restart", "-c", str(cfg)]
-        proc = start_child(argv, log)
+        proc = spawn(argv, log)
         try:
             return await _measure(args, idle_s, csms, proc, log)
         finally:
@@ -238,9 +141,9 @@ async def _measure(
 
     while not booted():
         if proc.poll() is not None:
-            raise RuntimeError(f"evsed exited with {proc.returncode}:\n" + tail(log))
+            raise RuntimeError(f"evsed exited with {proc.returncode}:\n" + log_tail(log))
         if loop.time() > deadline:
-            raise RuntimeError("boot not accepted in time:\n" + tail(log))
+            raise RuntimeError("boot not accepted in time:\n" + log_tail(log))
         await asyncio.sleep(0.05)
     await asyncio.sleep(args.settle)
     frames_before = len(csms.frames(STATION_ID))
@@ -260,7 +163,7 @@ async def _measure(
             break
         await asyncio.sleep(min(args.sample_interval, end - now))
         if proc.poll() is not None:
-            raise RuntimeError(f"evsed exited with {proc.returncode} while idle:\n" + tail(log))
+            raise RuntimeError(f"evsed exited with {proc.returncode} while idle:\n" + log_tail(log))
         samples.append(sample(proc.pid))
         if samples[-1].wall_s >= next_report:
             s = samples[-1]
@@ -344,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir("/proc/self"):
         print("idle_resources: needs Linux /proc", file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    quiet_logging()
 
     print(
         f"evsed idle resources: {minutes:g} min idle, HeartbeatInterval "
@@ -360,16 +263,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        kill_all()
-        sys.exit(130)
-    except Exception as exc:  # the benchmark itself failed
-        import traceback
-
-        kill_all()
-        traceback.print_exc()
-        print(f"idle_resources: failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "idle_resources", sigterm_as_interrupt=True)

@@ -19,6 +19,7 @@ simulation shows). Nothing is asserted; exit code 0 unless the benchmark itself 
 Usage (from the repository root)::
 
     .venv/bin/python bench/modbus_poll.py            # 200 polls
+    .venv/bin/python bench/modbus_poll.py --quick    # 50 polls
     .venv/bin/python bench/modbus_poll.py --polls 1000
 """
 
@@ -26,16 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchlib import add_repo_root_to_sys_path, median, percentile
+
+add_repo_root_to_sys_path()
 
 from hal.base import MeterReading  # noqa: E402
 from hal.modbus import create_modbus_meter, load_model  # noqa: E402
@@ -52,12 +51,6 @@ READING = MeterReading(
     frequency_hz=49.9,
     energy_export_wh=5000.0,
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[index]
 
 
 async def run(polls: int) -> None:
@@ -92,10 +85,10 @@ async def run(polls: int) -> None:
             print(f"SDM630 full read over a socat pty, {BAUDRATE} baud 8N1, {polls} polls")
             blocks = ", ".join(f"FC{b.function} @{b.address} x{b.count}" for b in regmap.blocks)
             print(f"  blocks: {blocks}")
-            median = statistics.median(times_ms)
+            sorted_ms = sorted(times_ms)
             print(
-                f"  cycle time (pty, not baud-limited): median {median:.2f} ms,"
-                f" p99 {percentile(times_ms, 99):.2f} ms, max {max(times_ms):.2f} ms"
+                f"  cycle time (pty, not baud-limited): median {median(sorted_ms):.2f} ms,"
+                f" p99 {percentile(sorted_ms, 99):.2f} ms, max {sorted_ms[-1]:.2f} ms"
             )
             print(
                 f"  (includes the driver's enforced 3.5-character silence after each answer: "
@@ -122,12 +115,16 @@ async def run(polls: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--polls", type=int, default=200, help="reads to time (default 200)")
+    parser.add_argument(
+        "--polls", type=int, default=None, help="reads to time (default 200, --quick 50)"
+    )
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (50 polls)")
     args = parser.parse_args()
+    polls = args.polls if args.polls is not None else (50 if args.quick else 200)
     if SOCAT is None:
         print("socat is not installed (apt-get install socat)", file=sys.stderr)
         return 1
-    asyncio.run(run(max(1, args.polls)))
+    asyncio.run(run(max(1, polls)))
     return 0
 
 

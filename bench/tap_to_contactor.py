@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import math
 import os
 import shutil
 import sys
@@ -49,9 +47,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchlib import (
+    add_repo_root_to_sys_path,
+    format_stats,
+    median,
+    percentile,
+    quiet_logging,
+    run_main,
+    sim_charger_config,
+)
+
+add_repo_root_to_sys_path()
 
 from controller import connector as sm  # noqa: E402
 from controller.app import App  # noqa: E402
@@ -65,58 +71,23 @@ CARD = "04A1B2C3"
 STEP_TIMEOUT_S = 5.0
 
 
-# --------------------------------------------------------------------------- statistics
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def median(values: list[float]) -> float:
-    s = sorted(values)
-    if not s:
-        return math.nan
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
 # --------------------------------------------------------------------------- setup
 
 
 def config_dict(storage: Path, csms_url: str, *, local_pre_authorize: bool) -> dict[str, Any]:
     """Same shape as tests/conftest.py charger_config(): one simulated connector."""
-    return {
-        "station": {"id": STATION_ID, "storage": str(storage)},
-        "api": {"host": "127.0.0.1", "port": 0},
-        "reader": {"driver": "sim"},
-        "connectors": [
-            {
-                "max_current_a": 16,
-                "contactor": {"driver": "sim"},
-                "meter": {"driver": "sim", "initial_energy_wh": 1000},
-                "vehicle": {"driver": "sim", "power_w": 11000},
-                "lock": {"driver": "sim"},
-                "indicator": {"driver": "sim"},
-                "fault": {"driver": "sim"},
-            }
-        ],
-        "ocpp": {
+    return sim_charger_config(
+        STATION_ID,
+        storage,
+        csms_url,
+        ocpp={
             "MeterValueSampleInterval": 60,
             "HeartbeatInterval": 3600,
             "AuthorizationCacheEnabled": True,
             "LocalPreAuthorize": local_pre_authorize,
         },
-        "csms": {
-            "url": csms_url,
-            "reconnect_min_s": 0.05,
-            "reconnect_max_s": 0.2,
-            "response_timeout_s": 2.0,
-        },
-    }
+        csms={"reconnect_min_s": 0.05, "reconnect_max_s": 0.2, "response_timeout_s": 2.0},
+    )
 
 
 @dataclass
@@ -293,9 +264,8 @@ async def _run_rounds(
 # --------------------------------------------------------------------------- report
 
 
-def _fmt(values: list[float]) -> str:
-    s = sorted(values)
-    return f"median {median(s):7.3f}  p99 {percentile(s, 99):7.3f}  max {s[-1]:7.3f}"
+def _fmt(values_ms: list[float]) -> str:
+    return format_stats(values_ms, digits=3, width=7)
 
 
 def report(r: Result) -> None:
@@ -351,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     if rounds < 1:
         parser.error("--rounds must be >= 1")
 
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    quiet_logging()
 
     stores: list[tuple[str, str]] = []
     if args.store in ("disk", "both"):
@@ -416,13 +386,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # the benchmark itself failed
-        import traceback
-
-        traceback.print_exc()
-        print(f"tap_to_contactor: failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "tap_to_contactor")

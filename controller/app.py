@@ -175,6 +175,39 @@ class App:
                     raise RuntimeError("a critical task failed") from await group.failed
             await asyncio.sleep(0.5)
 
+    async def _close_drivers(self) -> None:
+        """Release the hardware: contactors open first, pilots at 0 A, ports closed."""
+        assert self.station is not None
+        for c in self.station.connectors.values():
+            devices: list[Any] = [
+                c.hw.contactor,
+                c.hw.vehicle,
+                c.hw.meter,
+                c.hw.lock,
+                c.hw.indicator,
+                c.hw.fault,
+            ]
+            for device in devices:
+                if device is None:
+                    continue
+                try:
+                    for name in ("aclose", "close_driver", "close"):
+                        method = getattr(device, name, None)
+                        if method is not None:
+                            result = method()
+                            if asyncio.iscoroutine(result):
+                                await result
+                            break
+                except Exception:
+                    LOG.exception("closing %s failed", type(device).__name__)
+        reader = self.station.reader
+        close = getattr(reader, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                LOG.exception("closing the reader failed")
+
     async def stop(self, reason: sm.StopReason | None = sm.StopReason.REBOOT) -> None:
         """Stop charging (``reason`` None = leave transactions to crash recovery)."""
         if self.station is not None and self.station.started:
@@ -193,11 +226,7 @@ class App:
         if self.api is not None:
             await self.api.stop()
         if self.station is not None:
-            for c in self.station.connectors.values():
-                try:
-                    await c.hw.meter.close_driver()
-                except Exception:
-                    LOG.exception("closing meter driver failed")
+            await self._close_drivers()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -48,13 +48,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _check_drivers(config: Any) -> None:
-    """Check every driver name; build simulated ones to validate their settings too.
+    """Build every driver offline to validate names and settings, then release it.
 
-    Real drivers are not opened here: check-config must not touch the hardware.
+    Nothing touches the hardware: GPIO drivers get mock pins (OFFLINE_KEY), Modbus ports
+    are opened on the first request only and the PC/SC reader is never started.
     """
-    from hal.registry import DriverConfigError, DriverContext, create_driver, known_drivers
+    from hal.registry import (
+        OFFLINE_KEY,
+        DriverConfigError,
+        DriverContext,
+        create_driver,
+        known_drivers,
+    )
 
-    shared: dict[str, Any] = {}
+    shared: dict[str, Any] = {OFFLINE_KEY: True}
+    created: list[Any] = []
     devices = [
         (cc.connector_id, role, dev) for cc in config.connectors for role, dev in cc.devices.items()
     ]
@@ -66,13 +74,21 @@ def _check_drivers(config: Any) -> None:
                 f"{dev.key}.driver",
                 f"unknown driver {dev.driver!r}; known: {', '.join(known_drivers(role))}",
             )
-        if dev.driver == "sim":
-            create_driver(
-                role,
-                dev.driver,
-                dev.settings,
-                DriverContext(connector_id, shared=shared, key_prefix=dev.key),
+        try:
+            created.append(
+                create_driver(
+                    role,
+                    dev.driver,
+                    dev.settings,
+                    DriverContext(connector_id, shared=shared, key_prefix=dev.key),
+                )
             )
+        except ImportError as exc:  # e.g. pyscard not installed: say so, settings unchecked
+            print(f"note: {dev.key}: driver {dev.driver!r} unavailable here ({exc})")
+    for device in reversed(created):
+        close = getattr(device, "close", None) or getattr(device, "close_driver", None)
+        if close is not None and not asyncio.iscoroutinefunction(close):
+            close()
 
 
 async def _run(config_path: str) -> int:

@@ -31,6 +31,7 @@ from hal.base import (
 LOG = logging.getLogger(__name__)
 
 METER_FAILURES_BEFORE_FAULT = 3
+VEHICLE_READY_TIMEOUT_S = 2.0
 MAX_STOP_TX_SAMPLES = 48
 
 _INDICATOR = {
@@ -135,6 +136,7 @@ class Station:
             self._report_status(c, c.state.status.value, c.state.error_code)
             c.hw.contactor.start_monitor(self._threadsafe(c.connector_id, self._on_contactor_fault))
             c.hw.vehicle.start(self._threadsafe(c.connector_id, self._on_vehicle))
+            await c.hw.vehicle.wait_ready(VEHICLE_READY_TIMEOUT_S)
             if c.hw.fault is not None:
                 c.hw.fault.start(self._threadsafe(c.connector_id, self._on_fault))
                 if c.hw.fault.active_fault:
@@ -211,6 +213,10 @@ class Station:
             self._execute(c, command)
 
     def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
+        c = self.connectors[connector_id]
+        if not state.plugged and "lock" in c.faults:
+            # The cable is out: a lock that failed to engage no longer matters.
+            self._set_fault(c, "lock", None)
         self.dispatch(connector_id, sm.VehicleChanged(state))
 
     def _on_contactor_fault(self, connector_id: int, code: str | None) -> None:
@@ -317,6 +323,8 @@ class Station:
     async def _move_lock(self, c: ConnectorRuntime, lock: bool) -> None:
         assert c.hw.lock is not None
         ok = await (c.hw.lock.lock() if lock else c.hw.lock.unlock())
+        if ok and lock and "lock" in c.faults:
+            self._set_fault(c, "lock", None)
         if not ok:
             LOG.error("connector %d: %s failed", c.connector_id, "lock" if lock else "unlock")
             if lock:

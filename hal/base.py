@@ -150,6 +150,10 @@ class VehicleInterface(abc.ABC):
     def max_current_a(self) -> float:
         return 0.0
 
+    async def wait_ready(self, timeout_s: float) -> None:  # noqa: B027 - optional hook
+        """Return once ``state`` reflects the hardware (e.g. after a polled board answered
+        once), or after ``timeout_s``. Called after ``start``; the default returns at once."""
+
 
 class ConnectorLock(abc.ABC):
     """The cable lock of one connector.

@@ -67,6 +67,8 @@ STATE_BY_REGISTER: Final = {
     5: VehicleState.E,
 }
 
+FAST_POLLS_AFTER_CHANGE: Final = 6
+FAST_POLL_INTERVAL_S: Final = 0.05
 MIN_PILOT_CURRENT_A: Final = 6.0  # IEC 61851-1: a PWM below 6 A is not an offer
 MAX_BOARD_CURRENT_A: Final = 80.0
 
@@ -87,6 +89,9 @@ class EvseDinBoard(VehicleInterface):
         self._stop_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._polled_once: asyncio.Event | None = None
+        # After a setpoint change the car answers within ~100 ms: look again sooner.
+        self._fast_polls = 0
         self.polls = 0
         self.failed_polls = 0
         self.writes = 0
@@ -101,6 +106,7 @@ class EvseDinBoard(VehicleInterface):
             return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._polled_once = asyncio.Event()
         self._task = self._loop.create_task(self._run(), name=f"{self.name} poll")
         self._task.add_done_callback(self._task_done)
 
@@ -129,9 +135,17 @@ class EvseDinBoard(VehicleInterface):
     def state(self) -> VehicleState:
         return self._state
 
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait for the first poll, so the station does not report the initial F."""
+        if self._polled_once is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._polled_once.wait(), timeout_s)
+
     def set_max_current_a(self, current_a: float) -> None:
         if isinstance(current_a, bool) or not math.isfinite(current_a) or current_a < 0:
             raise ValueError(f"current_a must be a finite number >= 0, got {current_a!r}")
+        if current_a != self._wanted_a:
+            self._fast_polls = FAST_POLLS_AFTER_CHANGE
         self._wanted_a = current_a
         if self._loop is not None and self._wake is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake.set)
@@ -208,8 +222,14 @@ class EvseDinBoard(VehicleInterface):
                 # A board that rebooted may come back with other firmware settings.
                 self._precise = None
             self._set_state(state)
+            if self._polled_once is not None:
+                self._polled_once.set()
+            interval_s = self.poll_interval_s
+            if self._fast_polls > 0:
+                self._fast_polls -= 1
+                interval_s = min(interval_s, FAST_POLL_INTERVAL_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                await asyncio.wait_for(self._wake.wait(), interval_s)
 
     def _set_state(self, state: VehicleState) -> None:
         if state is self._state:

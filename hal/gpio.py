@@ -25,6 +25,7 @@ from hal.base import (
     VehicleState,
 )
 from hal.registry import (
+    OFFLINE_KEY,
     REQUIRED,
     DriverConfigError,
     DriverContext,
@@ -72,6 +73,8 @@ def get_pin_factory(settings: Mapping[str, Any], ctx: DriverContext) -> Any:
     """
     wanted = setting_str(settings, "pin_factory", None, ctx, choices=PIN_FACTORY_CHOICES)
     key = ctx.key("pin_factory")
+    if ctx.shared.get(OFFLINE_KEY) and FACTORY_KEY not in ctx.shared:
+        ctx.shared[FACTORY_KEY] = MockFactory(pin_class=MockPWMPin)  # validate, never drive
     if FACTORY_KEY in ctx.shared:
         factory = ctx.shared[FACTORY_KEY]
         chosen_by = ctx.shared.get(FACTORY_CHOSEN_BY_KEY)

@@ -34,6 +34,10 @@ _DRIVER_MODULES: tuple[str, ...] = (
     "hal.pcsc",
 )
 
+# Set in DriverContext.shared to build drivers without touching hardware (check-config):
+# GPIO drivers then use mock pins. Modbus and PC/SC drivers never open anything at creation.
+OFFLINE_KEY: Final = "hal.offline"
+
 # Which module provides a driver name, so `evsed run` imports only what the config uses
 # (pymodbus, gpiozero and pyscard cost memory and start-up time on a Pi).
 _DRIVER_NAME_MODULES: Final[dict[str, str]] = {
