@@ -53,7 +53,10 @@ SUPPORTED_MEASURANDS = frozenset(
     }
 )
 PHASE_ROTATIONS = frozenset({"NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR"})
-FEATURE_PROFILES = ("Core", "RemoteTrigger")
+FEATURE_PROFILES = ("Core", "LocalAuthListManagement", "RemoteTrigger")
+# Local Auth List Management (9.2): list capacity, also the most one SendLocalList may carry
+# (a Full update must fit in one message).
+LOCAL_AUTH_LIST_MAX_LENGTH = 1000
 MAX_CSL_ITEMS = 10
 
 
@@ -102,7 +105,8 @@ def _auth_key(value: str) -> None:
 
 
 def core_keys(number_of_connectors: int) -> list[KeyDef]:
-    """Every Core profile key this controller implements, with its default value."""
+    """Every key this controller implements (Core and Local Auth List Management profiles),
+    with its default value."""
     n = str(number_of_connectors)
     return [
         KeyDef("AllowOfflineTxForUnknownId", "bool", "false"),
@@ -119,6 +123,9 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("ConnectorPhaseRotationMaxLength", "int", str(number_of_connectors + 1), True),
         KeyDef("GetConfigurationMaxKeys", "int", "64", readonly=True),
         KeyDef("HeartbeatInterval", "int", "300", min_value=0, max_value=86400),
+        # 9.2 Local Auth List Management profile.
+        KeyDef("LocalAuthListEnabled", "bool", "true"),
+        KeyDef("LocalAuthListMaxLength", "int", str(LOCAL_AUTH_LIST_MAX_LENGTH), readonly=True),
         KeyDef("LocalAuthorizeOffline", "bool", "true"),
         KeyDef("LocalPreAuthorize", "bool", "false"),
         KeyDef(
@@ -139,6 +146,7 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("MinimumStatusDuration", "int", "0", min_value=0, max_value=3600),
         KeyDef("NumberOfConnectors", "int", n, readonly=True),
         KeyDef("ResetRetries", "int", "3", min_value=0, max_value=10),
+        KeyDef("SendLocalListMaxLength", "int", str(LOCAL_AUTH_LIST_MAX_LENGTH), readonly=True),
         KeyDef("StopTransactionOnEVSideDisconnect", "bool", "true"),
         KeyDef("StopTransactionOnInvalidId", "bool", "true"),
         KeyDef("StopTxnAlignedData", "csl", "", validator=_measurand_list),

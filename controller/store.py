@@ -1,4 +1,5 @@
-"""Durable SQLite store: settings, transactions and the transaction-message outbox."""
+"""Durable SQLite store: settings, transactions, the transaction-message outbox, the
+Authorization Cache and the Local Authorization List."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,14 @@ CREATE TABLE IF NOT EXISTS auth_cache (
     parent_id_tag TEXT,
     expiry_date TEXT,
     last_used REAL NOT NULL
+);
+-- Local Authorization List (OCPP 1.6 3.5.2); idTags are CiString20 (errata 3.74): NOCASE.
+-- Its version lives in meta.local_list_version.
+CREATE TABLE IF NOT EXISTS local_list (
+    id_tag TEXT PRIMARY KEY COLLATE NOCASE,
+    status TEXT NOT NULL,
+    parent_id_tag TEXT,
+    expiry_date TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,6 +95,25 @@ class QueuedMessage:
     action: str
     payload: dict[str, Any]
     attempts: int
+
+
+@dataclass(frozen=True)
+class CacheRow:
+    """One Authorization Cache entry with the (wall clock) time it was last used."""
+
+    id_tag: str
+    status: str
+    parent_id_tag: str | None
+    expiry_date: str | None
+    last_used: float
+
+
+# (status, parent idTag, expiry date): an IdTagInfo as stored in the cache or the local list.
+TagInfo = tuple[str, str | None, str | None]
+
+
+class LocalListTooLong(Exception):
+    """A SendLocalList would leave more entries than allowed; nothing was changed."""
 
 
 class StoreError(Exception):
@@ -283,20 +311,131 @@ class Store:
         return str(row["status"]), row["parent_id_tag"], row["expiry_date"]
 
     def cache_put(
-        self, id_tag: str, status: str, parent_id_tag: str | None, expiry_date: str | None
+        self,
+        id_tag: str,
+        status: str,
+        parent_id_tag: str | None,
+        expiry_date: str | None,
+        *,
+        used_at: float | None = None,
+        evict: Iterable[str] = (),
     ) -> None:
+        """Insert or update an entry; ``evict`` entries are removed in the same commit."""
         with self._tx() as db:
+            db.executemany("DELETE FROM auth_cache WHERE id_tag = ?", [(t,) for t in evict])
             db.execute(
                 "INSERT INTO auth_cache (id_tag, status, parent_id_tag, expiry_date, last_used)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT(id_tag) DO UPDATE SET"
                 " status = excluded.status, parent_id_tag = excluded.parent_id_tag,"
                 " expiry_date = excluded.expiry_date, last_used = excluded.last_used",
-                (id_tag, status, parent_id_tag, expiry_date, time.time()),
+                (
+                    id_tag,
+                    status,
+                    parent_id_tag,
+                    expiry_date,
+                    time.time() if used_at is None else used_at,
+                ),
             )
+
+    def cache_rows(self) -> list[CacheRow]:
+        rows = self._db.execute(
+            "SELECT id_tag, status, parent_id_tag, expiry_date, last_used FROM auth_cache"
+        ).fetchall()
+        return [
+            CacheRow(
+                str(r["id_tag"]),
+                str(r["status"]),
+                r["parent_id_tag"],
+                r["expiry_date"],
+                float(r["last_used"]),
+            )
+            for r in rows
+        ]
+
+    def cache_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM auth_cache").fetchone()[0])
+
+    def cache_touch(self, id_tag: str, used_at: float, *, min_age_s: float = 0.0) -> None:
+        """Record a use (for LRU eviction); skipped when the last one is under ``min_age_s``."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE auth_cache SET last_used = ? WHERE id_tag = ? AND last_used <= ?",
+                (used_at, id_tag, used_at - min_age_s),
+            )
+
+    def cache_set_status(self, id_tag: str, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE auth_cache SET status = ? WHERE id_tag = ?", (status, id_tag))
+
+    def cache_delete(self, id_tag: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM auth_cache WHERE id_tag = ?", (id_tag,))
 
     def cache_clear(self) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM auth_cache")
+
+    # ------------------------------------------------------------------ local authorization list
+
+    def local_list_get(self, id_tag: str) -> TagInfo | None:
+        """(status, parent idTag, expiry date) of a list entry (case-insensitive), or None."""
+        row = self._db.execute(
+            "SELECT status, parent_id_tag, expiry_date FROM local_list WHERE id_tag = ?",
+            (id_tag,),
+        ).fetchone()
+        if row is None:
+            return None
+        return str(row["status"]), row["parent_id_tag"], row["expiry_date"]
+
+    def local_list_entries(self) -> dict[str, TagInfo]:
+        rows = self._db.execute("SELECT * FROM local_list ORDER BY id_tag").fetchall()
+        return {
+            str(r["id_tag"]): (str(r["status"]), r["parent_id_tag"], r["expiry_date"]) for r in rows
+        }
+
+    def local_list_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM local_list").fetchone()[0])
+
+    def local_list_version(self) -> int:
+        """The version stored with the last accepted SendLocalList (0 if none ever was)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'local_list_version'").fetchone()
+        return 0 if row is None else int(row["value"])
+
+    def local_list_apply(
+        self,
+        version: int,
+        entries: Sequence[tuple[str, TagInfo | None]],
+        *,
+        full: bool,
+        max_entries: int,
+    ) -> None:
+        """Apply a SendLocalList in one commit: a Full update replaces the list, a
+        Differential one upserts (info given) or deletes (info None) entries. Listed idTags
+        leave the Authorization Cache (3.5.3). Raises LocalListTooLong (and changes nothing)
+        when the result would exceed ``max_entries``."""
+        with self._tx() as db:
+            if full:
+                db.execute("DELETE FROM local_list")
+            for id_tag, info in entries:
+                if info is None:
+                    db.execute("DELETE FROM local_list WHERE id_tag = ?", (id_tag,))
+                    continue
+                db.execute(
+                    "INSERT INTO local_list (id_tag, status, parent_id_tag, expiry_date)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT(id_tag) DO UPDATE SET"
+                    " id_tag = excluded.id_tag, status = excluded.status,"
+                    " parent_id_tag = excluded.parent_id_tag, expiry_date = excluded.expiry_date",
+                    (id_tag, *info),
+                )
+                db.execute("DELETE FROM auth_cache WHERE id_tag = ? COLLATE NOCASE", (id_tag,))
+            count = int(db.execute("SELECT COUNT(*) FROM local_list").fetchone()[0])
+            if count > max_entries:
+                raise LocalListTooLong(f"{count} entries, at most {max_entries}")
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('local_list_version', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
 
     # ------------------------------------------------------------------ outbox
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Sets up a fresh machine and runs every check: Debian packages for the real protocol peers
 # (socat pty pairs for Modbus RTU, pcscd + vsmartcard-vpcd for PC/SC, swig + libpcsclite-dev
-# to build pyscard), a venv with the pinned dependencies, then pytest, ruff and mypy.
+# to build pyscard), a venv with the pinned dependencies, the npm packages of the independent
+# conformance CSMS (Node.js and npm must be installed), then pytest, ruff and mypy.
 set -eu
 cd "$(dirname "$0")/.."
 PKGS="socat pcscd vsmartcard-vpcd swig libpcsclite-dev"
@@ -18,6 +19,8 @@ fi
 # pcscd is started by the tests themselves (private socket); do not let a system one interfere.
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test,pcsc]'
+# The independent OCPP 1.6 CSMS (npm ocpp-rpc, strict schema validation) for conformance tests.
+(cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
 .venv/bin/python -m pytest -q
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -164,8 +164,6 @@ async def test_unknown_action_not_implemented(
             {"location": "https://example.com/fw", "retrieveDate": "2026-01-01T13:00:00Z"},
             id="UpdateFirmware",
         ),
-        pytest.param("GetLocalListVersion", {}, id="GetLocalListVersion"),
-        pytest.param("SendLocalList", {"listVersion": 1, "updateType": "Full"}, id="SendLocalList"),
         pytest.param("ClearChargingProfile", {}, id="ClearChargingProfile"),
         pytest.param(
             "GetCompositeSchedule", {"connectorId": 1, "duration": 60}, id="GetCompositeSchedule"

@@ -29,6 +29,8 @@ DEFAULTS_2 = {
     "ConnectorPhaseRotationMaxLength": "3",
     "GetConfigurationMaxKeys": "64",
     "HeartbeatInterval": "300",
+    "LocalAuthListEnabled": "true",
+    "LocalAuthListMaxLength": "1000",
     "LocalAuthorizeOffline": "true",
     "LocalPreAuthorize": "false",
     "MeterValuesAlignedData": "Energy.Active.Import.Register",
@@ -39,13 +41,14 @@ DEFAULTS_2 = {
     "MinimumStatusDuration": "0",
     "NumberOfConnectors": "2",
     "ResetRetries": "3",
+    "SendLocalListMaxLength": "1000",
     "StopTransactionOnEVSideDisconnect": "true",
     "StopTransactionOnInvalidId": "true",
     "StopTxnAlignedData": "",
     "StopTxnAlignedDataMaxLength": "10",
     "StopTxnSampledData": "Energy.Active.Import.Register",
     "StopTxnSampledDataMaxLength": "10",
-    "SupportedFeatureProfiles": "Core,RemoteTrigger",
+    "SupportedFeatureProfiles": "Core,LocalAuthListManagement,RemoteTrigger",
     "SupportedFeatureProfilesMaxLength": "6",
     "TransactionMessageAttempts": "5",
     "TransactionMessageRetryInterval": "30",
@@ -82,9 +85,11 @@ REQUIRED_CORE = {
 READ_ONLY = {
     "ConnectorPhaseRotationMaxLength",
     "GetConfigurationMaxKeys",
+    "LocalAuthListMaxLength",
     "MeterValuesAlignedDataMaxLength",
     "MeterValuesSampledDataMaxLength",
     "NumberOfConnectors",
+    "SendLocalListMaxLength",
     "StopTxnAlignedDataMaxLength",
     "StopTxnSampledDataMaxLength",
     "SupportedFeatureProfiles",
@@ -128,7 +133,11 @@ def test_typed_getters(store: Store) -> None:
         "Power.Active.Import",
     ]
     assert s.get_csl("StopTxnAlignedData") == []
-    assert s.get_csl("SupportedFeatureProfiles") == ["Core", "RemoteTrigger"]
+    assert s.get_csl("SupportedFeatureProfiles") == [
+        "Core",
+        "LocalAuthListManagement",
+        "RemoteTrigger",
+    ]
 
 
 def test_connector_count_shapes_defaults(store: Store) -> None:

@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from controller import connector as sm
 from controller.clock import Clock, iso_utc
 from controller.ocpp16 import messages as build
+from controller.ocpp16.auth import LocalAuth
 from controller.ocpp16.journal import Journal
 from controller.ocpp16.rpc import (
     PROPERTY_CONSTRAINT_VIOLATION,
@@ -36,7 +37,8 @@ LOG = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
 
-# CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage.
+# CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage and
+# the Local Auth List Management profile (GetLocalListVersion, SendLocalList).
 SUPPORTED_ACTIONS = frozenset(
     {
         "ChangeAvailability",
@@ -44,9 +46,11 @@ SUPPORTED_ACTIONS = frozenset(
         "ClearCache",
         "DataTransfer",
         "GetConfiguration",
+        "GetLocalListVersion",
         "RemoteStartTransaction",
         "RemoteStopTransaction",
         "Reset",
+        "SendLocalList",
         "UnlockConnector",
         "TriggerMessage",
     }
@@ -114,6 +118,7 @@ class Ocpp16Client:
         self._last_activity_s = clock.monotonic_s()
         self._tasks = TaskGroup("ocpp16")
         self.journal = Journal(store, settings, boot_id=station.boot_id)
+        self.auth = LocalAuth(store, settings, clock.utc_now)
         self.server_time_offset_s: float | None = None
         self.connects = 0
         self.tx_message_timeouts = 0
@@ -143,26 +148,20 @@ class Ocpp16Client:
         self._status_wakeup.set()
 
     async def authorize(self, id_tag: str) -> AuthDecision:
-        cached = self._cached(id_tag)
-        online = self._state == "accepted"
-        if online and cached and self.settings.get_bool("LocalPreAuthorize"):
-            return AuthDecision(True, "Accepted", cached[1], "cache")
-        if online:
+        """Local Authorization List, Authorization Cache or CSMS (3.5; rules in auth.decide)."""
+        verdict = self.auth.decide(id_tag, online=self._state == "accepted")
+        if verdict.ask:
             try:
                 result = await self._call("Authorize", {"idTag": id_tag})
             except (CallError, CallTimeout, ConnectionLost) as exc:
                 LOG.warning("Authorize for %s failed (%s); deciding offline", id_tag, exc)
+                verdict = self.auth.decide(id_tag, online=False)
             else:
                 info = result["idTagInfo"]
                 self._remember(id_tag, info)
                 ok = info["status"] == "Accepted"
                 return AuthDecision(ok, info["status"], info.get("parentIdTag"), "csms")
-        if cached and self.settings.get_bool("LocalAuthorizeOffline"):
-            return AuthDecision(True, "Accepted", cached[1], "cache")
-        known = self.store.cache_get(id_tag) is not None
-        if not known and self.settings.get_bool("AllowOfflineTxForUnknownId"):
-            return AuthDecision(True, "Accepted", None, "offline-unknown")
-        return AuthDecision(False, "Invalid", None, "offline")
+        return AuthDecision(verdict.accepted, verdict.status, verdict.parent_id_tag, verdict.source)
 
     def queued_messages(self) -> int:
         return self.store.outbox_count()
@@ -172,28 +171,8 @@ class Ocpp16Client:
 
     # ------------------------------------------------------------------ auth cache
 
-    def _cached(self, id_tag: str) -> tuple[str, str | None] | None:
-        if not self.settings.get_bool("AuthorizationCacheEnabled"):
-            return None
-        entry = self.store.cache_get(id_tag)
-        if entry is None or entry[0] != "Accepted":
-            return None
-        status, parent, expiry = entry
-        if expiry:
-            try:
-                if datetime.fromisoformat(expiry.replace("Z", "+00:00")) < self.clock.utc_now():
-                    return None
-            except ValueError:
-                return None
-        return status, parent
-
     def _remember(self, id_tag: str, info: dict[str, Any]) -> None:
-        if not self.settings.get_bool("AuthorizationCacheEnabled"):
-            return
-        entry = (info["status"], info.get("parentIdTag"), info.get("expiryDate"))
-        # Skip the (fsync'ed) write when nothing changed: it sits on the tap-to-charge path.
-        if self.store.cache_get(id_tag) != entry:
-            self.store.cache_put(id_tag, *entry)
+        self.auth.remember(id_tag, info)
 
     # ------------------------------------------------------------------ connection
 
@@ -514,8 +493,15 @@ class Ocpp16Client:
         return result
 
     async def _on_ClearCache(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
-        self.store.cache_clear()
-        return {"status": "Accepted"}
+        return {"status": self.auth.clear_cache()}  # the cache only, not the local list
+
+    async def _on_GetLocalListVersion(  # noqa: N802
+        self, p: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {"listVersion": self.auth.list_version()}
+
+    async def _on_SendLocalList(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        return {"status": self.auth.send_local_list(p)}
 
     async def _on_DataTransfer(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"status": "UnknownVendorId"}
