@@ -94,6 +94,7 @@ class EvseDinBoard(VehicleInterface):
         self._fast_polls = 0
         self.polls = 0
         self.failed_polls = 0
+        self._error_logged = False
         self.writes = 0
         self.firmware: int | None = None
 
@@ -125,11 +126,14 @@ class EvseDinBoard(VehicleInterface):
         """Await what ``stop()`` started (the final write of 0 A) and release the bus."""
         if self._task is not None:
             self.stop()
-        if self._stop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stop_task
-            self._stop_task = None
-        self.link.release()
+        stop_task, self._stop_task = self._stop_task, None
+        try:
+            if stop_task is not None:
+                # asyncio.wait, not "await stop_task" under suppress(CancelledError): that
+                # would swallow a cancellation of aclose() itself.
+                await asyncio.wait({stop_task})
+        finally:
+            self.link.release()
 
     @property
     def state(self) -> VehicleState:
@@ -139,7 +143,8 @@ class EvseDinBoard(VehicleInterface):
         """Wait for the first poll, so the station does not report the initial F."""
         if self._polled_once is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._polled_once.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: see _run
+                    await self._polled_once.wait()
 
     def set_max_current_a(self, current_a: float) -> None:
         if isinstance(current_a, bool) or not math.isfinite(current_a) or current_a < 0:
@@ -209,18 +214,31 @@ class EvseDinBoard(VehicleInterface):
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        me = asyncio.current_task()
+        # stop() cancels this task; the check also ends the loop should a library swallow
+        # that cancellation (asyncio.wait_for on Python 3.11 does when the awaited answer
+        # arrives in the same loop iteration), so a stopped board never polls on.
+        while self._task is me:
             self._wake.clear()
             self.polls += 1
             try:
                 state = await self.poll_once()
-            except DeviceError as exc:
+                self._error_logged = False
+            except Exception as exc:  # noqa: BLE001 - whatever the board answers: F, retry
                 self.failed_polls += 1
-                if self._state is not VehicleState.F:
-                    log.warning("%s: board not answering (%s); state F", self.name, exc)
+                if isinstance(exc, DeviceError):
+                    if self._state is not VehicleState.F:
+                        log.warning("%s: board not answering (%s); state F", self.name, exc)
+                elif not self._error_logged:
+                    # Not a bus error: an answer the driver did not expect. Still F and
+                    # poll on, so the station recovers once the board answers sensibly.
+                    log.error("%s: poll failed; state F", self.name, exc_info=True)
+                    self._error_logged = True
                 state = VehicleState.F
                 # A board that rebooted may come back with other firmware settings.
                 self._precise = None
+            if self._task is not me:
+                break
             self._set_state(state)
             if self._polled_once is not None:
                 self._polled_once.set()
@@ -228,8 +246,10 @@ class EvseDinBoard(VehicleInterface):
             if self._fast_polls > 0:
                 self._fast_polls -= 1
                 interval_s = min(interval_s, FAST_POLL_INTERVAL_S)
+            # asyncio.timeout, not wait_for: see above; the event never swallows a cancel.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()
 
     def _set_state(self, state: VehicleState) -> None:
         if state is self._state:
@@ -241,8 +261,7 @@ class EvseDinBoard(VehicleInterface):
 
     async def _shutdown(self, task: asyncio.Task[None] | None) -> None:
         if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})
         try:
             await self.link.write_registers(REG_CURRENT, [0])
         except DeviceError as exc:

@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -33,6 +33,8 @@ from hal.base import DeviceError
 from hal.registry import DriverConfigError, DriverContext, setting_float, setting_int, setting_str
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BUS_SETTINGS: Final = (
     "port",
@@ -57,12 +59,13 @@ MAX_READ_REGISTERS: Final = 125  # Modbus application protocol v1.1b3, 6.3 / 6.4
 MAX_WRITE_REGISTERS: Final = 123  # ... 6.12
 
 # pymodbus' own timeout only bounds connect() and is a fallback; every request is bounded by
-# the device's timeout_s through asyncio.wait_for, and evsed does the retries itself.
+# the device's timeout_s (see bounded()), and evsed does the retries itself.
 _CLIENT_TIMEOUT_S: Final = 10.0
 _RECONNECT_MIN_S: Final = 0.5
 _RECONNECT_MAX_S: Final = 10.0
 _BACKOFF_BASE_S: Final = 0.05
 _BACKOFF_MAX_S: Final = 0.5
+_UNWIND_S: Final = 1.0
 
 
 class ModbusTimeout(DeviceError):
@@ -300,6 +303,10 @@ class ModbusBus:
         self._next_connect_s = 0.0
         self._connect_delay_s = _RECONNECT_MIN_S
         self._was_connected = False
+        # A request whose caller was cancelled while its frame was on the wire: the device
+        # answers anyway, so the line stays reserved until that answer (or its timeout).
+        self._in_flight: asyncio.Future[Any] | None = None
+        self._in_flight_deadline = 0.0
 
     # --- sharing ---------------------------------------------------------------------------
 
@@ -323,6 +330,9 @@ class ModbusBus:
 
     def close(self) -> None:
         self.closed = True
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            self._in_flight = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -404,10 +414,11 @@ class ModbusBus:
                 # so the other devices on the line are not starved by one that is gone.
                 await asyncio.sleep(min(_BACKOFF_BASE_S * 2 ** (attempt - 1), _BACKOFF_MAX_S))
             async with self._lock:
+                await self._settle_line()
                 client = await self._connected_client()
                 self._count(stats, requests=1, tx_bytes=request_pdu_len + overhead)
                 try:
-                    response = await asyncio.wait_for(call(client), timeout_s)
+                    response = await self._exchange(call(client), timeout_s)
                 except TimeoutError:
                     last_error = ModbusTimeout(
                         f"{self.config.name} unit {unit_id}: {what}: no answer within "
@@ -453,6 +464,50 @@ class ModbusBus:
         assert last_error is not None
         raise last_error
 
+    async def _exchange(self, request: Awaitable[ModbusPDU], timeout_s: float) -> ModbusPDU:
+        """One frame out and its answer in, within ``timeout_s``; the caller holds the lock.
+
+        Like ``bounded()``, but a cancelled caller does not cancel the request: its frame is
+        on the wire and the device answers anyway. Sending the next frame at once would
+        collide with that answer on the half-duplex line (the device misses the new frame)
+        and, RTU having no transaction ids, the stale answer would pass for the new one's.
+        So the request runs on to its answer or deadline, and the next one waits for it.
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(request)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        except BaseException:
+            if not task.done():
+                timer = loop.call_later(timeout_s, task.cancel)  # never beyond its timeout
+                task.add_done_callback(lambda _t: timer.cancel())
+                task.add_done_callback(_discard_outcome)
+                self._in_flight = task
+                self._in_flight_deadline = loop.time() + timeout_s
+            raise
+        if not done:
+            _abandon(task)
+            # Let the request unwind (pymodbus frees its transaction) before the next frame,
+            # but never wait on a request that ignores its cancellation.
+            await asyncio.wait({task}, timeout=_UNWIND_S)
+            raise TimeoutError
+        return task.result()
+
+    async def _settle_line(self) -> None:
+        """Wait out the answer to a request whose caller was cancelled (see _exchange)."""
+        task = self._in_flight
+        if task is None:
+            return
+        if not task.done():
+            loop = asyncio.get_running_loop()
+            wait_s = max(self._in_flight_deadline - loop.time(), 0.0) + _UNWIND_S
+            await asyncio.wait({task}, timeout=wait_s)
+            if not task.done():
+                log.warning("modbus %s: an abandoned request does not end", self.config.name)
+                task.cancel()
+        self._in_flight = None
+        await asyncio.sleep(self.config.frame_gap_s)
+
     def _count(self, stats: BusStats | None, **fields: int) -> None:
         for target in (self.stats, stats):
             if target is None:
@@ -484,7 +539,7 @@ class ModbusBus:
             self._client.close()
         self._client = self._client_factory(self.config)
         try:
-            ok = await asyncio.wait_for(self._client.connect(), _CLIENT_TIMEOUT_S)
+            ok = await bounded(self._client.connect(), _CLIENT_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - pyserial also raises termios.error etc.
             ok = False
             log.debug("modbus %s: connect failed: %r", self.config.name, exc)
@@ -520,6 +575,41 @@ _EXCEPTION_NAMES: Final = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
+
+
+async def bounded(awaitable: Awaitable[T], timeout_s: float) -> T:
+    """``await awaitable``, raising TimeoutError after ``timeout_s``; a cancel is never lost.
+
+    Not ``asyncio.wait_for``: up to Python 3.11 it *returns the result* instead of raising
+    CancelledError when the awaited operation completes in the same event-loop iteration as
+    the cancellation (CPython gh-86296, fixed in 3.12). A Modbus answer arriving just as a
+    driver is stopped then swallows the stop, and the poll loop runs on forever. pymodbus
+    has the same race inside every request (its own wait_for on the response), so awaiting
+    the request directly under ``asyncio.timeout`` is not enough either: the request runs as
+    its own task, and this task only waits on ``asyncio.wait``, which always delivers a cancel.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except BaseException:
+        _abandon(task)
+        raise
+    if not done:
+        _abandon(task)
+        await asyncio.wait({task}, timeout=_UNWIND_S)  # let it unwind, but never hang on it
+        raise TimeoutError
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel a request nobody waits for any more; its late outcome is not an error."""
+    task.cancel()
+    task.add_done_callback(_discard_outcome)
+
+
+def _discard_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # mark retrieved: no "exception was never retrieved" at exit
 
 
 def _loop_time() -> float:

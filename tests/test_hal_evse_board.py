@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from hal.base import VehicleState
+from hal.base import DeviceError, VehicleState
 from hal.evse_board import REG_CURRENT, EvseDinBoard, create_evse_din
 from hal.registry import DriverConfigError, DriverContext, create_driver
 from tests.modbus_sim import EvseDinSim, SimLine, SocatPair, require_socat
@@ -158,6 +158,91 @@ async def test_stop_sets_zero_and_stops_polling(vehicle: EvseDinBoard, board: Ev
     board.set_vehicle(2)
     await asyncio.sleep(0.2)
     assert board.requests == requests and vehicle.state is not VehicleState.B
+
+
+async def test_garbled_answers_report_f_and_recover(
+    vehicle: EvseDinBoard, board: EvseDinSim
+) -> None:
+    seen: list[VehicleState] = []
+    vehicle.start(seen.append)
+    board.set_vehicle(2)
+    await wait_until(lambda: vehicle.state is VehicleState.B)
+    board.corrupt = 1_000_000  # every answer fails its CRC
+    await wait_until(lambda: vehicle.state is VehicleState.F)
+    board.corrupt = 0
+    await wait_until(lambda: vehicle.state is VehicleState.B)
+    assert [s.value for s in seen] == ["B", "F", "B"]
+
+
+class FakeLink:
+    """A DeviceLink stand-in answering from a register table at once (no serial line)."""
+
+    def __init__(self) -> None:
+        self.registers = {1000: 13, 1001: 13, 1002: 1, 1005: 18, 2005: 0}
+        self.fail: BaseException | None = None
+        self.released = False
+
+    async def read_registers(
+        self, function: int, address: int, count: int, stats: Any = None
+    ) -> list[int]:
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        return [self.registers.get(address + i, 0) for i in range(count)]
+
+    async def write_registers(self, address: int, values: list[int], stats: Any = None) -> None:
+        await asyncio.sleep(0)
+        for i, value in enumerate(values):
+            self.registers[address + i] = value
+
+    def release(self) -> None:
+        self.released = True
+
+
+async def test_stop_is_not_lost_when_a_wake_up_coincides() -> None:
+    # Regression: the poll loop waited with asyncio.wait_for(event.wait(), interval), which on
+    # Python 3.11 returns instead of raising CancelledError when the event fires in the same
+    # loop iteration as the cancel; stop() was lost, the board polled on and aclose() hung.
+    link = FakeLink()
+    device = EvseDinBoard(cast(Any, link), poll_interval_s=10.0)
+    device.start(lambda s: None)
+    await wait_until(lambda: device.state is VehicleState.A)
+    await asyncio.sleep(0.01)  # the poll loop now waits for a wake-up or the next poll
+    task = device._task
+    assert task is not None
+    device.set_max_current_a(16)  # wakes the loop (via call_soon_threadsafe) ...
+    await asyncio.sleep(0)  # ... the event is set ...
+    await asyncio.sleep(0)  # ... its waiter has finished, the poll loop not yet resumed
+    device.stop()
+    done, _ = await asyncio.wait({task}, timeout=1.0)  # does not cancel it once more
+    assert done, "stop() was lost: the poll loop runs on"
+    async with asyncio.timeout(2):
+        await device.aclose()
+    assert link.registers[REG_CURRENT] == 0 and link.released
+    polls = device.polls
+    await asyncio.sleep(0.05)
+    assert device.polls == polls
+
+
+async def test_unexpected_errors_report_f_and_polling_goes_on() -> None:
+    link = FakeLink()
+    device = EvseDinBoard(cast(Any, link), poll_interval_s=0.05)
+    seen: list[VehicleState] = []
+    device.start(seen.append)
+    try:
+        await wait_until(lambda: device.state is VehicleState.A)
+        link.fail = DeviceError("no answer")
+        await wait_until(lambda: device.state is VehicleState.F)
+        link.fail = None
+        await wait_until(lambda: device.state is VehicleState.A)
+        link.fail = RuntimeError("an answer the driver does not expect")
+        await wait_until(lambda: device.state is VehicleState.F)
+        link.fail = None
+        await wait_until(lambda: device.state is VehicleState.A)
+        assert [s.value for s in seen] == ["A", "F", "A", "F", "A"]
+    finally:
+        device.stop()
+        await device.aclose()
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from hal.modbus import (
     shipped_models,
 )
 from hal.modbus_bus import (
+    BusConfig,
     ModbusBus,
     ModbusExceptionResponse,
     ModbusTimeout,
@@ -385,6 +386,98 @@ async def test_meter_reset_or_replacement_keeps_energy_monotonic(
         assert await read_with(125) == 1_001_187.5
     finally:
         await meter.close_driver()
+
+
+class _Answer:
+    def __init__(self, registers: list[int]) -> None:
+        self.registers = registers
+
+    def isError(self) -> bool:  # noqa: N802 - pymodbus' name
+        return False
+
+
+class _ManualClient:
+    """A pymodbus client stand-in whose answers the test delivers (or withholds) by hand."""
+
+    def __init__(self) -> None:
+        self.connected = True
+        self.sent: list[int] = []
+        self.answers: list[asyncio.Future[_Answer]] = []
+
+    async def connect(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.connected = False
+
+    async def read_holding_registers(self, address: int, count: int, device_id: int) -> _Answer:
+        self.sent.append(address)
+        answer: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        self.answers.append(answer)
+        return await answer
+
+
+async def _until(condition: Any, timeout_s: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0)
+
+
+async def test_cancel_is_not_lost_when_the_answer_arrives_at_the_same_time() -> None:
+    # Regression: with asyncio.wait_for (Python 3.11) a caller cancelled in the loop
+    # iteration in which its answer arrived got the answer instead of CancelledError, so a
+    # stopped driver polled on forever.
+    client = _ManualClient()
+    bus = ModbusBus(BusConfig(port="/dev/manual"), client_factory=lambda config: client)
+    caller = asyncio.create_task(bus.read_registers(1, 3, 0, 2, 1.0, 0))
+    await _until(lambda: client.answers)
+    client.answers[0].set_result(_Answer([1, 2]))
+    await asyncio.sleep(0)  # the request has its answer; the caller has not resumed yet
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    # The bus is not stuck: the next request goes out and gets its own answer.
+    second = asyncio.create_task(bus.read_registers(1, 3, 0, 2, 1.0, 0))
+    await _until(lambda: len(client.answers) == 2)
+    client.answers[1].set_result(_Answer([3, 4]))
+    assert await second == [3, 4]
+    bus.close()
+
+
+async def test_cancelled_request_keeps_the_line_until_its_answer_or_timeout() -> None:
+    # A frame on the wire gets its answer whatever the caller does; the next frame must not
+    # collide with that answer (half duplex) nor take it for its own (RTU has no ids).
+    client = _ManualClient()
+    bus = ModbusBus(BusConfig(port="/dev/manual"), client_factory=lambda config: client)
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(bus.read_registers(1, 3, 0, 2, 1.0, 0))
+    await _until(lambda: client.answers)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    second = asyncio.create_task(bus.read_registers(2, 3, 10, 2, 1.0, 0))
+    await asyncio.sleep(0.05)
+    assert client.sent == [0]  # the first answer is still due: nothing else goes out
+    client.answers[0].set_result(_Answer([1, 2]))  # ... here it is, late
+    await _until(lambda: len(client.answers) == 2)
+    client.answers[1].set_result(_Answer([3, 4]))
+    assert await second == [3, 4]
+
+    # No answer at all: the line is free again after the cancelled request's timeout.
+    third = asyncio.create_task(bus.read_registers(1, 3, 20, 2, 0.2, 0))
+    await _until(lambda: len(client.answers) == 3)
+    started = loop.time()
+    third.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    fourth = asyncio.create_task(bus.read_registers(2, 3, 30, 2, 1.0, 0))
+    await _until(lambda: len(client.answers) == 4)
+    assert 0.15 <= loop.time() - started < 1.0
+    client.answers[3].set_result(_Answer([5, 6]))
+    assert await fourth == [5, 6]
+    bus.close()
 
 
 async def test_port_vanishes_and_comes_back(tmp_path: Path) -> None:
