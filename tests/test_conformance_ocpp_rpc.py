@@ -497,10 +497,12 @@ async def test_the_checker_catches_violations(node_csms: NodeCsms) -> None:
         )
         refused = json.loads(await ws.recv())
         assert refused[:2] == [4, "m1"]
-        # Two CALLs without waiting for the first answer.
+        # Two CALLs without waiting for the first answer (answers held back so they overlap).
+        await csms.command("delay", ms=300)
         await ws.send(json.dumps([2, "m2", "Heartbeat", {}]))
         await ws.send(json.dumps([2, "m3", "Heartbeat", {}]))
         assert {json.loads(await ws.recv())[1] for _ in range(2)} == {"m2", "m3"}
+        await csms.command("delay", ms=0)
         # Not an OCPP-J frame at all.
         await ws.send("{not json")
         await ws.recv()

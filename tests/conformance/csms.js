@@ -71,6 +71,7 @@ const stats = {
 let nextTransactionId = 1;
 const startKeys = new Map();  // identical StartTransaction payload -> transactionId
 let offline = false;
+let answerDelayMs = 0;  // test hook: hold answers so back-to-back CALLs overlap deterministically
 
 function count(bucket, key) {
     bucket[key] = (bucket[key] ?? 0) + 1;
@@ -94,7 +95,10 @@ function registerHandlers(client) {
         currentTime: now(),
         interval: HEARTBEAT_INTERVAL_S,
     }));
-    client.handle('Heartbeat', () => ({ currentTime: now() }));
+    client.handle('Heartbeat', async () => {
+        if (answerDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, answerDelayMs));
+        return { currentTime: now() };
+    });
     client.handle('StatusNotification', () => ({}));
     client.handle('Authorize', () => ({ idTagInfo: { status: 'Accepted' } }));
     client.handle('StartTransaction', ({ params }) => {
@@ -303,6 +307,9 @@ async function command(cmd) {
         case 'offline':
             offline = Boolean(cmd.on);
             return { offline };
+        case 'delay':
+            answerDelayMs = Number(cmd.ms ?? 0);
+            return { answerDelayMs };
         case 'disconnect': {
             const targets = cmd.identity !== undefined ? [clients.get(cmd.identity)] : [...clients.values()];
             const closed = [];
