@@ -90,7 +90,10 @@ async def change(csms: DevCsms, key: str, value: str) -> str:
 async def test_full_update_replaces_list(csms: DevCsms, charger: Any) -> None:
     """5.15 / 7.48 Full: "the current Local Authorization List must be replaced by the values
     in this message"; 5.10 GetLocalListVersion reports its version (sent through the ocpp
-    library, schema-validated on both ends)."""
+    library, schema-validated on both ends).
+
+    OCTT: TC_043_CS (1.6); TC_D_01_CS, TC_D_08_CS (2.0.1)
+    """
     h = await charger(csms)
     assert await list_version(csms) == 0  # 5.10: 0 = the list is empty
     result = await csms.call(
@@ -120,7 +123,10 @@ async def test_full_update_replaces_list(csms: DevCsms, charger: Any) -> None:
 
 async def test_full_update_without_list_empties_it(csms: DevCsms, charger: Any) -> None:
     """6.41: "If no (empty) localAuthorizationList is given and the updateType is Full, all
-    identifications are removed from the list"; 5.10: then version 0 (empty list)."""
+    identifications are removed from the list"; 5.10: then version 0 (empty list).
+
+    OCTT: TC_D_04_CS (2.0.1)
+    """
     h = await charger(csms)
     assert await send_list(csms, 3, "Full", [entry(CARD)]) == "Accepted"
     assert await send_list(csms, 5, "Full", None) == "Accepted"
@@ -135,7 +141,10 @@ async def test_full_update_without_list_empties_it(csms: DevCsms, charger: Any) 
 async def test_differential_update_adds_updates_and_removes(csms: DevCsms, charger: Any) -> None:
     """5.15 / 7.1 Differential: an entry with idTagInfo is added or updated, one without it is
     deleted; the list then carries the request's listVersion (6.41). 6.41: a Differential
-    without localAuthorizationList "will have no effect on the list"."""
+    without localAuthorizationList "will have no effect on the list".
+
+    OCTT: TC_043_CS (1.6); TC_D_02_CS, TC_D_03_CS (2.0.1)
+    """
     h = await charger(csms)
     assert await send_list(csms, 1, "Full", [entry(CARD), entry(OTHER)]) == "Accepted"
     items = [entry(CARD, "Blocked"), entry(OTHER, None), entry(THIRD, "Accepted")]
@@ -154,7 +163,10 @@ async def test_differential_update_adds_updates_and_removes(csms: DevCsms, charg
 
 async def test_differential_version_mismatch(csms: DevCsms, charger: Any) -> None:
     """7.47 VersionMismatch: "Version number in the request for a differential update is less
-    or equal then version number of current list"; the list stays as it was."""
+    or equal then version number of current list"; the list stays as it was.
+
+    OCTT: TC_043_2_CS (1.6); TC_D_06_CS (2.0.1)
+    """
     h = await charger(csms)
     assert await send_list(csms, 5, "Full", [entry(CARD)]) == "Accepted"
     for version in (5, 4, 1):
@@ -214,7 +226,10 @@ async def test_malformed_lists_get_callerrors(csms: DevCsms, charger: Any) -> No
 
 async def test_failed_over_send_local_list_max_length(csms: DevCsms, charger: Any) -> None:
     """6.41 / 9.2.3 SendLocalListMaxLength: a request with more elements is not applied ->
-    Failed (7.47 "Failed to update the Local Authorization List")."""
+    Failed (7.47 "Failed to update the Local Authorization List").
+
+    OCTT: TC_043_3_CS (1.6)
+    """
     h = await charger(csms)
     h.app.station.settings.set_internal("SendLocalListMaxLength", "2")
     assert await send_list(csms, 1, "Full", [entry(CARD)]) == "Accepted"
@@ -228,7 +243,10 @@ async def test_failed_over_send_local_list_max_length(csms: DevCsms, charger: An
 async def test_failed_over_local_auth_list_max_length(csms: DevCsms, charger: Any) -> None:
     """9.2.2 LocalAuthListMaxLength (default 1000, also SendLocalListMaxLength so a Full list
     fits one message): 1000 entries are Accepted; an update that would leave more is Failed
-    and changes nothing (one SQLite transaction)."""
+    and changes nothing (one SQLite transaction).
+
+    OCTT: TC_043_3_CS (1.6)
+    """
     h = await charger(csms)
     cards = [entry(f"T{i:05d}") for i in range(1000)]
     assert await send_list(csms, 1, "Full", cards) == "Accepted"
@@ -275,7 +293,10 @@ async def test_keys_and_feature_profile(csms: DevCsms, charger: Any) -> None:
 
 async def test_list_persists_across_restart(csms: DevCsms, charger: Any) -> None:
     """3.5.2: the list "SHOULD be persisted across reboots and power outages" (entries and
-    version), and is still used for authorization afterwards."""
+    version), and is still used for authorization afterwards.
+
+    OCTT: TC_D_07_CS (2.0.1)
+    """
     h = await charger(csms, ocpp={"LocalPreAuthorize": True})
     assert await send_list(csms, 8, "Full", [entry(CARD), entry(OTHER, "Blocked")]) == "Accepted"
     await h.app.stop(reason=None)
@@ -293,7 +314,10 @@ async def test_list_persists_across_restart(csms: DevCsms, charger: Any) -> None
 
 async def test_list_used_offline(csms: DevCsms, charger: Any) -> None:
     """3.5.2 / 9.1.12 LocalAuthorizeOffline: offline, an Accepted list entry authorizes the
-    card (never seen online, so not cached; AllowOfflineTxForUnknownId is false)."""
+    card (never seen online, so not cached; AllowOfflineTxForUnknownId is false).
+
+    OCTT: TC_C_21_CS (2.0.1)
+    """
     h = await charger(csms)
     assert await send_list(csms, 1, "Full", [entry(CARD)]) == "Accepted"
     assert h.app.store.cache_get(CARD) is None
@@ -307,7 +331,10 @@ async def test_list_not_valid_refused_offline_even_for_unknown_allowed(
 ) -> None:
     """3.5.4: "Identifiers that are present in a Local Authorization List that have a status
     other than Accepted ... MUST be rejected" even with AllowOfflineTxForUnknownId=true, as
-    are apparently expired ones; a card in neither list nor cache is admitted."""
+    are apparently expired ones; a card in neither list nor cache is admitted.
+
+    OCTT: TC_C_22_CS (2.0.1)
+    """
     h = await charger(csms, ocpp={"AllowOfflineTxForUnknownId": True})
     items = [
         entry(CARD, "Blocked"),
@@ -338,7 +365,10 @@ async def test_list_blocked_refuses_with_local_pre_authorize(csms: DevCsms, char
 async def test_list_accepted_starts_without_authorize(csms: DevCsms, charger: Any) -> None:
     """9.1.13 LocalPreAuthorize: an Accepted list entry starts the transaction without waiting
     for (or sending) Authorize.req; StartTransaction.conf does not put the listed card into
-    the Authorization Cache (3.5.3)."""
+    the Authorization Cache (3.5.3).
+
+    OCTT: TC_C_27_CS (2.0.1)
+    """
     h = await charger(csms, ocpp={"LocalPreAuthorize": True})
     assert await send_list(csms, 1, "Full", [entry(CARD)]) == "Accepted"
     assert await tap_started(h, CARD)

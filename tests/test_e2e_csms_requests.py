@@ -112,7 +112,10 @@ async def restart(h: Any, csms: DevCsms, charger: Any, **kwargs: Any) -> Any:
 
 async def test_remote_start_with_connector_then_plug(csms: DevCsms, charger: Any) -> None:
     """5.11 RemoteStartTransaction with connectorId: Accepted; StartTransaction (4.8) follows
-    once the cable is plugged in (3.6), for the given idTag."""
+    once the cable is plugged in (3.6), for the given idTag.
+
+    OCTT: TC_011_1_CS (1.6); TC_F_03_CS (2.0.1)
+    """
     h = await charger(csms)
     result = await req(csms, "RemoteStartTransaction", {"connectorId": 1, "idTag": CARD})
     assert result == {"status": "Accepted"}
@@ -179,7 +182,10 @@ async def test_remote_start_rejected_when_unavailable(csms: DevCsms, charger: An
 
 
 async def test_remote_start_authorizes_first_when_configured(csms: DevCsms, charger: Any) -> None:
-    """5.11 / 9.1.3 AuthorizeRemoteTxRequests=true: Authorize.req precedes StartTransaction."""
+    """5.11 / 9.1.3 AuthorizeRemoteTxRequests=true: Authorize.req precedes StartTransaction.
+
+    OCTT: TC_010_CS (1.6); TC_F_01_CS (2.0.1)
+    """
     h = await charger(csms, ocpp={"AuthorizeRemoteTxRequests": True})
     h.plug()
     await wait_status(h, 1, "Preparing")
@@ -210,7 +216,10 @@ async def test_remote_start_not_started_when_authorize_invalid(csms: DevCsms, ch
 async def test_remote_stop_accepted_and_stops_with_reason_remote(
     csms: DevCsms, charger: Any
 ) -> None:
-    """5.12 RemoteStopTransaction: Accepted, StopTransaction (4.10) with reason Remote."""
+    """5.12 RemoteStopTransaction: Accepted, StopTransaction (4.10) with reason Remote.
+
+    OCTT: TC_012_CS (1.6); TC_F_08_CS (2.0.1)
+    """
     h = await charger(csms)
     tx_id = await start_session(h, csms)
     await h.advance(60, step_s=5)
@@ -358,7 +367,10 @@ async def test_change_availability_connector_zero_scheduled_during_transaction(
 
 
 async def test_change_availability_persists_across_restart(csms: DevCsms, charger: Any) -> None:
-    """5.2 "Persistent states: Connector set to Unavailable shall persist a reboot"."""
+    """5.2 "Persistent states: Connector set to Unavailable shall persist a reboot".
+
+    OCTT: TC_034_CS (1.6); TC_B_23_CS (2.0.1)
+    """
     h = await charger(csms, connectors=2)
     await req(csms, "ChangeAvailability", {"connectorId": 2, "type": "Inoperative"})
     await wait_status(h, 2, "Unavailable")
@@ -622,7 +634,10 @@ async def test_cached_card_is_authorized_offline(csms: DevCsms, charger: Any) ->
 
 async def test_clear_cache_forgets_cached_cards(csms: DevCsms, charger: Any) -> None:
     """5.4 ClearCache: Accepted; afterwards the previously cached card is no longer
-    authorized offline (3.5.1, AllowOfflineTxForUnknownId=false)."""
+    authorized offline (3.5.1, AllowOfflineTxForUnknownId=false).
+
+    OCTT: TC_061_CS (1.6); TC_C_37_CS (2.0.1)
+    """
     h = await charger(csms)
     await start_session(h, csms)
     h.tap()
@@ -664,7 +679,10 @@ async def test_data_transfer_unknown_vendor(csms: DevCsms, charger: Any) -> None
 
 async def test_unlock_connector_stops_transaction(csms: DevCsms, charger: Any) -> None:
     """5.18 UnlockConnector during a transaction: the transaction is stopped with reason
-    UnlockCommand, the cable is unlocked -> Unlocked."""
+    UnlockCommand, the cable is unlocked -> Unlocked.
+
+    OCTT: TC_018_1_CS (1.6); TC_F_05_CS (2.0.1)
+    """
     h = await charger(csms)
     tx_id = await start_session(h, csms)
     await h.settle(lambda: h.rig().lock.locked)
@@ -687,7 +705,10 @@ async def test_unlock_connector_idle(csms: DevCsms, charger: Any) -> None:
 
 async def test_unlock_unknown_connector_not_supported(csms: DevCsms, charger: Any) -> None:
     """Errata 3.87 (7.42 UnlockStatus): "NotSupported: Charge Point has no connector lock, or
-    ConnectorId is unknown." (the errata win over a generic CALLERROR)."""
+    ConnectorId is unknown." (the errata win over a generic CALLERROR).
+
+    OCTT: TC_F_10_CS (2.0.1 equivalent: UnknownConnector)
+    """
     await charger(csms)
     frame = await csms.call_raw(STATION_ID, "UnlockConnector", {"connectorId": 9})
     assert frame[0] == 3, frame

@@ -133,7 +133,10 @@ async def start_session(h: Any, csms: DevCsms, *, online: bool = True) -> None:
 async def test_csms_outage_mid_transaction_delivers_queue_once_in_order(
     csms: DevCsms, charger: Any
 ) -> None:
-    """3.7: charging goes on offline; queued MeterValues and StopTransaction follow later."""
+    """3.7: charging goes on offline; queued MeterValues and StopTransaction follow later.
+
+    OCTT: TC_036_CS, TC_038_CS (1.6); TC_E_40_CS, TC_E_44_CS (2.0.1)
+    """
     h = await charger(csms, ocpp=MV10)
     await start_session(h, csms)
     await h.advance(30)
@@ -175,7 +178,10 @@ async def test_csms_outage_mid_transaction_delivers_queue_once_in_order(
 async def test_offline_start_unknown_id_gets_transaction_id_on_reconnect(
     csms: DevCsms, charger: Any
 ) -> None:
-    """3.5.4 AllowOfflineTxForUnknownId: the id from StartTransaction.conf is mapped later."""
+    """3.5.4 AllowOfflineTxForUnknownId: the id from StartTransaction.conf is mapped later.
+
+    OCTT: TC_037_1_CS (1.6); TC_C_26_CS (2.0.1)
+    """
     h = await charger(csms, ocpp={**MV10, "AllowOfflineTxForUnknownId": True})
     await go_offline(h, csms)
     await start_session(h, csms, online=False)
@@ -204,6 +210,7 @@ async def test_offline_start_with_cached_card(csms: DevCsms, charger: Any) -> No
     """3.5.1: a card accepted online (Authorize.conf) is cached; LocalAuthorizeOffline uses it.
 
     AllowOfflineTxForUnknownId stays false, so only the cache can authorize the card.
+    OCTT: TC_037_1_CS, TC_039_CS (1.6); TC_E_43_CS (2.0.1)
     """
     h = await charger(csms, ocpp={**MV10, "LocalAuthorizeOffline": True})
     # First session online fills the cache via Authorize.conf.
@@ -262,7 +269,10 @@ async def test_callerror_once_is_retried_and_confirmed_once(
     csms: DevCsms, charger: Any, action: str
 ) -> None:
     """3.7.1: a CALLERROR is a failure to process; the message is resent after
-    TransactionMessageRetryInterval and the transaction is still delivered exactly once."""
+    TransactionMessageRetryInterval and the transaction is still delivered exactly once.
+
+    OCTT: TC_E_51_CS (2.0.1)
+    """
     h = await charger(csms, ocpp=MV10)
     csms.error_actions_once = {action: "InternalError"}
     await start_session(h, csms)
@@ -305,7 +315,10 @@ async def test_start_dropped_after_attempts_then_transaction_id_minus_one(
     csms: DevCsms, charger: Any
 ) -> None:
     """3.7.1 + errata 3.18: after TransactionMessageAttempts failures the StartTransaction
-    is discarded, and the transaction's other messages carry transactionId -1."""
+    is discarded, and the transaction's other messages carry transactionId -1.
+
+    OCTT: TC_E_50_CS (2.0.1)
+    """
     h = await charger(
         csms,
         ocpp={
@@ -337,7 +350,10 @@ async def test_start_dropped_after_attempts_then_transaction_id_minus_one(
 
 async def test_black_hole_timeout_resends_with_new_message_id(csms: DevCsms, charger: Any) -> None:
     """OCPP-J 4.1.1/4.1.4: no answer within response_timeout_s (2 s real time here) is a
-    failure; the message is resent later with a new message id, and only once confirmed."""
+    failure; the message is resent later with a new message id, and only once confirmed.
+
+    OCTT: TC_E_42_CS (2.0.1)
+    """
     h = await charger(csms, ocpp=MV10)
     await start_session(h, csms)
     await drained(h)
@@ -414,7 +430,10 @@ async def test_crash_recovery_stops_with_last_persisted_reading(
     csms: DevCsms, charger: Any, tmp_path: Path, boot_id: str, reason: str
 ) -> None:
     """4.10 / 7.36: a transaction left open by a crash is stopped at the next start, with
-    reason Reboot (same OS boot) or PowerLoss (different boot) and the last stored reading."""
+    reason Reboot (same OS boot) or PowerLoss (different boot) and the last stored reading.
+
+    OCTT: TC_032_2_CS (1.6, the PowerLoss case)
+    """
     h1 = await charger(csms, ocpp=MV10, boot_id="boot-1")
     await start_session(h1, csms)
     await h1.advance(35)
