@@ -460,9 +460,20 @@ class Store:
             attempts=int(row["attempts"]),
         )
 
-    def outbox_delete(self, seq: int) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+    def outbox_delete(self, seq: int, *, durable: bool = True) -> None:
+        """Drop a confirmed message. ``durable=False`` skips the fsync: for messages whose
+        re-delivery after a crash is harmless (MeterValues), it halves replay time on SD
+        cards. Start/Stop confirmations must stay durable."""
+        if durable:
+            with self._tx() as db:
+                db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._tx() as db:
+                db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
 
     def outbox_mark_attempt(self, seq: int) -> int:
         with self._tx() as db:
