@@ -6,11 +6,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from controller import connector as sm
-from controller.clock import Clock
+from controller.clock import Clock, TrustedClock, iso_utc
 from controller.config import Config
 from controller.ocpp16.client import ConnectionOptions, Ocpp16Client, StationIdentity
 from controller.ocpp16.journal import Journal
@@ -33,6 +34,30 @@ def read_boot_id() -> str:
         return ""
 
 
+LAST_GOOD_UTC_KEY = "clock.last_good_utc"
+
+
+class SettingsTimeStore:
+    """The clock's last known good time in the store's settings table (``TimeStore``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load_last_good(self) -> datetime | None:
+        text = self.store.get_setting(LAST_GOOD_UTC_KEY)
+        if not text:
+            return None
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            LOG.warning("ignoring unreadable %s %r", LAST_GOOD_UTC_KEY, text)
+            return None
+        return moment if moment.tzinfo is not None else None
+
+    def save_last_good(self, moment: datetime) -> None:
+        self.store.set_setting(LAST_GOOD_UTC_KEY, iso_utc(moment))
+
+
 class App:
     """One running charger: ``start``, then ``wait`` until stopped or reset."""
 
@@ -47,7 +72,8 @@ class App:
         with_api: bool = True,
     ) -> None:
         self.config = config
-        self.clock = clock or Clock()
+        # No RTC on a Pi: time is untrusted until NTP or the CSMS confirms it (TrustedClock).
+        self.clock = clock or TrustedClock(Clock())
         self.rng = rng
         self.boot_id = read_boot_id() if boot_id is None else boot_id
         self.on_frame = on_frame
@@ -95,6 +121,9 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         self.store = open_store(cfg.storage_path)
+        if isinstance(self.clock, TrustedClock):
+            self.clock.attach_store(SettingsTimeStore(self.store))
+            self._tasks.spawn(self.clock.keeper(), name="clock-keeper")
         settings = Settings(self.store, core_keys(len(cfg.connectors)), cfg.ocpp_overrides)
         hardware, reader = self._build_devices()
         self.station = Station(
@@ -228,5 +257,8 @@ class App:
         if self.station is not None:
             await self._close_drivers()
         if self.store is not None:
+            if isinstance(self.clock, TrustedClock):
+                self.clock.persist()
+                self.clock.attach_store(None)
             self.store.close()
             self.store = None

@@ -7,8 +7,8 @@ import base64
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +16,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from controller import connector as sm
-from controller.clock import Clock, iso_utc
+from controller.clock import Clock, clamp_iso, iso_utc
 from controller.ocpp16 import messages as build
 from controller.ocpp16.auth import LocalAuth
 from controller.ocpp16.journal import Journal
@@ -55,6 +55,20 @@ SUPPORTED_ACTIONS = frozenset(
         "TriggerMessage",
     }
 )
+
+
+@dataclass(frozen=True)
+class PendingStatus:
+    """A status waiting to be reported: ``at`` is when it began (the StatusNotification
+    timestamp), ``since_s`` the same moment on the monotonic clock. ``force`` = report
+    without waiting for MinimumStatusDuration and even if unchanged (after (re)connecting,
+    TriggerMessage, ChangeAvailability of connector 0)."""
+
+    status: str
+    error_code: str
+    at: str
+    since_s: float
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,10 @@ class Ocpp16Client:
         self._accepted_once = False  # BootNotification only once per process (OCPP-J 5.4)
         self._outbox_wakeup = asyncio.Event()
         self._status_wakeup = asyncio.Event()
-        self._pending_status: dict[int, tuple[str, str, str]] = {}
+        self._pending_status: dict[int, PendingStatus] = {}
+        # (status, errorCode) last reported per connector in this connection.
+        self._reported_status: dict[int, tuple[str, str]] = {}
+        self._warned_untrusted = False
         self._last_activity_s = clock.monotonic_s()
         self._tasks = TaskGroup("ocpp16")
         self.journal = Journal(store, settings, boot_id=station.boot_id)
@@ -122,6 +139,11 @@ class Ocpp16Client:
         self.server_time_offset_s: float | None = None
         self.connects = 0
         self.tx_message_timeouts = 0
+        settings.on_change(self._on_setting)
+
+    def _on_setting(self, name: str, value: str) -> None:
+        if name == "MinimumStatusDuration":
+            self._status_wakeup.set()  # re-evaluate what is due
 
     # ------------------------------------------------------------------ CsmsPort
 
@@ -144,8 +166,25 @@ class Ocpp16Client:
 
     def status_changed(self, connector_id: int, status: str, error_code: str, at: str) -> None:
         # Only the latest status per connector is kept while offline (sent on reconnect).
-        self._pending_status[connector_id] = (status, error_code, at)
+        # A repeat of the waiting status keeps its start (the stability window runs on).
+        pending = self._pending_status.get(connector_id)
+        if pending is not None and (pending.status, pending.error_code) == (status, error_code):
+            return
+        self._pending_status[connector_id] = PendingStatus(
+            status, error_code, at, self.clock.monotonic_s()
+        )
         self._status_wakeup.set()
+
+    def _force_status(self, connector_id: int, status: str, error_code: str) -> None:
+        """Report the current status now (keeping the start time if it is already queued)."""
+        pending = self._pending_status.get(connector_id)
+        if pending is not None and (pending.status, pending.error_code) == (status, error_code):
+            at, since_s = pending.at, pending.since_s
+        else:
+            at, since_s = self._now(), self.clock.monotonic_s()
+        self._pending_status[connector_id] = PendingStatus(
+            status, error_code, at, since_s, force=True
+        )
 
     async def authorize(self, id_tag: str) -> AuthDecision:
         """Local Authorization List, Authorization Cache or CSMS (3.5; rules in auth.decide)."""
@@ -265,16 +304,20 @@ class Ocpp16Client:
         if not self._accepted_once:
             await self._boot()
         self._state = "accepted"
-        # After (re)connecting: the current status of every connector, not the history.
-        self._pending_status[0] = (
-            "Available" if self.station.station_operative else "Unavailable",
-            "NoError",
-            self._now(),
+        # After (re)connecting: the current status of every connector, not the history
+        # (4.9 and errata 3.22), at once: not held back by MinimumStatusDuration.
+        self._reported_status.clear()
+        self._force_status(
+            0, "Available" if self.station.station_operative else "Unavailable", "NoError"
         )
         for c in self.station.connectors.values():
-            self._pending_status.setdefault(
-                c.connector_id, (c.state.status.value, c.state.error_code, self._now())
-            )
+            pending = self._pending_status.get(c.connector_id)
+            if pending is not None:
+                self._pending_status[c.connector_id] = PendingStatus(
+                    pending.status, pending.error_code, pending.at, pending.since_s, force=True
+                )
+            else:
+                self._force_status(c.connector_id, c.state.status.value, c.state.error_code)
         self._status_wakeup.set()
         self._outbox_wakeup.set()
         await asyncio.gather(self._status_pump(), self._outbox_pump(), self._heartbeat_loop())
@@ -316,14 +359,61 @@ class Ocpp16Client:
                     self._rpc.silent = False
 
     def _note_server_time(self, text: Any) -> None:
+        """currentTime of BootNotification.conf / Heartbeat.conf: "RECOMMENDED to be used by
+        the Charge Point to synchronize its internal clock" (4.2, 4.6)."""
         if not isinstance(text, str):
             return
         try:
             server = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             return
-        if server.tzinfo is not None:
-            self.server_time_offset_s = (server - self.clock.utc_now()).total_seconds()
+        if server.tzinfo is None:
+            return
+        self.server_time_offset_s = (server - self.clock.utc_now()).total_seconds()
+        confirm = getattr(self.clock, "confirm_from_csms", None)  # a TrustedClock
+        if confirm is None:
+            return
+        applied_s = float(confirm(server))
+        if applied_s:
+            # Statuses still waiting here were stamped on the old timeline: move them along.
+            # (Queued transaction messages in the store keep theirs; see TrustedClock.)
+            shift = timedelta(seconds=applied_s)
+            for cid, p in list(self._pending_status.items()):
+                try:
+                    at = datetime.fromisoformat(p.at.replace("Z", "+00:00")) + shift
+                except ValueError:
+                    continue
+                self._pending_status[cid] = replace(p, at=iso_utc(at))
+
+    def _guard_timestamps(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Never send a timestamp before the clock's build floor (a Pi without RTC boots at
+        1970; messages queued by older versions may carry such times), and warn when the
+        timestamps come from a clock that is not confirmed yet."""
+        floor = getattr(self.clock, "build_floor", None)
+        if floor is None:
+            return payload
+        if getattr(self.clock, "trusted", True):
+            self._warned_untrusted = False
+        elif not self._warned_untrusted:
+            self._warned_untrusted = True
+            LOG.warning(
+                "sending %s with untrusted time (not confirmed by NTP or the CSMS yet)", action
+            )
+
+        def fix(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {
+                    k: clamp_iso(v, floor) if k == "timestamp" and isinstance(v, str) else fix(v)
+                    for k, v in value.items()
+                }
+            if isinstance(value, list):
+                return [fix(v) for v in value]
+            return value
+
+        fixed: dict[str, Any] = fix(payload)
+        if fixed != payload:
+            LOG.warning("%s: timestamp(s) before %s raised to it", action, iso_utc(floor))
+        return fixed
 
     async def _call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         rpc = self._rpc
@@ -333,7 +423,7 @@ class Ocpp16Client:
 
     async def _send_best_effort(self, action: str, payload: dict[str, Any]) -> None:
         try:
-            await self._call(action, payload)
+            await self._call(action, self._guard_timestamps(action, payload))
         except (CallError, CallTimeout, ConnectionLost) as exc:
             LOG.info("%s not delivered: %s", action, exc)
 
@@ -342,28 +432,77 @@ class Ocpp16Client:
     def _now(self) -> str:
         return iso_utc(self.clock.utc_now())
 
+    def _next_status(self) -> tuple[int | None, float | None]:
+        """The connector whose status is due now (oldest first), else the seconds until the
+        next one becomes due (None: nothing waiting).
+
+        MinimumStatusDuration (4.9, 9.1.20; errata 3.19 "SHALL send ... taking into account
+        some minimum status duration"): a status is reported once it has been stable that
+        long, with the timestamp of when it began; one that was replaced sooner is not
+        reported, nor is a return to the status last reported. Faulted is reported at once:
+        omitting short statuses is a MAY, and a fault is what the CSMS must learn quickly.
+        """
+        min_s = max(0, self.settings.get_int("MinimumStatusDuration"))
+        now_s = self.clock.monotonic_s()
+        due: list[tuple[float, int]] = []
+        wait_s: float | None = None
+        for connector_id, p in list(self._pending_status.items()):
+            if not p.force and self._reported_status.get(connector_id) == (
+                p.status,
+                p.error_code,
+            ):
+                del self._pending_status[connector_id]  # back to what the CSMS knows
+                continue
+            if p.force or p.status == "Faulted" or now_s - p.since_s >= min_s:
+                due.append((p.since_s, connector_id))
+            else:
+                left = p.since_s + min_s - now_s
+                wait_s = left if wait_s is None else min(wait_s, left)
+        if due:
+            return min(due)[1], None
+        return None, wait_s
+
     async def _status_pump(self) -> None:
         while True:
-            await self._status_wakeup.wait()
             self._status_wakeup.clear()
-            while self._pending_status:
-                connector_id = min(self._pending_status)
-                status, code, at = self._pending_status[connector_id]
-                payload = {
-                    "connectorId": connector_id,
-                    "errorCode": code,
-                    "status": status,
-                    "timestamp": at,
-                }
-                try:
-                    await self._call("StatusNotification", payload)
-                except CallTimeout:
-                    continue
-                except CallError as exc:
-                    LOG.warning("StatusNotification refused: %s", exc)
-                # Only drop it if no newer status arrived meanwhile.
-                if self._pending_status.get(connector_id) == (status, code, at):
-                    del self._pending_status[connector_id]
+            connector_id, wait_s = self._next_status()
+            if connector_id is None:
+                if wait_s is None:
+                    await self._status_wakeup.wait()
+                else:
+                    await self._wait_status_or(wait_s)
+                continue
+            p = self._pending_status[connector_id]
+            payload = {
+                "connectorId": connector_id,
+                "errorCode": p.error_code,
+                "status": p.status,
+                "timestamp": p.at,
+            }
+            try:
+                await self._call(
+                    "StatusNotification", self._guard_timestamps("StatusNotification", payload)
+                )
+            except CallTimeout:
+                continue
+            except CallError as exc:
+                LOG.warning("StatusNotification refused: %s", exc)
+            self._reported_status[connector_id] = (p.status, p.error_code)
+            # Only drop it if no newer status arrived meanwhile.
+            if self._pending_status.get(connector_id) == p:
+                del self._pending_status[connector_id]
+
+    async def _wait_status_or(self, delay_s: float) -> None:
+        """Until a status changes or ``delay_s`` passed on the (injected) clock."""
+        waiters = [
+            asyncio.ensure_future(self._status_wakeup.wait()),
+            asyncio.ensure_future(self.clock.sleep(delay_s)),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -398,7 +537,7 @@ class Ocpp16Client:
                     tx.csms_tx_id if tx is not None and tx.csms_tx_id is not None else -1
                 )
             try:
-                result = await self._call(msg.action, payload)
+                result = await self._call(msg.action, self._guard_timestamps(msg.action, payload))
             except CallTimeout:
                 self.tx_message_timeouts += 1
                 # No answer is not a "failure to process" (OCPP-J errata 3.3): never drop
@@ -437,7 +576,9 @@ class Ocpp16Client:
                     tag = msg.payload.get("idTag")
                     if tag:
                         self._remember(str(tag), result["idTagInfo"])
-                self.store.outbox_delete(msg.seq)
+                # A MeterValues delivered twice after a crash is harmless; skipping the fsync
+                # of its confirmation roughly doubles replay speed on SD cards.
+                self.store.outbox_delete(msg.seq, durable=msg.action != "MeterValues")
 
     # ------------------------------------------------------------------ CSMS requests
 
@@ -457,10 +598,8 @@ class Ocpp16Client:
         cid = self._connector_id(p, allow_zero=True)
         status = self.station.change_availability(cid, p["type"] == "Operative")
         if cid == 0:
-            self._pending_status[0] = (
-                "Available" if p["type"] == "Operative" else "Unavailable",
-                "NoError",
-                self._now(),
+            self._force_status(
+                0, "Available" if p["type"] == "Operative" else "Unavailable", "NoError"
             )
             self._status_wakeup.set()
         return {"status": status}
@@ -573,23 +712,19 @@ class Ocpp16Client:
             for target in targets:
                 if target == 0:
                     status = "Available" if self.station.station_operative else "Unavailable"
-                    self._pending_status[0] = (status, "NoError", self._now())
+                    self._force_status(0, status, "NoError")
                 else:
                     c = self.station.connectors[target]
-                    self._pending_status[target] = (
-                        c.state.status.value,
-                        c.state.error_code,
-                        self._now(),
-                    )
+                    self._force_status(target, c.state.status.value, c.state.error_code)
             if self._state == "pending":
                 # Triggered messages may be sent while Pending (4.2); the pump waits for Accepted.
                 for target in targets:
-                    status, code, at = self._pending_status.pop(target)
+                    pending = self._pending_status.pop(target)
                     status_payload = {
                         "connectorId": target,
-                        "errorCode": code,
-                        "status": status,
-                        "timestamp": at,
+                        "errorCode": pending.error_code,
+                        "status": pending.status,
+                        "timestamp": pending.at,
                     }
                     self._tasks.spawn(
                         self._send_best_effort("StatusNotification", status_payload),
