@@ -134,6 +134,7 @@ class App:
             clock=self.clock,
             boot_id=self.boot_id,
             tick_interval_s=cfg.tick_interval_s,
+            resume_transactions=cfg.resume_transactions,
         )
         if cfg.csms is not None:
             self.client = Ocpp16Client(

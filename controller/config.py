@@ -75,6 +75,9 @@ class Config:
     ocpp_overrides: dict[str, Any] = field(default_factory=dict)
     log_level: str = "INFO"
     tick_interval_s: float = 1.0
+    # Re-attach a transaction a crash or power loss left open when the vehicle is still
+    # plugged in at the next start (instead of closing it with Reboot / PowerLoss).
+    resume_transactions: bool = False
 
     @property
     def uses_simulation(self) -> bool:
@@ -153,6 +156,7 @@ def parse(data: dict[str, Any]) -> Config:
             "firmware_version",
             "storage",
             "tick_interval_s",
+            "resume_transactions",
         },
         "station",
     )
@@ -170,6 +174,12 @@ def parse(data: dict[str, Any]) -> Config:
     storage = _str(station, "storage", "station.storage", "/var/lib/evsed/evsed.db")
     assert storage is not None
     tick_s = _num(station, "tick_interval_s", "station.tick_interval_s", 1.0, 0.05, 10.0)
+    resume = station.get("resume_transactions", False)
+    if not isinstance(resume, bool):
+        raise ConfigError(
+            "station.resume_transactions",
+            "must be true or false (without quotes), e.g. resume_transactions = true",
+        )
 
     csms: CsmsConfig | None = None
     csms_t = _table(data, "csms", "csms")
@@ -305,6 +315,7 @@ def parse(data: dict[str, Any]) -> Config:
         ocpp_overrides=dict(ocpp),
         log_level=level,
         tick_interval_s=tick_s,
+        resume_transactions=resume,
     )
 
 

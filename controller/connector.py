@@ -119,6 +119,39 @@ class SettingsChanged:
     unlock_on_ev_disconnect: bool = True
 
 
+@dataclass(frozen=True)
+class Deauthorized:
+    """StartTransaction.conf: the idTag of the running transaction is not Accepted, and
+    StopTransactionOnInvalidId is false (OCPP 1.6 3.5.4 / 4.8 with errata 3.17): the
+    transaction goes on, energy delivery stops - once the meter register reaches
+    ``energy_limit_wh`` (MaxEnergyOnInvalidId, 9.1.14), at once when it is None."""
+
+    energy_limit_wh: float | None = None
+
+
+@dataclass(frozen=True)
+class EnergyMeasured:
+    """The connector's energy import register (Wh), to enforce a MaxEnergyOnInvalidId limit."""
+
+    energy_wh: float
+
+
+@dataclass(frozen=True)
+class ResumeTx:
+    """Re-attach a transaction a restart left open (``[station] resume_transactions``).
+
+    No StartTx is emitted: the transaction already exists (and is known to the CSMS). It
+    runs again only if the connector could start one now (plugged, operative, no fault);
+    otherwise the event is ignored and the runtime closes the transaction. ``deauthorized``
+    and ``energy_limit_wh`` restore a ``Deauthorized`` received before the restart.
+    """
+
+    id_tag: str
+    parent_id_tag: str | None = None
+    deauthorized: bool = False
+    energy_limit_wh: float | None = None
+
+
 Event = (
     VehicleChanged
     | TokenPresented
@@ -131,6 +164,9 @@ Event = (
     | CurrentLimitChanged
     | Tick
     | SettingsChanged
+    | Deauthorized
+    | EnergyMeasured
+    | ResumeTx
 )
 
 # ----------------------------------------------------------------------------- commands
@@ -219,6 +255,10 @@ class ConnectorState:
     # Transaction
     tx_active: bool = False
     finishing: bool = False  # transaction ended, cable still plugged
+    # The CSMS invalidated the idTag of the running transaction (Deauthorized): energy only
+    # while the register is below energy_limit_wh (MaxEnergyOnInvalidId); None = no energy.
+    deauthorized: bool = False
+    energy_limit_wh: float | None = None
     # Outputs as last commanded
     contactor_closed: bool = False
     offered_current_a: float = 0.0
@@ -232,11 +272,24 @@ class ConnectorState:
     now_s: float = 0.0
 
 
+def energy_allowed(s: ConnectorState) -> bool:
+    """Whether the transaction's idTag still entitles it to energy.
+
+    A transaction whose idTag the CSMS invalidated (``Deauthorized``) counts as authorized
+    for energy delivery only while a MaxEnergyOnInvalidId allowance remains (9.1.14: the
+    operator chose to let the EV charge enough to drive away); without one, or once it is
+    used up, energy delivery stops (SuspendedEVSE) while the transaction stays open.
+    """
+    return not s.deauthorized or s.energy_limit_wh is not None
+
+
 def contactor_permitted(s: ConnectorState) -> bool:
-    """The safety rule: authorized transaction, energy requested, operative, no fault."""
+    """The safety rule: authorized transaction (idTag not invalidated, or within its
+    MaxEnergyOnInvalidId allowance), energy requested, operative, no fault."""
     return (
         s.tx_active
         and s.authorized_tag is not None
+        and energy_allowed(s)
         and s.vehicle.requests_energy
         and s.operative
         and s.fault is None
@@ -246,7 +299,13 @@ def contactor_permitted(s: ConnectorState) -> bool:
 
 def _offer_a(s: ConnectorState) -> float:
     """Current offered to the vehicle while a transaction may draw energy."""
-    if not (s.tx_active and s.authorized_tag is not None and s.operative and s.fault is None):
+    if not (
+        s.tx_active
+        and s.authorized_tag is not None
+        and energy_allowed(s)
+        and s.operative
+        and s.fault is None
+    ):
         return 0.0
     if s.vehicle in (VehicleState.A, VehicleState.E, VehicleState.F):
         return 0.0
@@ -357,6 +416,8 @@ def _end_tx(
         authorized_at_s=None,
         authorizing=None,
         finishing=s.vehicle.plugged,
+        deauthorized=False,
+        energy_limit_wh=None,
     )
     ev_unplug = reason is StopReason.EV_DISCONNECTED
     if not s.vehicle.plugged and s.locked and (s.unlock_on_ev_disconnect or not ev_unplug):
@@ -481,6 +542,44 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             ):
                 # ConnectionTimeOut (9.1.6): the driver never plugged in.
                 s = replace(s, authorized_tag=None, authorized_parent=None, authorized_at_s=None)
+        case Deauthorized(energy_limit_wh=limit):
+            if s.tx_active:
+                if s.deauthorized:
+                    # A second invalidation never extends the allowance.
+                    old = s.energy_limit_wh
+                    limit = None if old is None or limit is None else min(old, limit)
+                s = replace(s, deauthorized=True, energy_limit_wh=limit)
+        case EnergyMeasured(energy_wh=energy):
+            if (
+                s.tx_active
+                and s.deauthorized
+                and s.energy_limit_wh is not None
+                and energy >= s.energy_limit_wh
+            ):
+                # Allowance used up; latched, so a register glitch cannot re-enable energy.
+                s = replace(s, energy_limit_wh=None)
+        case ResumeTx(id_tag=tag, parent_id_tag=parent):
+            if (
+                not s.tx_active
+                and s.vehicle.plugged
+                and s.vehicle not in (VehicleState.E, VehicleState.F)
+                and s.operative
+                and s.fault is None
+            ):
+                if not s.locked:
+                    cmds.append(Lock())
+                s = replace(
+                    s,
+                    tx_active=True,
+                    finishing=False,
+                    authorized_tag=tag,
+                    authorized_parent=parent,
+                    authorized_at_s=s.now_s,
+                    authorizing=None,
+                    locked=True,
+                    deauthorized=event.deauthorized,
+                    energy_limit_wh=event.energy_limit_wh if event.deauthorized else None,
+                )
         case SettingsChanged():
             s = replace(
                 s,

@@ -128,6 +128,9 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("LocalAuthListMaxLength", "int", str(LOCAL_AUTH_LIST_MAX_LENGTH), readonly=True),
         KeyDef("LocalAuthorizeOffline", "bool", "true"),
         KeyDef("LocalPreAuthorize", "bool", "false"),
+        # 9.1.14: Wh still delivered after StartTransaction.conf rejected the idTag (when
+        # StopTransactionOnInvalidId is false); 0 = suspend at once.
+        KeyDef("MaxEnergyOnInvalidId", "int", "0", min_value=0, max_value=1_000_000),
         KeyDef(
             "MeterValuesAlignedData",
             "csl",

@@ -12,7 +12,7 @@ from controller import connector as sm
 from controller.clock import Clock, iso_utc
 from controller.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
 from controller.settings import Settings
-from controller.store import Store, StoreError
+from controller.store import Store, StoreError, TxRecord
 from controller.tasks import TaskGroup
 from hal.base import (
     ConnectorLock,
@@ -33,6 +33,14 @@ LOG = logging.getLogger(__name__)
 METER_FAILURES_BEFORE_FAULT = 3
 VEHICLE_READY_TIMEOUT_S = 2.0
 MAX_STOP_TX_SAMPLES = 48
+# The last reading of a running transaction is persisted at least this often (and every
+# MeterValueSampleInterval when that is shorter), so an unclean stop loses at most this
+# much energy from the bill; nothing is written while the register stands still.
+MAX_PERSIST_INTERVAL_S = 60
+# Store settings key marking a transaction whose idTag the CSMS invalidated (value: the
+# register limit of MaxEnergyOnInvalidId in Wh, or "" for none), so a resumed
+# transaction does not get its energy back.
+_DEAUTH_KEY = "tx.deauthorized.{}"
 
 _INDICATOR = {
     sm.Status.AVAILABLE: IndicatorState.AVAILABLE,
@@ -72,6 +80,9 @@ class ConnectorRuntime:
     tx_meter_start_wh: int = 0
     tx_started_s: float = 0.0
     last_sample_s: float = 0.0
+    last_persist_s: float = 0.0
+    persisted_wh: int = 0  # register value known to be durable for the open transaction
+    deauth_marked: bool = False  # _DEAUTH_KEY written for the open transaction
     samples: list[Sample] = field(default_factory=list)
     reading: MeterReading | None = None
     meter_failures: int = 0
@@ -92,8 +103,10 @@ class Station:
         clock: Clock,
         boot_id: str = "",
         tick_interval_s: float = 1.0,
+        resume_transactions: bool = False,
     ) -> None:
         self.settings = settings
+        self.resume_transactions = resume_transactions
         self.store = store
         self.clock = clock
         self.reader = reader
@@ -129,7 +142,7 @@ class Station:
         for c in self.connectors.values():
             c.hw.contactor.set_closed(False)  # fail safe, whatever the driver did
             await self._poll_meter(c)
-        self._recover_open_transactions()
+        resumable = self._recover_open_transactions()
         for c in self.connectors.values():
             self._apply_settings(c)
             c.status_since_s = self.clock.monotonic_s()
@@ -142,6 +155,9 @@ class Station:
                 if c.hw.fault.active_fault:
                     self._set_fault(c, "input", c.hw.fault.active_fault)
             self._on_vehicle(c.connector_id, c.hw.vehicle.state)
+            tx = resumable.pop(c.connector_id, None)
+            if tx is not None:
+                self._resume_or_close(c, tx)
         if self.reader is not None:
             loop = self._loop
 
@@ -179,27 +195,117 @@ class Station:
 
         return callback
 
-    def _recover_open_transactions(self) -> None:
-        assert self.port is not None
+    def _recover_open_transactions(self) -> dict[int, TxRecord]:
+        """Close what an unclean stop left open; return those that may be resumed instead
+        (``resume_transactions``: the newest open one per connector, decided once the
+        vehicle interface is ready)."""
+        resumable: dict[int, TxRecord] = {}
         for tx in self.store.open_transactions():
-            # Same OS boot: the controller process died (crash, kill, watchdog) -> Reboot.
-            # Different boot id: the whole board lost power -> PowerLoss.
-            reason = "Reboot" if tx.boot_id and tx.boot_id == self.boot_id else "PowerLoss"
+            if self.resume_transactions and tx.connector_id in self.connectors:
+                older = resumable.get(tx.connector_id)
+                resumable[tx.connector_id] = tx  # ordered by tx_key: the newest wins
+                if older is None:
+                    continue
+                tx = older
+            self._close_recovered(tx)
+        return resumable
+
+    def _close_recovered(self, tx: TxRecord) -> None:
+        assert self.port is not None
+        # Same OS boot: the controller process died (crash, kill, watchdog) -> Reboot.
+        # Different boot id: the whole board lost power -> PowerLoss.
+        reason = "Reboot" if tx.boot_id and tx.boot_id == self.boot_id else "PowerLoss"
+        LOG.warning(
+            "closing transaction %d left open by an unclean stop: %s, %d Wh",
+            tx.tx_key,
+            reason,
+            tx.last_meter_wh,
+        )
+        self.port.stop_transaction(
+            tx.tx_key,
+            TxStop(
+                meter_stop_wh=tx.last_meter_wh,
+                timestamp=tx.last_meter_at,
+                reason=reason,
+                id_tag=None,
+            ),
+        )
+        self._clear_deauth_mark(tx.tx_key, known=None)
+
+    def _resume_or_close(self, c: ConnectorRuntime, tx: TxRecord) -> None:
+        """Re-attach ``tx`` if the vehicle is still plugged and the connector can charge;
+        otherwise close it like any transaction an unclean stop left open (4.10 / 7.36)."""
+        reading_wh = round(c.reading.energy_wh) if c.reading is not None else None
+        if reading_wh is None or reading_wh < tx.last_meter_wh:
+            # Without a reading at least the persisted one the bill cannot continue.
             LOG.warning(
-                "closing transaction %d left open by an unclean stop: %s, %d Wh",
+                "connector %d: transaction %d not resumed (meter %s Wh < stored %d Wh)",
+                c.connector_id,
                 tx.tx_key,
-                reason,
+                reading_wh,
                 tx.last_meter_wh,
             )
-            self.port.stop_transaction(
+            self._close_recovered(tx)
+            return
+        mark = self.store.get_setting(_DEAUTH_KEY.format(tx.tx_key))
+        limit_wh = float(mark) if mark else None
+        if limit_wh is not None and reading_wh >= limit_wh:
+            limit_wh = None  # the MaxEnergyOnInvalidId allowance is used up already
+        now_s = self.clock.monotonic_s()
+        c.tx_key = tx.tx_key  # before dispatch: the contactor may close right away
+        c.tx_id_tag = tx.id_tag
+        c.tx_meter_start_wh = tx.meter_start_wh
+        c.tx_started_s = c.last_sample_s = c.last_persist_s = now_s
+        c.persisted_wh = tx.last_meter_wh
+        c.deauth_marked = mark is not None
+        c.samples = []
+        self.dispatch(
+            c.connector_id,
+            sm.ResumeTx(
+                tx.id_tag,
+                parent_id_tag=self._parent_of(tx.id_tag),
+                deauthorized=mark is not None,
+                energy_limit_wh=limit_wh,
+            ),
+        )
+        if not c.state.tx_active:
+            LOG.info(
+                "connector %d: transaction %d not resumed (vehicle %s)",
+                c.connector_id,
                 tx.tx_key,
-                TxStop(
-                    meter_stop_wh=tx.last_meter_wh,
-                    timestamp=tx.last_meter_at,
-                    reason=reason,
-                    id_tag=None,
-                ),
+                c.state.vehicle.value,
             )
+            c.tx_key = None
+            c.tx_id_tag = None
+            c.deauth_marked = False
+            self._close_recovered(tx)
+            return
+        LOG.warning(
+            "connector %d: transaction %d resumed for %s after an unclean stop, %d Wh",
+            c.connector_id,
+            tx.tx_key,
+            tx.id_tag,
+            reading_wh,
+        )
+
+    def _parent_of(self, id_tag: str) -> str | None:
+        """The parent idTag as last known (local list first, then the cache; 3.5.3)."""
+        for info in (self.store.local_list_get(id_tag), self.store.cache_get(id_tag)):
+            if info is not None:
+                return info[1]
+        return None
+
+    def _clear_deauth_mark(self, tx_key: int, *, known: bool | None) -> None:
+        """Drop the Deauthorized marker of a closed transaction (``known`` None: look)."""
+        key = _DEAUTH_KEY.format(tx_key)
+        if known is None:
+            known = self.store.get_setting(key) is not None
+        if not known:
+            return
+        try:
+            self.store.delete_setting(key)
+        except StoreError:
+            LOG.exception("could not drop %s", key)
 
     # ------------------------------------------------------------------ events
 
@@ -359,7 +465,9 @@ class Station:
             return
         c.tx_id_tag = id_tag
         c.tx_meter_start_wh = energy_wh
-        c.tx_started_s = c.last_sample_s = self.clock.monotonic_s()
+        c.tx_started_s = c.last_sample_s = c.last_persist_s = self.clock.monotonic_s()
+        c.persisted_wh = energy_wh  # begin_transaction stored it as the last reading
+        c.deauth_marked = False
         c.samples = []
         if c.reading is not None:
             c.samples.append(Sample(c.reading, now, "Transaction.Begin"))
@@ -370,8 +478,10 @@ class Station:
         if tx_key is None:
             return
         c.tx_key = None
+        marked, c.deauth_marked = c.deauth_marked, False
         self._tasks.spawn(
-            self._finish_stop(c, tx_key, reason, id_tag, list(c.samples)), name="stop-tx"
+            self._finish_stop(c, tx_key, reason, id_tag, list(c.samples), marked),
+            name="stop-tx",
         )
         c.samples = []
 
@@ -382,6 +492,7 @@ class Station:
         reason: sm.StopReason,
         id_tag: str | None,
         samples: list[Sample],
+        deauth_marked: bool = False,
     ) -> None:
         assert self.port is not None
         # Read after the contactor opened so the last watt-hours are billed.
@@ -400,6 +511,7 @@ class Station:
                 transaction_data=samples,
             ),
         )
+        self._clear_deauth_mark(tx_key, known=deauth_marked)
         LOG.info(
             "connector %d: transaction %d stopped (%s), %d Wh",
             c.connector_id,
@@ -446,8 +558,11 @@ class Station:
             now_s = self.clock.monotonic_s()
             for c in self.connectors.values():
                 await self._poll_meter(c)
+                if c.state.energy_limit_wh is not None and c.reading is not None:
+                    self.dispatch(c.connector_id, sm.EnergyMeasured(c.reading.energy_wh))
                 self.dispatch(c.connector_id, sm.Tick(now_s))
                 self._maybe_sample(c, now_s)
+                self._maybe_persist(c, now_s)
             aligned_s = self.settings.get_int("ClockAlignedDataInterval")
             if aligned_s > 0:
                 slot = int(self.clock.utc_now().timestamp()) // aligned_s
@@ -468,6 +583,34 @@ class Station:
         sample = Sample(c.reading, self._now_iso(), "Sample.Periodic", c.state.offered_current_a)
         self.port.meter_values(c.connector_id, c.tx_key, [sample])
         self._keep_for_stop(c, sample)
+
+    def persist_interval_s(self) -> int:
+        """How often the reading of a running transaction is made durable: every
+        MeterValueSampleInterval, but at least every MAX_PERSIST_INTERVAL_S."""
+        sample_s = self.settings.get_int("MeterValueSampleInterval")
+        return sample_s if 0 < sample_s <= MAX_PERSIST_INTERVAL_S else MAX_PERSIST_INTERVAL_S
+
+    def _maybe_persist(self, c: ConnectorRuntime, now_s: float) -> None:
+        """Bound the energy an unclean stop loses to one persist interval (crash recovery
+        bills the last persisted reading), writing only when the register advanced."""
+        if c.tx_key is None or c.reading is None:
+            return
+        if now_s - c.last_persist_s < self.persist_interval_s():
+            return
+        c.last_persist_s = now_s
+        energy_wh = round(c.reading.energy_wh)
+        if energy_wh <= c.persisted_wh:
+            return  # no energy flowed: no write (flash wear)
+        tx = self.store.get_transaction(c.tx_key)
+        if tx is not None and tx.last_meter_wh >= energy_wh:
+            c.persisted_wh = tx.last_meter_wh  # a MeterValues already stored it
+            return
+        try:
+            self.store.record_meter(c.tx_key, energy_wh, self._now_iso())
+        except StoreError:
+            LOG.exception("connector %d: could not persist the reading", c.connector_id)
+            return
+        c.persisted_wh = energy_wh
 
     @staticmethod
     def _keep_for_stop(c: ConnectorRuntime, sample: Sample) -> None:
@@ -545,9 +688,49 @@ class Station:
         return True
 
     def deauthorize(self, tx_key: int) -> None:
-        """StartTransaction.conf said the idTag is not valid (StopTransactionOnInvalidId)."""
+        """StartTransaction.conf said the idTag is not Accepted (3.5.4 / 4.8, errata 3.17).
+
+        StopTransactionOnInvalidId=true: stop with reason DeAuthorized. False: the
+        transaction stays open but energy delivery stops (SuspendedEVSE), after at most
+        MaxEnergyOnInvalidId Wh more if that optional key is set (9.1.14).
+        """
+        c = self.connector_for_tx(tx_key)
+        if c is None:
+            return  # already stopped
         if self.settings.get_bool("StopTransactionOnInvalidId"):
             self.stop_transaction(tx_key, sm.StopReason.DE_AUTHORIZED)
+            return
+        max_wh = self._max_energy_on_invalid_id()
+        limit_wh = (
+            round(c.reading.energy_wh) + max_wh
+            if max_wh is not None and c.reading is not None
+            else None
+        )
+        LOG.warning(
+            "connector %d: idTag of transaction %d invalidated; energy %s",
+            c.connector_id,
+            tx_key,
+            "stopped" if limit_wh is None else f"up to register {limit_wh} Wh",
+        )
+        self.dispatch(c.connector_id, sm.Deauthorized(limit_wh))
+        try:
+            # Remembered so that a resumed transaction does not get its energy back.
+            self.store.set_setting(
+                _DEAUTH_KEY.format(tx_key), "" if limit_wh is None else str(limit_wh)
+            )
+            c.deauth_marked = True
+        except StoreError:
+            LOG.exception("could not record the invalidation of transaction %d", tx_key)
+
+    def _max_energy_on_invalid_id(self) -> int | None:
+        """MaxEnergyOnInvalidId in Wh (optional key, 9.1.14); None when absent or 0."""
+        if self.settings.key("MaxEnergyOnInvalidId") is None:
+            return None
+        try:
+            value = self.settings.get_int("MaxEnergyOnInvalidId")
+        except (KeyError, ValueError):
+            return None
+        return value if value > 0 else None
 
     async def stop_all(self, reason: sm.StopReason) -> None:
         for c in self.connectors.values():
@@ -624,6 +807,11 @@ class Station:
         port = self.port
         return {
             "connectors": out,
+            "clock": {
+                "utc": iso_utc(self.clock.utc_now()),
+                "trusted": getattr(self.clock, "trusted", True),
+                "trust_source": getattr(self.clock, "trust_source", "system"),
+            },
             "csms": {
                 "state": port.connection_state() if port else "none",
                 "queued_messages": port.queued_messages() if port else 0,

@@ -98,7 +98,8 @@ async def start(charger: Any, csms: DevCsms, http: aiohttp.ClientSession, **kw: 
 async def test_status_shape(charger: Any, csms: DevCsms, http: aiohttp.ClientSession) -> None:
     h, api = await start(charger, csms, http, connectors=2)
     status = await api.status()
-    assert set(status) == {"station_id", "connectors", "csms"}
+    assert set(status) == {"station_id", "connectors", "csms", "clock"}
+    assert set(status["clock"]) == {"utc", "trusted", "trust_source"}
     assert status["station_id"] == STATION_ID
     assert status["csms"]["state"] == "accepted"
     assert status["csms"]["state"] in CSMS_STATES

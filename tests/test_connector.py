@@ -819,3 +819,63 @@ def test_connector_maximum_below_minimum_never_charges() -> None:
     )
     assert s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
     assert s.status is Status.SUSPENDED_EVSE
+
+
+# ----------------------------------------------------------------------------- invalid idTag
+# 3.5.4 / 4.8 with errata 3.17, 9.1.14 MaxEnergyOnInvalidId, 9.1.24 StopTransactionOnInvalidId
+
+
+from controller.connector import Deauthorized, EnergyMeasured, ResumeTx  # noqa: E402
+
+
+def test_deauthorized_without_allowance_suspends_energy_keeps_tx() -> None:
+    """3.5.4: StopTransactionOnInvalidId=false -> only stop energy delivery (SuspendedEVSE,
+    7.7 errata 3.64); the transaction and the cable lock stay."""
+    s, cmds = step(charging(), Deauthorized(None))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert s.tx_active and s.locked and s.deauthorized
+    # Pilot B (the car stops asking once the offer is 0) and back: still no energy.
+    s, cmds = run(s, VehicleChanged(B), VehicleChanged(C))
+    assert not s.contactor_closed
+    s, cmds = step(s, TokenPresented("CARD1"))  # the owner ends it
+    assert StopTx(StopReason.LOCAL, "CARD1") in cmds
+    assert not s.deauthorized
+
+
+def test_deauthorized_ignored_without_transaction() -> None:
+    s, cmds = step(initial_state(), Deauthorized(None))
+    assert cmds == [] and not s.deauthorized
+
+
+def test_resume_tx_runs_without_start_tx() -> None:
+    s, cmds = run(initial_state(), VehicleChanged(B), ResumeTx("CARD1", "FLEET"))
+    assert s.tx_active and s.authorized_tag == "CARD1" and s.authorized_parent == "FLEET"
+    assert not any(isinstance(c, StartTx) for c in cmds)
+    assert Lock() in cmds
+    s, cmds = step(s, VehicleChanged(C))
+    assert s.contactor_closed and cmds[-2:] == [CLOSE, Notify(Status.CHARGING)]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        [VehicleChanged(A)],
+        [VehicleChanged(E)],
+        [VehicleChanged(B), FaultChanged("GroundFailure")],
+        [VehicleChanged(B), AvailabilityChanged(False)],
+    ],
+)
+def test_resume_tx_refused_when_connector_cannot_charge(setup: list[Event]) -> None:
+    s, _ = run(initial_state(), *setup)
+    s, cmds = step(s, ResumeTx("CARD1"))
+    assert not s.tx_active and not s.contactor_closed
+    assert not any(isinstance(c, Lock | StartTx) for c in cmds)
+
+
+def test_resume_tx_keeps_invalidation() -> None:
+    s, _ = run(initial_state(), VehicleChanged(C), ResumeTx("CARD1", None, True, 2000.0))
+    assert s.contactor_closed  # allowance left
+    s, cmds = step(s, EnergyMeasured(2000.0))
+    assert not s.contactor_closed and s.status is Status.SUSPENDED_EVSE
+    s, _ = run(initial_state(), VehicleChanged(C), ResumeTx("CARD1", None, True, None))
+    assert not s.contactor_closed and s.status is Status.SUSPENDED_EVSE

@@ -672,3 +672,160 @@ def _becoming_unavailable_or_faulted_ends_reservation(evs: list[Event]) -> None:
 )
 def test_becoming_unavailable_or_faulted_ends_reservation(evs: list[Event]) -> None:
     _becoming_unavailable_or_faulted_ends_reservation(evs)
+
+
+# ----------------------------------------------------------------------------- invalidated idTag
+# StartTransaction.conf not Accepted with StopTransactionOnInvalidId=false (3.5.4 / 4.8,
+# errata 3.17): Deauthorized, with an optional MaxEnergyOnInvalidId register limit (9.1.14);
+# ResumeTx re-attaches a transaction a restart left open. The shadow model restates when
+# energy may flow: an invalidated idTag only within a remaining allowance.
+
+from controller.connector import Deauthorized, EnergyMeasured, ResumeTx  # noqa: E402
+
+ENERGIES = [0.0, 100.0, 499.9, 500.0, 500.1, 1000.0, 50.0]
+
+
+@dataclass
+class InvalidIdModel(Model):
+    deauthorized: bool = False
+    allowance_to: float | None = None  # register limit; None = no energy
+    resumes: int = 0
+
+    def shadow_permits_energy(self) -> bool:
+        if self.deauthorized and self.allowance_to is None:
+            return False
+        return super().shadow_permits_energy()
+
+    def observe_event(self, ev: Event) -> None:
+        match ev:
+            case Deauthorized(energy_limit_wh=limit) if self.tx_open:
+                if self.deauthorized:
+                    old = self.allowance_to
+                    limit = None if old is None or limit is None else min(old, limit)
+                self.deauthorized, self.allowance_to = True, limit
+            case EnergyMeasured(energy_wh=e):
+                if self.deauthorized and self.allowance_to is not None and e >= self.allowance_to:
+                    self.allowance_to = None
+            case ResumeTx(id_tag=tag, deauthorized=deauth, energy_limit_wh=limit):
+                if (
+                    not self.tx_open
+                    and self.vehicle.plugged
+                    and self.vehicle not in PILOT_ERROR
+                    and self.operative
+                    and self.fault is None
+                ):
+                    # Counts as a start without StartTx: the transaction already exists.
+                    self.granted.add(tag)
+                    self.tx_open, self.tx_tag = True, tag
+                    self.starts += 1
+                    self.resumes += 1
+                    self.deauthorized = deauth
+                    self.allowance_to = limit if deauth else None
+                    self.locked = True
+            case _:
+                super().observe_event(ev)
+
+
+def check_invalid_id_step(
+    model: InvalidIdModel,
+    old: ConnectorState,
+    ev: Event,
+    new: ConnectorState,
+    cmds: list[Command],
+) -> None:
+    was_open = model.tx_open
+    if isinstance(ev, ResumeTx):
+        model.observe_event(ev)
+        assert not any(isinstance(c, StartTx | StopTx) for c in cmds), cmds
+        assert new.tx_active == model.tx_open
+        # Execute the commands without observing the event a second time.
+        check_step(_NoObserve(model), old, ev, new, cmds)
+    else:
+        check_step(model, old, ev, new, cmds)
+    if any(isinstance(c, StopTx) for c in cmds):
+        model.deauthorized, model.allowance_to = False, None
+    if was_open and model.tx_open and model.deauthorized and model.allowance_to is None:
+        # 3.5.4 "only stop energy delivery": no energy, transaction kept.
+        assert not model.contactor and model.offered_a == 0.0
+        if model.fault is None and model.vehicle.plugged and model.vehicle not in PILOT_ERROR:
+            assert new.status is Status.SUSPENDED_EVSE, (ev, new)
+    assert new.deauthorized == (model.tx_open and model.deauthorized)
+    check_state(model, new)
+
+
+class _NoObserve:
+    """Proxy that forwards everything to the model except observe_event."""
+
+    def __init__(self, model: Model) -> None:
+        object.__setattr__(self, "_m", model)
+
+    def observe_event(self, ev: Event) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(object.__getattribute__(self, "_m"), name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setattr(object.__getattribute__(self, "_m"), name, value)
+
+
+invalid_id_events: st.SearchStrategy[Event] = st.one_of(
+    events,
+    st.builds(Deauthorized, st.one_of(st.none(), st.sampled_from(ENERGIES))),
+    st.builds(EnergyMeasured, st.sampled_from(ENERGIES)),
+    st.builds(
+        ResumeTx,
+        tags,
+        st.sampled_from(PARENTS),
+        st.booleans(),
+        st.one_of(st.none(), st.sampled_from(ENERGIES)),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.lists(invalid_id_events, max_size=12),
+    tag=tags,
+    middle=st.lists(invalid_id_events, max_size=25),
+    resume=st.booleans(),
+)
+def test_invalidated_id_never_energised_beyond_allowance(
+    prefix: list[Event], tag: str, middle: list[Event], resume: bool
+) -> None:
+    """Safety with Deauthorized / EnergyMeasured / ResumeTx: the contactor closes only for
+    an authorized transaction, an invalidated one only within its allowance; a resumed
+    transaction behaves like a started one (StartTx/StopTx balance, lock held)."""
+    s = initial_state()
+    model = InvalidIdModel()
+    check_state(model, s)
+    start: list[Event] = [FaultChanged(None), AvailabilityChanged(True), ReservationChanged(None)]
+    start += [VehicleChanged(VehicleState.B), ResumeTx(tag)] if resume else _plug_and_authorize(tag)
+    now = 0.0
+    for ev in prefix + start + [VehicleChanged(VehicleState.C)] + middle:
+        if isinstance(ev, Tick):
+            now += ev.now_s
+            ev = Tick(now)
+        old = s
+        s, cmds = step(old, ev)
+        check_invalid_id_step(model, old, ev, s, cmds)
+
+
+def test_deauthorized_example_allowance_then_suspended() -> None:
+    s = initial_state()
+    for ev in [VehicleChanged(VehicleState.C), RemoteStart("CARD1")]:
+        s, _ = step(s, ev)
+    assert s.contactor_closed
+    s, cmds = step(s, Deauthorized(1500.0))
+    assert s.contactor_closed and cmds == []  # allowance left
+    s, cmds = step(s, EnergyMeasured(1499.0))
+    assert s.contactor_closed
+    s, cmds = step(s, EnergyMeasured(1500.0))
+    assert not s.contactor_closed and s.tx_active
+    assert cmds[0] == SwitchContactor(False)
+    assert Notify(Status.SUSPENDED_EVSE) in cmds
+    s, _ = step(s, EnergyMeasured(0.0))  # latched: a lower reading does not re-enable
+    assert not s.contactor_closed
+    s, cmds = step(s, VehicleChanged(VehicleState.A))
+    assert StopTx(StopReason.EV_DISCONNECTED) in cmds
+    assert not s.deauthorized and s.energy_limit_wh is None

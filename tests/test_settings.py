@@ -33,6 +33,7 @@ DEFAULTS_2 = {
     "LocalAuthListMaxLength": "1000",
     "LocalAuthorizeOffline": "true",
     "LocalPreAuthorize": "false",
+    "MaxEnergyOnInvalidId": "0",
     "MeterValuesAlignedData": "Energy.Active.Import.Register",
     "MeterValuesAlignedDataMaxLength": "10",
     "MeterValuesSampledData": "Energy.Active.Import.Register,Power.Active.Import",
