@@ -129,19 +129,15 @@ class RpcConnection:
             try:
                 await self._send([MessageType.Call, message_id, action, payload])
                 self.calls_sent += 1
-                closed: asyncio.Future[Any] = asyncio.ensure_future(self._closed.wait())
-                waiters: set[asyncio.Future[Any]] = {fut, closed}
+                # run() fails the pending future with ConnectionLost when the socket closes,
+                # so one timeout around the future is all the waiting a call needs.
                 try:
-                    done, _ = await asyncio.wait(
-                        waiters, timeout=self._timeout_s, return_when="FIRST_COMPLETED"
-                    )
-                finally:
-                    closed.cancel()
-                if fut in done:
-                    return fut.result()
-                if self._closed.is_set():
-                    raise ConnectionLost(f"connection closed waiting for {action}")
-                raise CallTimeout(f"no answer to {action} within {self._timeout_s} s")
+                    async with asyncio.timeout(self._timeout_s):
+                        return await fut
+                except TimeoutError:
+                    if self._closed.is_set():
+                        raise ConnectionLost(f"connection closed waiting for {action}") from None
+                    raise CallTimeout(f"no answer to {action} within {self._timeout_s} s") from None
             finally:
                 self._pending = None
                 if fut.done() and not fut.cancelled():
