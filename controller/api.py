@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from hal.base import VehicleState
-from hal.sim import OCPP_FAULT_CODES, SimRig, SimTokenReader
+from hal.base import OCPP_FAULT_CODES, VehicleState
+from hal.sim import SimRig, SimTokenReader
 
 if TYPE_CHECKING:
     from controller.app import App

@@ -56,6 +56,27 @@ class MeterReading:
 
 FaultCallback = Callable[[str | None], None]
 
+# OCPP 1.6 ChargePointErrorCode values a fault can carry (7.6), NoError excluded.
+OCPP_FAULT_CODES: frozenset[str] = frozenset(
+    {
+        "ConnectorLockFailure",
+        "EVCommunicationError",
+        "GroundFailure",
+        "HighTemperature",
+        "InternalError",
+        "LocalListConflict",
+        "OtherError",
+        "OverCurrentFailure",
+        "OverVoltage",
+        "PowerMeterFailure",
+        "PowerSwitchFailure",
+        "ReaderFailure",
+        "ResetFailure",
+        "UnderVoltage",
+        "WeakSignal",
+    }
+)
+
 
 class DeviceError(Exception):
     """A device did not answer or answered nonsense; the caller decides the fault policy."""

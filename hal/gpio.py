@@ -13,6 +13,7 @@ from gpiozero import RGBLED, DigitalInputDevice, DigitalOutputDevice, GPIOZeroEr
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from hal.base import (
+    OCPP_FAULT_CODES,
     ConnectorLock,
     Contactor,
     DeviceError,
@@ -36,7 +37,6 @@ from hal.registry import (
     setting_int,
     setting_str,
 )
-from hal.sim import OCPP_FAULT_CODES
 
 log = logging.getLogger(__name__)
 

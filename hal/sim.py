@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hal.base import (
+    OCPP_FAULT_CODES,
     ConnectorLock,
     Contactor,
     DeviceError,
@@ -46,25 +47,6 @@ DEFAULT_CAR_POWER_W: Final = 11000.0
 GRID_FREQUENCY_HZ: Final = 50.0
 
 # OCPP 1.6 ChargePointErrorCode values that name a fault (everything except NoError).
-OCPP_FAULT_CODES: Final = frozenset(
-    {
-        "ConnectorLockFailure",
-        "EVCommunicationError",
-        "GroundFailure",
-        "HighTemperature",
-        "InternalError",
-        "LocalListConflict",
-        "OtherError",
-        "OverCurrentFailure",
-        "OverVoltage",
-        "PowerMeterFailure",
-        "PowerSwitchFailure",
-        "ReaderFailure",
-        "ResetFailure",
-        "UnderVoltage",
-        "WeakSignal",
-    }
-)
 
 # 4 to 20 bytes of UID, as hex: covers 4/7/10-byte ISO 14443 UIDs and longer vendor IDs.
 _UID_RE: Final = re.compile(r"(?:[0-9A-Fa-f]{2}){4,20}")
