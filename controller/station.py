@@ -37,6 +37,8 @@ MAX_STOP_TX_SAMPLES = 48
 # MeterValueSampleInterval when that is shorter), so an unclean stop loses at most this
 # much energy from the bill; nothing is written while the register stands still.
 MAX_PERSIST_INTERVAL_S = 60
+# While the database cannot be written (disk full), a write is retried this often.
+STORAGE_PROBE_INTERVAL_S = 60
 # Store settings key marking a transaction whose idTag the CSMS invalidated (value: the
 # register limit of MaxEnergyOnInvalidId in Wh, or "" for none), so a resumed
 # transaction does not get its energy back.
@@ -125,6 +127,7 @@ class Station:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[Callable[[int, sm.Command], None]] = []
         self.started = False
+        self._storage_probe_at_s: float | None = None  # next write probe while degraded
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -563,6 +566,7 @@ class Station:
                 self.dispatch(c.connector_id, sm.Tick(now_s))
                 self._maybe_sample(c, now_s)
                 self._maybe_persist(c, now_s)
+            self._maybe_probe_storage(now_s)
             aligned_s = self.settings.get_int("ClockAlignedDataInterval")
             if aligned_s > 0:
                 slot = int(self.clock.utc_now().timestamp()) // aligned_s
@@ -571,6 +575,22 @@ class Station:
                 last_aligned = slot
             else:
                 last_aligned = None
+
+    def _maybe_probe_storage(self, now_s: float) -> None:
+        """While the database is not writable (transaction data kept in memory), try to
+        write it out every STORAGE_PROBE_INTERVAL_S."""
+        if not self.store.degraded:
+            self._storage_probe_at_s = None
+            return
+        if self._storage_probe_at_s is None:
+            self._storage_probe_at_s = now_s + STORAGE_PROBE_INTERVAL_S
+            return
+        if now_s < self._storage_probe_at_s:
+            return
+        if self.store.flush():
+            self._storage_probe_at_s = None
+        else:
+            self._storage_probe_at_s = now_s + STORAGE_PROBE_INTERVAL_S
 
     def _maybe_sample(self, c: ConnectorRuntime, now_s: float) -> None:
         interval_s = self.settings.get_int("MeterValueSampleInterval")
@@ -815,5 +835,6 @@ class Station:
             "csms": {
                 "state": port.connection_state() if port else "none",
                 "queued_messages": port.queued_messages() if port else 0,
+                "storage": "degraded" if self.store.degraded else "ok",
             },
         }

@@ -167,7 +167,7 @@ async def test_session_driven_through_the_api(
     stop = await csms.wait_for(lambda f: f.action == "StopTransaction")
     await h.settle(lambda: h.app.port.queued_messages() == 0)
     status = await api.status()
-    assert status["csms"] == {"state": "accepted", "queued_messages": 0}
+    assert status["csms"] == {"state": "accepted", "queued_messages": 0, "storage": "ok"}
 
     txs = await api.get("/api/transactions")
     assert len(txs) == 1
@@ -341,4 +341,4 @@ async def test_standalone_status(charger: Any, http: aiohttp.ClientSession) -> N
     h = await charger(None)
     api = Client(http, f"http://127.0.0.1:{h.app.api.port}")
     status = await api.status()
-    assert status["csms"] == {"state": "standalone", "queued_messages": 0}
+    assert status["csms"] == {"state": "standalone", "queued_messages": 0, "storage": "ok"}

@@ -57,6 +57,11 @@ SUPPORTED_ACTIONS = frozenset(
 )
 
 
+# Connector 0 while the database cannot be written (disk full): errorCode OtherError.
+STORAGE_VENDOR_ERROR = "StorageFull"
+STORAGE_INFO = "database not writable; data kept in memory"
+
+
 @dataclass(frozen=True)
 class PendingStatus:
     """A status waiting to be reported: ``at`` is when it began (the StatusNotification
@@ -140,10 +145,23 @@ class Ocpp16Client:
         self.connects = 0
         self.tx_message_timeouts = 0
         settings.on_change(self._on_setting)
+        store.add_listener(self._on_storage)
 
     def _on_setting(self, name: str, value: str) -> None:
         if name == "MinimumStatusDuration":
             self._status_wakeup.set()  # re-evaluate what is due
+
+    def _cp_error(self) -> str:
+        """errorCode of connector 0 (the charge point): OtherError while the database
+        cannot be written (vendorErrorCode StorageFull, see _status_pump)."""
+        return "OtherError" if self.store.degraded else "NoError"
+
+    def _on_storage(self, degraded: bool) -> None:
+        """The database turned unwritable or writable again: report it on connector 0."""
+        status = "Available" if self.station.station_operative else "Unavailable"
+        self._force_status(0, status, "OtherError" if degraded else "NoError")
+        self._status_wakeup.set()
+        self._outbox_wakeup.set()
 
     # ------------------------------------------------------------------ CsmsPort
 
@@ -308,7 +326,7 @@ class Ocpp16Client:
         # (4.9 and errata 3.22), at once: not held back by MinimumStatusDuration.
         self._reported_status.clear()
         self._force_status(
-            0, "Available" if self.station.station_operative else "Unavailable", "NoError"
+            0, "Available" if self.station.station_operative else "Unavailable", self._cp_error()
         )
         for c in self.station.connectors.values():
             pending = self._pending_status.get(c.connector_id)
@@ -479,6 +497,9 @@ class Ocpp16Client:
                 "status": p.status,
                 "timestamp": p.at,
             }
+            if connector_id == 0 and p.error_code == "OtherError":
+                payload["vendorErrorCode"] = STORAGE_VENDOR_ERROR
+                payload["info"] = STORAGE_INFO
             try:
                 await self._call(
                     "StatusNotification", self._guard_timestamps("StatusNotification", payload)
@@ -599,7 +620,7 @@ class Ocpp16Client:
         status = self.station.change_availability(cid, p["type"] == "Operative")
         if cid == 0:
             self._force_status(
-                0, "Available" if p["type"] == "Operative" else "Unavailable", "NoError"
+                0, "Available" if p["type"] == "Operative" else "Unavailable", self._cp_error()
             )
             self._status_wakeup.set()
         return {"status": status}
@@ -712,7 +733,7 @@ class Ocpp16Client:
             for target in targets:
                 if target == 0:
                     status = "Available" if self.station.station_operative else "Unavailable"
-                    self._force_status(0, status, "NoError")
+                    self._force_status(0, status, self._cp_error())
                 else:
                     c = self.station.connectors[target]
                     self._force_status(target, c.state.status.value, c.state.error_code)

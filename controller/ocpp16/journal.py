@@ -14,7 +14,14 @@ LOG = logging.getLogger(__name__)
 
 
 class Journal:
-    """Writes before sending: every transaction message lands in the outbox first."""
+    """Writes before sending: every transaction message lands in the outbox first.
+
+    When the database cannot be written (disk full, I/O error) the store keeps the
+    transaction records and outbox messages in memory instead (``Store.degraded``), with
+    keys continuing the database's, so charging and the CSMS traffic go on; the station
+    retries the write every 60 s and the store then writes them out in order. A crash
+    while degraded loses what was only in memory.
+    """
 
     def __init__(self, store: Store, settings: Settings, *, boot_id: str = "") -> None:
         self.store = store
@@ -69,6 +76,7 @@ class Journal:
                 at=last.timestamp,
             )
         except StoreError:
-            # Charging goes on; the reading is lost but the stop still carries the total.
-            LOG.exception("could not queue MeterValues (disk full?)")
+            # Not expected (a full disk switches the store to memory); charging goes on,
+            # the reading is lost but the stop still carries the total.
+            LOG.exception("could not queue MeterValues")
         return None

@@ -1,0 +1,229 @@
+"""Disk full (issue 4 item 8): charging continues on an in-memory journal, the condition
+is reported (connector 0 OtherError/StorageFull, /api/status), and once the disk takes
+data again everything is written out in order without duplicates."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from controller.devcsms import DevCsms
+from controller.station import STORAGE_PROBE_INTERVAL_S
+from controller.store import Store
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "COMMIT")
+
+
+class FullDisk:
+    """Wraps a store's live connection: while ``full``, every statement that would write
+    fails the way SQLite does on a full disk (SQLITE_FULL, at the statement or COMMIT)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.conn: sqlite3.Connection = store._db
+        self.full = False
+        self.failures = 0
+        store._db = self  # type: ignore[assignment]
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if self.full and sql.lstrip().upper().startswith(_WRITES):
+            self.failures += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, params: Any) -> sqlite3.Cursor:
+        if self.full:
+            self.failures += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.executemany(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+async def api_status(h: Any, http: aiohttp.ClientSession) -> dict[str, Any]:
+    async with http.get(f"http://127.0.0.1:{h.app.api.port}/api/status") as resp:
+        assert resp.status == 200
+        data: dict[str, Any] = await resp.json()
+        return data
+
+
+def cp_statuses(csms: DevCsms) -> list[dict[str, Any]]:
+    return [
+        f.payload
+        for f in csms.received
+        if f.action == "StatusNotification" and f.payload["connectorId"] == 0
+    ]
+
+
+def tx_frames(csms: DevCsms) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f.action, f.payload)
+        for f in csms.received
+        if f.action in ("StartTransaction", "MeterValues", "StopTransaction")
+    ]
+
+
+async def test_session_on_full_disk_then_recovery(
+    csms: DevCsms, charger: Any, http: aiohttp.ClientSession
+) -> None:
+    h = await charger(csms)
+    store: Store = h.app.store
+    disk = FullDisk(store)
+    assert (await api_status(h, http))["csms"]["storage"] == "ok"
+
+    disk.full = True
+    h.plug()
+    await h.advance(2)
+    h.tap()
+    start = await csms.wait_for(lambda f: f.action == "StartTransaction")
+    assert disk.failures > 0 and store.degraded
+    # A transaction kept in the in-memory journal may deliver energy.
+    await h.settle(lambda: h.connector().hw.contactor.closed)
+    assert h.connector().state.error_code == "NoError"
+    await h.settle(lambda: any(p["errorCode"] == "OtherError" for p in cp_statuses(csms)))
+    report = next(p for p in cp_statuses(csms) if p["errorCode"] == "OtherError")
+    assert report["vendorErrorCode"] == "StorageFull"
+    assert report["info"] == "database not writable; data kept in memory"
+    assert (await api_status(h, http))["csms"]["storage"] == "degraded"
+
+    await h.advance(300, step_s=10)  # MeterValues every 60 s; probes fail meanwhile
+    h.tap()
+    stop = await csms.wait_for(lambda f: f.action == "StopTransaction")
+    await h.settle(lambda: store.outbox_count() == 0)
+    assert store.degraded
+    assert not h.connector().hw.contactor.closed
+    sent = tx_frames(csms)
+    actions = [a for a, _ in sent]
+    assert actions[0] == "StartTransaction" and actions[-1] == "StopTransaction"
+    assert actions.count("StartTransaction") == 1 and actions.count("StopTransaction") == 1
+    assert actions.count("MeterValues") >= 4
+    tx_id = stop.payload["transactionId"]
+    assert tx_id != -1
+    assert all(p["transactionId"] == tx_id for a, p in sent if a != "StartTransaction")
+    assert stop.payload["meterStop"] - start.payload["meterStart"] >= 900
+    # Nothing of it reached the file yet.
+    assert store._db.execute("SELECT COUNT(*) FROM transactions").fetchone()[0] == 0
+
+    # Space is freed: the next probe writes the journal out and the condition clears.
+    disk.full = False
+    await h.advance(STORAGE_PROBE_INTERVAL_S + 2)
+    await h.settle(lambda: not store.degraded)
+    await h.settle(lambda: cp_statuses(csms)[-1]["errorCode"] == "NoError")
+    assert (await api_status(h, http))["csms"]["storage"] == "ok"
+    row = store._db.execute("SELECT * FROM transactions").fetchall()
+    assert len(row) == 1
+    assert row[0]["csms_tx_id"] == tx_id and row[0]["stopped_at"] is not None
+    assert row[0]["meter_stop_wh"] == stop.payload["meterStop"]
+    assert store.outbox_count() == 0
+    assert store._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    await h.advance(120, step_s=10)
+    assert tx_frames(csms) == sent  # nothing sent twice
+
+    # Durable again: the next session is stored before it is sent.
+    h.unplug()
+    await h.advance(2)
+    h.plug()
+    await h.advance(2)
+    h.tap()
+    await h.settle(lambda: h.connector().hw.contactor.closed)
+    keys = [r[0] for r in store._db.execute("SELECT tx_key FROM transactions ORDER BY tx_key")]
+    assert keys == [1, 2]
+
+
+async def test_disk_fills_during_session(csms: DevCsms, charger: Any) -> None:
+    """A durable transaction whose samples and stop land in memory: one StopTransaction,
+    stored on recovery; a transaction key never collides with a stored one."""
+    h = await charger(csms)
+    store: Store = h.app.store
+    disk = FullDisk(store)
+    h.plug()
+    await h.advance(2)
+    h.tap()
+    await csms.wait_for(lambda f: f.action == "StartTransaction")
+    await h.settle(lambda: h.connector().hw.contactor.closed)
+    await h.settle(lambda: store.outbox_count() == 0)
+    await h.advance(60, step_s=10)
+
+    disk.full = True
+    await h.advance(130, step_s=10)  # samples now go to memory (and one probe fails)
+    assert store.degraded
+    assert h.connector().hw.contactor.closed
+    h.tap()
+    stop = await csms.wait_for(lambda f: f.action == "StopTransaction")
+    await h.settle(lambda: store.outbox_count() == 0)
+    # A second session while still full gets the next key after the stored one.
+    h.unplug()
+    await h.advance(2)
+    h.plug()
+    await h.advance(2)
+    h.tap()
+    await h.settle(lambda: len(h.frames("StartTransaction")) == 2)
+    await h.settle(lambda: h.connector().hw.contactor.closed)
+    assert h.connector().tx_key == 2
+
+    disk.full = False
+    await h.advance(STORAGE_PROBE_INTERVAL_S + 2)
+    await h.settle(lambda: not store.degraded)
+    rows = store._db.execute("SELECT * FROM transactions ORDER BY tx_key").fetchall()
+    assert [r["tx_key"] for r in rows] == [1, 2]
+    assert rows[0]["meter_stop_wh"] == stop.payload["meterStop"]
+    assert rows[1]["stopped_at"] is None and rows[1]["csms_tx_id"] is not None
+    h.tap()
+    await h.settle(lambda: len(h.frames("StopTransaction")) == 2)
+    await h.settle(lambda: store.outbox_count() == 0)
+    assert store.open_transactions() == []
+    assert len(h.frames("StartTransaction")) == 2
+
+
+def test_store_overlay_order_and_replay(tmp_path: Path) -> None:
+    """Unit level: keys continue the database's, the outbox drains durable rows first,
+    and flush() replays everything exactly once."""
+    store = Store(tmp_path / "s.db")
+    disk = FullDisk(store)
+    kw: dict[str, Any] = {"meter_start_wh": 0, "reservation_id": None, "start_payload": {}}
+    k1 = store.begin_transaction(connector_id=1, id_tag="A", started_at="t0", **kw)
+    disk.full = True
+    store.enqueue_tx_message(k1, "MeterValues", {"n": 1}, energy_wh=5, at="t1")
+    k2 = store.begin_transaction(connector_id=2, id_tag="B", started_at="t2", **kw)
+    assert store.degraded and k2 == k1 + 1
+    assert store.end_transaction(
+        k1, meter_stop_wh=9, stopped_at="t3", reason="Local", stop_payload={}
+    )
+    assert not store.end_transaction(
+        k1, meter_stop_wh=9, stopped_at="t3", reason="Local", stop_payload={}
+    )
+    assert [t.tx_key for t in store.open_transactions()] == [k2]
+    order = []
+    while (msg := store.outbox_head()) is not None:
+        order.append((msg.action, msg.tx_key))
+        if msg.action == "StartTransaction" and msg.tx_key is not None:
+            store.confirm_start(msg.seq, msg.tx_key, 100 + msg.tx_key)
+        else:
+            store.outbox_delete(msg.seq)
+        if len(order) == 2:
+            assert not store.flush()  # still full: nothing changes
+    assert order == [
+        ("StartTransaction", k1),
+        ("MeterValues", k1),
+        ("StartTransaction", k2),
+        ("StopTransaction", k1),
+    ]
+    disk.full = False
+    assert store.flush() and not store.degraded
+    t1, t2 = store.get_transaction(k1), store.get_transaction(k2)
+    assert t1 is not None and t1.stopped_at == "t3" and t1.csms_tx_id == 100 + k1
+    assert t2 is not None and t2.open and t2.csms_tx_id == 100 + k2
+    assert store.outbox_count() == 0
+    assert store.begin_transaction(connector_id=1, id_tag="C", started_at="t4", **kw) == k2 + 1
