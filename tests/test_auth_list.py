@@ -424,3 +424,35 @@ async def test_clear_cache_keeps_the_list(csms: DevCsms, charger: Any) -> None:
     assert await list_version(csms) == 3
     await go_offline(h, csms)
     assert await tap_started(h, CARD)
+
+
+async def test_csms_answer_contradicting_the_list_reports_local_list_conflict(
+    csms: DevCsms, charger: Any
+) -> None:
+    """3.5.2: when the validity reported by the CSMS (here Authorize.conf) conflicts with
+    the Local Authorization List, the Charge Point sends a StatusNotification on connector 0
+    with errorCode LocalListConflict."""
+    h = await charger(csms)
+    assert await send_list(csms, 1, "Full", [entry(CARD, "Blocked")]) == "Accepted"
+    assert await tap_started(h, CARD)  # the dev CSMS says Accepted, the list says Blocked
+    conflict = await csms.wait_for(
+        lambda f: (
+            f.action == "StatusNotification"
+            and f.payload["connectorId"] == 0
+            and f.payload["errorCode"] == "LocalListConflict"
+        ),
+        timeout_s=5,
+    )
+    assert "Blocked" in conflict.payload["info"] and "Accepted" in conflict.payload["info"]
+
+
+async def test_agreeing_csms_answer_reports_no_conflict(csms: DevCsms, charger: Any) -> None:
+    """3.5.2: no LocalListConflict when the CSMS agrees with the list."""
+    h = await charger(csms)
+    assert await send_list(csms, 1, "Full", [entry(CARD, "Accepted")]) == "Accepted"
+    assert await tap_started(h, CARD)
+    await csms.wait_for(lambda f: f.action == "StartTransaction", timeout_s=5)
+    await h.settle(lambda: h.app.port.queued_messages() == 0)
+    assert not [
+        f for f in h.frames("StatusNotification") if f.payload["errorCode"] == "LocalListConflict"
+    ]

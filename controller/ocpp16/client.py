@@ -230,6 +230,29 @@ class Ocpp16Client:
 
     def _remember(self, id_tag: str, info: dict[str, Any]) -> None:
         self.auth.remember(id_tag, info)
+        self._check_list_conflict(id_tag, info)
+
+    def _check_list_conflict(self, id_tag: str, info: dict[str, Any]) -> None:
+        """3.5.2: a CSMS answer that contradicts the Local Authorization List is reported
+        with a StatusNotification on connector 0, errorCode LocalListConflict."""
+        if not self.settings.get_bool("LocalAuthListEnabled"):
+            return
+        entry = self.store.local_list_get(id_tag)
+        if entry is None or entry[0] == info["status"]:
+            return
+        LOG.warning("idTag %s: local list says %s, CSMS says %s", id_tag, entry[0], info["status"])
+        status = "Available" if self.station.station_operative else "Unavailable"
+        payload = {
+            "connectorId": 0,
+            "errorCode": "LocalListConflict",
+            "status": status,
+            "timestamp": self._now(),
+            "info": f"{id_tag}: list {entry[0]}, CSMS {info['status']}"[:50],
+        }
+        if self._state == "accepted":
+            self._tasks.spawn(
+                self._send_best_effort("StatusNotification", payload), name="list-conflict"
+            )
 
     # ------------------------------------------------------------------ connection
 
