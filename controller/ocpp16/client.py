@@ -456,11 +456,13 @@ class Ocpp16Client:
             LOG.warning("%s: timestamp(s) before %s raised to it", action, iso_utc(floor))
         return fixed
 
-    async def _call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _call(
+        self, action: str, payload: dict[str, Any], *, prevalidated: bool = False
+    ) -> dict[str, Any]:
         rpc = self._rpc
         if rpc is None:
             raise ConnectionLost("not connected")
-        return await rpc.call(action, payload)
+        return await rpc.call(action, payload, prevalidated=prevalidated)
 
     async def _send_best_effort(self, action: str, payload: dict[str, Any]) -> None:
         try:
@@ -581,7 +583,10 @@ class Ocpp16Client:
                     tx.csms_tx_id if tx is not None and tx.csms_tx_id is not None else -1
                 )
             try:
-                result = await self._call(msg.action, self._guard_timestamps(msg.action, payload))
+                # Journal.checked() validated the payload when it was queued.
+                result = await self._call(
+                    msg.action, self._guard_timestamps(msg.action, payload), prevalidated=True
+                )
             except CallTimeout:
                 self.tx_message_timeouts += 1
                 # No answer is not a "failure to process" (OCPP-J errata 3.3): never drop

@@ -5,12 +5,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ocpp.messages import MessageType
+
 from controller.ocpp16 import messages as build
+from controller.ocpp16.rpc import CallError, validate
 from controller.port import Sample, TxStart, TxStop
 from controller.settings import Settings
 from controller.store import Store, StoreError
 
 LOG = logging.getLogger(__name__)
+
+
+def checked(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Validate a journaled CALL once, at enqueue, so replay need not (rpc prevalidated).
+
+    transactionId is filled in at send time, so a placeholder stands in for it here. An
+    invalid payload is our bug: it is logged loudly but still kept – billing data is never
+    dropped for it.
+    """
+    probe = {**payload, "transactionId": 0} if action != "StartTransaction" else payload
+    try:
+        validate(MessageType.Call, action, probe)
+    except CallError as exc:
+        LOG.error("journaled %s violates the OCPP 1.6 schema: %s", action, exc)
+    return payload
 
 
 class Journal:
@@ -35,7 +53,7 @@ class Journal:
             meter_start_wh=tx.meter_start_wh,
             started_at=tx.timestamp,
             reservation_id=tx.reservation_id,
-            start_payload=build.start_transaction(tx),
+            start_payload=checked("StartTransaction", build.start_transaction(tx)),
             boot_id=self.boot_id,
         )
 
@@ -50,7 +68,7 @@ class Journal:
             meter_stop_wh=stop.meter_stop_wh,
             stopped_at=stop.timestamp,
             reason=stop.reason,
-            stop_payload=payload,
+            stop_payload=checked("StopTransaction", payload),
         )
 
     def meter_values(
@@ -71,7 +89,7 @@ class Journal:
             self.store.enqueue_tx_message(
                 tx_key,
                 "MeterValues",
-                payload,
+                checked("MeterValues", payload),
                 energy_wh=round(last.reading.energy_wh),
                 at=last.timestamp,
             )

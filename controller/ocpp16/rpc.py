@@ -117,9 +117,16 @@ class RpcConnection:
         # While a boot is Rejected the charge point must not answer the CSMS (OCPP 1.6 4.2).
         self.silent = False
 
-    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send one CALL and return the validated CALLRESULT payload."""
-        validate(MessageType.Call, action, payload)  # our own bug if this fails
+    async def call(
+        self, action: str, payload: dict[str, Any], *, prevalidated: bool = False
+    ) -> dict[str, Any]:
+        """Send one CALL and return the validated CALLRESULT payload.
+
+        ``prevalidated``: the payload was checked against the schema when it was journaled
+        (outbox replay), so the send path skips that second check; answers are always checked.
+        """
+        if not prevalidated:
+            validate(MessageType.Call, action, payload)  # our own bug if this fails
         async with self._call_lock:
             if self._closed.is_set():
                 raise ConnectionLost("connection closed")
