@@ -505,23 +505,15 @@ async def _step_vehicle(run: _Run, connector_id: int, dev: DeviceConfig) -> None
         else:
             vehicle.start(lambda _state: None)
             started = True
+            # A polled board reports F until it answered once (VehicleInterface.wait_ready).
+            await vehicle.wait_ready(1.0)
             state = vehicle.state
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 1.0
-            while state is VehicleState.F and loop.time() < deadline:
-                await asyncio.sleep(0.05)
-                state = vehicle.state
     except Exception as exc:  # noqa: BLE001
         run.fail("vehicle", connector_id, exc, dev)
         return
     finally:
         if vehicle is not None:
-            if started:
-                try:
-                    vehicle.stop()
-                except Exception:  # noqa: BLE001, S110 - release below still runs
-                    pass
-            await _quiet_release(run, vehicle)
+            await _stop_and_release(run, vehicle, stop=vehicle.stop if started else None)
     meaning = VEHICLE_MEANINGS.get(state, "unknown")
     run.out(f"  vehicle state {state.value}: {meaning}")
     if state in (VehicleState.E, VehicleState.F):
@@ -602,12 +594,9 @@ async def _step_reader(run: _Run, dev: DeviceConfig) -> None:
         return
     finally:
         if reader is not None:
-            if started:
-                try:
-                    await asyncio.to_thread(reader.stop)
-                except Exception:  # noqa: BLE001, S110
-                    pass
-            await _quiet_release(run, reader)
+            await _stop_and_release(
+                run, reader, stop=reader.stop if started else None, in_thread=True
+            )
     run.out(f"  card UID {uid} -> idTag {uid}")
     if run.config.csms is None:
         sa = run.config.standalone
@@ -784,6 +773,22 @@ async def _step_contactor(run: _Run, connector_id: int, dev: DeviceConfig) -> No
     run.out(f"  FAIL: {problem}")
     run.out(f"  fix:  {fix}")
     run.results.append(StepResult("contactor", connector_id, FAIL, problem))
+
+
+async def _stop_and_release(
+    run: _Run, device: Any, *, stop: Callable[[], None] | None, in_thread: bool = False
+) -> None:
+    """Stop a started driver, then release it. ``in_thread`` for a stop that blocks on a
+    driver thread (PC/SC); loop-bound drivers (a polled board) must stop on the loop."""
+    if stop is not None:
+        try:
+            if in_thread:
+                await asyncio.to_thread(stop)
+            else:
+                stop()
+        except Exception as exc:  # noqa: BLE001 - the release below must still run
+            run.out(f"  warning: stopping the driver failed: {exc}")
+    await _quiet_release(run, device)
 
 
 async def _quiet_release(run: _Run, device: Any) -> None:
