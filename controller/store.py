@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+_INSERT_TX = (
+    "INSERT INTO transactions (tx_key, connector_id, id_tag, reservation_id, meter_start_wh,"
+    " started_at, last_meter_wh, last_meter_at, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 @dataclass(frozen=True)
 class TxRecord:
     """One transaction as stored; ``csms_tx_id`` is None until StartTransaction.conf."""
@@ -222,24 +228,21 @@ class Store:
     ) -> int:
         """Record a new transaction and queue its StartTransaction in one commit (in
         memory when the database cannot be written)."""
+        row = (
+            connector_id,
+            id_tag,
+            reservation_id,
+            meter_start_wh,
+            started_at,
+            meter_start_wh,  # last_meter_wh
+            started_at,  # last_meter_at
+            boot_id,
+        )
         if not self.degraded:
             try:
                 with self._tx() as db:
-                    cur = db.execute(
-                        "INSERT INTO transactions (connector_id, id_tag, reservation_id,"
-                        " meter_start_wh, started_at, last_meter_wh, last_meter_at, boot_id)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            connector_id,
-                            id_tag,
-                            reservation_id,
-                            meter_start_wh,
-                            started_at,
-                            meter_start_wh,
-                            started_at,
-                            boot_id,
-                        ),
-                    )
+                    # tx_key NULL: SQLite assigns the next key (AUTOINCREMENT).
+                    cur = db.execute(_INSERT_TX, (None, *row))
                     tx_key = int(cur.lastrowid or 0)
                     self._enqueue(db, tx_key, "StartTransaction", start_payload)
                 return tx_key
@@ -262,24 +265,7 @@ class Store:
             stop_reason=None,
             boot_id=boot_id,
         )
-        self._ops.append(
-            (
-                "INSERT INTO transactions (tx_key, connector_id, id_tag, reservation_id,"
-                " meter_start_wh, started_at, last_meter_wh, last_meter_at, boot_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    tx_key,
-                    connector_id,
-                    id_tag,
-                    reservation_id,
-                    meter_start_wh,
-                    started_at,
-                    meter_start_wh,
-                    started_at,
-                    boot_id,
-                ),
-            )
-        )
+        self._ops.append((_INSERT_TX, (tx_key, *row)))
         self._mem_enqueue(tx_key, "StartTransaction", start_payload)
         return tx_key
 
