@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from controller.sessions import session_row
 from hal.base import OCPP_FAULT_CODES, VehicleState
 from hal.sim import SimRig, SimTokenReader
 
@@ -115,26 +116,7 @@ class Api:
     async def transactions(self, request: web.Request) -> web.Response:
         assert self.app.store is not None
         rows = self.app.store.transactions(limit=50)
-        return web.json_response(
-            [
-                {
-                    "transaction_key": t.tx_key,
-                    "transaction_id": t.csms_tx_id,
-                    "connector": t.connector_id,
-                    "id_tag": t.id_tag,
-                    "started_at": t.started_at,
-                    "stopped_at": t.stopped_at,
-                    "stop_reason": t.stop_reason,
-                    "meter_start_wh": t.meter_start_wh,
-                    "meter_stop_wh": t.meter_stop_wh,
-                    "energy_wh": (
-                        t.meter_stop_wh if t.meter_stop_wh is not None else t.last_meter_wh
-                    )
-                    - t.meter_start_wh,
-                }
-                for t in rows
-            ]
-        )
+        return web.json_response([session_row(t) for t in rows])
 
     async def sim_plug(self, request: web.Request) -> web.Response:
         def act(body: dict[str, Any]) -> None:

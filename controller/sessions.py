@@ -1,0 +1,99 @@
+"""Charging sessions as rows for people: the JSON of GET /api/transactions and the CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from controller.store import TxRecord
+
+CSV_COLUMNS = (
+    "started_at",
+    "stopped_at",
+    "connector",
+    "id_tag",
+    "energy_kwh",
+    "duration_min",
+    "meter_start_wh",
+    "meter_stop_wh",
+    "stop_reason",
+    "transaction_id",
+)
+
+
+def _parse(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def session_energy_wh(t: TxRecord) -> int:
+    """Energy of the session so far: to the stop reading, or the last persisted one if open."""
+    end_wh = t.meter_stop_wh if t.meter_stop_wh is not None else t.last_meter_wh
+    return end_wh - t.meter_start_wh
+
+
+def session_duration_s(t: TxRecord) -> float | None:
+    """Start to stop (or to the last persisted reading while open); None if unparseable."""
+    start = _parse(t.started_at)
+    end = _parse(t.stopped_at if t.stopped_at is not None else t.last_meter_at)
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def session_row(t: TxRecord) -> dict[str, Any]:
+    """One session as the JSON object of the local API."""
+    duration_s = session_duration_s(t)
+    return {
+        "transaction_key": t.tx_key,
+        "transaction_id": t.csms_tx_id,
+        "connector": t.connector_id,
+        "id_tag": t.id_tag,
+        "started_at": t.started_at,
+        "stopped_at": t.stopped_at,
+        "stop_reason": t.stop_reason,
+        "meter_start_wh": t.meter_start_wh,
+        "meter_stop_wh": t.meter_stop_wh,
+        "energy_wh": session_energy_wh(t),
+        "duration_s": None if duration_s is None else round(duration_s),
+    }
+
+
+def sessions_csv(records: Iterable[TxRecord]) -> str:
+    """Sessions as CSV (one header line, oldest first as given), for splitting the power bill.
+
+    idTags are data from cards and the network: a value starting with = + - @ would be run as
+    a formula by spreadsheet programs, so it is prefixed with an apostrophe (OWASP CSV
+    injection advice).
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for t in records:
+        duration_s = session_duration_s(t)
+        writer.writerow(
+            [
+                t.started_at,
+                t.stopped_at or "",
+                t.connector_id,
+                _cell(t.id_tag),
+                f"{session_energy_wh(t) / 1000:.3f}",
+                "" if duration_s is None else f"{duration_s / 60:.1f}",
+                t.meter_start_wh,
+                "" if t.meter_stop_wh is None else t.meter_stop_wh,
+                t.stop_reason or "",
+                "" if t.csms_tx_id is None else t.csms_tx_id,
+            ]
+        )
+    return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
