@@ -227,3 +227,29 @@ def test_store_overlay_order_and_replay(tmp_path: Path) -> None:
     assert t2 is not None and t2.open and t2.csms_tx_id == 100 + k2
     assert store.outbox_count() == 0
     assert store.begin_transaction(connector_id=1, id_tag="C", started_at="t4", **kw) == k2 + 1
+
+
+def test_outbox_batch_merges_memory_and_database_rows(tmp_path: Path) -> None:
+    """The replay's read-ahead sees the degraded view: database rows not deleted while
+    degraded, then the messages kept in memory, in enqueue order."""
+    store = Store(tmp_path / "s.db")
+    disk = FullDisk(store)
+    kw: dict[str, Any] = {"meter_start_wh": 0, "reservation_id": None, "start_payload": {}}
+    k1 = store.begin_transaction(connector_id=1, id_tag="A", started_at="t0", **kw)
+    store.enqueue_tx_message(k1, "MeterValues", {"n": 1}, energy_wh=5, at="t1")
+    disk.full = True
+    store.enqueue_tx_message(k1, "MeterValues", {"n": 2}, energy_wh=6, at="t2")
+    assert store.degraded
+    head = store.outbox_head()
+    assert head is not None and head.action == "StartTransaction"
+    store.outbox_delete_many([head.seq])  # deleted while degraded: hidden, not yet gone
+    batch = store.outbox_batch(0, 10)
+    assert [(m.action, m.payload.get("n")) for m in batch] == [
+        ("MeterValues", 1),
+        ("MeterValues", 2),
+    ]
+    assert store.outbox_batch(batch[0].seq, 10) == batch[1:]
+    assert store.outbox_batch(0, 1) == batch[:1]
+    disk.full = False
+    assert store.flush()
+    assert [m.payload for m in store.outbox_batch(0, 10)] == [{"n": 1}, {"n": 2}]

@@ -587,3 +587,32 @@ def test_sigkill_during_write_loop_loses_no_acknowledged_commit(db_path: Path) -
         assert tx.last_meter_wh == ns[-1]
     finally:
         s.close()
+
+
+def test_outbox_batch_reads_ahead_in_order_and_deletes_in_one_commit(db_path: Path) -> None:
+    """Section 3.7 order holds for the replay's read-ahead: ``outbox_batch`` returns the
+    messages after a seq, oldest first, and ``outbox_delete_many`` drops several at once."""
+    store = Store(db_path)
+    tx_key = _begin(store)
+    for energy in range(1001, 1011):
+        store.enqueue_tx_message(tx_key, "MeterValues", _mv(energy), energy_wh=energy, at=T1)
+    _end(store, tx_key)
+    first = store.outbox_batch(0, 4)
+    assert [m.action for m in first] == ["StartTransaction"] + ["MeterValues"] * 3
+    seqs = [m.seq for m in first]
+    assert seqs == sorted(seqs)
+    rest = store.outbox_batch(seqs[-1], 100)
+    assert [m.action for m in rest] == ["MeterValues"] * 7 + ["StopTransaction"]
+    assert rest[0].seq > seqs[-1]
+    assert [m.payload["meterValue"][0]["sampledValue"][0]["value"] for m in rest[:7]] == [
+        str(e) for e in range(1004, 1011)
+    ]
+    store.outbox_delete_many([m.seq for m in first + rest[:7]], durable=False)
+    assert store.outbox_count() == 1
+    head = store.outbox_head()
+    assert head is not None and head.action == "StopTransaction"
+    store.close()
+    reopened = Store(db_path)  # the non-durable deletes were still committed
+    assert reopened.outbox_count() == 1
+    assert reopened.outbox_batch(0, 10)[0].action == "StopTransaction"
+    reopened.close()
