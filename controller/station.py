@@ -128,6 +128,9 @@ class Station:
         self._listeners: list[Callable[[int, sm.Command], None]] = []
         self.started = False
         self._storage_probe_at_s: float | None = None  # next write probe while degraded
+        # Monotonic time the last tick finished (start() counts as one): the app's watchdog
+        # stops pinging systemd when the tick loop makes no progress.
+        self.last_tick_s = clock.monotonic_s()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,6 +172,7 @@ class Station:
 
             self.reader.start(on_token)
         self.settings.on_change(self._on_setting)
+        self.last_tick_s = self.clock.monotonic_s()
         self._tasks.spawn(self._tick_loop(), name="tick", critical=True)
         self.started = True
 
@@ -575,6 +579,7 @@ class Station:
                 last_aligned = slot
             else:
                 last_aligned = None
+            self.last_tick_s = self.clock.monotonic_s()
 
     def _maybe_probe_storage(self, now_s: float) -> None:
         """While the database is not writable (transaction data kept in memory), try to
