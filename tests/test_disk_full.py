@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from controller import store as store_mod
 from controller.devcsms import DevCsms
 from controller.station import STORAGE_PROBE_INTERVAL_S
 from controller.store import Store
@@ -253,3 +254,45 @@ def test_outbox_batch_merges_memory_and_database_rows(tmp_path: Path) -> None:
     disk.full = False
     assert store.flush()
     assert [m.payload for m in store.outbox_batch(0, 10)] == [{"n": 1}, {"n": 2}]
+
+
+def test_memory_journal_stays_bounded_on_a_long_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Days of sampling on a full disk must not grow memory without bound: only the latest
+    reading per transaction is kept as a pending write, messages confirmed while in memory
+    leave no trace, and beyond the cap the oldest MeterValues are dropped - never the
+    Start/StopTransaction, and the stop reading (billing) stays exact."""
+    monkeypatch.setattr(store_mod, "MAX_MEMORY_METER_VALUES", 10)
+    store = Store(tmp_path / "s.db")
+    disk = FullDisk(store)
+    kw: dict[str, Any] = {"reservation_id": None, "start_payload": {"start": 1}}
+    disk.full = True
+    k1 = store.begin_transaction(
+        connector_id=1, id_tag="A", started_at="t0", meter_start_wh=100, **kw
+    )
+    for i in range(1, 26):
+        store.enqueue_tx_message(k1, "MeterValues", {"n": i}, energy_wh=100 + i, at=f"m{i}")
+    assert store.end_transaction(
+        k1, meter_stop_wh=126, stopped_at="t9", reason="Local", stop_payload={"stop": 1}
+    )
+    kept = [m.payload for m in store.outbox_batch(0, 100)]
+    assert kept == [{"start": 1}] + [{"n": i} for i in range(16, 26)] + [{"stop": 1}]
+    assert store.dropped_meter_values == 15
+    # One INSERT (tx) + one reading + 12 INSERTs (outbox) + the stop UPDATE.
+    assert len(store._ops) == 15
+    # Confirmed while in memory: nothing to write for them any more.
+    head = store.outbox_head()
+    assert head is not None
+    store.confirm_start(head.seq, k1, 77)
+    store.outbox_delete_many([m.seq for m in store.outbox_batch(0, 5)], durable=False)
+    assert len(store._ops) == 15 - 1 - 5 + 1  # the csms id UPDATE was added
+    disk.full = False
+    assert store.flush()
+    rows = store._db.execute("SELECT * FROM transactions").fetchall()
+    assert [(r["meter_start_wh"], r["meter_stop_wh"], r["csms_tx_id"]) for r in rows] == [
+        (100, 126, 77)
+    ]
+    assert [m.payload for m in store.outbox_batch(0, 100)] == [{"n": i} for i in range(21, 26)] + [
+        {"stop": 1}
+    ]
