@@ -14,20 +14,12 @@ import urllib.request
 from typing import Any
 
 from controller.config import ConfigError, load
+from controller.logsetup import TARGETS, setup_logging
 from hal.registry import DriverConfigError
 
 LOG = logging.getLogger("evsed")
 DEFAULT_CONFIG = "/etc/evsed/evsed.toml"
 DEFAULT_API = "http://127.0.0.1:8080"
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -91,12 +83,15 @@ def _check_drivers(config: Any) -> None:
             close()
 
 
-async def _run(config_path: str) -> int:
+async def _run(config_path: str, log_target: str = "auto") -> int:
     from controller.app import App
 
     config = load(config_path)
-    _setup_logging(config.log_level)
+    secrets = setup_logging(config.log_level, log_target)
+    secrets.add_secret(config.csms.password if config.csms else None)
     app = App(config)
+    # An AuthorizationKey the CSMS sets at run time is masked as well.
+    secrets.add_source(lambda: app.client.settings.get("AuthorizationKey") if app.client else None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
@@ -113,7 +108,7 @@ async def _run(config_path: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        code = asyncio.run(_run(args.config))
+        code = asyncio.run(_run(args.config, args.log_target))
     except (ConfigError, DriverConfigError) as exc:
         print(f"{args.config}: error: {exc}", file=sys.stderr)
         return 2
@@ -137,7 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_dev_csms(args: argparse.Namespace) -> int:
     from controller.devcsms import run_dev_csms
 
-    _setup_logging("INFO")
+    setup_logging("INFO", "stderr")
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     passwords = dict(p.split("=", 1) for p in args.password) if args.password else None
     try:
@@ -277,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit with code 75 on Reset instead of restarting in place",
     )
+    p.add_argument(
+        "--log-target",
+        choices=TARGETS,
+        default="auto",
+        help="journal: journald's native protocol; stderr; auto (default): the journal when "
+        "systemd connected stderr to it",
+    )
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a configuration file")
@@ -352,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp = ssub.add_parser("fault", parents=[api_opts])
             sp.add_argument("connector", type=int)
             sp.add_argument("fault", help="an OCPP error code such as GroundFailure, or clear")
+    from controller.install import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 

@@ -14,56 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+# The schema is defined (and changed) only in controller/migrations.py.
+from controller.migrations import SchemaError, migrate
+
 _Op = tuple[str, tuple[Any, ...]]
 
 LOG = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS transactions (
-    tx_key INTEGER PRIMARY KEY AUTOINCREMENT,
-    connector_id INTEGER NOT NULL,
-    id_tag TEXT NOT NULL,
-    reservation_id INTEGER,
-    meter_start_wh INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    csms_tx_id INTEGER,
-    last_meter_wh INTEGER NOT NULL,
-    last_meter_at TEXT NOT NULL,
-    meter_stop_wh INTEGER,
-    stopped_at TEXT,
-    stop_reason TEXT,
-    boot_id TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS transactions_open ON transactions (stopped_at);
-CREATE TABLE IF NOT EXISTS auth_cache (
-    id_tag TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    parent_id_tag TEXT,
-    expiry_date TEXT,
-    last_used REAL NOT NULL
-);
--- Local Authorization List (OCPP 1.6 3.5.2); idTags are CiString20 (errata 3.74): NOCASE.
--- Its version lives in meta.local_list_version.
-CREATE TABLE IF NOT EXISTS local_list (
-    id_tag TEXT PRIMARY KEY COLLATE NOCASE,
-    status TEXT NOT NULL,
-    parent_id_tag TEXT,
-    expiry_date TEXT
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    tx_key INTEGER,
-    action TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
-);
-"""
-
 
 _INSERT_TX = (
     "INSERT INTO transactions (tx_key, connector_id, id_tag, reservation_id, meter_start_wh,"
@@ -140,13 +96,13 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        # executescript commits on its own; the schema statements are idempotent.
-        self._db.executescript(_SCHEMA)
-        with self._tx():
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        # Creates or upgrades the schema (each step one transaction); raises SchemaTooNew
+        # for a database from a newer evsed and MigrationError when a step failed.
+        try:
+            migrate(self._db, self.path)
+        except BaseException:
+            self._db.close()
+            raise
         # Degraded mode (database not writable: disk full, I/O error). Transaction
         # records and outbox messages are then kept in memory on top of the database,
         # with keys continuing the database's, and every write is remembered as SQL with
@@ -748,13 +704,21 @@ def _tx_record(row: sqlite3.Row) -> TxRecord:
 
 
 def open_store(path: str | Path) -> Store:
-    """Open the database; a corrupt file is moved aside so the charger still starts."""
+    """Open the database; a corrupt file is moved aside so the charger still starts.
+
+    A database from a newer evsed, or one whose migration failed, is not corrupt: it holds
+    billing records and queued messages this code cannot safely use or would have to drop.
+    It is left as it is and SchemaError propagates: the daemon refuses to start and says why.
+    """
     try:
         store = Store(path)
         if store.integrity_ok():
             return store
         store.close()
         reason = "integrity check failed"
+    except SchemaError as exc:
+        LOG.critical("%s", exc)
+        raise
     except sqlite3.DatabaseError as exc:
         reason = str(exc)
     aside = f"{path}.corrupt-{time.time_ns()}"
