@@ -158,7 +158,21 @@ def _api_base(args: argparse.Namespace) -> str:
     return DEFAULT_API
 
 
-def _request(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _api_token(args: argparse.Namespace) -> str | None:
+    """The local API token: $EVSED_API_TOKEN, else api.token of the -c config."""
+    token = os.environ.get("EVSED_API_TOKEN")
+    config_path = getattr(args, "config", None)
+    if token or not config_path:
+        return token or None
+    try:
+        return load(config_path).api_token
+    except ConfigError as exc:
+        raise SystemExit(f"evsed: {config_path}: {exc}") from None
+
+
+def _request(
+    base: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
         base + path,
@@ -172,6 +186,9 @@ def _request(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"  # never printed, not even on errors
         except (ValueError, AttributeError):
             detail = f"HTTP {exc.code} {exc.reason} from {base}{path}"
         raise SystemExit(f"evsed: {detail}") from None
@@ -183,6 +200,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     data = _request(_api_base(args), "/api/status")
     if args.json:
         print(json.dumps(data, indent=2))
+        if exc.code == 401:
+            detail = f"{detail} (give -c CONFIG with api.token, or set EVSED_API_TOKEN)"
         return 0
     csms = data["csms"]
     print(
@@ -207,11 +226,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     base = _api_base(args)
     if args.sim_cmd == "plug":
-        _request(base, "/api/sim/plug", {"connector": args.connector})
+        _request(base, "/api/sim/plug", {"connector": args.connector}, token=token)
     elif args.sim_cmd == "unplug":
-        _request(base, "/api/sim/unplug", {"connector": args.connector})
+        _request(base, "/api/sim/unplug", {"connector": args.connector}, token=token)
     elif args.sim_cmd == "card":
-        result = _request(base, "/api/sim/card", {"uid": args.uid})
+        result = _request(base, "/api/sim/card", {"uid": args.uid}, token=token)
         if not result.get("delivered"):
             print("reader is not started", file=sys.stderr)
             return 1
@@ -219,10 +238,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"connector": args.connector, "state": args.state.upper()}
         if args.power_w is not None:
             body["power_w"] = args.power_w
-        _request(base, "/api/sim/vehicle", body)
+        _request(base, "/api/sim/vehicle", body, token=token)
     elif args.sim_cmd == "fault":
         fault = None if args.fault.lower() in ("clear", "none") else args.fault
-        _request(base, "/api/sim/fault", {"connector": args.connector, "fault": fault})
+        _request(base, "/api/sim/fault", {"connector": args.connector, "fault": fault}, token=token)
     print("ok")
     return 0
 

@@ -78,6 +78,10 @@ class Config:
     # Re-attach a transaction a crash or power loss left open when the vehicle is still
     # plugged in at the next start (instead of closing it with Reboot / PowerLoss).
     resume_transactions: bool = False
+    # Local API secret (Authorization: Bearer); repr=False keeps it out of any log line.
+    api_token: str | None = field(default=None, repr=False)
+    # Loopback clients may read status (and control without a token) unauthenticated.
+    api_trust_loopback: bool = True
 
     @property
     def uses_simulation(self) -> bool:
@@ -136,6 +140,33 @@ def _device(data: Any, key: str) -> DeviceConfig:
     assert driver is not None
     settings = {k: v for k, v in data.items() if k != "driver"}
     return DeviceConfig(driver, settings, key)
+
+
+API_TOKEN_MIN_CHARS = 16
+API_TOKEN_MAX_CHARS = 256
+_API_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces (an HTTP header)
+
+
+def _api_token(api: dict[str, Any]) -> str | None:
+    """[api] token: long enough not to be guessed, sendable in an Authorization header.
+    Error messages never echo the value."""
+    value = api.get("token")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("api.token", "must be a string in quotes")
+    if not API_TOKEN_MIN_CHARS <= len(value) <= API_TOKEN_MAX_CHARS:
+        raise ConfigError(
+            "api.token",
+            f"must be {API_TOKEN_MIN_CHARS}-{API_TOKEN_MAX_CHARS} characters (it is "
+            f"{len(value)}); generate one with "
+            '`python3 -c "import secrets; print(secrets.token_urlsafe(24))"`',
+        )
+    if not _API_TOKEN.fullmatch(value):
+        raise ConfigError(
+            "api.token", "use printable ASCII characters without spaces (it is sent in a header)"
+        )
+    return value
 
 
 def parse(data: dict[str, Any]) -> Config:
@@ -238,17 +269,32 @@ def parse(data: dict[str, Any]) -> Config:
     standalone = StandaloneConfig(tuple(t.upper() for t in tags), free)
 
     api = _table(data, "api", "api")
-    _unknown(api, {"host", "port"}, "api")
+    _unknown(api, {"host", "port", "token", "trust_loopback"}, "api")
     api_host = _str(api, "host", "api.host", "127.0.0.1") or "127.0.0.1"
     try:
-        ipaddress.ip_address(api_host)
+        api_loopback = ipaddress.ip_address(api_host).is_loopback
     except ValueError:
         if api_host != "localhost":
             raise ConfigError("api.host", "must be an IP address such as 127.0.0.1") from None
+        api_loopback = True
     port_value = api.get("port", 8080)
     if isinstance(port_value, bool) or not isinstance(port_value, int):
         raise ConfigError("api.port", "must be a whole number 0..65535 (0 = any free port)")
     api_port = int(_num(api, "port", "api.port", 8080, 0, 65535))
+    api_token = _api_token(api)
+    trust_loopback = api.get("trust_loopback", True)
+    if not isinstance(trust_loopback, bool):
+        raise ConfigError("api.trust_loopback", "must be true or false (without quotes)")
+    if api_token is None and not api_loopback:
+        raise ConfigError(
+            "api.token",
+            f"required when api.host is {api_host} (reachable from the network): add "
+            f'token = "<{API_TOKEN_MIN_CHARS}+ random characters>" to [api] '
+            '(e.g. from `python3 -c "import secrets; print(secrets.token_urlsafe(24))"`), '
+            'or keep host = "127.0.0.1"',
+        )
+    if api_token is None and not trust_loopback:
+        raise ConfigError("api.token", "required when api.trust_loopback = false")
 
     reader = None
     if "reader" in data:
@@ -316,6 +362,8 @@ def parse(data: dict[str, Any]) -> Config:
         log_level=level,
         tick_interval_s=tick_s,
         resume_transactions=resume,
+        api_token=api_token,
+        api_trust_loopback=trust_loopback,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ STORAGE_PROBE_INTERVAL_S = 60
 # register limit of MaxEnergyOnInvalidId in Wh, or "" for none), so a resumed
 # transaction does not get its energy back.
 _DEAUTH_KEY = "tx.deauthorized.{}"
+# Recent error codes kept in memory for the local status page (oldest dropped first).
+FAULT_HISTORY_SIZE = 50
 
 _INDICATOR = {
     sm.Status.AVAILABLE: IndicatorState.AVAILABLE,
@@ -68,6 +71,17 @@ class ConnectorHardware:
     indicator: Indicator | None = None
     fault: FaultInput | None = None
     max_current_a: float = 32.0
+
+
+@dataclass
+class FaultEvent:
+    """A connector's reported errorCode from ``at`` until ``cleared_at`` (None: still on)."""
+
+    connector: int
+    error_code: str
+    source: str  # which input raised it (input, meter, lock, contactor-feedback, ...) or "vehicle"
+    at: str
+    cleared_at: str | None = None
 
 
 @dataclass
@@ -131,6 +145,7 @@ class Station:
         # Monotonic time the last tick finished (start() counts as one): the app's watchdog
         # stops pinging systemd when the tick loop makes no progress.
         self.last_tick_s = clock.monotonic_s()
+        self.fault_history: deque[FaultEvent] = deque(maxlen=FAULT_HISTORY_SIZE)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -321,11 +336,25 @@ class Station:
         old = c.state
         c.state, commands = sm.step(c.state, event)
         if c.state.contactor_closed and not old.contactor_closed:
+        if c.state.error_code != old.error_code:
+            self._note_fault(c, c.state.error_code)
             LOG.info("connector %d: contactor permitted by %s", connector_id, event)
         for command in commands:
             self._execute(c, command)
 
     def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
+    def _note_fault(self, c: ConnectorRuntime, error_code: str) -> None:
+        """Fault history: close the connector's open event, open one for a new code."""
+        now = self._now_iso()
+        for event in reversed(self.fault_history):
+            if event.connector == c.connector_id:
+                if event.cleared_at is None:
+                    event.cleared_at = now
+                break
+        if error_code != "NoError":
+            source = next((s for s, code in c.faults.items() if code == error_code), "vehicle")
+            self.fault_history.append(FaultEvent(c.connector_id, error_code, source, now))
+
         c = self.connectors[connector_id]
         if not state.plugged and "lock" in c.faults:
             # The cable is out: a lock that failed to engage no longer matters.
@@ -843,3 +872,4 @@ class Station:
                 "storage": "degraded" if self.store.degraded else "ok",
             },
         }
+            "faults": [vars(event).copy() for event in reversed(self.fault_history)],

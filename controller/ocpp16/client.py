@@ -145,6 +145,7 @@ class Ocpp16Client:
         self.connects = 0
         self.tx_message_timeouts = 0
         settings.on_change(self._on_setting)
+        self.last_message_s: float | None = None  # monotonic time of the last frame in or out
         store.add_listener(self._on_storage)
 
     def _on_setting(self, name: str, value: str) -> None:
@@ -327,6 +328,7 @@ class Ocpp16Client:
         session.spawn(self._bring_up(), name="bring-up")
         try:
             await reader
+        self.last_message_s = self._last_activity_s  # for the local status page
         except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
             LOG.warning("CSMS connection lost: %s", exc)
         finally:
