@@ -174,11 +174,11 @@ def _request(
     base: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
 ) -> Any:
     data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"  # never printed, not even on errors
     req = urllib.request.Request(
-        base + path,
-        data=data,
-        headers={"Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
+        base + path, data=data, headers=headers, method="GET" if body is None else "POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
@@ -186,22 +186,19 @@ def _request(
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"  # never printed, not even on errors
         except (ValueError, AttributeError):
             detail = f"HTTP {exc.code} {exc.reason} from {base}{path}"
+        if exc.code == 401:
+            detail = f"{detail} (give -c CONFIG with api.token, or set EVSED_API_TOKEN)"
         raise SystemExit(f"evsed: {detail}") from None
     except urllib.error.URLError as exc:
         raise SystemExit(f"evsed: cannot reach {base} ({exc.reason}); is `evsed run` up?") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    data = _request(_api_base(args), "/api/status")
+    data = _request(_api_base(args), "/api/status", token=_api_token(args))
     if args.json:
         print(json.dumps(data, indent=2))
-        if exc.code == 401:
-            detail = f"{detail} (give -c CONFIG with api.token, or set EVSED_API_TOKEN)"
         return 0
     csms = data["csms"]
     print(
@@ -224,7 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    base = _api_base(args)
+    base, token = _api_base(args), _api_token(args)
     if args.sim_cmd == "plug":
         _request(base, "/api/sim/plug", {"connector": args.connector}, token=token)
     elif args.sim_cmd == "unplug":
