@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 LOG = logging.getLogger(__name__)
 
@@ -174,14 +174,17 @@ class TrustedClock(Clock):
       periodically and at shutdown): only while trusted, or while running on the floor
       (then it is a proven lower bound of the real time).
 
-    Limitation: messages created while untrusted keep their timestamps when the CSMS later
-    corrects the clock, if they are already queued in the store (StartTransaction,
-    MeterValues, StopTransaction of an offline session on the floor timeline); the client
-    only moves StatusNotifications still waiting in memory. They are never before
-    ``BUILD_FLOOR_UTC`` (the client clamps to it) and the client logs a warning when it
-    sends with untrusted time. The correction itself is not persisted (it is relative to a
-    system clock that may be reset or synchronised by the next boot); only the last good
-    time is.
+    * When trust is gained (NTP or the CSMS), the trust listeners get the shift in seconds
+      between the untrusted timeline and the confirmed one, so timestamps already stamped
+      in this process (queued transaction messages, waiting statuses) can be moved onto the
+      real timeline (``add_trust_listener``).
+
+    Limitation: messages stamped while untrusted in an earlier process (the charger
+    restarted before the time was confirmed) keep their timestamps: the offset of that
+    timeline is unknown. They are never before ``BUILD_FLOOR_UTC`` (the client clamps to
+    it) and the client logs a warning when it sends with untrusted time. The correction
+    itself is not persisted (it is relative to a system clock that may be reset or
+    synchronised by the next boot); only the last good time is.
     """
 
     def __init__(
@@ -203,6 +206,7 @@ class TrustedClock(Clock):
         self._ntp_checked_s: float | None = None
         self._warned_floor = False
         self._floored = False  # running on the floor (base wall clock was behind it)
+        self._trust_listeners: list[Callable[[float], None]] = []
         self._check_ntp()
         self.attach_store(time_store)
 
@@ -288,10 +292,14 @@ class TrustedClock(Clock):
         if not synced or self.base.utc_now() < self._build_floor:
             return
         LOG.info("system clock is NTP-synchronised: time trusted")
+        was_untrusted = self.trust_source == "none"
+        shift_s = -self.correction_s  # untrusted timeline -> NTP time
         self.correction_s = 0.0
         self._floored = False
         self.trust_source = "ntp"
         self._save(self.base.utc_now())
+        if was_untrusted:
+            self._trust_gained(shift_s)
 
     def confirm_from_csms(self, server_time: datetime) -> float:
         """The CSMS's currentTime (BootNotification.conf / Heartbeat.conf). Returns the
@@ -315,12 +323,28 @@ class TrustedClock(Clock):
             self.correction_s += offset
             applied = offset
             LOG.warning("clock corrected by %+.1f s from the CSMS currentTime", offset)
+        was_untrusted = self.trust_source == "none"
         if self.trust_source != "csms":
             LOG.info("time confirmed by the CSMS")
         self.trust_source = "csms"
         self._floored = False
         self._save(self.utc_now())
+        if was_untrusted:
+            self._trust_gained(applied)
         return applied
+
+    def add_trust_listener(self, listener: Callable[[float], None]) -> None:
+        """``listener(shift_s)`` once, when the time is first confirmed: timestamps taken
+        before it move by ``shift_s`` seconds onto the confirmed timeline (0.0 = none).
+        Called synchronously from within ``utc_now``/``confirm_from_csms``."""
+        self._trust_listeners.append(listener)
+
+    def _trust_gained(self, shift_s: float) -> None:
+        for listener in list(self._trust_listeners):
+            try:
+                listener(shift_s)
+            except Exception:
+                LOG.exception("clock trust listener failed")
 
     def persist(self) -> None:
         """Save the current time as the last good time if it is known to be good (trusted)
@@ -352,3 +376,28 @@ def clamp_iso(text: str, floor: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return text if moment >= floor else iso_utc(floor)
+
+
+def shift_iso(text: str, shift_s: float) -> str:
+    """An OCPP timestamp moved by ``shift_s`` seconds (unparseable text is kept)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return iso_utc(moment + timedelta(seconds=shift_s))
+
+
+def shift_timestamps(value: Any, shift_s: float) -> Any:
+    """A payload with every ``timestamp`` field (at any depth) moved by ``shift_s``."""
+    if isinstance(value, dict):
+        return {
+            k: shift_iso(v, shift_s)
+            if k == "timestamp" and isinstance(v, str)
+            else shift_timestamps(v, shift_s)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [shift_timestamps(v, shift_s) for v in value]
+    return value

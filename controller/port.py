@@ -44,6 +44,10 @@ class TxStop:
     reason: str
     id_tag: str | None = None
     transaction_data: list[Sample] = field(default_factory=list)
+    # False when ``timestamp`` comes from an earlier process (a transaction closed after an
+    # unclean stop carries its last persisted reading time): a later clock correction in
+    # this process must not move it.
+    stamped_now: bool = True
 
 
 class CsmsPort(Protocol):

@@ -250,6 +250,7 @@ class Station:
                 timestamp=tx.last_meter_at,
                 reason=reason,
                 id_tag=None,
+                stamped_now=False,
             ),
         )
         self._clear_deauth_mark(tx.tx_key, known=None)
@@ -335,14 +336,13 @@ class Station:
         c = self.connectors[connector_id]
         old = c.state
         c.state, commands = sm.step(c.state, event)
-        if c.state.contactor_closed and not old.contactor_closed:
         if c.state.error_code != old.error_code:
             self._note_fault(c, c.state.error_code)
+        if c.state.contactor_closed and not old.contactor_closed:
             LOG.info("connector %d: contactor permitted by %s", connector_id, event)
         for command in commands:
             self._execute(c, command)
 
-    def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
     def _note_fault(self, c: ConnectorRuntime, error_code: str) -> None:
         """Fault history: close the connector's open event, open one for a new code."""
         now = self._now_iso()
@@ -355,6 +355,7 @@ class Station:
             source = next((s for s, code in c.faults.items() if code == error_code), "vehicle")
             self.fault_history.append(FaultEvent(c.connector_id, error_code, source, now))
 
+    def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
         c = self.connectors[connector_id]
         if not state.plugged and "lock" in c.faults:
             # The cable is out: a lock that failed to engage no longer matters.
@@ -375,7 +376,13 @@ class Station:
         effective = next(iter(c.faults.values()), None)
         if effective != c.state.fault:
             if effective is not None:
-                LOG.error("connector %d fault: %s (%s)", c.connector_id, effective, source)
+                LOG.error(
+                    "connector %d fault: %s (%s)",
+                    c.connector_id,
+                    effective,
+                    source,
+                    extra={"connector": c.connector_id},
+                )
             self.dispatch(c.connector_id, sm.FaultChanged(effective))
 
     def present_token(self, id_tag: str) -> int | None:
@@ -507,7 +514,13 @@ class Station:
         c.samples = []
         if c.reading is not None:
             c.samples.append(Sample(c.reading, now, "Transaction.Begin"))
-        LOG.info("connector %d: transaction %d started for %s", c.connector_id, c.tx_key, id_tag)
+        LOG.info(
+            "connector %d: transaction %d started for %s",
+            c.connector_id,
+            c.tx_key,
+            id_tag,
+            extra={"connector": c.connector_id, "tx_key": c.tx_key},
+        )
 
     def _stop_tx(self, c: ConnectorRuntime, reason: sm.StopReason, id_tag: str | None) -> None:
         tx_key = c.tx_key
@@ -554,6 +567,7 @@ class Station:
             tx_key,
             reason.value,
             energy_wh - c.tx_meter_start_wh,
+            extra={"connector": c.connector_id, "tx_key": tx_key},
         )
 
     def _report_status(self, c: ConnectorRuntime, status: str, error_code: str) -> None:
@@ -866,10 +880,10 @@ class Station:
                 "trusted": getattr(self.clock, "trusted", True),
                 "trust_source": getattr(self.clock, "trust_source", "system"),
             },
+            "faults": [vars(event).copy() for event in reversed(self.fault_history)],
             "csms": {
                 "state": port.connection_state() if port else "none",
                 "queued_messages": port.queued_messages() if port else 0,
                 "storage": "degraded" if self.store.degraded else "ok",
             },
         }
-            "faults": [vars(event).copy() for event in reversed(self.fault_history)],

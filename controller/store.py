@@ -3,6 +3,7 @@ Authorization Cache and the Local Authorization List."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -15,11 +16,16 @@ from pathlib import Path
 from typing import Any
 
 # The schema is defined (and changed) only in controller/migrations.py.
+from controller.clock import shift_iso, shift_timestamps
 from controller.migrations import SchemaError, migrate
 
 _Op = tuple[str, tuple[Any, ...]]
 
 LOG = logging.getLogger(__name__)
+
+#: Unconfirmed MeterValues kept in memory while the database is not writable (about 1.5 KiB
+#: each): 5000 is 3.5 days of 60 s samples on one connector while also offline.
+MAX_MEMORY_METER_VALUES = 5000
 
 _INSERT_TX = (
     "INSERT INTO transactions (tx_key, connector_id, id_tag, reservation_id, meter_start_wh,"
@@ -110,7 +116,14 @@ class Store:
         # overlay is empty whenever ``degraded`` is False. Lost on a crash.
         self.degraded = False
         self.degraded_reason = ""
-        self._ops: list[_Op] = []
+        # Pending writes by op id, in order; an op that a later one made moot (an older
+        # meter reading, a message confirmed while still in memory) is deleted, so the
+        # journal stays bounded while the CSMS keeps confirming.
+        self._ops: dict[int, _Op] = {}
+        self._op_ids = itertools.count()
+        self._meter_op: dict[int, int] = {}  # tx_key -> op id of its latest reading
+        self._insert_op: dict[int, int] = {}  # in-memory seq -> op id of its INSERT
+        self.dropped_meter_values = 0  # oldest in-memory MeterValues dropped at the cap
         self._mem_tx: dict[int, TxRecord] = {}  # created or changed while degraded
         self._mem_outbox: dict[int, QueuedMessage] = {}  # queued while degraded, by seq
         self._mem_gone: set[int] = set()  # database outbox rows deleted while degraded
@@ -221,7 +234,7 @@ class Store:
             stop_reason=None,
             boot_id=boot_id,
         )
-        self._ops.append((_INSERT_TX, (tx_key, *row)))
+        self._op(_INSERT_TX, (tx_key, *row))
         self._mem_enqueue(tx_key, "StartTransaction", start_payload)
         return tx_key
 
@@ -306,7 +319,7 @@ class Store:
             last_meter_wh=meter_stop_wh,
             last_meter_at=stopped_at,
         )
-        self._ops.append((sql, params))
+        self._op(sql, params)
         self._mem_enqueue(tx_key, "StopTransaction", stop_payload)
         return True
 
@@ -351,10 +364,68 @@ class Store:
         tx = self.get_transaction(tx_key)
         if tx is not None:
             self._mem_tx[tx_key] = replace(tx, csms_tx_id=csms_tx_id)
-        self._ops.append(
-            ("UPDATE transactions SET csms_tx_id = ? WHERE tx_key = ?", (csms_tx_id, tx_key))
-        )
+        self._op("UPDATE transactions SET csms_tx_id = ? WHERE tx_key = ?", (csms_tx_id, tx_key))
         self._mem_delete(seq)
+
+    def shift_timestamps(
+        self,
+        shift_s: float,
+        *,
+        seqs: Iterable[int] = (),
+        started: Iterable[int] = (),
+        stopped: Iterable[int] = (),
+    ) -> int:
+        """Move timestamps stamped on an untrusted clock onto the confirmed timeline, in one
+        commit: queued messages ``seqs``, every queued message and time field of the
+        transactions ``started`` (begun on that clock), and the StopTransaction, stop time
+        and last reading time of the transactions ``stopped``. Returns the rows changed."""
+        seq_set, started_set, stopped_set = set(seqs), set(started), set(stopped)
+        if not shift_s or not (seq_set or started_set or stopped_set):
+            return 0
+        if self.degraded:
+            LOG.warning("database not writable: queued timestamps not moved by %+.1f s", shift_s)
+            return 0
+        changed = 0
+        with self._tx() as db:
+            rows = db.execute("SELECT seq, tx_key, action, payload FROM outbox").fetchall()
+            for row in rows:
+                tx_key = row["tx_key"]
+                if not (
+                    row["seq"] in seq_set
+                    or tx_key in started_set
+                    or (tx_key in stopped_set and row["action"] == "StopTransaction")
+                ):
+                    continue
+                payload = shift_timestamps(json.loads(row["payload"]), shift_s)
+                db.execute(
+                    "UPDATE outbox SET payload = ? WHERE seq = ?",
+                    (json.dumps(payload, separators=(",", ":")), row["seq"]),
+                )
+                changed += 1
+            for tx_key in started_set | stopped_set:
+                tx = db.execute(
+                    "SELECT started_at, last_meter_at, stopped_at FROM transactions"
+                    " WHERE tx_key = ?",
+                    (tx_key,),
+                ).fetchone()
+                if tx is None:
+                    continue
+                started_at = tx["started_at"]
+                if tx_key in started_set:
+                    started_at = shift_iso(started_at, shift_s)
+                stopped_at = tx["stopped_at"]
+                db.execute(
+                    "UPDATE transactions SET started_at = ?, last_meter_at = ?, stopped_at = ?"
+                    " WHERE tx_key = ?",
+                    (
+                        started_at,
+                        shift_iso(tx["last_meter_at"], shift_s),
+                        None if stopped_at is None else shift_iso(stopped_at, shift_s),
+                        tx_key,
+                    ),
+                )
+                changed += 1
+        return changed
 
     # ------------------------------------------------------------------ authorization cache
 
@@ -516,41 +587,65 @@ class Store:
         return int(cur.lastrowid or 0)
 
     def outbox_head(self) -> QueuedMessage | None:
-        """The oldest queued message: database rows first, then those kept in memory
-        (their seqs continue the database's, so this is the order of enqueueing)."""
-        for row in self._db.execute("SELECT * FROM outbox ORDER BY seq"):
+        """The oldest queued message (see ``outbox_batch``)."""
+        batch = self.outbox_batch(0, 1)
+        return batch[0] if batch else None
+
+    def outbox_batch(self, after_seq: int, limit: int) -> list[QueuedMessage]:
+        """Up to ``limit`` queued messages with seq > ``after_seq``, oldest first: database
+        rows, then those kept in memory (their seqs continue the database's, so this is the
+        order of enqueueing). One query instead of one per message during a replay."""
+        out: list[QueuedMessage] = []
+        for row in self._db.execute(
+            "SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit + len(self._mem_gone)),
+        ):
             seq = int(row["seq"])
             if seq in self._mem_gone:
                 continue
-            return QueuedMessage(
-                seq=seq,
-                tx_key=None if row["tx_key"] is None else int(row["tx_key"]),
-                action=str(row["action"]),
-                payload=json.loads(row["payload"]),
-                attempts=self._mem_attempts.get(seq, int(row["attempts"])),
+            out.append(
+                QueuedMessage(
+                    seq=seq,
+                    tx_key=None if row["tx_key"] is None else int(row["tx_key"]),
+                    action=str(row["action"]),
+                    payload=json.loads(row["payload"]),
+                    attempts=self._mem_attempts.get(seq, int(row["attempts"])),
+                )
             )
-        return next(iter(self._mem_outbox.values()), None)
+            if len(out) == limit:
+                return out
+        for seq, msg in self._mem_outbox.items():
+            if len(out) == limit:
+                break
+            if seq > after_seq:
+                out.append(msg)
+        return out
 
     def outbox_delete(self, seq: int, *, durable: bool = True) -> None:
-        """Drop a confirmed message. ``durable=False`` skips the fsync: for messages whose
-        re-delivery after a crash is harmless (MeterValues), it halves replay time on SD
-        cards. Start/Stop confirmations must stay durable."""
+        """Drop a confirmed message (see ``outbox_delete_many``)."""
+        self.outbox_delete_many([seq], durable=durable)
+
+    def outbox_delete_many(self, seqs: Sequence[int], *, durable: bool = True) -> None:
+        """Drop confirmed messages in one commit. ``durable=False`` skips the fsync: only
+        for messages whose re-delivery after a crash is harmless (MeterValues); it halves
+        replay time on SD cards. Start/Stop confirmations must stay durable."""
+        if not seqs:
+            return
         if not self.degraded:
             try:
-                if durable:
-                    with self._tx() as db:
-                        db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-                    return
-                self._db.execute("PRAGMA synchronous=NORMAL")
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 try:
                     with self._tx() as db:
-                        db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                        db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
                 finally:
-                    self._db.execute("PRAGMA synchronous=FULL")
+                    if not durable:
+                        self._db.execute("PRAGMA synchronous=FULL")
                 return
             except StoreError as exc:
                 self._degrade(exc)
-        self._mem_delete(seq)
+        for seq in seqs:
+            self._mem_delete(seq)
 
     def outbox_mark_attempt(self, seq: int) -> int:
         if not self.degraded:
@@ -561,7 +656,7 @@ class Store:
                 return 0 if row is None else int(row["attempts"])
             except StoreError as exc:
                 self._degrade(exc)
-        self._ops.append(("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,)))
+        self._op("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
         msg = self._mem_outbox.get(seq)
         if msg is not None:
             self._mem_outbox[seq] = replace(msg, attempts=msg.attempts + 1)
@@ -619,7 +714,7 @@ class Store:
             return True
         try:
             with self._tx() as db:
-                for sql, params in self._ops:
+                for sql, params in self._ops.values():
                     db.execute(sql, params)
                 # A write even with nothing to replay proves the disk takes data again.
                 db.execute(
@@ -636,6 +731,8 @@ class Store:
             len(self._mem_outbox),
         )
         self._ops.clear()
+        self._meter_op.clear()
+        self._insert_op.clear()
         self._mem_tx.clear()
         self._mem_outbox.clear()
         self._mem_gone.clear()
@@ -646,38 +743,65 @@ class Store:
             listener(False)
         return True
 
+    def _op(self, sql: str, params: tuple[Any, ...]) -> int:
+        op_id = next(self._op_ids)
+        self._ops[op_id] = (sql, params)
+        return op_id
+
     def _mem_enqueue(self, tx_key: int | None, action: str, payload: dict[str, Any]) -> int:
         seq = self._next_seq
         self._next_seq += 1
         self._mem_outbox[seq] = QueuedMessage(seq, tx_key, action, payload, 0)
-        self._ops.append(
-            (
-                "INSERT INTO outbox (seq, tx_key, action, payload, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (seq, tx_key, action, json.dumps(payload, separators=(",", ":")), time.time()),
-            )
+        self._insert_op[seq] = self._op(
+            "INSERT INTO outbox (seq, tx_key, action, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+            (seq, tx_key, action, json.dumps(payload, separators=(",", ":")), time.time()),
         )
+        if action == "MeterValues":
+            self._cap_memory_meter_values()
         return seq
 
+    def _cap_memory_meter_values(self) -> None:
+        """Bound the memory a long disk-full period takes: beyond MAX_MEMORY_METER_VALUES
+        unconfirmed MeterValues in memory, drop the oldest. Billing does not depend on them
+        (StopTransaction carries meterStop, and the transaction row the latest reading);
+        Start/StopTransaction are never dropped."""
+        meter_seqs = [s for s, m in self._mem_outbox.items() if m.action == "MeterValues"]
+        excess = len(meter_seqs) - MAX_MEMORY_METER_VALUES
+        for seq in meter_seqs[: max(0, excess)]:
+            del self._mem_outbox[seq]
+            self._ops.pop(self._insert_op.pop(seq), None)
+            self.dropped_meter_values += 1
+            if self.dropped_meter_values == 1 or self.dropped_meter_values % 1000 == 0:
+                LOG.error(
+                    "database still not writable: %d oldest queued MeterValues dropped to "
+                    "bound memory (%d kept)",
+                    self.dropped_meter_values,
+                    MAX_MEMORY_METER_VALUES,
+                )
+
     def _mem_delete(self, seq: int) -> None:
-        self._ops.append(("DELETE FROM outbox WHERE seq = ?", (seq,)))
-        if self._mem_outbox.pop(seq, None) is None:
-            exists = self._db.execute("SELECT 1 FROM outbox WHERE seq = ?", (seq,)).fetchone()
-            if exists is not None:
-                self._mem_gone.add(seq)
-                self._mem_attempts.pop(seq, None)
+        if self._mem_outbox.pop(seq, None) is not None:
+            # Never written: forgetting its INSERT is the whole delete.
+            self._ops.pop(self._insert_op.pop(seq), None)
+            return
+        exists = self._db.execute("SELECT 1 FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        if exists is not None and seq not in self._mem_gone:
+            self._op("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._mem_gone.add(seq)
+            self._mem_attempts.pop(seq, None)
 
     def _mem_update_meter(self, tx_key: int, energy_wh: int, at: str) -> None:
         tx = self.get_transaction(tx_key)
         if tx is None or not tx.open:
             return
         self._mem_tx[tx_key] = replace(tx, last_meter_wh=energy_wh, last_meter_at=at)
-        self._ops.append(
-            (
-                "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ?"
-                " WHERE tx_key = ? AND stopped_at IS NULL",
-                (energy_wh, at, tx_key),
-            )
+        previous = self._meter_op.get(tx_key)
+        if previous is not None:
+            self._ops.pop(previous, None)  # only the latest reading matters
+        self._meter_op[tx_key] = self._op(
+            "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ?"
+            " WHERE tx_key = ? AND stopped_at IS NULL",
+            (energy_wh, at, tx_key),
         )
 
     def integrity_ok(self) -> bool:

@@ -288,9 +288,10 @@ async def test_e2e_1970_clock_follows_the_csms_time(
 async def test_e2e_offline_start_on_1970_clock_never_sends_a_time_before_the_floor(
     csms: DevCsms, csms_time: None, rtc_less: Any, tmp_path: Path
 ) -> None:
-    """A session started before the CSMS was ever reached carries floor-based (untrusted)
-    timestamps, never 1970; once BootNotification.conf arrives, later messages follow the
-    CSMS time; a restart (1970 again) continues from the persisted good time."""
+    """A session started before the CSMS was ever reached is stamped on the floor timeline
+    (untrusted), never 1970; BootNotification.conf currentTime moves its queued messages
+    onto the CSMS timeline before they are sent, later messages follow the CSMS time; a
+    restart (1970 again) continues from the persisted good time."""
     csms.refuse_connections = True
     h, clock = await rtc_less(csms, ocpp={"AllowOfflineTxForUnknownId": True})
     h.plug()
@@ -310,9 +311,14 @@ async def test_e2e_offline_start_on_1970_clock_never_sends_a_time_before_the_flo
 
     (start,) = h.frames("StartTransaction")
     (stop,) = h.frames("StopTransaction")
-    # Limitation (documented): the queued start keeps its untrusted, floor-based time.
-    assert BUILD_FLOOR_UTC <= parse_ts(start.payload["timestamp"]) < CSMS_TIME
+    # The start was queued on the floor timeline; the CSMS confirmation moved it onto the
+    # CSMS timeline before it was sent: a few seconds before the connection, not months.
+    started = parse_ts(start.payload["timestamp"])
+    assert CSMS_TIME - timedelta(seconds=60) <= started <= CSMS_TIME
     assert CSMS_TIME <= parse_ts(stop.payload["timestamp"]) <= CSMS_TIME + timedelta(seconds=30)
+    assert h.app.store is not None
+    (record,) = h.app.store.transactions()
+    assert record.started_at == start.payload["timestamp"]
     for frame in csms.received:
         for ts in timestamps(frame.payload):
             assert parse_ts(ts) >= BUILD_FLOOR_UTC, (frame.action, ts)
@@ -344,3 +350,105 @@ def test_confirmed_time_may_be_earlier_than_a_persisted_bad_time() -> None:
     csms.confirm_from_csms(CSMS_TIME)
     assert csms.utc_now() == CSMS_TIME
     assert store.moment == CSMS_TIME
+
+
+# --------------------------------------------------------------------------- queued stamps
+
+
+def test_trust_listeners_get_the_shift_once_from_the_csms() -> None:
+    base = FakeBase(EPOCH)
+    clock = TrustedClock(base, ntp_synchronized=never_synced)
+    shifts: list[float] = []
+    clock.add_trust_listener(shifts.append)
+    assert clock.utc_now() == BUILD_FLOOR_UTC
+    clock.confirm_from_csms(CSMS_TIME)
+    clock.confirm_from_csms(CSMS_TIME + timedelta(hours=1))  # already trusted: no event
+    assert shifts == [(CSMS_TIME - BUILD_FLOOR_UTC).total_seconds()]
+
+
+def test_trust_listeners_get_the_shift_from_ntp() -> None:
+    synced = False
+    base = FakeBase(EPOCH)
+    clock = TrustedClock(base, ntp_synchronized=lambda: synced)
+    shifts: list[float] = []
+    clock.add_trust_listener(shifts.append)
+    assert clock.utc_now() == BUILD_FLOOR_UTC
+    base.advance(100)
+    before = clock.utc_now()
+    assert before == BUILD_FLOOR_UTC + timedelta(seconds=100)
+    real = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    base.step_wall(real)
+    synced = True
+    assert clock.utc_now() == real
+    assert shifts == [(real - before).total_seconds()]
+
+
+def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path) -> None:
+    """Errata 3.11 (no valid time without RTC) + 4.2 currentTime: everything this process
+    stamped on the unconfirmed clock - StartTransaction, MeterValues, StopTransaction and
+    the transaction row - moves by the confirmation's shift; a StopTransaction that closes
+    a transaction left open by an earlier process (its last persisted reading time) and a
+    message queued after the confirmation do not move."""
+    from controller.clock import iso_utc
+    from controller.ocpp16.journal import Journal
+    from controller.port import Sample, TxStart, TxStop
+    from controller.settings import Settings, core_keys
+    from controller.store import Store
+    from hal.base import MeterReading
+
+    store = Store(tmp_path / "s.db")
+    settings = Settings(store, core_keys(2))
+    # A transaction an earlier process left open, stamped on a trusted clock.
+    earlier = store.begin_transaction(
+        connector_id=2,
+        id_tag="OLD",
+        meter_start_wh=10,
+        started_at="2026-05-01T08:00:00.000+00:00",
+        reservation_id=None,
+        start_payload={
+            "connectorId": 2,
+            "idTag": "OLD",
+            "meterStart": 10,
+            "timestamp": "2026-05-01T08:00:00.000+00:00",
+        },
+        boot_id="b0",
+    )
+    store.confirm_start(store.outbox_head().seq, earlier, 7)  # type: ignore[union-attr]
+
+    base = FakeBase(EPOCH)
+    clock = TrustedClock(base, ntp_synchronized=never_synced)
+    journal = Journal(store, settings, boot_id="b1", clock=clock)
+
+    def now() -> str:
+        return iso_utc(clock.utc_now())
+
+    t_start = now()
+    key = journal.start_transaction(TxStart(1, "CARD", 1000, t_start))
+    base.advance(60)
+    journal.meter_values(1, key, [Sample(MeterReading(1100.0, 7000.0), now())])
+    base.advance(60)
+    journal.stop_transaction(key, TxStop(1200, now(), "Local"))
+    journal.stop_transaction(
+        earlier,
+        TxStop(500, "2026-05-01T09:00:00.000+00:00", "PowerLoss", stamped_now=False),
+    )
+    shift = CSMS_TIME - clock.utc_now()
+    clock.confirm_from_csms(CSMS_TIME)
+    journal.meter_values(1, None, [Sample(MeterReading(1.0, 0.0), now())])  # not queued
+
+    def moved(text: str) -> str:
+        return iso_utc(parse_ts(text) + shift)
+
+    sent = {(m.action, m.tx_key): m.payload for m in store.outbox_batch(0, 100)}
+    assert sent[("StartTransaction", key)]["timestamp"] == moved(t_start)
+    assert timestamps(sent[("MeterValues", key)]) == [
+        moved(iso_utc(BUILD_FLOOR_UTC + timedelta(seconds=60)))
+    ]
+    assert sent[("StopTransaction", key)]["timestamp"] == iso_utc(CSMS_TIME)
+    assert sent[("StopTransaction", earlier)]["timestamp"] == "2026-05-01T09:00:00.000+00:00"
+    row = store.get_transaction(key)
+    assert row is not None
+    assert (row.started_at, row.stopped_at) == (moved(t_start), iso_utc(CSMS_TIME))
+    old = store.get_transaction(earlier)
+    assert old is not None and old.started_at == "2026-05-01T08:00:00.000+00:00"
+    assert old.stopped_at == "2026-05-01T09:00:00.000+00:00"
