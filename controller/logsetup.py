@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+SOCKET_ENV = "EVSED_JOURNAL_SOCKET"  # another journal socket (tests, containers)
 IDENTIFIER = "evsed"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LEVEL_ENV = "EVSED_LOG_LEVEL"
@@ -339,7 +340,7 @@ def setup_logging(
     level: str | None = "INFO",
     target: str = "auto",
     *,
-    journal_socket: str = JOURNAL_SOCKET,
+    journal_socket: str | None = None,
     stream: IO[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> SecretFilter:
@@ -352,6 +353,7 @@ def setup_logging(
     if target not in TARGETS:
         raise ValueError(f"log target must be one of {', '.join(TARGETS)}")
     env = os.environ if environ is None else environ
+    journal_socket = journal_socket or env.get(SOCKET_ENV) or JOURNAL_SOCKET
     name = resolve_level(level, env)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _OWNED, False)]:
