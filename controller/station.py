@@ -142,10 +142,10 @@ class Station:
         self._listeners: list[Callable[[int, sm.Command], None]] = []
         self.started = False
         self._storage_probe_at_s: float | None = None  # next write probe while degraded
-        self.fault_history: deque[FaultEvent] = deque(maxlen=FAULT_HISTORY_SIZE)
         # Monotonic time the last tick finished (start() counts as one): the app's watchdog
         # stops pinging systemd when the tick loop makes no progress.
         self.last_tick_s = clock.monotonic_s()
+        self.fault_history: deque[FaultEvent] = deque(maxlen=FAULT_HISTORY_SIZE)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,6 +250,7 @@ class Station:
                 timestamp=tx.last_meter_at,
                 reason=reason,
                 id_tag=None,
+                stamped_now=False,
             ),
         )
         self._clear_deauth_mark(tx.tx_key, known=None)
@@ -375,7 +376,13 @@ class Station:
         effective = next(iter(c.faults.values()), None)
         if effective != c.state.fault:
             if effective is not None:
-                LOG.error("connector %d fault: %s (%s)", c.connector_id, effective, source)
+                LOG.error(
+                    "connector %d fault: %s (%s)",
+                    c.connector_id,
+                    effective,
+                    source,
+                    extra={"connector": c.connector_id},
+                )
             self.dispatch(c.connector_id, sm.FaultChanged(effective))
 
     def present_token(self, id_tag: str) -> int | None:
@@ -507,7 +514,13 @@ class Station:
         c.samples = []
         if c.reading is not None:
             c.samples.append(Sample(c.reading, now, "Transaction.Begin"))
-        LOG.info("connector %d: transaction %d started for %s", c.connector_id, c.tx_key, id_tag)
+        LOG.info(
+            "connector %d: transaction %d started for %s",
+            c.connector_id,
+            c.tx_key,
+            id_tag,
+            extra={"connector": c.connector_id, "tx_key": c.tx_key},
+        )
 
     def _stop_tx(self, c: ConnectorRuntime, reason: sm.StopReason, id_tag: str | None) -> None:
         tx_key = c.tx_key
@@ -554,6 +567,7 @@ class Station:
             tx_key,
             reason.value,
             energy_wh - c.tx_meter_start_wh,
+            extra={"connector": c.connector_id, "tx_key": tx_key},
         )
 
     def _report_status(self, c: ConnectorRuntime, status: str, error_code: str) -> None:
