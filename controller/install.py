@@ -279,6 +279,22 @@ class Installer:
         self.out(f"user {USER}: exists, add to {', '.join(missing)}")
         self.run(self._account_cmd(["usermod", "--append", "--groups", ",".join(missing), USER]))
 
+    def check_unit_groups(self, units: dict[str, str]) -> None:
+        """systemd refuses to start a unit whose SupplementaryGroups= names a missing group."""
+        accounts = Accounts.read(self.root)
+        for name, text in units.items():
+            for line in text.splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() != "SupplementaryGroups":
+                    continue
+                for group in value.split():
+                    if group not in accounts.groups:
+                        self.warn(
+                            f"{name} asks for group {group} (SupplementaryGroups=); systemd "
+                            f"will not start it (status=216/GROUP) until the group exists: "
+                            f"sudo groupadd --system {group}"
+                        )
+
     # -- files
 
     def _owner(self, path: Path, user: str, group: str) -> None:
@@ -370,6 +386,8 @@ class Installer:
         # Missing units or an unusable path stop the install before anything is changed.
         units = {name: render_unit(self.unit_loader(name), executable) for name in UNITS}
         self.ensure_user()
+        if not self.dry_run:
+            self.check_unit_groups(units)
         self.ensure_dir(CONFIG_DIR, "root", GROUP, 0o750)
         self.ensure_dir(STATE_DIR, USER, GROUP, 0o750)
         self.ensure_dir(LOG_DIR, USER, GROUP, 0o750)

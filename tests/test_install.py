@@ -31,6 +31,7 @@ from controller.install import (
 )
 
 EXE = "/srv/chargers/venv/bin/evsed"  # not the default: the units must be rewritten
+GPIO_MISSING = "group gpio does not exist here; evsed is not added to it"
 
 # The real useradd --prefix / systemctl --root need root (they edit files and lock them).
 real_commands = pytest.mark.skipif(
@@ -226,8 +227,24 @@ def test_recorded_commands_are_confined_to_the_root(root: Path) -> None:
     # daemon-reload acts on the running manager: never run for another root.
     assert not any(c[:2] == ["systemctl", "daemon-reload"] for c in recorder.commands)
     assert "skipped (not the running system): systemctl daemon-reload" in console.text
-    assert console.warnings == ["group gpio does not exist here; evsed is not added to it"]
+    assert console.warnings[0] == GPIO_MISSING
+    assert all("gpio" in w for w in console.warnings)
     assert stat.S_IMODE((root / "etc/evsed/evsed.toml").stat().st_mode) == 0o640
+
+
+def test_warns_about_groups_the_units_need(root: Path) -> None:
+    """systemd refuses SupplementaryGroups= naming a missing group (status=216/GROUP)."""
+    console = Console()
+    inst = installer(root, console, runner=Recorder())
+    inst.unit_loader = lambda name: PLACEHOLDER_UNIT.format(name=name).replace(
+        "[Service]\n", "[Service]\nSupplementaryGroups=gpio dialout\n"
+    )
+    assert inst.install(executable=EXE) == 0
+    assert console.warnings == [GPIO_MISSING] + [
+        f"{name} asks for group gpio (SupplementaryGroups=); systemd will not start it "
+        "(status=216/GROUP) until the group exists: sudo groupadd --system gpio"
+        for name in UNITS
+    ]
 
 
 def test_missing_units_stop_before_anything_changes(root: Path) -> None:
@@ -263,7 +280,8 @@ def test_install_into_a_temporary_root(root: Path) -> None:
     assert int(grp["evsed"][2]) == gid
     assert grp["dialout"][3] == "evsed" and grp["plugdev"][3] == "evsed"
     assert "gpio" not in grp
-    assert console.warnings == ["group gpio does not exist here; evsed is not added to it"]
+    assert console.warnings[0] == GPIO_MISSING
+    assert all("gpio" in w for w in console.warnings)
 
     def owner_mode(rel: str) -> tuple[int, int, int]:
         st = (root / rel).stat()
