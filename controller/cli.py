@@ -89,6 +89,7 @@ async def _run(config_path: str, log_target: str = "auto") -> int:
     config = load(config_path)
     secrets = setup_logging(config.log_level, log_target)
     secrets.add_secret(config.csms.password if config.csms else None)
+    secrets.add_secret(config.api_token)
     app = App(config)
     # An AuthorizationKey the CSMS sets at run time is masked as well.
     secrets.add_source(lambda: app.client.settings.get("AuthorizationKey") if app.client else None)
