@@ -15,6 +15,7 @@ from typing import Any
 
 from controller.config import ConfigError, load
 from controller.logsetup import TARGETS, setup_logging
+from controller.migrations import SchemaError
 from hal.registry import DriverConfigError
 
 LOG = logging.getLogger("evsed")
@@ -113,6 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, DriverConfigError) as exc:
         print(f"{args.config}: error: {exc}", file=sys.stderr)
         return 2
+    except SchemaError:
+        return 1  # open_store logged why; the database was left as it is
     if code == 75 and not args.no_restart:
         # Reset.req: start afresh in the same process slot (systemd sees one service).
         os.execv(sys.executable, [sys.executable, "-m", "controller.cli", *sys.argv[1:]])
@@ -197,27 +200,23 @@ def _request(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    data = _request(_api_base(args), "/api/status", token=_api_token(args))
+    from controller.opscli import format_status, offline_status
+
+    try:
+        data = _request(_api_base(args), "/api/status", token=_api_token(args))
+    except SystemExit as exc:
+        # Daemon unreachable (a URLError, not an HTTP error answer): print what the database
+        # says, then fail with the same message.
+        reason = exc.__context__
+        if isinstance(reason, urllib.error.URLError) and not isinstance(
+            reason, urllib.error.HTTPError
+        ):
+            offline_status(args)
+        raise
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    csms = data["csms"]
-    print(
-        f"station {data.get('station_id')}: CSMS {csms['state']}, "
-        f"{csms['queued_messages']} message(s) queued"
-    )
-    for c in data["connectors"]:
-        tx = c["transaction_id"] if c["transaction_id"] is not None else c["transaction_key"]
-        print(
-            f"  connector {c['connector']}: {c['status']:<13} vehicle {c['vehicle_state']} "
-            f"contactor {'closed' if c['contactor_closed'] else 'open':<6} "
-            f"{c['power_w'] or 0:>8.0f} W  register {c['energy_wh'] or 0:.0f} Wh"
-            + (
-                f"  tx {tx} ({c['id_tag']}, {c['session_energy_wh']} Wh)"
-                if c["transaction_key"] is not None
-                else ""
-            )
-        )
+    print("\n".join(format_status(data)))
     return 0
 
 
@@ -371,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp = ssub.add_parser("fault", parents=[api_opts])
             sp.add_argument("connector", type=int)
             sp.add_argument("fault", help="an OCPP error code such as GroundFailure, or clear")
+    from controller.opscli import add_subcommands as add_ops_subcommands
+
+    add_ops_subcommands(sub)  # sessions, queue, config show
     from controller.install import add_subcommands
 
     add_subcommands(sub)

@@ -626,4 +626,3 @@ def test_concurrent_open_migrates_once(db_path: Path) -> None:
     assert [v for v, _ in version_rows(db_path)] == [1, 2]
     first.close()
     second.close()
-
