@@ -440,9 +440,10 @@ async def test_evsed_run_under_systemd_logs_to_the_journal(
             await csms.wait_connected(STATION, timeout_s=10)
             await ev.post("/api/sim/plug", {"connector": 1})
             assert (await ev.post("/api/sim/card", {"uid": CARD}))["delivered"]
-            await ev.wait_status(
+            st = await ev.wait_status(
                 lambda s: s["connectors"][0]["transaction_id"] is not None, what="transaction"
             )
+            csms_tx_id = st["connectors"][0]["transaction_id"]
             proc = ev.proc
             assert proc is not None
             os.kill(proc.pid, signal.SIGTERM)  # systemctl stop
@@ -468,6 +469,8 @@ async def test_evsed_run_under_systemd_logs_to_the_journal(
     assert tx["CODE_FUNC"] == "_start_tx"
     assert tx["CODE_FILE"].endswith(os.path.join("controller", "station.py"))
     assert all(e["SYSLOG_IDENTIFIER"] == "evsed" for e in entries)
+    linked = find("transaction 1: CSMS transactionId")
+    assert (linked["EVSED_TX_KEY"], linked["EVSED_TRANSACTION_ID"]) == ("1", str(csms_tx_id))
     stopped = find("connector 1: transaction 1 stopped")
     assert stopped["EVSED_TX_KEY"] == "1"
 

@@ -646,7 +646,12 @@ class Ocpp16Client:
                     # billing data for it; resend (with a new message id) after the interval.
                     self._flush_confirmed()
                     retry_s = self.settings.get_int("TransactionMessageRetryInterval")
-                    LOG.warning("%s not answered; resending in %d s", msg.action, retry_s)
+                    LOG.warning(
+                        "%s not answered; resending in %d s",
+                        msg.action,
+                        retry_s,
+                        extra={"action": msg.action, "tx_key": msg.tx_key},
+                    )
                     await self.clock.sleep(retry_s)
                     continue
                 except CallError as exc:
@@ -660,13 +665,19 @@ class Ocpp16Client:
                             msg.seq,
                             attempts,
                             exc,
+                            extra={"action": msg.action, "tx_key": msg.tx_key},
                         )
                         self.store.outbox_delete(msg.seq)
                         ahead.popleft()
                         continue
                     retry_s = self.settings.get_int("TransactionMessageRetryInterval") * attempts
                     LOG.warning(
-                        "%s failed (%s); retry %d in %d s", msg.action, exc, attempts, retry_s
+                        "%s failed (%s); retry %d in %d s",
+                        msg.action,
+                        exc,
+                        attempts,
+                        retry_s,
+                        extra={"action": msg.action, "tx_key": msg.tx_key},
                     )
                     await self.clock.sleep(retry_s)
                     continue
@@ -676,10 +687,18 @@ class Ocpp16Client:
                     self._flush_confirmed()
                     self.store.confirm_start(msg.seq, msg.tx_key, tx_id)
                     tx_ids[msg.tx_key] = tx_id
+                    # Links evsed's transaction number to the CSMS's in the journal.
+                    ids = {"tx_key": msg.tx_key, "transaction_id": tx_id}
+                    LOG.info("transaction %d: CSMS transactionId %d", msg.tx_key, tx_id, extra=ids)
                     status = result["idTagInfo"]["status"]
                     self._remember(str(msg.payload["idTag"]), result["idTagInfo"])
                     if status != "Accepted":
-                        LOG.warning("StartTransaction %d: idTag %s", tx_id, status)
+                        LOG.warning(
+                            "StartTransaction %d: idTag %s",
+                            tx_id,
+                            status,
+                            extra={"action": "StartTransaction", **ids},
+                        )
                         self.station.deauthorize(msg.tx_key)
                 elif msg.action == "MeterValues":
                     self._confirmed.append(msg.seq)
