@@ -146,6 +146,25 @@ def render_unit(text: str, executable: str) -> str:
     return re.sub(re.escape(DEFAULT_VENV) + r"(?=/)", lambda _: venv, text)
 
 
+_HIDDEN_BY_PROTECT_HOME = ("/home/", "/root/", "/run/user/")
+
+
+def check_reachable(units: dict[str, str], executable: str) -> None:
+    """ProtectHome= hides /home, /root and /run/user from the service: a venv there would
+    make every start fail with status=203/EXEC."""
+    if not executable.startswith(_HIDDEN_BY_PROTECT_HOME):
+        return
+    for name, text in units.items():
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "ProtectHome" and value.strip() not in ("no", "false", "0", ""):
+                raise InstallError(
+                    f"{executable} is under a home directory, which {name} hides from the "
+                    f"service (ProtectHome={value.strip()}); create the venv in /opt/evsed/.venv "
+                    "instead (see README.md, Install as a service)"
+                )
+
+
 def find_executable() -> str:
     """The `evsed` script of the running installation (absolute, symlinks kept)."""
     candidates = []
@@ -385,6 +404,7 @@ class Installer:
         self.out(f"executable: {executable}")
         # Missing units or an unusable path stop the install before anything is changed.
         units = {name: render_unit(self.unit_loader(name), executable) for name in UNITS}
+        check_reachable(units, executable)
         self.ensure_user()
         if not self.dry_run:
             self.check_unit_groups(units)

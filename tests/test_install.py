@@ -247,6 +247,19 @@ def test_warns_about_groups_the_units_need(root: Path) -> None:
     ]
 
 
+def test_a_venv_under_home_is_refused_when_the_units_hide_it(root: Path) -> None:
+    console, recorder = Console(), Recorder()
+    inst = installer(root, console, runner=recorder)
+    inst.unit_loader = lambda name: PLACEHOLDER_UNIT.format(name=name).replace(
+        "[Service]\n", "[Service]\nProtectHome=yes\n"
+    )
+    before = snapshot(root)
+    with pytest.raises(InstallError, match="ProtectHome=yes"):
+        inst.install(executable="/home/pi/evsed/.venv/bin/evsed")
+    assert snapshot(root) == before and recorder.commands == []
+    assert inst.install(executable="/opt/evsed/.venv/bin/evsed") == 0
+
+
 def test_missing_units_stop_before_anything_changes(root: Path) -> None:
     console = Console()
     before = snapshot(root)
