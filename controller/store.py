@@ -18,6 +18,7 @@ from typing import Any
 # The schema is defined (and changed) only in controller/migrations.py.
 from controller.clock import shift_iso, shift_timestamps
 from controller.migrations import SchemaError, migrate
+from controller.spill import SpillFile
 
 _Op = tuple[str, tuple[Any, ...]]
 
@@ -93,7 +94,7 @@ class StoreError(Exception):
 class Store:
     """SQLite in WAL mode with synchronous=FULL: a committed row survives power loss."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, spill_dir: str | Path | None = None) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -131,9 +132,76 @@ class Store:
         self._next_tx_key = 0
         self._next_seq = 0
         self._listeners: list[Callable[[bool], None]] = []
+        # Keys used by pending writes a previous process left in the spill file.
+        self._spilled_tx_key = 0
+        self._spilled_seq = 0
+        self._spill: SpillFile | None = None
+        if spill_dir is not None and self.path != ":memory:":
+            self._spill = SpillFile(Path(spill_dir) / (Path(self.path).name + ".spill"))
+            self._recover_spill()
 
     def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
         self._db.close()
+
+    def _recover_spill(self) -> None:
+        """Apply the pending writes a crashed process left in the spill file, in one commit;
+        if the database is still not writable, keep them ahead of anything new."""
+        assert self._spill is not None
+        generation, ops = self._spill.load()
+        if not ops:
+            self._spill.remove()
+            return
+        applied = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'spill_generation'"
+        ).fetchone()
+        if applied is not None and applied[0] == generation:
+            LOG.info("spill file %s was already applied; removed", self._spill.path)
+            self._spill.remove()
+            return
+        try:
+            with self._tx() as db:
+                for sql, params in ops.values():
+                    db.execute(sql, params)
+                self._mark_spill_applied(db, generation)
+        except StoreError as exc:
+            self._ops.update(ops)
+            self._op_ids = itertools.count(max(ops) + 1)
+            for sql, params in ops.values():
+                if sql == _INSERT_TX:
+                    self._spilled_tx_key = max(self._spilled_tx_key, int(params[0]))
+                elif sql.startswith("INSERT INTO outbox"):
+                    self._spilled_seq = max(self._spilled_seq, int(params[0]))
+            LOG.error(
+                "%d pending writes from before the restart kept in %s: the database is"
+                " still not writable",
+                len(ops),
+                self._spill.path,
+            )
+            self._degrade(exc)
+            return
+        except sqlite3.Error as exc:
+            aside = self._spill.path.with_suffix(f".failed-{time.time_ns()}")
+            LOG.error(
+                "spill file %s cannot be applied (%s); kept as %s", self._spill.path, exc, aside
+            )
+            self._spill.close()
+            os.replace(self._spill.path, aside)
+            return
+        LOG.warning(
+            "%d pending writes from before the restart (database was not writable) applied",
+            len(ops),
+        )
+        self._spill.remove()
+
+    @staticmethod
+    def _mark_spill_applied(db: sqlite3.Connection, generation: str) -> None:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('spill_generation', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (generation,),
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -694,15 +762,15 @@ class Store:
             "SELECT MAX(n) FROM (SELECT MAX(seq) AS n FROM outbox"
             " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'outbox')"
         ).fetchone()[0]
-        self._next_tx_key = int(stored_tx or 0) + 1
-        self._next_seq = int(stored_seq or 0) + 1
+        self._next_tx_key = max(int(stored_tx or 0), self._spilled_tx_key) + 1
+        self._next_seq = max(int(stored_seq or 0), self._spilled_seq) + 1
         self.degraded = True
         self.degraded_reason = str(exc)
         LOG.error(
-            "database %s not writable (%s): transaction data kept in memory until it is;"
-            " a crash now loses it",
+            "database %s not writable (%s): transaction data kept in memory until it is%s",
             self.path,
             exc,
+            f" and in {self._spill.path}" if self._spill else "; a crash now loses it",
         )
         for listener in list(self._listeners):
             listener(True)
@@ -716,6 +784,8 @@ class Store:
             with self._tx() as db:
                 for sql, params in self._ops.values():
                     db.execute(sql, params)
+                if self._spill is not None and self._spill.generation:
+                    self._mark_spill_applied(db, self._spill.generation)
                 # A write even with nothing to replay proves the disk takes data again.
                 db.execute(
                     "INSERT INTO meta (key, value) VALUES ('storage_probe', ?)"
@@ -730,6 +800,9 @@ class Store:
             len(self._ops),
             len(self._mem_outbox),
         )
+        if self._spill is not None:
+            self._spill.remove()
+        self._spilled_tx_key = self._spilled_seq = 0
         self._ops.clear()
         self._meter_op.clear()
         self._insert_op.clear()
@@ -746,7 +819,13 @@ class Store:
     def _op(self, sql: str, params: tuple[Any, ...]) -> int:
         op_id = next(self._op_ids)
         self._ops[op_id] = (sql, params)
+        if self._spill is not None:
+            self._spill.add(op_id, (sql, params))
         return op_id
+
+    def _drop_op(self, op_id: int | None) -> None:
+        if op_id is not None and self._ops.pop(op_id, None) is not None and self._spill:
+            self._spill.drop(op_id)
 
     def _mem_enqueue(self, tx_key: int | None, action: str, payload: dict[str, Any]) -> int:
         seq = self._next_seq
@@ -769,7 +848,7 @@ class Store:
         excess = len(meter_seqs) - MAX_MEMORY_METER_VALUES
         for seq in meter_seqs[: max(0, excess)]:
             del self._mem_outbox[seq]
-            self._ops.pop(self._insert_op.pop(seq), None)
+            self._drop_op(self._insert_op.pop(seq, None))
             self.dropped_meter_values += 1
             if self.dropped_meter_values == 1 or self.dropped_meter_values % 1000 == 0:
                 LOG.error(
@@ -782,7 +861,7 @@ class Store:
     def _mem_delete(self, seq: int) -> None:
         if self._mem_outbox.pop(seq, None) is not None:
             # Never written: forgetting its INSERT is the whole delete.
-            self._ops.pop(self._insert_op.pop(seq), None)
+            self._drop_op(self._insert_op.pop(seq, None))
             return
         exists = self._db.execute("SELECT 1 FROM outbox WHERE seq = ?", (seq,)).fetchone()
         if exists is not None and seq not in self._mem_gone:
@@ -797,7 +876,7 @@ class Store:
         self._mem_tx[tx_key] = replace(tx, last_meter_wh=energy_wh, last_meter_at=at)
         previous = self._meter_op.get(tx_key)
         if previous is not None:
-            self._ops.pop(previous, None)  # only the latest reading matters
+            self._drop_op(previous)  # only the latest reading matters
         self._meter_op[tx_key] = self._op(
             "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ?"
             " WHERE tx_key = ? AND stopped_at IS NULL",
@@ -827,7 +906,7 @@ def _tx_record(row: sqlite3.Row) -> TxRecord:
     )
 
 
-def open_store(path: str | Path) -> Store:
+def open_store(path: str | Path, *, spill_dir: str | Path | None = None) -> Store:
     """Open the database; a corrupt file is moved aside so the charger still starts.
 
     A database from a newer evsed, or one whose migration failed, is not corrupt: it holds
@@ -835,7 +914,7 @@ def open_store(path: str | Path) -> Store:
     It is left as it is and SchemaError propagates: the daemon refuses to start and says why.
     """
     try:
-        store = Store(path)
+        store = Store(path, spill_dir=spill_dir)
         if store.integrity_ok():
             return store
         store.close()
@@ -850,4 +929,4 @@ def open_store(path: str | Path) -> Store:
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(f"{path}{suffix}"):
             os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-    return Store(path)
+    return Store(path, spill_dir=spill_dir)

@@ -296,3 +296,112 @@ def test_memory_journal_stays_bounded_on_a_long_full_disk(
     assert [m.payload for m in store.outbox_batch(0, 100)] == [{"n": i} for i in range(21, 26)] + [
         {"stop": 1}
     ]
+
+
+# --------------------------------------------------------------------------- spill file
+
+
+@pytest.fixture
+def full_at_open(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """While state["full"]: every write transaction of any Store fails like SQLITE_FULL,
+    from the first one in the constructor on (FullDisk wraps a store only after it)."""
+    state = {"full": False}
+    original = Store._tx
+
+    def tx(self: Store) -> Any:
+        if state["full"]:
+            raise store_mod.StoreError("database or disk is full")
+        return original(self)
+
+    monkeypatch.setattr(Store, "_tx", tx)
+    return state
+
+
+def _offline_session_on_full_disk(store: Store) -> int:
+    kw: dict[str, Any] = {"reservation_id": None, "start_payload": {"start": 1}}
+    key = store.begin_transaction(
+        connector_id=1, id_tag="A", started_at="t0", meter_start_wh=100, boot_id="b1", **kw
+    )
+    store.enqueue_tx_message(key, "MeterValues", {"n": 1}, energy_wh=150, at="t1")
+    store.enqueue_tx_message(key, "MeterValues", {"n": 2}, energy_wh=180, at="t2")
+    return key
+
+
+def test_crash_while_degraded_keeps_pending_writes_in_the_spill_file(
+    tmp_path: Path, full_at_open: dict[str, bool]
+) -> None:
+    """A crash or watchdog restart while the disk is full must not lose the open
+    transaction (it would never get its StopTransaction): the pending writes are in the
+    runtime directory (tmpfs) and the next process applies them before anything else."""
+    run_dir = tmp_path / "run"
+    store = Store(tmp_path / "s.db", spill_dir=run_dir)
+    full_at_open["full"] = True
+    key = _offline_session_on_full_disk(store)
+    assert store.degraded and (run_dir / "s.db.spill").exists()
+    # The process dies here (nothing flushed, nothing closed cleanly).
+    full_at_open["full"] = False
+    after = Store(tmp_path / "s.db", spill_dir=run_dir)
+    assert not after.degraded
+    (tx,) = after.open_transactions()
+    assert (tx.tx_key, tx.last_meter_wh, tx.last_meter_at, tx.boot_id) == (key, 180, "t2", "b1")
+    assert [m.payload for m in after.outbox_batch(0, 10)] == [{"start": 1}, {"n": 1}, {"n": 2}]
+    assert not (run_dir / "s.db.spill").exists()
+
+
+def test_restart_on_a_still_full_disk_keeps_the_spill_ahead_of_new_writes(
+    tmp_path: Path, full_at_open: dict[str, bool]
+) -> None:
+    run_dir = tmp_path / "run"
+    store = Store(tmp_path / "s.db", spill_dir=run_dir)
+    full_at_open["full"] = True
+    first = _offline_session_on_full_disk(store)
+    after = Store(tmp_path / "s.db", spill_dir=run_dir)  # still full
+    assert after.degraded
+    kw: dict[str, Any] = {"reservation_id": None, "start_payload": {"start": 2}}
+    second = after.begin_transaction(
+        connector_id=2, id_tag="B", started_at="t5", meter_start_wh=7, boot_id="b2", **kw
+    )
+    assert second == first + 1  # keys continue after the spilled ones
+    full_at_open["full"] = False
+    assert after.flush()
+    keys = [t.tx_key for t in after.open_transactions()]
+    assert keys == [first, second]
+    assert [m.payload for m in after.outbox_batch(0, 10)] == [
+        {"start": 1},
+        {"n": 1},
+        {"n": 2},
+        {"start": 2},
+    ]
+    assert not (run_dir / "s.db.spill").exists()
+
+
+def test_spill_applied_once_even_if_the_crash_comes_before_the_file_is_removed(
+    tmp_path: Path, full_at_open: dict[str, bool]
+) -> None:
+    run_dir = tmp_path / "run"
+    store = Store(tmp_path / "s.db", spill_dir=run_dir)
+    full_at_open["full"] = True
+    _offline_session_on_full_disk(store)
+    spill = run_dir / "s.db.spill"
+    saved = spill.read_bytes()
+    full_at_open["full"] = False
+    assert store.flush()
+    spill.write_bytes(saved)  # as if the process died between the commit and the unlink
+    store.close()
+    again = Store(tmp_path / "s.db", spill_dir=run_dir)
+    assert len(again.open_transactions()) == 1
+    assert again.outbox_count() == 3
+    assert not spill.exists()
+
+
+def test_torn_last_spill_line_is_ignored(tmp_path: Path, full_at_open: dict[str, bool]) -> None:
+    run_dir = tmp_path / "run"
+    store = Store(tmp_path / "s.db", spill_dir=run_dir)
+    full_at_open["full"] = True
+    _offline_session_on_full_disk(store)
+    spill = run_dir / "s.db.spill"
+    with spill.open("a") as f:
+        f.write('{"op": 99, "sql": "INSERT INTO')  # killed mid-write
+    full_at_open["full"] = False
+    after = Store(tmp_path / "s.db", spill_dir=run_dir)
+    assert after.outbox_count() == 3 and len(after.open_transactions()) == 1
