@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any
 
 from controller.config import ConfigError, load
-from controller.logsetup import TARGETS, setup_logging
+from controller.logsetup import TARGETS, SecretFilter, setup_logging
 from controller.migrations import SchemaError
 from hal.registry import DriverConfigError
 
@@ -30,7 +30,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except (ConfigError, DriverConfigError) as exc:
         print(f"{args.file}: error: {exc}", file=sys.stderr)
         return 2
-    mode = f"CSMS {config.csms.url}" if config.csms else "standalone (no CSMS)"
+    # Output that gets pasted into forum posts: no credentials from the URL.
+    mode = f"CSMS {SecretFilter().mask(config.csms.url)}" if config.csms else "standalone (no CSMS)"
     print(
         f"{args.file}: OK – station {config.station_id}, {len(config.connectors)} "
         f"connector(s), {mode}"

@@ -480,3 +480,19 @@ async def test_evsed_run_under_systemd_logs_to_the_journal(
     assert "transaction 1 started" not in output  # the records went to the journal only
     created = set(os.listdir(tmp_path)) - before - {"evsed-run1.log"}
     assert not [n for n in created if n.endswith(".log") or "log" in n], created
+
+
+def test_check_config_output_hides_url_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the example's sim meter state file is relative
+    example = (REPO / "controller" / "examples" / "evsed.toml").read_text()
+    text = example.replace("ws://127.0.0.1:9000/ocpp", f"ws://EVSED-001:{URL_PASSWORD}@h/ocpp")
+    assert URL_PASSWORD in text
+    (tmp_path / "evsed.toml").write_text(text)
+    assert main(["check-config", str(tmp_path / "evsed.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "CSMS ws://EVSED-001:***@h/ocpp" in out
+    assert URL_PASSWORD not in out
