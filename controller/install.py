@@ -233,6 +233,9 @@ class Installer:
         default_factory=lambda: lambda msg: print(f"warning: {msg}", file=sys.stderr)
     )
 
+    def __post_init__(self) -> None:
+        self.root = Path(os.path.abspath(self.root))  # useradd --prefix wants it absolute
+
     @property
     def live(self) -> bool:
         return self.root.resolve() == Path("/")
@@ -241,6 +244,8 @@ class Installer:
         return self.root / absolute.lstrip("/")
 
     def check_privileges(self) -> None:
+        if not self.root.is_dir():
+            raise InstallError(f"--root {self.root}: no such directory")
         if self.live and not self.dry_run and os.geteuid() != 0:
             raise InstallError("must run as root: sudo /opt/evsed/.venv/bin/evsed ...")
 

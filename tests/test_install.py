@@ -260,6 +260,15 @@ def test_a_venv_under_home_is_refused_when_the_units_hide_it(root: Path) -> None
     assert inst.install(executable="/opt/evsed/.venv/bin/evsed") == 0
 
 
+def test_relative_and_missing_roots(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(root.parent)
+    recorder = Recorder()
+    assert installer(Path(root.name), Console(), runner=recorder).install(executable=EXE) == 0
+    assert recorder.commands[0][:3] == ["useradd", "--prefix", str(root)]
+    with pytest.raises(InstallError, match="no such directory"):
+        installer(root / "nothing", Console(), runner=Recorder()).uninstall()
+
+
 def test_missing_units_stop_before_anything_changes(root: Path) -> None:
     console = Console()
     before = snapshot(root)
