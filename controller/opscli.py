@@ -10,10 +10,10 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, is_dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from controller.config import Config, ConfigError, DeviceConfig, load
@@ -27,6 +27,7 @@ MASK = "********"
 # Any configuration key whose name contains one of these is a credential: never printed.
 _SECRET_NAME = re.compile(r"password|token|secret|key", re.IGNORECASE)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+T = TypeVar("T")
 
 
 class OpsError(Exception):
@@ -77,7 +78,9 @@ def open_readonly(path: str) -> sqlite3.Connection:
         db.row_factory = sqlite3.Row
         _check_version(db, path)
         return db
-    raise OpsError(f"{_denied(path)} ({error})")
+    if error is not None and any(w in str(error) for w in ("readonly", "unable to open")):
+        raise OpsError(f"{_denied(path)} ({error})")
+    raise OpsError(f"cannot read {path} ({error})")
 
 
 def _denied(path: str) -> str:
@@ -377,10 +380,8 @@ def config_toml(data: dict[str, Any], source: str) -> str:
                 lines.extend(_toml_table("[[connectors]]", connector))
             continue
         if table == "ocpp":
-            lines.append(
-                "# initial OCPP key values; the rest have their defaults, and values the CSMS"
-                " set are kept in the database and win"
-            )
+            lines.append("# initial OCPP key values (the others have their defaults);")
+            lines.append("# values the CSMS set are kept in the database and win")
         lines.extend(_toml_table(f"[{table}]", value))
     if data.get("unmapped"):
         lines.append("")
@@ -443,6 +444,8 @@ def database_summary(path: str, now_s: float) -> dict[str, Any]:
         open_tx = [t for t in read_sessions(db) if t.open]
         queue = read_queue(db, now_s)
         version = current_version(db)
+    except sqlite3.Error as exc:
+        raise OpsError(f"cannot read {path} ({exc})") from None
     finally:
         db.close()
     return {
@@ -516,6 +519,17 @@ def _date_arg(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a calendar date") from None
 
 
+def _read(args: argparse.Namespace, reader: Callable[[sqlite3.Connection], T]) -> T:
+    path = _storage_path(args.config, args.db)
+    db = open_readonly(path)
+    try:
+        return reader(db)
+    except sqlite3.Error as exc:  # e.g. a table damaged, or changed by hand
+        raise OpsError(f"cannot read {path} ({exc})") from None
+    finally:
+        db.close()
+
+
 def _fail(exc: OpsError) -> int:
     print(f"evsed: {exc}", file=sys.stderr)
     return 1
@@ -526,11 +540,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         print("evsed: --from must not be after --to", file=sys.stderr)
         return 2
     try:
-        db = open_readonly(_storage_path(args.config, args.db))
-        try:
-            records = read_sessions(db)
-        finally:
-            db.close()
+        records = _read(args, read_sessions)
     except OpsError as exc:
         return _fail(exc)
     selected = filter_sessions(records, args.date_from, args.date_to)
@@ -556,11 +566,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     try:
-        db = open_readonly(_storage_path(args.config, args.db))
-        try:
-            messages = read_queue(db, time.time())
-        finally:
-            db.close()
+        messages = _read(args, lambda db: read_queue(db, time.time()))
     except OpsError as exc:
         return _fail(exc)
     if args.json:

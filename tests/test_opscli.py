@@ -315,6 +315,14 @@ def test_not_a_database_and_newer_schema(
     sqlite3.connect(empty).execute("CREATE TABLE t (x)")
     code, _, err = run(capsys, "sessions", "--db", str(empty))
     assert code == 1 and "holds no evsed data" in err
+    damaged = tmp_path / "damaged.db"
+    Store(damaged).close()
+    conn = sqlite3.connect(damaged)
+    conn.execute("DROP TABLE outbox")
+    conn.close()
+    code, out, err = run(capsys, "queue", "--db", str(damaged))
+    assert (code, out) == (1, "")
+    assert err == f"evsed: cannot read {damaged} (no such table: outbox)\n"
 
 
 def test_broken_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
