@@ -141,6 +141,9 @@ class Station:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[Callable[[int, sm.Command], None]] = []
         self.started = False
+        # False while a CSMS is configured but not connected (the client says so); a
+        # standalone charger has none to miss.
+        self.csms_online = True
         self._storage_probe_at_s: float | None = None  # next write probe while degraded
         # Monotonic time the last tick finished (start() counts as one): the app's watchdog
         # stops pinging systemd when the tick loop makes no progress.
@@ -168,6 +171,7 @@ class Station:
             self._apply_settings(c)
             c.status_since_s = self.clock.monotonic_s()
             self._report_status(c, c.state.status.value, c.state.error_code)
+            self._show_indicator(c)  # the boot status has no Notify of its own
             c.hw.contactor.start_monitor(self._threadsafe(c.connector_id, self._on_contactor_fault))
             c.hw.vehicle.start(self._threadsafe(c.connector_id, self._on_vehicle))
             await c.hw.vehicle.wait_ready(VEHICLE_READY_TIMEOUT_S)
@@ -450,8 +454,7 @@ class Station:
                 self._stop_tx(c, reason, tag)
             case sm.Notify(status=status, error_code=code):
                 c.status_since_s = self.clock.monotonic_s()
-                if c.hw.indicator is not None:
-                    c.hw.indicator.show(_INDICATOR[status])
+                self._show_indicator(c)
                 self._report_status(c, status.value, code)
         for listener in self._listeners:
             listener(c.connector_id, command)
@@ -839,6 +842,27 @@ class Station:
         self.dispatch(connector_id, sm.StopRequest(sm.StopReason.UNLOCK_COMMAND))
         ok = await c.hw.lock.unlock()
         return "Unlocked" if ok else "UnlockFailed"
+
+    def set_csms_online(self, online: bool) -> None:
+        """The CSMS connection went up or down: an idle connector's light says "offline"
+        (cards then only work from the local list / cache) instead of "available"."""
+        if online == self.csms_online:
+            return
+        self.csms_online = online
+        if self.started:
+            for c in self.connectors.values():
+                self._show_indicator(c)
+
+    def _show_indicator(self, c: ConnectorRuntime) -> None:
+        if c.hw.indicator is None:
+            return
+        shown = _INDICATOR[c.state.status]
+        if shown is IndicatorState.AVAILABLE and not self.csms_online:
+            shown = IndicatorState.OFFLINE
+        try:
+            c.hw.indicator.show(shown)
+        except Exception:  # a broken light must not stop charging
+            LOG.exception("connector %d: indicator failed", c.connector_id)
 
     def set_connector_fault(self, connector_id: int, code: str | None) -> None:
         """A fault from outside the connector's own inputs (API, simulation, supervisor)."""

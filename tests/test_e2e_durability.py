@@ -574,3 +574,35 @@ async def test_unanswered_stop_transaction_is_never_discarded(csms: DevCsms, cha
     await drained(h)
     stops = [f for f in answered(csms) if f.action == "StopTransaction"]
     assert len(stops) == 1, "the StopTransaction was discarded after a timeout"
+
+
+async def test_status_light_shows_offline_while_the_csms_is_unreachable(
+    csms: DevCsms, charger: Any
+) -> None:
+    """An idle connector's light tells the user that only local cards work (the CSMS is
+    away); a running session keeps showing "charging"."""
+    from hal.base import IndicatorState
+
+    h = await charger(csms)
+    light = h.connector().hw.indicator
+    await h.settle(lambda: light.state is IndicatorState.AVAILABLE)
+    await go_offline(h, csms)
+    await h.settle(lambda: light.state is IndicatorState.OFFLINE)
+    await come_back(h, csms)
+    await h.settle(lambda: light.state is IndicatorState.AVAILABLE)
+
+    await start_session(h, csms)
+    await h.settle(lambda: light.state is IndicatorState.CHARGING)
+    await go_offline(h, csms)
+    await h.advance(5)
+    assert light.state is IndicatorState.CHARGING
+
+
+async def test_standalone_status_light_never_shows_offline(charger: Any) -> None:
+    from hal.base import IndicatorState
+
+    h = await charger(None)
+    light = h.connector().hw.indicator
+    await h.settle(lambda: light.state is IndicatorState.AVAILABLE)
+    await h.advance(5)
+    assert IndicatorState.OFFLINE not in light.history

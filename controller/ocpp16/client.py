@@ -134,7 +134,8 @@ class Ocpp16Client:
         self._on_frame_cb = on_frame
         self._on_reset = on_reset
         self._rpc: RpcConnection | None = None
-        self._state = "offline"
+        self._conn_state = "offline"
+        station.set_csms_online(False)
         self._accepted_once = False  # BootNotification only once per process (OCPP-J 5.4)
         self._outbox_wakeup = asyncio.Event()
         self._outbox_reload = False  # queued messages changed under the pump's read-ahead
@@ -157,6 +158,15 @@ class Ocpp16Client:
         add_trust_listener = getattr(clock, "add_trust_listener", None)
         if add_trust_listener is not None:  # after the journal's: it rewrites the outbox
             add_trust_listener(self._on_time_confirmed)
+
+    @property
+    def _state(self) -> str:
+        return self._conn_state
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        self._conn_state = value
+        self.station.set_csms_online(value == "accepted")
 
     def _on_setting(self, name: str, value: str) -> None:
         if name == "MinimumStatusDuration":
