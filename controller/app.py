@@ -16,6 +16,7 @@ from controller.config import Config
 from controller.ocpp16.client import ConnectionOptions, Ocpp16Client, StationIdentity
 from controller.ocpp16.journal import Journal
 from controller.port import CsmsPort
+from controller.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
 from controller.settings import Settings, core_keys
 from controller.standalone import StandalonePort
 from controller.station import ConnectorHardware, Station
@@ -35,6 +36,15 @@ def read_boot_id() -> str:
 
 
 LAST_GOOD_UTC_KEY = "clock.last_good_utc"
+
+# systemd (controller.sdnotify). STATUS= once every contactor was commanded open and reads
+# open, before READY=1; bench/ready_time.py and the tests look for this text.
+CONTACTORS_OPEN_STATUS = "starting: every contactor verified open"
+# The station's tick loop silent for longer than this (and 10 ticks) means it is stuck: the
+# watchdog ping stops and systemd restarts the service. A tick reads every meter; with the
+# default Modbus settings a read gives up after about 2 s.
+TICK_STALL_LIMIT_S = 60.0
+STATUS_INTERVAL_S = 2.0
 
 
 class SettingsTimeStore:
@@ -70,6 +80,8 @@ class App:
         boot_id: str | None = None,
         on_frame: Callable[[str, str], None] | None = None,
         with_api: bool = True,
+        notifier: Notifier | None = None,
+        watchdog_s: float | None = None,
     ) -> None:
         self.config = config
         # No RTC on a Pi: time is untrusted until NTP or the CSMS confirms it (TrustedClock).
@@ -85,6 +97,10 @@ class App:
         self.client: Ocpp16Client | None = None
         self.api: Any = None
         self.reset_requested: str | None = None
+        # sd_notify: from $NOTIFY_SOCKET / $WATCHDOG_USEC unless given (tests).
+        self.notifier = notifier if notifier is not None else Notifier.from_environ()
+        self.watchdog_s = watchdog_s if watchdog_s is not None else watchdog_timeout_s()
+        self._stopping = False
         self._stopped = asyncio.Event()
         self._tasks = TaskGroup("app")
 
@@ -126,6 +142,8 @@ class App:
             self._tasks.spawn(self.clock.keeper(), name="clock-keeper")
         settings = Settings(self.store, core_keys(len(cfg.connectors)), cfg.ocpp_overrides)
         hardware, reader = self._build_devices()
+        self._open_contactors(hardware)
+        self.notifier.status(CONTACTORS_OPEN_STATUS)
         self.station = Station(
             connectors=hardware,
             reader=reader,
@@ -173,12 +191,70 @@ class App:
 
             self.api = Api(self)
             await self.api.start(cfg.api_host, cfg.api_port)
+        self._start_notify()
         LOG.info(
             "evsed started: station %s, %d connector(s), %s",
             cfg.station_id,
             len(cfg.connectors),
             f"CSMS {cfg.csms.url}" if cfg.csms else "standalone",
         )
+
+    @staticmethod
+    def _open_contactors(hardware: list[ConnectorHardware]) -> None:
+        """Command every contactor open and check that the driver reads open (before READY=1
+        is sent); a driver that fails or still reads closed aborts the start."""
+        for index, hw in enumerate(hardware, start=1):
+            hw.contactor.set_closed(False)
+            if hw.contactor.closed:
+                raise RuntimeError(f"connector {index}: the contactor still reads closed")
+            if hw.contactor.welded:  # reported as PowerSwitchFailure once the station runs
+                LOG.error("connector %d: contactor commanded open but welded", index)
+
+    def _start_notify(self) -> None:
+        """Tell systemd the start-up is done; then keep STATUS= current and ping the watchdog."""
+        self.notifier.ready(self.status_line())
+        if not self.notifier.enabled:
+            return
+        self._tasks.spawn(
+            run_status(self.notifier, self.status_line, STATUS_INTERVAL_S), name="sd-status"
+        )
+        if self.watchdog_s:
+            interval_s = self.watchdog_s / 2
+            LOG.info("systemd watchdog %.1f s: pinging every %.1f s", self.watchdog_s, interval_s)
+            self._tasks.spawn(
+                run_watchdog(self.notifier, interval_s, self.health_problem),
+                name="sd-watchdog",
+            )
+
+    def health_problem(self) -> str | None:
+        """Why the watchdog must not be pinged, or None while the station runs normally."""
+        station = self.station
+        if station is None or not station.started:
+            return "the station is not running"
+        silent_s = station.clock.monotonic_s() - station.last_tick_s
+        if silent_s > max(TICK_STALL_LIMIT_S, 10 * station.tick_interval_s):
+            return f"the station tick loop made no progress for {silent_s:.0f} s"
+        return None
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`, e.g. "charging 1/2, CSMS accepted"."""
+        station = self.station
+        if self._stopping:
+            return "stopping"
+        if station is None or not station.started:
+            return "starting"
+        statuses = [c.state.status for c in station.connectors.values()]
+        parts = [f"charging {statuses.count(sm.Status.CHARGING)}/{len(statuses)}"]
+        faulted = statuses.count(sm.Status.FAULTED)
+        if faulted:
+            parts.append(f"{faulted} faulted")
+        if self.client is not None:
+            csms = f"CSMS {self.client.connection_state()}"
+            queued = self.client.queued_messages()
+            parts.append(f"{csms} ({queued} queued)" if queued else csms)
+        else:
+            parts.append("standalone")
+        return ", ".join(parts)
 
     def _on_reset(self, kind: str) -> None:
         self.reset_requested = kind
@@ -240,6 +316,12 @@ class App:
 
     async def stop(self, reason: sm.StopReason | None = sm.StopReason.REBOOT) -> None:
         """Stop charging (``reason`` None = leave transactions to crash recovery)."""
+        if not self._stopping:
+            self._stopping = True
+            if self.reset_requested:  # cli re-executes in place: systemd waits for READY=1
+                self.notifier.reloading(f"restarting after {self.reset_requested} reset")
+            else:
+                self.notifier.stopping("stopping: opening contactors")
         if self.station is not None and self.station.started:
             await self.station.stop(reason)
         if self.client is not None:

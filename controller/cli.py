@@ -16,6 +16,7 @@ from typing import Any
 from controller.config import ConfigError, load
 from controller.logsetup import TARGETS, SecretFilter, setup_logging
 from controller.migrations import SchemaError
+from controller.sdnotify import install_stall_hook
 from hal.registry import DriverConfigError
 
 LOG = logging.getLogger("evsed")
@@ -98,6 +99,7 @@ async def _run(config_path: str, log_target: str = "auto") -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
+    install_stall_hook(loop, app.notifier)  # test-only, needs $EVSED_TEST_STALL_LOOP_S
     await app.start()
     try:
         await app.wait()
@@ -121,6 +123,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Reset.req: start afresh in the same process slot (systemd sees one service).
         os.execv(sys.executable, [sys.executable, "-m", "controller.cli", *sys.argv[1:]])
     return code
+
+
+def cmd_safe_off(args: argparse.Namespace) -> int:
+    from controller.safeoff import main_safe_off
+
+    return main_safe_off(args.config, timeout_s=args.timeout)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -297,6 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
         "systemd connected stderr to it",
     )
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser(
+        "safe-off",
+        help="fail-safe: open every contactor and set pilot boards to 0 A, then exit",
+        description="Opens every configured contactor and sets EVSE boards to 0 A using only "
+        "the [[connectors]] driver sections of the config: no database, no CSMS, nothing "
+        "locked. Every device is tried even if another fails. Exit code 0 when all succeeded, "
+        "1 when any failed, 2 when the config cannot be read, 3 on timeout.",
+    )
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="give up after S seconds in total (default 10)",
+    )
+    p.set_defaults(fn=cmd_safe_off)
 
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("file")

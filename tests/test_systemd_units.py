@@ -1,0 +1,220 @@
+"""The shipped systemd units: `systemd-analyze verify` and the settings the issue requires.
+
+`systemd-analyze verify` needs no running systemd. It refuses an ExecStart= binary that does
+not exist (the units name /opt/evsed/.venv/bin/evsed, which `evsed install` replaces), so
+the units are checked as installed: pointing at this venv's real `evsed` script. It does not
+check that User= or the groups exist. Unknown keys, sections and bad values are only
+warnings for systemd (exit code 0), so a verified unit must also produce no output at all;
+the negative cases prove that the check catches them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from controller.cli import build_parser
+from tests.procs import REPO
+
+UNITS = ("evsed.service", "evsed-safe-off.service")
+SHIPPED_EXE = "/opt/evsed/.venv/bin/evsed"
+SHIPPED_CONFIG = "/etc/evsed/evsed.toml"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze missing (apt-get install systemd)"
+)
+
+
+def unit_text(name: str) -> str:
+    return resources.files("controller").joinpath("units", name).read_text(encoding="utf-8")
+
+
+def local_exe() -> str:
+    exe = Path(sys.executable).parent / "evsed"
+    assert exe.exists(), f"{exe}: run `pip install -e .` in the venv"
+    return str(exe)
+
+
+def directives(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) in order; repeated keys stay separate, as systemd reads them."""
+    section = ""
+    found: list[tuple[str, str, str]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        found.append((section, key.strip(), value.strip()))
+    return found
+
+
+def values(text: str, section: str, key: str) -> list[str]:
+    return [v for s, k, v in directives(text) if s == section and k == key]
+
+
+def one(text: str, section: str, key: str) -> str:
+    found = values(text, section, key)
+    assert len(found) == 1, f"[{section}] {key}: {found}"
+    return found[0]
+
+
+def verify(directory: Path, texts: dict[str, str]) -> tuple[int, str]:
+    """Write the units with this venv's evsed and run `systemd-analyze verify` on them."""
+    paths = []
+    for name, text in texts.items():
+        path = directory / name
+        path.write_text(text.replace(SHIPPED_EXE, local_exe()), encoding="utf-8")
+        paths.append(str(path))
+    assert ANALYZE is not None
+    result = subprocess.run(
+        [ANALYZE, "verify", "--man=no", *paths],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@needs_analyze
+def test_units_verify_without_any_complaint(tmp_path: Path) -> None:
+    code, output = verify(tmp_path, {name: unit_text(name) for name in UNITS})
+    assert (code, output) == (0, "")
+
+
+BROKEN = [
+    ("unknown key", "ProtectSystem=strict", "ProtectSystm=strict", "Unknown key"),
+    ("bad value", "Type=notify", "Type=notfy", "Failed to parse service type"),
+    ("bad time", "WatchdogSec=30", "WatchdogSec=thirty", "Failed to parse sec value"),
+    ("bad section", "[Service]", "[Servce]", "Unknown section"),
+    (
+        "bad system call",
+        "SystemCallFilter=adjtimex ",
+        "SystemCallFilter=adjtimexx ",
+        "Failed to parse system call",
+    ),
+]
+
+
+@needs_analyze
+@pytest.mark.parametrize(("case", "good", "bad", "message"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_verify_catches_a_broken_unit(
+    tmp_path: Path, case: str, good: str, bad: str, message: str
+) -> None:
+    text = unit_text("evsed.service")
+    assert good in text
+    code, output = verify(tmp_path, {"evsed.service": text.replace(good, bad, 1)})
+    assert (code, output) != (0, "")
+    assert message in output
+
+
+@needs_analyze
+def test_verify_refuses_a_missing_executable(tmp_path: Path) -> None:
+    text = unit_text("evsed.service").replace(SHIPPED_EXE, "/nonexistent/bin/evsed")
+    path = tmp_path / "evsed.service"
+    path.write_text(text, encoding="utf-8")
+    assert ANALYZE is not None
+    result = subprocess.run([ANALYZE, "verify", str(path)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "is not executable" in result.stderr
+
+
+# --------------------------------------------------------------------------- contents
+
+
+def test_main_unit_is_a_notify_service_with_watchdog_and_fail_safe() -> None:
+    text = unit_text("evsed.service")
+    assert one(text, "Service", "Type") == "notify"
+    assert one(text, "Service", "NotifyAccess") == "main"
+    assert int(one(text, "Service", "WatchdogSec")) > 0
+    assert one(text, "Service", "Restart") == "always"
+    assert int(one(text, "Unit", "StartLimitBurst")) > 1
+    assert int(one(text, "Unit", "StartLimitIntervalSec")) > 0
+    assert one(text, "Service", "ExecStart") == f"{SHIPPED_EXE} run -c {SHIPPED_CONFIG}"
+    assert one(text, "Service", "ExecStopPost") == f"{SHIPPED_EXE} safe-off -c {SHIPPED_CONFIG}"
+    assert "evsed-safe-off.service" in one(text, "Unit", "After").split()
+    assert "evsed-safe-off.service" in one(text, "Unit", "Wants").split()
+    for key in (
+        "StateDirectory",
+        "ConfigurationDirectory",
+        "LogsDirectory",
+        "RuntimeDirectory",
+        "User",
+        "Group",
+    ):
+        assert one(text, "Service", key) == "evsed"
+    assert one(text, "Service", "RuntimeDirectoryPreserve") == "yes"  # the store's spill file
+    assert set(one(text, "Service", "SupplementaryGroups").split()) >= {"gpio", "dialout"}
+
+
+def test_main_unit_hardening_keeps_gpio_serial_and_pcsc_reachable() -> None:
+    text = unit_text("evsed.service")
+    for key, value in (
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("PrivateTmp", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("ProtectKernelTunables", "yes"),
+        ("ProtectControlGroups", "yes"),
+        ("LockPersonality", "yes"),
+        ("RestrictRealtime", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("PrivateDevices", "no"),  # /dev/gpiochip*, /dev/gpiomem, /dev/ttyUSB* ...
+    ):
+        assert one(text, "Service", key) == value, key
+    families = one(text, "Service", "RestrictAddressFamilies").split()
+    assert {"AF_UNIX", "AF_INET", "AF_INET6"} <= set(families)  # pcscd socket, CSMS, API
+    keys = {k for _, k, _ in directives(text)}
+    # Each would break a device or a feature (see the comments in the unit).
+    for absent in ("DeviceAllow", "DevicePolicy", "ProcSubset", "ProtectClock", "PrivateUsers"):
+        assert absent not in keys, absent
+    assert "MemoryDenyWriteExecute" not in keys
+    # ntp_adjtime() (TrustedClock) stays allowed after the syscall filter.
+    filters = values(text, "Service", "SystemCallFilter")
+    assert filters[0] == "@system-service"
+    assert "adjtimex" in filters[-1].split()
+
+
+def test_boot_unit_runs_safe_off_early_and_once() -> None:
+    text = unit_text("evsed-safe-off.service")
+    assert one(text, "Unit", "DefaultDependencies") == "no"
+    assert "local-fs.target" in one(text, "Unit", "After").split()
+    assert "evsed.service" in one(text, "Unit", "Before").split()
+    assert one(text, "Service", "Type") == "oneshot"
+    assert one(text, "Service", "RemainAfterExit") == "yes"
+    assert one(text, "Service", "ExecStart") == f"{SHIPPED_EXE} safe-off -c {SHIPPED_CONFIG}"
+    assert one(text, "Service", "CapabilityBoundingSet") == ""
+    assert one(text, "Install", "WantedBy") == "multi-user.target"
+
+
+def test_unit_command_lines_parse_with_the_real_cli() -> None:
+    parser = build_parser()
+    for name in UNITS:
+        text = unit_text(name)
+        for key in ("ExecStart", "ExecStopPost"):
+            for line in values(text, "Service", key):
+                exe, *argv = line.split()
+                assert exe == SHIPPED_EXE
+                args = parser.parse_args(argv)
+                assert args.config == SHIPPED_CONFIG
+                assert args.cmd in ("run", "safe-off")
+
+
+def test_units_are_package_data_and_systemd_dir_links_to_them() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "units/*.service" in pyproject["tool"]["setuptools"]["package-data"]["controller"]
+    link = REPO / "systemd"
+    assert link.is_symlink() and link.readlink() == Path("controller/units")
+    assert sorted(p.name for p in link.iterdir()) == sorted(UNITS)
