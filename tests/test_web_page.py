@@ -360,7 +360,7 @@ async def _ne(text: Any, unexpected: str) -> bool:
 
 
 async def test_login_token_flow_and_stop_button(
-    page: Page, charger: Callable[..., Any], csms: DevCsms
+    page: Page, charger: Callable[..., Any], csms: DevCsms, tmp_path: Path
 ) -> None:
     ch: Charger = await charger(token=TOKEN)
     await start_session(ch)
@@ -417,15 +417,24 @@ async def test_login_token_flow_and_stop_button(
     await page.until(lambda: _ne(page.text(f"{C1} [data-field=status]"), "Charging"), "stopped")
     await page.screenshot("status-page-signed-in-after-stop")
 
-    # The CSV export works with the token (fetched by the page, not a bare link).
-    csv_text = await page.js_async(
-        "const done = arguments[arguments.length - 1];"
-        "fetch('/api/sessions.csv', {headers: {Authorization: 'Bearer ' + "
-        "sessionStorage.getItem('evsed.api.token')}})"
-        ".then(r => r.text()).then(done, e => done(String(e)));"
+    # "Download CSV" saves the file (fetched by the page, so a token would go in the header).
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    await page.run(
+        page.driver.execute_cdp_cmd,
+        "Browser.setDownloadBehavior",
+        {"behavior": "allow", "downloadPath": str(downloads)},
     )
+    await page.click("#csv-link")
+    saved = downloads / f"evsed-sessions-{STATION}.csv"
+
+    async def downloaded() -> bool:
+        return saved.exists() and saved.read_bytes().endswith(b"\r\n")
+
+    await page.until(downloaded, "CSV downloaded")
+    csv_text = saved.read_text(encoding="utf-8")
     assert csv_text.startswith("started_at,stopped_at,connector,id_tag")
-    assert f",1,{CARD}," in csv_text
+    assert f",1,{CARD}," in csv_text and ",Local," in csv_text
     assert await page.text("#csv-link") == "Download CSV"
     await page.js(
         "for (const [id, day] of [['export-from', '2026-02-01'], ['export-to', '2026-01-01']]) {"
