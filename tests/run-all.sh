@@ -1,12 +1,13 @@
 #!/bin/sh
 # Sets up a fresh machine and runs every check: Debian packages for the real protocol peers
 # (socat pty pairs for Modbus RTU, pcscd + vsmartcard-vpcd for PC/SC, swig + libpcsclite-dev
-# to build pyscard, chromium + chromium-driver for the status page's browser test), a venv with
+# to build pyscard, chromium + chromium-driver for the status page's browser test, systemd for
+# `systemd-analyze verify` of the unit files), a venv with
 # the pinned dependencies, the npm packages of the independent conformance CSMS (Node.js and npm
 # must be installed), then pytest, ruff and mypy.
 set -eu
 cd "$(dirname "$0")/.."
-PKGS="socat pcscd vsmartcard-vpcd swig libpcsclite-dev chromium chromium-driver"
+PKGS="socat pcscd vsmartcard-vpcd swig libpcsclite-dev chromium chromium-driver systemd"
 missing=""
 for p in $PKGS; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -22,7 +23,7 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test,pcsc]'
 # The independent OCPP 1.6 CSMS (npm ocpp-rpc, strict schema validation) for conformance tests.
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
-# The browser test fails (instead of skipping) when Chromium is missing.
-EVSED_REQUIRE_BROWSER=1 .venv/bin/python -m pytest -q
+# The browser test and the unit file check fail (instead of skipping) when their tool is missing.
+EVSED_REQUIRE_BROWSER=1 EVSED_REQUIRE_SYSTEMD_ANALYZE=1 .venv/bin/python -m pytest -q
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ocpp.v16 import call
+from ocpp.v16.enums import ResetType
 
 from controller.app import CONTACTORS_OPEN_STATUS, App
 from controller.clock import ManualClock
@@ -431,7 +433,8 @@ async def test_real_process_ready_after_contactors_then_pings_that_stop_on_a_blo
 async def test_watchdog_kill_of_a_stuck_loop_ends_the_transaction_with_reboot(
     tmp_path: Path, listener: NotifyListener, evsed_procs: list[Evsed]
 ) -> None:
-    """What systemd does with WatchdogSec=1: the loop hangs mid-transaction, the pings stop,
+    """An OCPP Reset first (RELOADING=1, READY=1 again, same pid). Then what systemd does
+    with WatchdogSec=1: the loop hangs mid-transaction, the pings stop,
     SIGABRT (WatchdogSignal), ExecStopPost=evsed safe-off, Restart=always. The next start
     stops the transaction with reason Reboot (OCPP 1.6 7.36: "watchdog kicked in")."""
     async with DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as csms:
@@ -446,8 +449,29 @@ async def test_watchdog_kill_of_a_stuck_loop_ends_the_transaction_with_reboot(
         ev = NotifiedEvsed(cfg, api_port, tmp_path, env)
         evsed_procs.append(ev)
         ev.start()
-        await listener.wait_for(lambda m: "READY" in m.fields, proc=ev.proc, log=ev.log_tail)
+        ready = await listener.wait_for(
+            lambda m: "READY" in m.fields, proc=ev.proc, log=ev.log_tail
+        )
+        await csms.wait_connected("CP-WD", timeout_s=15)
         await ev.wait_status(lambda s: s["csms"]["state"] == "accepted", what="accepted")
+
+        # OCPP Reset: evsed re-executes itself in the same process; systemd sees RELOADING=1
+        # and then READY=1 again from the same main pid (not STOPPING=1, which would make it
+        # kill the new program after TimeoutStopSec).
+        assert (await csms.call("CP-WD", call.Reset(type=ResetType.hard))).status == "Accepted"
+        reloading = await listener.wait_for(
+            lambda m: "RELOADING" in m.fields, after=ready, proc=ev.proc
+        )
+        again = await listener.wait_for(
+            lambda m: "READY" in m.fields, after=reloading, proc=ev.proc, log=ev.log_tail
+        )
+        msgs = listener.snapshot()
+        assert msgs[reloading].fields["STATUS"] == "restarting after Hard reset"
+        assert msgs[again].fields["MAINPID"] == str(ev.pid)
+        assert not any("STOPPING" in m.fields for m in msgs)
+        await csms.wait_connected("CP-WD", timeout_s=15)
+        await ev.wait_status(lambda s: s["csms"]["state"] == "accepted", what="accepted")
+
         await ev.post("/api/sim/plug", {"connector": 1})
         await ev.post("/api/sim/card", {"uid": "04A1B2C3"})
         st = await ev.wait_status(
