@@ -229,6 +229,8 @@ class App:
     def health_problem(self) -> str | None:
         """Why the watchdog must not be pinged, or None while the station runs normally."""
         station = self.station
+        if self._stopping:
+            return None  # stopping is bounded by TimeoutStopSec, not by the watchdog
         if station is None or not station.started:
             return "the station is not running"
         silent_s = station.clock.monotonic_s() - station.last_tick_s

@@ -252,6 +252,9 @@ def _hard_deadline(timeout_s: float) -> threading.Timer:
 def main_safe_off(config_path: str, timeout_s: float = 10.0) -> int:
     """The ``evsed safe-off`` command: prints one line per device; exit code per EXIT_*."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not timeout_s > 0:  # also NaN
+        print(f"evsed safe-off: --timeout must be positive, got {timeout_s}", file=sys.stderr)
+        return EXIT_CONFIG
     # The asyncio part stops at timeout_s; the hard deadline a little later catches the rest.
     timer = _hard_deadline(timeout_s + 2.0)
 

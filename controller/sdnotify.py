@@ -209,11 +209,15 @@ async def run_status(
 ) -> None:
     """Send ``STATUS=describe()`` whenever the text changes, looking every ``interval_s``."""
     last: str | None = None
+    failing = False
     while True:
         try:
             text = describe()
+            failing = False
         except Exception:  # a status line must never take the service down
-            LOG.exception("building the systemd status failed")
+            if not failing:  # once per run of failures, not every interval
+                LOG.exception("building the systemd status failed")
+            failing = True
             text = last or ""
         if text != last:
             notifier.status(text)

@@ -288,3 +288,7 @@ def test_cli_exit_code_2_without_a_usable_config(tmp_path: Path) -> None:
     result = run_safe_off(tmp_path / "missing.toml")
     assert result.returncode == EXIT_CONFIG
     assert "cannot read" in result.stderr
+    cfg = write_config(tmp_path, connector(f"{{ driver = 'gpio', pin = {COIL_1} }}"))
+    result = run_safe_off(cfg, "--timeout", "0")
+    assert result.returncode == EXIT_CONFIG
+    assert "--timeout must be positive" in result.stderr

@@ -38,6 +38,7 @@ from controller.sdnotify import (
     STALL_END_STATUS,
     STALL_HOOK_ENV,
     Notifier,
+    run_status,
     run_watchdog,
     watchdog_timeout_s,
 )
@@ -254,6 +255,44 @@ async def test_watchdog_pings_every_interval_only_while_healthy(
         await run_watchdog(notifier, 0.25, lambda: next(problems), sleep=sleep)
     assert slept == [0.25] * 5
     assert notifier.sent == 3  # pings 1, 2 and 5; none while the tick loop was stuck
+
+
+async def test_status_is_sent_on_change_and_a_failing_describe_is_logged_once(
+    listener: NotifyListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = Notifier(listener.address)
+    script: list[str | Exception] = [
+        "charging 0/1, CSMS accepted",
+        "charging 0/1, CSMS accepted",
+        RuntimeError("database is locked"),
+        RuntimeError("database is locked"),
+        "charging 1/1, CSMS accepted",
+    ]
+    steps = iter(script)
+
+    def describe() -> str:
+        step = next(steps)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == len(script):
+            raise asyncio.CancelledError
+
+    with caplog.at_level(logging.ERROR, logger="controller.sdnotify"):
+        with pytest.raises(asyncio.CancelledError):
+            await run_status(notifier, describe, 2.0, sleep=sleep)
+    assert slept == [2.0] * len(script)
+    await listener.wait_for(status_is("charging 1/1"))
+    assert [m.text for m in listener.snapshot()] == [
+        "STATUS=charging 0/1, CSMS accepted",
+        "STATUS=charging 1/1, CSMS accepted",
+    ]
+    assert caplog.text.count("building the systemd status failed") == 1
 
 
 # --------------------------------------------------------------------------- in process
