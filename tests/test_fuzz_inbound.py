@@ -347,7 +347,7 @@ def check_result(action: str, payload: dict[str, Any], result: dict[str, Any]) -
 def check_station(h: Any) -> None:
     """The snapshot behind GET /api/status is well-formed and the hardware is safe."""
     snap = h.station.snapshot()
-    assert set(snap) == {"connectors", "csms", "clock"}, snap
+    assert set(snap) == {"connectors", "csms", "clock", "faults"}, snap
     assert snap["csms"]["state"] == "accepted", snap
     assert isinstance(snap["csms"]["queued_messages"], int) and snap["csms"]["queued_messages"] >= 0
     assert [c["connector"] for c in snap["connectors"]] == list(range(1, CONNECTORS + 1))
