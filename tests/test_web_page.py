@@ -166,6 +166,7 @@ async def page() -> AsyncIterator[Page]:
         "--disable-dev-shm-usage",
         "--disable-gpu",
         "--disable-extensions",
+        "--lang=en-US",  # the page formats numbers in the browser's locale (11.00 kW)
         f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
     ):
         options.add_argument(arg)
