@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Callable
 from datetime import datetime
@@ -136,7 +137,9 @@ class App:
 
     async def start(self) -> None:
         cfg = self.config
-        self.store = open_store(cfg.storage_path)
+        # systemd's RuntimeDirectory (tmpfs, kept across service restarts): pending writes
+        # of a full disk survive a crash or watchdog restart there (controller/spill.py).
+        self.store = open_store(cfg.storage_path, spill_dir=os.environ.get("RUNTIME_DIRECTORY"))
         if isinstance(self.clock, TrustedClock):
             self.clock.attach_store(SettingsTimeStore(self.store))
             self._tasks.spawn(self.clock.keeper(), name="clock-keeper")
@@ -180,7 +183,7 @@ class App:
             )
             self.port = self.client
         else:
-            journal = Journal(self.store, settings, boot_id=self.boot_id)
+            journal = Journal(self.store, settings, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
         self.station.attach_port(self.port)
         await self.station.start()
