@@ -118,7 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.config}: error: {exc}", file=sys.stderr)
         return 2
     except SchemaError:
-        return 1  # open_store logged why; the database was left as it is
+        # open_store logged why; the database was left as it is. Exit 2 like a config
+        # error: the unit's RestartPreventExitStatus=2 then stops restarting in vain.
+        return 2
     if code == 75 and not args.no_restart:
         # Reset.req: start afresh in the same process slot (systemd sees one service).
         os.execv(sys.executable, [sys.executable, "-m", "controller.cli", *sys.argv[1:]])

@@ -439,7 +439,7 @@ def test_evsed_run_refuses_a_newer_database(db_path: Path, tmp_path: Path) -> No
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr  # not restarted (RestartPreventExitStatus)
     assert "CRITICAL" in result.stderr
     assert "schema version 7, but this evsed knows only up to" in result.stderr
     assert "Traceback" not in result.stderr
