@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +18,7 @@ from aiohttp import web
 
 from controller import connector as sm
 from controller.clock import iso_utc
-from controller.sessions import session_row, sessions_csv
-from controller.store import TxRecord
+from controller.sessions import session_row, sessions_between, sessions_csv
 from hal.base import OCPP_FAULT_CODES, VehicleState
 from hal.sim import SimRig, SimTokenReader
 
@@ -205,32 +204,6 @@ def _query_date(request: web.Request, name: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         raise BadRequest(f"'{name}' is not a calendar date: {text[:20]!r}") from None
-
-
-def _start_date(t: TxRecord) -> date | None:
-    try:
-        moment = datetime.fromisoformat(t.started_at.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).date()
-
-
-def sessions_between(
-    records: Iterable[TxRecord], first: date | None, last: date | None
-) -> list[TxRecord]:
-    """Sessions that started on ``first`` .. ``last`` (UTC dates, both included), oldest first."""
-    out = []
-    for t in records:
-        if first is not None or last is not None:
-            day = _start_date(t)
-            if day is None or (first is not None and day < first):
-                continue
-            if last is not None and day > last:
-                continue
-        out.append(t)
-    return sorted(out, key=lambda t: t.tx_key)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

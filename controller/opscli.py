@@ -10,7 +10,7 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, is_dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -18,7 +18,12 @@ from urllib.parse import quote
 
 from controller.config import Config, ConfigError, DeviceConfig, load
 from controller.migrations import SCHEMA_VERSION, SchemaError, current_version
-from controller.sessions import session_duration_s, session_energy_wh, sessions_csv
+from controller.sessions import (
+    session_duration_s,
+    session_energy_wh,
+    sessions_between,
+    sessions_csv,
+)
 from controller.store import TxRecord
 
 DEFAULT_CONFIG = "/etc/evsed/evsed.toml"
@@ -121,34 +126,6 @@ def read_sessions(db: sqlite3.Connection) -> list[TxRecord]:
     names = [f.name for f in fields(TxRecord)]
     rows = db.execute(f"SELECT {', '.join(names)} FROM transactions ORDER BY tx_key").fetchall()
     return [TxRecord(**{n: row[n] for n in names}) for row in rows]
-
-
-def _start_date(t: TxRecord) -> date | None:
-    try:
-        moment = datetime.fromisoformat(t.started_at.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).date()
-
-
-def filter_sessions(
-    records: Iterable[TxRecord], first: date | None, last: date | None
-) -> list[TxRecord]:
-    """Sessions that started on ``first`` .. ``last`` (UTC dates, both included); a session
-    whose start time cannot be read is kept only when no range is asked for."""
-    if first is None and last is None:
-        return list(records)
-    out = []
-    for t in records:
-        day = _start_date(t)
-        if day is None or (first is not None and day < first):
-            continue
-        if last is not None and day > last:
-            continue
-        out.append(t)
-    return out
 
 
 def read_queue(db: sqlite3.Connection, now_s: float) -> list[dict[str, Any]]:
@@ -543,7 +520,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         records = _read(args, read_sessions)
     except OpsError as exc:
         return _fail(exc)
-    selected = filter_sessions(records, args.date_from, args.date_to)
+    selected = sessions_between(records, args.date_from, args.date_to)
     limit = args.limit if args.limit is not None else (0 if args.csv else DEFAULT_TABLE_LIMIT)
     shown = selected[-limit:] if limit > 0 else selected
     if args.csv:

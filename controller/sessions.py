@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from controller.store import TxRecord
@@ -31,6 +31,33 @@ def _parse(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def start_date(t: TxRecord) -> date | None:
+    """The UTC calendar day a session started (None if its start time is unreadable)."""
+    moment = _parse(t.started_at)
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).date()
+
+
+def sessions_between(
+    records: Iterable[TxRecord], first: date | None, last: date | None
+) -> list[TxRecord]:
+    """Sessions that started on ``first`` .. ``last`` (UTC dates, both included), oldest
+    first; one whose start time cannot be read is kept only when no range is asked for."""
+    out = []
+    for t in records:
+        if first is not None or last is not None:
+            day = start_date(t)
+            if day is None or (first is not None and day < first):
+                continue
+            if last is not None and day > last:
+                continue
+        out.append(t)
+    return sorted(out, key=lambda t: t.tx_key)
 
 
 def session_energy_wh(t: TxRecord) -> int:
