@@ -30,6 +30,18 @@ CONFIG_FILE = "/etc/evsed/evsed.toml"
 STATE_DIR = "/var/lib/evsed"
 LOG_DIR = "/var/log/evsed"
 UNIT_DIR = "/etc/systemd/system"
+# pcscd on Debian bookworm / Raspberry Pi OS asks polkit whether a client may use a reader;
+# group membership does not help (hardware.md, "Running under systemd").
+POLKIT_RULE = "/etc/polkit-1/rules.d/60-evsed-pcscd.rules"
+POLKIT_RULE_TEXT = """// Installed by `evsed install`: evsed may use card readers via pcscd.
+polkit.addRule(function (action, subject) {
+    if ((action.id == "org.debian.pcsc-lite.access_pcsc" ||
+         action.id == "org.debian.pcsc-lite.access_card") &&
+        subject.user == "evsed") {
+        return polkit.Result.YES;
+    }
+});
+"""
 # Started in this order; the safe-off unit drives the outputs to a safe state around evsed.
 UNITS = ("evsed-safe-off.service", "evsed.service")
 MAIN_UNIT = "evsed.service"
@@ -379,24 +391,28 @@ class Installer:
         """Write the unit files; True when one was added or changed."""
         changed = False
         for name, text in units.items():
-            path = self.path(f"{UNIT_DIR}/{name}")
-            label = f"unit {UNIT_DIR}/{name}"
-            try:
-                current: str | None = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                current = None
-            if current == text:
-                self.out(f"{label}: up to date")
-                continue
-            self.out(f"{label}: {'install' if current is None else 'update'}")
-            changed = True
-            if not self.dry_run:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{name}.evsed-tmp")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.chmod(0o644)
-                os.replace(tmp, path)
+            changed |= self.ensure_file(f"{UNIT_DIR}/{name}", text, f"unit {UNIT_DIR}/{name}")
         return changed
+
+    def ensure_file(self, absolute: str, text: str, label: str) -> bool:
+        """Write a root-owned 0644 file atomically; True when it was added or changed."""
+        path = self.path(absolute)
+        name = path.name
+        try:
+            current: str | None = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            current = None
+        if current == text:
+            self.out(f"{label}: up to date")
+            return False
+        self.out(f"{label}: {'install' if current is None else 'update'}")
+        if not self.dry_run:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{name}.evsed-tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.chmod(0o644)
+            os.replace(tmp, path)
+        return True
 
     # -- commands
 
@@ -419,6 +435,7 @@ class Installer:
         created = self.ensure_config(example)
         if self.ensure_units(units):
             self._host_only(["systemctl", "daemon-reload"])
+        self.ensure_file(POLKIT_RULE, POLKIT_RULE_TEXT, f"polkit rule {POLKIT_RULE} (card readers)")
         self.run(self._systemctl("enable", *UNITS))
         if start:
             self._start(created)
@@ -479,6 +496,10 @@ class Installer:
             self._host_only(["systemctl", "daemon-reload"])
         else:
             self.out("units: not installed")
+        if self.path(POLKIT_RULE).exists():
+            self.out(f"polkit rule {POLKIT_RULE}: remove")
+            if not self.dry_run:
+                self.path(POLKIT_RULE).unlink(missing_ok=True)
         if not purge:
             self.out(
                 f"kept: {CONFIG_DIR}, {STATE_DIR}, {LOG_DIR}, user {USER} (--purge removes them)"

@@ -325,6 +325,10 @@ def test_install_into_a_temporary_root(root: Path) -> None:
         assert unit.read_text() == render_unit(load_unit(name), EXE)
         assert f"{EXE} " in unit.read_text()
         assert "/opt/evsed/.venv" not in unit.read_text()
+    rule = root / "etc/polkit-1/rules.d/60-evsed-pcscd.rules"  # pcscd asks polkit
+    assert stat.S_IMODE(rule.stat().st_mode) == 0o644
+    assert 'subject.user == "evsed"' in rule.read_text()
+    assert "org.debian.pcsc-lite.access_card" in rule.read_text()
     enabled = run_command(["systemctl", "--root", str(root), "is-enabled", "evsed.service"])
     assert enabled.output == "enabled"
     assert "skipped (not the running system): systemctl daemon-reload" in console.text
@@ -345,7 +349,7 @@ def test_second_install_keeps_the_config_and_changes_nothing(root: Path) -> None
     assert "config /etc/evsed/evsed.toml: exists, kept (never overwritten)" in console.text
     assert "user evsed: exists" in console.text
     assert "useradd" not in console.text and "chown" not in console.text
-    assert console.text.count(": up to date") == len(UNITS)
+    assert console.text.count(": up to date") == len(UNITS) + 1  # + the polkit rule
     assert "daemon-reload" not in console.text  # nothing changed, nothing to reload
     assert list(passwd(root)).count("evsed") == 1
 
@@ -408,6 +412,7 @@ def test_uninstall_keeps_config_and_data(root: Path) -> None:
     for name in UNITS:
         assert not (root / "etc/systemd/system" / name).exists()
     assert not (root / "etc/systemd/system/multi-user.target.wants/evsed.service").exists()
+    assert not (root / "etc/polkit-1/rules.d/60-evsed-pcscd.rules").exists()
     assert (root / "etc/evsed/evsed.toml").exists()
     assert (root / "var/lib/evsed/evsed.db").read_bytes() == b"transactions"
     assert "evsed" in passwd(root)
