@@ -647,7 +647,10 @@ class Station:
         interval_s = self.settings.get_int("MeterValueSampleInterval")
         if c.tx_key is None or interval_s <= 0 or c.reading is None:
             return
-        if now_s - c.last_sample_s < interval_s:
+        # Due half a tick early: the loop only looks every tick, so "at least interval_s"
+        # would space samples interval_s + up to a tick apart (and a crash could lose that
+        # much energy); this way the gaps are centred on interval_s.
+        if now_s - c.last_sample_s < interval_s - self.tick_interval_s / 2:
             return
         c.last_sample_s = now_s
         assert self.port is not None
@@ -666,8 +669,8 @@ class Station:
         bills the last persisted reading), writing only when the register advanced."""
         if c.tx_key is None or c.reading is None:
             return
-        if now_s - c.last_persist_s < self.persist_interval_s():
-            return
+        if now_s - c.last_persist_s < self.persist_interval_s() - self.tick_interval_s / 2:
+            return  # half a tick early, as _maybe_sample
         c.last_persist_s = now_s
         energy_wh = round(c.reading.energy_wh)
         if energy_wh <= c.persisted_wh:
