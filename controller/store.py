@@ -126,6 +126,8 @@ class Store:
         self._insert_op: dict[int, int] = {}  # in-memory seq -> op id of its INSERT
         self.dropped_meter_values = 0  # oldest in-memory MeterValues dropped at the cap
         self._mem_tx: dict[int, TxRecord] = {}  # created or changed while degraded
+        self._mem_settings: dict[str, str | None] = {}  # set (None: deleted) while degraded
+        self._setting_op: dict[str, int] = {}  # key -> op id of its latest write
         self._mem_outbox: dict[int, QueuedMessage] = {}  # queued while degraded, by seq
         self._mem_gone: set[int] = set()  # database outbox rows deleted while degraded
         self._mem_attempts: dict[int, int] = {}  # attempts of database rows while degraded
@@ -229,26 +231,57 @@ class Store:
     # ------------------------------------------------------------------ settings
 
     def get_setting(self, key: str) -> str | None:
+        if key in self._mem_settings:
+            return self._mem_settings[key]
         row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row["value"])
 
+    _SET_SETTING = (
+        "INSERT INTO settings (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    )
+    _DELETE_SETTING = "DELETE FROM settings WHERE key = ?"
+
     def set_setting(self, key: str, value: str) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        self._write_setting(key, value)
 
     def delete_setting(self, key: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM settings WHERE key = ?", (key,))
+        self._write_setting(key, None)
+
+    def _write_setting(self, key: str, value: str | None) -> None:
+        """A setting (OCPP key, availability, ...) is kept like transaction data when the
+        database is not writable: in memory, replayed by flush(), spilled if possible."""
+        op: _Op = (
+            (self._SET_SETTING, (key, value))
+            if value is not None
+            else (
+                self._DELETE_SETTING,
+                (key,),
+            )
+        )
+        if not self.degraded:
+            try:
+                with self._tx() as db:
+                    db.execute(*op)
+                return
+            except StoreError as exc:
+                self._degrade(exc)
+        self._mem_settings[key] = value
+        self._drop_op(self._setting_op.get(key))  # only the latest value matters
+        self._setting_op[key] = self._op(*op)
 
     def settings_with_prefix(self, prefix: str) -> dict[str, str]:
         rows = self._db.execute(
             "SELECT key, value FROM settings WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
         ).fetchall()
-        return {str(r["key"]): str(r["value"]) for r in rows}
+        out = {str(r["key"]): str(r["value"]) for r in rows}
+        for key, value in self._mem_settings.items():
+            if key.startswith(prefix):
+                if value is None:
+                    out.pop(key, None)
+                else:
+                    out[key] = value
+        return out
 
     # ------------------------------------------------------------------ transactions
 
@@ -804,6 +837,8 @@ class Store:
             self._spill.remove()
         self._spilled_tx_key = self._spilled_seq = 0
         self._ops.clear()
+        self._mem_settings.clear()
+        self._setting_op.clear()
         self._meter_op.clear()
         self._insert_op.clear()
         self._mem_tx.clear()

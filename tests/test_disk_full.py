@@ -405,3 +405,29 @@ def test_torn_last_spill_line_is_ignored(tmp_path: Path, full_at_open: dict[str,
     full_at_open["full"] = False
     after = Store(tmp_path / "s.db", spill_dir=run_dir)
     assert after.outbox_count() == 3 and len(after.open_transactions()) == 1
+
+
+def test_settings_written_on_a_full_disk_are_kept_and_replayed(tmp_path: Path) -> None:
+    """ChangeAvailability / ChangeConfiguration persist settings: on a full disk they are
+    answered from memory (not refused with an error) and written once the disk has room;
+    repeated writes of one key leave one pending write."""
+    store = Store(tmp_path / "s.db")
+    store.set_setting("availability.1", "Operative")
+    store.set_setting("ocpp.HeartbeatInterval", "300")
+    disk = FullDisk(store)
+    disk.full = True
+    store.set_setting("availability.1", "Inoperative")
+    store.delete_setting("ocpp.HeartbeatInterval")
+    for i in range(50):
+        store.set_setting("clock.last_good_utc", f"2026-06-01T10:00:{i:02d}.000+00:00")
+    assert store.degraded
+    assert store.get_setting("availability.1") == "Inoperative"
+    assert store.get_setting("ocpp.HeartbeatInterval") is None
+    assert store.settings_with_prefix("ocpp.") == {}
+    assert len(store._ops) == 3
+    disk.full = False
+    assert store.flush()
+    reopened = Store(tmp_path / "s.db")
+    assert reopened.get_setting("availability.1") == "Inoperative"
+    assert reopened.get_setting("ocpp.HeartbeatInterval") is None
+    assert reopened.get_setting("clock.last_good_utc") == "2026-06-01T10:00:49.000+00:00"
