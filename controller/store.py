@@ -170,11 +170,7 @@ class Store:
         except StoreError as exc:
             self._ops.update(ops)
             self._op_ids = itertools.count(max(ops) + 1)
-            for sql, params in ops.values():
-                if sql == _INSERT_TX:
-                    self._spilled_tx_key = max(self._spilled_tx_key, int(params[0]))
-                elif sql.startswith("INSERT INTO outbox"):
-                    self._spilled_seq = max(self._spilled_seq, int(params[0]))
+            self._restore_overlay(ops)
             LOG.error(
                 "%d pending writes from before the restart kept in %s: the database is"
                 " still not writable",
@@ -196,6 +192,81 @@ class Store:
             len(ops),
         )
         self._spill.remove()
+
+    def _restore_overlay(self, ops: dict[int, _Op]) -> None:
+        """Rebuild the in-memory view of the spilled writes (the database is still not
+        writable), as the crashed process had it: a transaction it began must be recovered,
+        a message it saw confirmed must not be sent again, a CSMS transactionId, the latest
+        reading and a setting must be read back before flush() can write them."""
+        for op_id, (sql, params) in ops.items():
+            if sql == _INSERT_TX:
+                key = int(params[0])
+                self._spilled_tx_key = max(self._spilled_tx_key, key)
+                self._mem_tx[key] = TxRecord(
+                    tx_key=key,
+                    connector_id=int(params[1]),
+                    id_tag=str(params[2]),
+                    reservation_id=params[3],
+                    meter_start_wh=int(params[4]),
+                    started_at=str(params[5]),
+                    csms_tx_id=None,
+                    last_meter_wh=int(params[6]),
+                    last_meter_at=str(params[7]),
+                    meter_stop_wh=None,
+                    stopped_at=None,
+                    stop_reason=None,
+                    boot_id=str(params[8]),
+                )
+            elif sql.startswith("UPDATE transactions SET last_meter_wh"):
+                energy_wh, at, key = params
+                tx = self.get_transaction(int(key))
+                if tx is not None and tx.open:
+                    self._mem_tx[tx.tx_key] = replace(
+                        tx, last_meter_wh=int(energy_wh), last_meter_at=str(at)
+                    )
+                self._meter_op[int(key)] = op_id
+            elif sql.startswith("UPDATE transactions SET meter_stop_wh"):
+                stop_wh, stopped_at, reason, _, _, key = params
+                tx = self.get_transaction(int(key))
+                if tx is not None and tx.open:
+                    self._mem_tx[tx.tx_key] = replace(
+                        tx,
+                        meter_stop_wh=int(stop_wh),
+                        stopped_at=str(stopped_at),
+                        stop_reason=reason,
+                        last_meter_wh=int(stop_wh),
+                        last_meter_at=str(stopped_at),
+                    )
+            elif sql.startswith("UPDATE transactions SET csms_tx_id"):
+                tx = self.get_transaction(int(params[1]))
+                if tx is not None:
+                    self._mem_tx[tx.tx_key] = replace(tx, csms_tx_id=params[0])
+            elif sql.startswith("INSERT INTO outbox"):
+                seq, key, action, payload = int(params[0]), params[1], str(params[2]), params[3]
+                self._spilled_seq = max(self._spilled_seq, seq)
+                self._mem_outbox[seq] = QueuedMessage(
+                    seq, None if key is None else int(key), action, json.loads(payload), 0
+                )
+                self._insert_op[seq] = op_id
+            elif sql.startswith("DELETE FROM outbox"):
+                seq = int(params[0])
+                if self._mem_outbox.pop(seq, None) is None:
+                    self._mem_gone.add(seq)
+                    self._mem_attempts.pop(seq, None)
+            elif sql.startswith("UPDATE outbox SET attempts"):
+                seq = int(params[0])
+                msg = self._mem_outbox.get(seq)
+                if msg is not None:
+                    self._mem_outbox[seq] = replace(msg, attempts=msg.attempts + 1)
+                    continue
+                row = self._db.execute("SELECT attempts FROM outbox WHERE seq = ?", (seq,))
+                found = row.fetchone()
+                if found is not None and seq not in self._mem_gone:
+                    self._mem_attempts[seq] = self._mem_attempts.get(seq, int(found[0])) + 1
+            elif sql in (self._SET_SETTING, self._DELETE_SETTING):
+                name = str(params[0])
+                self._mem_settings[name] = None if len(params) < 2 else str(params[1])
+                self._setting_op[name] = op_id
 
     @staticmethod
     def _mark_spill_applied(db: sqlite3.Connection, generation: str) -> None:

@@ -431,3 +431,52 @@ def test_settings_written_on_a_full_disk_are_kept_and_replayed(tmp_path: Path) -
     assert reopened.get_setting("availability.1") == "Inoperative"
     assert reopened.get_setting("ocpp.HeartbeatInterval") is None
     assert reopened.get_setting("clock.last_good_utc") == "2026-06-01T10:00:49.000+00:00"
+
+
+def test_restart_on_a_still_full_disk_sees_the_spilled_writes(
+    tmp_path: Path, full_at_open: dict[str, bool]
+) -> None:
+    """After a crash on a full disk, a process that starts while the disk is still full must
+    see what the spill file holds: the transaction begun in memory (else it is never
+    recovered or stopped), the latest reading, the CSMS transactionId and the messages
+    confirmed before the crash (else the StartTransaction is sent again and the CSMS opens
+    a second transaction)."""
+    run_dir = tmp_path / "run"
+    store = Store(tmp_path / "s.db", spill_dir=run_dir)
+    kw: dict[str, Any] = {"reservation_id": None, "boot_id": "b1"}
+    durable = store.begin_transaction(
+        connector_id=1, id_tag="A", started_at="t0", meter_start_wh=10,
+        start_payload={"start": 1}, **kw,
+    )  # fmt: skip
+    full_at_open["full"] = True
+    head = store.outbox_head()
+    assert head is not None
+    store.confirm_start(head.seq, durable, 77)  # confirmed while the disk is full
+    store.record_meter(durable, 55, "t1")
+    store.set_setting("availability.1", "Inoperative")
+    in_memory = _offline_session_on_full_disk(store)
+    assert store.degraded
+    # The process dies here; the next one starts on a disk that is still full.
+    after = Store(tmp_path / "s.db", spill_dir=run_dir)
+    assert after.degraded
+    tx = after.get_transaction(durable)
+    assert tx is not None and (tx.csms_tx_id, tx.last_meter_wh, tx.last_meter_at) == (
+        77,
+        55,
+        "t1",
+    )
+    assert [t.tx_key for t in after.open_transactions()] == [durable, in_memory]
+    assert after.get_setting("availability.1") == "Inoperative"
+    queued = after.outbox_batch(0, 10)
+    assert [m.payload for m in queued] == [{"start": 1}, {"n": 1}, {"n": 2}]
+    assert [m.tx_key for m in queued] == [in_memory] * 3
+    assert after.outbox_count() == 3
+    # Confirmed after the restart, then the disk takes data again: nothing twice.
+    after.confirm_start(queued[0].seq, in_memory, 78)
+    after.outbox_delete(queued[1].seq)
+    full_at_open["full"] = False
+    assert after.flush()
+    assert [m.payload for m in after.outbox_batch(0, 10)] == [{"n": 2}]
+    rows = after._db.execute("SELECT tx_key, csms_tx_id, last_meter_wh FROM transactions")
+    assert [tuple(r) for r in rows] == [(durable, 77, 55), (in_memory, 78, 180)]
+    assert not (run_dir / "s.db.spill").exists()
