@@ -480,3 +480,37 @@ def test_restart_on_a_still_full_disk_sees_the_spilled_writes(
     rows = after._db.execute("SELECT tx_key, csms_tx_id, last_meter_wh FROM transactions")
     assert [tuple(r) for r in rows] == [(durable, 77, 55), (in_memory, 78, 180)]
     assert not (run_dir / "s.db.spill").exists()
+
+
+async def test_meter_values_dropped_at_the_cap_while_retried_are_not_resent_endlessly(
+    csms: DevCsms, charger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A MeterValues the CSMS refuses (CALLERROR) is tried TransactionMessageAttempts times.
+    If the memory cap drops it meanwhile (long full disk), it has no attempt count any more:
+    it must not be resent without a pause for ever."""
+    monkeypatch.setattr(store_mod, "MAX_MEMORY_METER_VALUES", 1)
+    h = await charger(
+        csms, ocpp={"TransactionMessageAttempts": 3, "TransactionMessageRetryInterval": 50}
+    )
+    disk = FullDisk(h.app.store)
+    disk.full = True
+    h.plug()
+    await h.advance(2)
+    h.tap()
+    await csms.wait_for(lambda f: f.action == "StartTransaction")
+    await h.settle(lambda: h.connector().hw.contactor.closed)
+    csms.error_actions["MeterValues"] = "InternalError"
+    first = await _advance_until(h, lambda: len(h.frames("MeterValues")) >= 1)
+    refused = h.frames("MeterValues")[0].payload["meterValue"]
+    # Retried after 50 s, then after 100 s; the next sample (60 s) pushes it out of memory.
+    await h.advance(300 - first)
+    same = [f for f in h.frames("MeterValues") if f.payload["meterValue"] == refused]
+    assert len(same) <= 3
+
+
+async def _advance_until(h: Any, predicate: Any, limit_s: int = 120) -> int:
+    for waited_s in range(1, limit_s + 1):
+        await h.advance(1)
+        if predicate():
+            return waited_s
+    raise AssertionError("condition not reached")

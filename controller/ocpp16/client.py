@@ -667,6 +667,11 @@ class Ocpp16Client:
                 except CallError as exc:
                     self._flush_confirmed()
                     attempts = self.store.outbox_mark_attempt(msg.seq)
+                    if attempts == 0:
+                        # No longer queued (the memory cap of a full disk dropped it while
+                        # it was read ahead): nothing to retry, and no count to pace it by.
+                        ahead.popleft()
+                        continue
                     limit = self.settings.get_int("TransactionMessageAttempts")
                     if attempts >= limit:
                         LOG.error(
