@@ -452,3 +452,27 @@ def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path
     old = store.get_transaction(earlier)
     assert old is not None and old.started_at == "2026-05-01T08:00:00.000+00:00"
     assert old.stopped_at == "2026-05-01T09:00:00.000+00:00"
+
+
+async def test_e2e_ntp_confirmation_while_offline_moves_the_waiting_statuses(
+    csms: DevCsms, csms_time: None, rtc_less: Any
+) -> None:
+    """Statuses waiting to be reported (CSMS unreachable) were stamped on the unconfirmed
+    clock: when NTP confirms the time they move with it, as they do for the CSMS time."""
+    csms.refuse_connections = True
+    h, clock = await rtc_less(csms)
+    h.plug()  # Preparing, waiting in memory while offline (stamped on the floor timeline)
+    await h.advance(2)
+    assert not clock.trusted
+    clock._ntp_check = lambda: True
+    h.clock._wall = CSMS_TIME  # type: ignore[attr-defined]  # NTP sets the system clock
+    clock.utc_now()  # the next timestamp taken notices it
+    assert clock.trust_source == "ntp"
+    csms.refuse_connections = False
+    await wait_accepted(h)
+    await h.settle(
+        lambda: any(f.payload["status"] == "Preparing" for f in h.frames("StatusNotification"))
+    )
+    for frame in h.frames("StatusNotification"):
+        stamped = parse_ts(frame.payload["timestamp"])
+        assert stamped >= CSMS_TIME - timedelta(seconds=10), frame.payload

@@ -173,9 +173,22 @@ class Ocpp16Client:
             self._status_wakeup.set()  # re-evaluate what is due
 
     def _on_time_confirmed(self, shift_s: float) -> None:
-        """The journal moved queued timestamps: the pump must not send its stale copies."""
+        """The journal moved queued timestamps: the pump must not send its stale copies.
+        Statuses still waiting here were stamped on the same clock: they move too."""
         self._outbox_reload = True
         self._outbox_wakeup.set()
+        self._shift_pending_statuses(shift_s)
+
+    def _shift_pending_statuses(self, shift_s: float) -> None:
+        if not shift_s:
+            return
+        shift = timedelta(seconds=shift_s)
+        for cid, p in list(self._pending_status.items()):
+            try:
+                at = datetime.fromisoformat(p.at.replace("Z", "+00:00")) + shift
+            except ValueError:
+                continue
+            self._pending_status[cid] = replace(p, at=iso_utc(at))
 
     def _cp_error(self) -> str:
         """errorCode of connector 0 (the charge point): OtherError while the database
@@ -450,17 +463,13 @@ class Ocpp16Client:
         confirm = getattr(self.clock, "confirm_from_csms", None)  # a TrustedClock
         if confirm is None:
             return
+        was_trusted = bool(getattr(self.clock, "trusted", True))
         applied_s = float(confirm(server))
-        if applied_s:
-            # Statuses still waiting here were stamped on the old timeline: move them along.
-            # (Queued transaction messages: the journal's trust listener moved them.)
-            shift = timedelta(seconds=applied_s)
-            for cid, p in list(self._pending_status.items()):
-                try:
-                    at = datetime.fromisoformat(p.at.replace("Z", "+00:00")) + shift
-                except ValueError:
-                    continue
-                self._pending_status[cid] = replace(p, at=iso_utc(at))
+        if was_trusted:
+            # A later correction: statuses still waiting here were stamped on the old
+            # timeline, move them along. (The first confirmation calls the trust listeners:
+            # the journal moved the queued transaction messages, _on_time_confirmed these.)
+            self._shift_pending_statuses(applied_s)
 
     def _guard_timestamps(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Never send a timestamp before the clock's build floor (a Pi without RTC boots at
