@@ -11,6 +11,7 @@ the negative cases prove that the check catches them.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -200,6 +201,47 @@ def test_boot_unit_runs_safe_off_early_and_once() -> None:
     assert one(text, "Service", "ExecStart") == f"{SHIPPED_EXE} safe-off -c {SHIPPED_CONFIG}"
     assert one(text, "Service", "CapabilityBoundingSet") == ""
     assert one(text, "Install", "WantedBy") == "multi-user.target"
+
+
+def environment(text: str) -> dict[str, str]:
+    """The [Service] Environment= assignments (several per line; a later one wins)."""
+    env: dict[str, str] = {}
+    for line in values(text, "Service", "Environment"):
+        for item in shlex.split(line):
+            key, _, value = item.partition("=")
+            env[key] = value
+    return env
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_lgpio_gets_a_writable_directory_for_its_fifos(name: str) -> None:
+    """gpiozero's pin library lgpio creates a notification FIFO as soon as it is imported, in
+    $LG_WD or else in the working directory: "/" for a service, read-only under
+    ProtectSystem=strict (and not the evsed user's anyway). There `import lgpio` fails
+    ("No such file or directory: '.lgd-nfy-3'") and on a Pi 5 no gpio contactor can be
+    driven, not even by safe-off. Each unit points LG_WD at a directory it makes writable."""
+    text = unit_text(name)
+    assert one(text, "Service", "ProtectSystem") == "strict"
+    lg_wd = environment(text).get("LG_WD")
+    assert lg_wd, "LG_WD is not set"
+    writable = {f"/run/{d}" for v in values(text, "Service", "RuntimeDirectory") for d in v.split()}
+    if values(text, "Service", "PrivateTmp") == ["yes"]:
+        writable.add("/tmp")  # the unit's own /tmp
+    assert lg_wd in writable, (lg_wd, writable)
+
+
+def test_lgpio_imports_from_a_read_only_working_directory_with_lg_wd(tmp_path: Path) -> None:
+    """What the LG_WD lines are for, with the real library (the `pi` extra)."""
+    pytest.importorskip("lgpio")
+    probe = [sys.executable, "-c", "import lgpio"]
+    env = {k: v for k, v in os.environ.items() if k != "LG_WD"}
+    # /proc: a working directory nobody may create files in, not even root.
+    bare = subprocess.run(probe, cwd="/proc", env=env, capture_output=True, text=True)
+    assert bare.returncode != 0 and ".lgd-nfy" in bare.stderr
+    ok = subprocess.run(
+        probe, cwd="/proc", env={**env, "LG_WD": str(tmp_path)}, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
 
 
 def test_unit_command_lines_parse_with_the_real_cli() -> None:
