@@ -136,6 +136,18 @@ class App:
         return hardware, reader
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # A step after station.start() (the API port taken, say) can fail after a resumed
+            # session closed its contactor: never leave it closed with no process watching.
+            try:
+                await self.stop(reason=None)  # open sessions stay for the next start
+            except Exception:
+                LOG.exception("cleaning up after the failed start failed")
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         # systemd's RuntimeDirectory (tmpfs, kept across service restarts): pending writes
         # of a full disk survive a crash or watchdog restart there (controller/spill.py).

@@ -44,7 +44,7 @@ from controller.sdnotify import (
 )
 from hal.base import MeterReading
 from hal.modbus import load_model
-from tests.conftest import charger_config
+from tests.conftest import STATION_ID, Harness, charger_config
 from tests.modbus_sim import SimLine, SimSlave
 from tests.procs import REPO, Evsed, free_port, write_config
 
@@ -343,6 +343,60 @@ async def test_app_withholds_pings_while_the_station_tick_loop_is_stuck(
         await line.stop()
     stops = [m.fields for m in listener.snapshot() if "STOPPING" in m.fields]
     assert stops == [{"STOPPING": "1", "STATUS": "stopping: opening contactors"}]
+
+
+async def test_a_start_failing_after_the_station_started_opens_the_contactors(
+    tmp_path: Path, listener: NotifyListener, csms: DevCsms
+) -> None:
+    """With resume_transactions the station closes the contactor of a resumed session while
+    it starts. A later start step that fails (here the API port is taken) must not leave the
+    coil on with no process watching it: the contactor is open again when the error comes out
+    of start(), and systemd never got READY=1."""
+    data = charger_config(tmp_path, csms.url)
+    data["station"]["resume_transactions"] = True
+    data["connectors"][0]["meter"]["state_file"] = str(tmp_path / "meter.json")
+    first = App(parse(data), clock=ManualClock(), boot_id="boot-1")
+    await first.start()
+    h = Harness(first, ManualClock(), csms)
+    await csms.wait_connected(STATION_ID, timeout_s=5)
+    await h.settle(lambda: first.port is not None and first.port.connection_state() == "accepted")
+    h.plug()
+    h.tap()
+    await h.settle(lambda: h.connector().hw.contactor.closed)
+    await first.stop(reason=None)  # a crash: the session stays open for the next start
+
+    commands: list[bool] = []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        data["api"]["port"] = busy.getsockname()[1]
+        second = App(
+            parse(data), clock=ManualClock(), boot_id="boot-1", notifier=Notifier(listener.address)
+        )
+        build = second._build_devices
+
+        def build_plugged() -> Any:
+            hardware, reader = build()
+            for hw in hardware:
+                hw.vehicle.plug()  # the car never left
+                set_closed = hw.contactor.set_closed
+
+                def record(closed: bool, set_closed: Any = set_closed) -> None:
+                    commands.append(closed)
+                    set_closed(closed)
+
+                hw.contactor.set_closed = record
+            return hardware, reader
+
+        second._build_devices = build_plugged  # type: ignore[method-assign]
+        with pytest.raises(OSError):
+            await second.start()
+    assert second.station is not None
+    c = second.station.connectors[1]
+    assert True in commands  # the resumed session did close it during the start
+    assert not c.hw.contactor.closed
+    assert second.store is None  # stopped: the database is closed, the session stays open
+    assert not any("READY" in m.fields for m in listener.snapshot())
 
 
 # --------------------------------------------------------------------------- real process
