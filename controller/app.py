@@ -43,8 +43,13 @@ LAST_GOOD_UTC_KEY = "clock.last_good_utc"
 CONTACTORS_OPEN_STATUS = "starting: every contactor verified open"
 # The station's tick loop silent for longer than this (and 10 ticks) means it is stuck: the
 # watchdog ping stops and systemd restarts the service. A tick reads every meter; with the
-# default Modbus settings a read gives up after about 2 s.
+# default Modbus settings a read gives up after about 2 s. Longer configured timeouts raise
+# the limit (App.tick_stall_limit_s): a silent meter holding a tick that long is no hang.
 TICK_STALL_LIMIT_S = 60.0
+# Per Modbus request attempt on top of timeout_s: back-off, settling, unwinding a cancelled
+# request; and per meter read, connecting to a TCP gateway (hal.modbus_bus).
+MODBUS_ATTEMPT_EXTRA_S = 2.0
+MODBUS_CONNECT_S = 10.0
 STATUS_INTERVAL_S = 2.0
 
 
@@ -249,9 +254,29 @@ class App:
         if station is None or not station.started:
             return "the station is not running"
         silent_s = station.clock.monotonic_s() - station.last_tick_s
-        if silent_s > max(TICK_STALL_LIMIT_S, 10 * station.tick_interval_s):
+        if silent_s > self.tick_stall_limit_s():
             return f"the station tick loop made no progress for {silent_s:.0f} s"
         return None
+
+    def tick_stall_limit_s(self) -> float:
+        """How long the tick loop may be silent before it counts as stuck: TICK_STALL_LIMIT_S
+        and 10 ticks, or twice what the configured meter reads can take (a silent Modbus
+        meter holds a tick for (retries + 1) x timeout_s per request; the other devices on
+        its bus may hold the bus lock in between)."""
+        station = self.station
+        assert station is not None
+        reads_s = 0.0
+        for c in station.connectors.values():
+            link = getattr(c.hw.meter, "link", None)
+            timeout_s = getattr(link, "timeout_s", None)
+            retries = getattr(link, "retries", None)
+            if not isinstance(timeout_s, int | float) or not isinstance(retries, int):
+                continue  # not a Modbus meter: its read does not wait on a bus
+            requests = getattr(c.hw.meter, "requests_per_poll", 1)
+            requests = requests if isinstance(requests, int) and requests > 0 else 1
+            attempts = requests * (retries + 1)
+            reads_s += attempts * (timeout_s + MODBUS_ATTEMPT_EXTRA_S) + MODBUS_CONNECT_S
+        return max(TICK_STALL_LIMIT_S, 10 * station.tick_interval_s, 2 * reads_s)
 
     def status_line(self) -> str:
         """One line for `systemctl status`, e.g. "charging 1/2, CSMS accepted"."""

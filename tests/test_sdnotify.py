@@ -345,6 +345,49 @@ async def test_app_withholds_pings_while_the_station_tick_loop_is_stuck(
     assert stops == [{"STOPPING": "1", "STATUS": "stopping: opening contactors"}]
 
 
+async def test_a_meter_read_within_its_configured_timeout_is_not_a_stuck_tick(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
+    """timeout_s = 30 and retries = 2 are valid meter settings: a silent meter then holds a
+    tick for up to 90 s before the read gives up, and the station marks the meter failed.
+    That is the station working as configured, not a hang: the pings go on (a watchdog
+    restart would end every session on every connector, again after each restart). A tick
+    silent far beyond what the configured reads can take still counts as stuck."""
+    meter = SimSlave(1)
+    meter.fill_meter(
+        load_model("eastron_sdm630"),
+        MeterReading(1000.0, 0.0, (230.0,) * 3, (0.0,) * 3, 50.0, 0.0),
+    )
+    line = SimLine([meter], tcp=True)
+    port = await line.start_tcp()
+    data = charger_config(tmp_path, None)
+    data["connectors"][0]["meter"] = {
+        "driver": "modbus",
+        "model": "eastron_sdm630",
+        "host": "127.0.0.1",
+        "tcp_port": port,
+        "timeout_s": 30.0,
+        "retries": 2,
+    }
+    clock = ManualClock()
+    app = App(parse(data), clock=clock, notifier=Notifier(listener.address), watchdog_s=0.1)
+    try:
+        await app.start()
+        await listener.wait_for(lambda m: m.is_ping)
+        meter.muted = True
+        await clock.advance(1.0)  # one tick starts and waits for the silent meter
+        await clock.advance(80.0, step_s=80.0)  # still within its first request's 90 s
+        await asyncio.sleep(0.2)
+        assert app.health_problem() is None
+        waiting_from = len(listener.snapshot())
+        await listener.wait_for(lambda m: m.is_ping, after=waiting_from, timeout_s=5)
+        await clock.advance(3600.0, step_s=3600.0)  # no configured read takes an hour
+        assert app.health_problem() == "the station tick loop made no progress for 3681 s"
+    finally:
+        await app.stop(reason=None)
+        await line.stop()
+
+
 async def test_a_start_failing_after_the_station_started_opens_the_contactors(
     tmp_path: Path, listener: NotifyListener, csms: DevCsms
 ) -> None:
