@@ -6,11 +6,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller import connector as sm
-from controller.clock import Clock, iso_utc
+from controller.clock import Clock, iso_utc, shift_iso
 from controller.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
 from controller.settings import Settings
 from controller.store import Store, StoreError, TxRecord
@@ -149,6 +149,18 @@ class Station:
         # stops pinging systemd when the tick loop makes no progress.
         self.last_tick_s = clock.monotonic_s()
         self.fault_history: deque[FaultEvent] = deque(maxlen=FAULT_HISTORY_SIZE)
+        add_trust_listener = getattr(clock, "add_trust_listener", None)
+        if add_trust_listener is not None:
+            add_trust_listener(self._on_time_confirmed)
+
+    def _on_time_confirmed(self, shift_s: float) -> None:
+        """The clock was confirmed (NTP / CSMS): samples kept for StopTransaction's
+        transactionData were stamped on the unconfirmed clock in this process; move them
+        as the journal moves the queued messages (issue 4 item 7)."""
+        if not shift_s:
+            return
+        for c in self.connectors.values():
+            c.samples = [replace(s, timestamp=shift_iso(s.timestamp, shift_s)) for s in c.samples]
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -319,6 +319,12 @@ async def test_e2e_offline_start_on_1970_clock_never_sends_a_time_before_the_flo
     assert h.app.store is not None
     (record,) = h.app.store.transactions()
     assert record.started_at == start.payload["timestamp"]
+    # The samples kept in memory for transactionData moved too: Transaction.Begin carries
+    # the same (moved) time as the StartTransaction.
+    data = stop.payload["transactionData"]
+    begin = [mv for mv in data if mv["sampledValue"][0].get("context") == "Transaction.Begin"]
+    assert [mv["timestamp"] for mv in begin] == [start.payload["timestamp"]]
+    assert all(parse_ts(mv["timestamp"]) >= started for mv in data), data
     for frame in csms.received:
         for ts in timestamps(frame.payload):
             assert parse_ts(ts) >= BUILD_FLOOR_UTC, (frame.action, ts)
