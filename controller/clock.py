@@ -88,6 +88,11 @@ BUILD_FLOOR_UTC = datetime(2026, 1, 1, tzinfo=UTC)
 #: the system clock (NTP sync, ``date -s``).
 CSMS_TOLERANCE_S = 2.0
 
+#: How often the last good time is saved while running. It only bounds unconfirmed time
+#: from below after a power cut (and what is stamped on it moves once the time is
+#: confirmed), so an hour's lag costs little; every 5 minutes cost 12 SD-card commits an hour.
+KEEPER_INTERVAL_S = 3600.0
+
 #: How often (monotonic seconds) ``utc_now`` re-asks the kernel whether NTP is synchronised.
 NTP_RECHECK_S = 60.0
 
@@ -328,7 +333,9 @@ class TrustedClock(Clock):
             LOG.info("time confirmed by the CSMS")
         self.trust_source = "csms"
         self._floored = False
-        self._save(self.utc_now())
+        if was_untrusted or applied:
+            # Not on every Heartbeat.conf: the keeper saves periodically (SD-card wear).
+            self._save(self.utc_now())
         if was_untrusted:
             self._trust_gained(applied)
         return applied
@@ -360,7 +367,7 @@ class TrustedClock(Clock):
         except Exception:
             LOG.exception("cannot save the last good time")
 
-    async def keeper(self, interval_s: float = 300.0) -> None:
+    async def keeper(self, interval_s: float = KEEPER_INTERVAL_S) -> None:
         """Run forever: save the last good time every ``interval_s`` seconds."""
         while True:
             await self.sleep(interval_s)
