@@ -365,7 +365,10 @@ class App:
             else:
                 self.notifier.stopping("stopping: opening contactors")
         if self.station is not None and self.station.started:
-            await self.station.stop(reason)
+            try:
+                await self.station.stop(reason)
+            except Exception:  # contactors were opened anyway (Station.stop's finally)
+                LOG.exception("stopping the station failed; releasing the hardware anyway")
         if self.client is not None:
             # Give just-queued StopTransactions a moment to go out.
             for _ in range(20):

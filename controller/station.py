@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -209,17 +210,32 @@ class Station:
 
     async def stop(self, reason: sm.StopReason | None = None) -> None:
         """Stop transactions with ``reason`` (None leaves them for recovery) and go safe."""
-        if reason is not None:
-            await self.stop_all(reason)
-        await self._tasks.cancel_all()
-        for c in self.connectors.values():
-            c.hw.contactor.set_closed(False)
-            c.hw.vehicle.stop()
-            if c.hw.fault is not None:
-                c.hw.fault.stop()
-        if self.reader is not None:
-            self.reader.stop()
-        self.started = False
+        try:
+            if reason is not None:
+                await self.stop_all(reason)
+        finally:
+            # Whatever failed above, every contactor is opened, each on its own: one
+            # broken driver must not keep the next contactor closed.
+            await self._tasks.cancel_all()
+            for c in self.connectors.values():
+                contactor = c.hw.contactor
+                for action in (
+                    functools.partial(contactor.set_closed, False),
+                    c.hw.vehicle.stop,
+                    c.hw.fault.stop if c.hw.fault is not None else None,
+                ):
+                    if action is None:
+                        continue
+                    try:
+                        action()
+                    except Exception:
+                        LOG.exception("connector %d: stopping a device failed", c.connector_id)
+            if self.reader is not None:
+                try:
+                    self.reader.stop()
+                except Exception:
+                    LOG.exception("stopping the card reader failed")
+            self.started = False
 
     def _threadsafe(
         self, connector_id: int, fn: Callable[[int, Any], None]

@@ -27,3 +27,29 @@ async def test_local_session_start_to_stop(csms: DevCsms, charger: Any) -> None:
     assert 1833 <= stop.payload["meterStop"] - 1000 <= 1833 + 4
     assert not h.connector().hw.contactor.closed
     assert csms.max_outstanding_calls == 1
+
+
+async def test_stop_opens_every_contactor_even_when_stopping_fails(
+    csms: DevCsms, charger: Any
+) -> None:
+    """Safety: an error while stopping sessions, and a contactor driver that raises, must not
+    keep the other connector's contactor closed or leave the hardware unreleased."""
+    h = await charger(csms, connectors=2)
+    for connector_id, card in ((1, "04A1B2C3"), (2, "04A1B2C4")):
+        h.plug(connector_id)
+        await h.advance(2)
+        h.tap(card)
+        await h.settle(lambda cid=connector_id: h.connector(cid).hw.contactor.closed)
+    station = h.app.station
+
+    async def broken_stop_all(reason: Any) -> None:
+        raise RuntimeError("injected: stopping the sessions failed")
+
+    def broken_switch(closed: bool) -> None:
+        raise OSError("injected: GPIO write failed")
+
+    station.stop_all = broken_stop_all
+    h.connector(1).hw.contactor.set_closed = broken_switch
+    await h.app.stop()
+    assert not h.connector(2).hw.contactor.closed
+    assert h.app.store is None  # stop() went on to release everything
