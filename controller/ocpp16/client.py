@@ -262,7 +262,7 @@ class Ocpp16Client:
 
     def queued_messages(self) -> int:
         # Confirmed MeterValues waiting for their batched delete are not queued any more.
-        return self.store.outbox_count() - len(self._confirmed)
+        return max(0, self.store.outbox_count() - len(self._confirmed))
 
     def connection_state(self) -> str:
         return self._state
