@@ -298,11 +298,10 @@ async def test_status_is_sent_on_change_and_a_failing_describe_is_logged_once(
 # --------------------------------------------------------------------------- in process
 
 
-async def test_app_withholds_pings_while_the_station_tick_loop_is_stuck(
-    tmp_path: Path, listener: NotifyListener, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A meter that stops answering holds a tick for its whole (long) Modbus timeout; the
-    station clock moves on meanwhile: the app stops pinging until the tick finishes."""
+async def modbus_tcp_charger(
+    tmp_path: Path, *, timeout_s: float, retries: int
+) -> tuple[SimSlave, SimLine, dict[str, Any]]:
+    """A simulated SDM630 on Modbus TCP (loopback) and a charger config that reads it."""
     meter = SimSlave(1)
     meter.fill_meter(
         load_model("eastron_sdm630"),
@@ -316,9 +315,18 @@ async def test_app_withholds_pings_while_the_station_tick_loop_is_stuck(
         "model": "eastron_sdm630",
         "host": "127.0.0.1",
         "tcp_port": port,
-        "timeout_s": 5.0,
-        "retries": 0,
+        "timeout_s": timeout_s,
+        "retries": retries,
     }
+    return meter, line, data
+
+
+async def test_app_withholds_pings_while_the_station_tick_loop_is_stuck(
+    tmp_path: Path, listener: NotifyListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A meter that stops answering holds a tick for its whole (long) Modbus timeout; the
+    station clock moves on meanwhile: the app stops pinging until the tick finishes."""
+    meter, line, data = await modbus_tcp_charger(tmp_path, timeout_s=5.0, retries=0)
     clock = ManualClock()
     app = App(parse(data), clock=clock, notifier=Notifier(listener.address), watchdog_s=0.1)
     try:
@@ -353,22 +361,7 @@ async def test_a_meter_read_within_its_configured_timeout_is_not_a_stuck_tick(
     That is the station working as configured, not a hang: the pings go on (a watchdog
     restart would end every session on every connector, again after each restart). A tick
     silent far beyond what the configured reads can take still counts as stuck."""
-    meter = SimSlave(1)
-    meter.fill_meter(
-        load_model("eastron_sdm630"),
-        MeterReading(1000.0, 0.0, (230.0,) * 3, (0.0,) * 3, 50.0, 0.0),
-    )
-    line = SimLine([meter], tcp=True)
-    port = await line.start_tcp()
-    data = charger_config(tmp_path, None)
-    data["connectors"][0]["meter"] = {
-        "driver": "modbus",
-        "model": "eastron_sdm630",
-        "host": "127.0.0.1",
-        "tcp_port": port,
-        "timeout_s": 30.0,
-        "retries": 2,
-    }
+    meter, line, data = await modbus_tcp_charger(tmp_path, timeout_s=30.0, retries=2)
     clock = ManualClock()
     app = App(parse(data), clock=clock, notifier=Notifier(listener.address), watchdog_s=0.1)
     try:
