@@ -10,7 +10,6 @@ import stat
 import sys
 import tomllib
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -51,16 +50,9 @@ WantedBy=multi-user.target
 """
 
 
-def shipped_units() -> bool:
-    folder = resources.files("controller").joinpath("units")
-    return all(folder.joinpath(name).is_file() for name in UNITS)
-
-
 def load_unit(name: str) -> str:
-    """The shipped unit once controller/units/ exists, else a placeholder of the same shape."""
-    if shipped_units():
-        return unit_source(name)
-    return PLACEHOLDER_UNIT.format(name=name)
+    """The unit as shipped in controller/units/."""
+    return unit_source(name)
 
 
 @pytest.fixture
@@ -149,8 +141,6 @@ def test_render_unit_substitutes_the_venv() -> None:
 
 
 def test_shipped_units_run_the_default_venv() -> None:
-    if not shipped_units():
-        pytest.skip("controller/units/ is not written yet")
     for name in UNITS:
         assert f"ExecStart={DEFAULT_EXECUTABLE}" in unit_source(name)
 
@@ -476,8 +466,6 @@ def test_now_starts_only_a_usable_config(root: Path) -> None:
 
 @real_commands
 def test_cli_install_and_uninstall(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not shipped_units():
-        pytest.skip("controller/units/ is not written yet")
     argv = ["--root", str(root)]
     assert main(["install", *argv, "--simulated", "--exec-path", EXE]) == 0
     out, err = capsys.readouterr()
