@@ -27,11 +27,22 @@ def write_config(
     tmp_path: Path,
     *,
     station_id: str,
-    csms_url: str,
+    csms_url: str | None,
     api_port: int,
     ocpp: dict[str, Any] | None = None,
 ) -> Path:
-    """A simulated single-connector charger; the meter register survives restarts."""
+    """A simulated single-connector charger; the meter register survives restarts.
+    ``csms_url`` None: standalone with free vend (no CSMS)."""
+    backend = (
+        f"""[csms]
+url = "{csms_url}"
+reconnect_min_s = 0.05
+reconnect_max_s = 0.3
+response_timeout_s = 5"""
+        if csms_url is not None
+        else """[standalone]
+free_vend = true"""
+    )
     overrides = {"MeterValueSampleInterval": 1, "HeartbeatInterval": 3600, **(ocpp or {})}
     ocpp_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in overrides.items())
     text = f"""
@@ -44,11 +55,7 @@ tick_interval_s = 0.1
 host = "127.0.0.1"
 port = {api_port}
 
-[csms]
-url = "{csms_url}"
-reconnect_min_s = 0.05
-reconnect_max_s = 0.3
-response_timeout_s = 5
+{backend}
 
 [reader]
 driver = "sim"

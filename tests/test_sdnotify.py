@@ -474,42 +474,12 @@ async def evsed_procs() -> AsyncIterator[list[Evsed]]:
         ev.cleanup()
 
 
-def standalone_config(tmp_path: Path, api_port: int) -> Path:
-    path = tmp_path / "evsed.toml"
-    path.write_text(
-        f"""
-[station]
-id = "CP-NOTIFY"
-storage = "{tmp_path / "evsed.db"}"
-tick_interval_s = 0.1
-
-[api]
-host = "127.0.0.1"
-port = {api_port}
-
-[standalone]
-free_vend = true
-
-[reader]
-driver = "sim"
-
-[[connectors]]
-max_current_a = 16
-contactor = {{ driver = "sim" }}
-meter = {{ driver = "sim", initial_energy_wh = 1000 }}
-vehicle = {{ driver = "sim" }}
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
 async def test_real_process_ready_after_contactors_then_pings_that_stop_on_a_blocked_loop(
     tmp_path: Path, listener: NotifyListener, evsed_procs: list[Evsed]
 ) -> None:
     api_port = free_port()
     ev = NotifiedEvsed(
-        standalone_config(tmp_path, api_port),
+        write_config(tmp_path, station_id="CP-NOTIFY", csms_url=None, api_port=api_port),
         api_port,
         tmp_path,
         {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "400000", STALL_HOOK_ENV: "1.5"},
