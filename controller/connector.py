@@ -137,6 +137,16 @@ class EnergyMeasured:
 
 
 @dataclass(frozen=True)
+class MeterReady:
+    """The connector's meter gave its first good reading since start (or replacement).
+
+    Until then the connector has no register to bill from ("no reading, no energy"): a
+    session may be authorized and plugged (Preparing) but no transaction starts and the
+    contactor stays open. A meter that never answers ends as a PowerMeterFailure fault.
+    """
+
+
+@dataclass(frozen=True)
 class ResumeTx:
     """Re-attach a transaction a restart left open (``[station] resume_transactions``).
 
@@ -166,6 +176,7 @@ Event = (
     | SettingsChanged
     | Deauthorized
     | EnergyMeasured
+    | MeterReady
     | ResumeTx
 )
 
@@ -244,6 +255,9 @@ class ConnectorState:
     # ChangeAvailability(Inoperative) during a transaction is Scheduled: applied at its end.
     pending_operative: bool | None = None
     fault: str | None = None
+    # The meter has answered at least once since start: until then nothing can be billed,
+    # so no transaction starts and the contactor stays open (safe default: not ready).
+    meter_ready: bool = False
     reserved_for: str | None = None
     reservation_id: int | None = None
     limit_a: float | None = None  # smart-charging limit; None = no limit
@@ -285,9 +299,11 @@ def energy_allowed(s: ConnectorState) -> bool:
 
 def contactor_permitted(s: ConnectorState) -> bool:
     """The safety rule: authorized transaction (idTag not invalidated, or within its
-    MaxEnergyOnInvalidId allowance), energy requested, operative, no fault."""
+    MaxEnergyOnInvalidId allowance), a meter that has answered, energy requested,
+    operative, no fault."""
     return (
         s.tx_active
+        and s.meter_ready
         and s.authorized_tag is not None
         and energy_allowed(s)
         and s.vehicle.requests_energy
@@ -301,6 +317,7 @@ def _offer_a(s: ConnectorState) -> float:
     """Current offered to the vehicle while a transaction may draw energy."""
     if not (
         s.tx_active
+        and s.meter_ready
         and s.authorized_tag is not None
         and energy_allowed(s)
         and s.operative
@@ -320,9 +337,10 @@ def derive_status(s: ConnectorState) -> tuple[Status, str]:
         return Status.FAULTED, s.fault
     pilot_error = s.vehicle in (VehicleState.E, VehicleState.F)
     if s.tx_active:
-        # 4.9: EVCommunicationError is a warning on a non-faulted status, not Faulted.
+        # 4.9 / 7.6: EVCommunicationError is a warning, not Faulted, and goes with
+        # SuspendedEVSE: the charger cannot offer energy (board silent, pilot error).
         if pilot_error:
-            return Status.SUSPENDED_EV, "EVCommunicationError"
+            return Status.SUSPENDED_EVSE, "EVCommunicationError"
         if contactor_permitted(s):
             return Status.CHARGING, "NoError"
         if not s.vehicle.plugged:
@@ -349,8 +367,11 @@ def initial_state(
     operative: bool = True,
     vehicle: VehicleState = VehicleState.A,
     now_s: float = 0.0,
+    meter_ready: bool = False,
 ) -> ConnectorState:
-    s = ConnectorState(max_current_a=max_current_a, operative=operative, now_s=now_s)
+    s = ConnectorState(
+        max_current_a=max_current_a, operative=operative, now_s=now_s, meter_ready=meter_ready
+    )
     s = replace(s, vehicle=vehicle)
     status, code = derive_status(s)
     return replace(s, status=status, error_code=code)
@@ -377,9 +398,11 @@ def step(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Command]
 
 
 def _start_if_ready(s: ConnectorState, cmds: list[Command]) -> ConnectorState:
-    """A transaction starts once authorized and plugged (OCPP 1.6 section 3.6)."""
+    """A transaction starts once authorized and plugged (OCPP 1.6 section 3.6) and the
+    meter has given a reading to take meterStart from."""
     if (
         s.authorized_tag is not None
+        and s.meter_ready
         and not s.tx_active
         and s.vehicle.plugged
         and s.vehicle not in (VehicleState.E, VehicleState.F)
@@ -558,9 +581,13 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             ):
                 # Allowance used up; latched, so a register glitch cannot re-enable energy.
                 s = replace(s, energy_limit_wh=None)
+        case MeterReady():
+            s = replace(s, meter_ready=True)
+            s = _start_if_ready(s, cmds)  # a session waiting for the meter goes now
         case ResumeTx(id_tag=tag, parent_id_tag=parent):
             if (
                 not s.tx_active
+                and s.meter_ready
                 and s.vehicle.plugged
                 and s.vehicle not in (VehicleState.E, VehicleState.F)
                 and s.operative

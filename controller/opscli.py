@@ -404,7 +404,7 @@ def format_status(data: dict[str, Any]) -> list[str]:
         lines.append(
             f"  connector {c['connector']}: {c['status']:<13} vehicle {c['vehicle_state']} "
             f"contactor {'closed' if c['contactor_closed'] else 'open':<6} "
-            f"{c['power_w'] or 0:>8.0f} W  register {c['energy_wh'] or 0:.0f} Wh"
+            f"{_watts(c['power_w']):>10}  register {_watt_hours(c['energy_wh'])}"
             + (
                 f"  tx {tx} ({_printable(c['id_tag'])}, {c['session_energy_wh']} Wh)"
                 if c["transaction_key"] is not None
@@ -619,3 +619,13 @@ def add_subcommands(sub: Any) -> None:
     sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_config_show)
+
+
+def _watts(power_w: float | None) -> str:
+    """Power for the status line; "–" while the meter does not answer (never a made-up 0)."""
+    return "– W" if power_w is None else f"{power_w:.0f} W"
+
+
+def _watt_hours(energy_wh: float | None) -> str:
+    """The register for the status line; "–" before the meter's first reading."""
+    return "– Wh" if energy_wh is None else f"{energy_wh:.0f} Wh"

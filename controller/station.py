@@ -101,10 +101,17 @@ class ConnectorRuntime:
     persisted_wh: int = 0  # register value known to be durable for the open transaction
     deauth_marked: bool = False  # _DEAUTH_KEY written for the open transaction
     samples: list[Sample] = field(default_factory=list)
-    reading: MeterReading | None = None
-    meter_failures: int = 0
+    reading: MeterReading | None = None  # the last good reading (kept through an outage)
+    reading_at: str | None = None  # when ``reading`` was taken (UTC, ISO 8601)
+    meter_failures: int = 0  # failed reads since the last good one
     faults: dict[str, str] = field(default_factory=dict)  # source -> error code
     status_since_s: float = 0.0
+
+    @property
+    def live_reading(self) -> MeterReading | None:
+        """The reading of the latest poll; None while the meter does not answer, so that
+        no sample repeats an old register with a fresh timestamp."""
+        return self.reading if self.meter_failures == 0 else None
 
 
 class Station:
@@ -162,6 +169,8 @@ class Station:
             return
         for c in self.connectors.values():
             c.samples = [replace(s, timestamp=shift_iso(s.timestamp, shift_s)) for s in c.samples]
+            if c.reading_at is not None:
+                c.reading_at = shift_iso(c.reading_at, shift_s)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -527,8 +536,14 @@ class Station:
 
     def _start_tx(self, c: ConnectorRuntime, id_tag: str, reservation_id: int | None) -> None:
         assert self.port is not None
-        # The contactor is still open, so the cached reading is the exact start register.
-        energy_wh = round(c.reading.energy_wh) if c.reading else 0
+        if c.reading is None:
+            # The state machine starts nothing before MeterReady; should that ever fail,
+            # no transaction is recorded, so the contactor refuses to close (InternalError)
+            # instead of billing from a made-up meterStart.
+            LOG.error("connector %d: no meter reading, transaction not started", c.connector_id)
+            return
+        # The contactor has been open since that reading, so it is the exact start register.
+        energy_wh = round(c.reading.energy_wh)
         now = self._now_iso()
         try:
             c.tx_key = self.port.start_transaction(
@@ -542,9 +557,7 @@ class Station:
         c.tx_started_s = c.last_sample_s = c.last_persist_s = self.clock.monotonic_s()
         c.persisted_wh = energy_wh  # begin_transaction stored it as the last reading
         c.deauth_marked = False
-        c.samples = []
-        if c.reading is not None:
-            c.samples.append(Sample(c.reading, now, "Transaction.Begin"))
+        c.samples = [Sample(c.reading, now, "Transaction.Begin")]
         LOG.info(
             "connector %d: transaction %d started for %s",
             c.connector_id,
@@ -577,15 +590,28 @@ class Station:
         assert self.port is not None
         # Read after the contactor opened so the last watt-hours are billed.
         await self._poll_meter(c)
-        energy_wh = round(c.reading.energy_wh) if c.reading else c.tx_meter_start_wh
-        now = self._now_iso()
-        if c.reading is not None:
-            samples.append(Sample(c.reading, now, "Transaction.End"))
+        reading = c.live_reading
+        if reading is not None:
+            stopped_at = self._now_iso()
+            samples.append(Sample(reading, stopped_at, "Transaction.End"))
+        else:
+            # The meter is silent: bill its last real reading, stamped when it was taken
+            # (not the stop time, which would claim a register nobody read then).
+            reading = c.reading
+            stopped_at = c.reading_at or self._now_iso()
+            LOG.warning(
+                "connector %d: meter silent at the stop of transaction %d; meterStop is the "
+                "reading of %s",
+                c.connector_id,
+                tx_key,
+                stopped_at,
+            )
+        energy_wh = round(reading.energy_wh) if reading is not None else c.tx_meter_start_wh
         self.port.stop_transaction(
             tx_key,
             TxStop(
                 meter_stop_wh=max(energy_wh, c.tx_meter_start_wh),
-                timestamp=now,
+                timestamp=stopped_at,
                 reason=reason.value,
                 id_tag=id_tag,
                 transaction_data=samples,
@@ -628,9 +654,13 @@ class Station:
                 reading.energy_export_wh,
             )
         c.reading = reading
+        c.reading_at = self._now_iso()
         if c.meter_failures:
             c.meter_failures = 0
             self._set_fault(c, "meter", None)
+        if not c.state.meter_ready:
+            LOG.info("connector %d: meter answered, %.0f Wh", c.connector_id, reading.energy_wh)
+            self.dispatch(c.connector_id, sm.MeterReady())
 
     async def _tick_loop(self) -> None:
         last_aligned: int | None = None
@@ -673,7 +703,10 @@ class Station:
 
     def _maybe_sample(self, c: ConnectorRuntime, now_s: float) -> None:
         interval_s = self.settings.get_int("MeterValueSampleInterval")
-        if c.tx_key is None or interval_s <= 0 or c.reading is None:
+        reading = c.live_reading
+        if c.tx_key is None or interval_s <= 0 or reading is None or c.reading_at is None:
+            # A silent meter gives no sample: the gap shows in the data, and the first
+            # sample after it comes from the first good reading (due at once).
             return
         # Due half a tick early: the loop only looks every tick, so "at least interval_s"
         # would space samples interval_s + up to a tick apart (and a crash could lose that
@@ -682,7 +715,7 @@ class Station:
             return
         c.last_sample_s = now_s
         assert self.port is not None
-        sample = Sample(c.reading, self._now_iso(), "Sample.Periodic", c.state.offered_current_a)
+        sample = Sample(reading, c.reading_at, "Sample.Periodic", c.state.offered_current_a)
         self.port.meter_values(c.connector_id, c.tx_key, [sample])
         self._keep_for_stop(c, sample)
 
@@ -708,7 +741,7 @@ class Station:
             c.persisted_wh = tx.last_meter_wh  # a MeterValues already stored it
             return
         try:
-            self.store.record_meter(c.tx_key, energy_wh, self._now_iso())
+            self.store.record_meter(c.tx_key, energy_wh, c.reading_at or self._now_iso())
         except StoreError:
             LOG.exception("connector %d: could not persist the reading", c.connector_id)
             return
@@ -726,9 +759,9 @@ class Station:
         assert self.port is not None
         now = self._now_iso()
         for c in self.connectors.values():
-            if c.reading is None:
-                continue
-            sample = Sample(c.reading, now, "Sample.Clock")
+            if c.live_reading is None:
+                continue  # no invented sample while the meter is silent
+            sample = Sample(c.live_reading, now, "Sample.Clock")
             self.port.meter_values(c.connector_id, c.tx_key, [sample])
             if c.tx_key is not None:
                 self._keep_for_stop(c, sample)
@@ -907,6 +940,7 @@ class Station:
         for c in self.connectors.values():
             tx = self.store.get_transaction(c.tx_key) if c.tx_key is not None else None
             energy_wh = c.reading.energy_wh if c.reading else None
+            live = c.live_reading
             out.append(
                 {
                     "connector": c.connector_id,
@@ -924,7 +958,10 @@ class Station:
                         if energy_wh is not None and c.tx_key is not None
                         else None
                     ),
-                    "power_w": round(c.reading.power_w, 1) if c.reading else None,
+                    # A silent meter's last power is not the power now.
+                    "power_w": round(live.power_w, 1) if live else None,
+                    "meter_ok": live is not None,
+                    "meter_reading_at": c.reading_at,
                 }
             )
         port = self.port

@@ -41,6 +41,8 @@ CONNECTOR_FIELDS = {
     "energy_wh",
     "session_energy_wh",
     "power_w",
+    "meter_ok",  # False while the meter does not answer (power_w is then None)
+    "meter_reading_at",  # when energy_wh was read (UTC); None before the first reading
 }
 CSMS_FIELDS = {"state", "queued_messages", "storage", "last_message_at", "last_message_age_s"}
 CSMS_STATES = {"connecting", "booting", "pending", "rejected", "accepted", "offline", "standalone"}

@@ -19,6 +19,7 @@ from controller.connector import (
     Event,
     FaultChanged,
     Lock,
+    MeterReady,
     Notify,
     RemoteStart,
     RequestAuthorization,
@@ -37,9 +38,9 @@ from controller.connector import (
     VehicleChanged,
     can_start_remotely,
     derive_status,
-    initial_state,
     step,
 )
+from controller.connector import initial_state as _initial_state
 from hal.base import VehicleState
 
 A, B, C, D, E, F = (
@@ -51,6 +52,14 @@ A, B, C, D, E, F = (
     VehicleState.F,
 )
 OPEN = SwitchContactor(False)
+
+
+def initial_state(**kwargs: object) -> ConnectorState:
+    """A connector whose meter has answered (the usual case); the tests of "no reading, no
+    energy" (issue 9) start from ``_initial_state()`` instead."""
+    return _initial_state(meter_ready=True, **kwargs)  # type: ignore[arg-type]
+
+
 CLOSE = SwitchContactor(True)
 
 
@@ -373,10 +382,12 @@ def test_pilot_error_e_f_opens_contactor_4_9(pilot: VehicleState) -> None:
     Preparing, SuspendedEV, SuspendedEVSE and Finishing (a warning), so not Faulted."""
     s = charging()
     s, cmds = step(s, VehicleChanged(pilot))
+    # 7.6: EVCommunicationError "should go to the SuspendedEVSE state" (issue 9 item 4:
+    # a silent EVSE board is the charger's side, not the EV's).
     assert cmds == [
         OPEN,
         SetCurrentLimit(0.0),
-        Notify(Status.SUSPENDED_EV, "EVCommunicationError"),
+        Notify(Status.SUSPENDED_EVSE, "EVCommunicationError"),
     ]
     assert not s.contactor_closed and s.tx_active and s.offered_current_a == 0.0
     assert s.status is not Status.FAULTED
@@ -879,3 +890,56 @@ def test_resume_tx_keeps_invalidation() -> None:
     assert not s.contactor_closed and s.status is Status.SUSPENDED_EVSE
     s, _ = run(initial_state(), VehicleChanged(C), ResumeTx("CARD1", None, True, None))
     assert not s.contactor_closed and s.status is Status.SUSPENDED_EVSE
+
+
+# ------------------------------------------------------------------ no reading, no energy
+# Issue 9: a connector whose meter has not answered since start has no register to take
+# meterStart from: the session waits (Preparing), no transaction starts, the contactor and
+# the pilot stay off. MeterReady (the first good reading) lets it go on.
+
+
+def test_no_transaction_before_the_meter_answered_card_first() -> None:
+    s = _initial_state()
+    s, cmds = run(s, VehicleChanged(B), TokenPresented("CARD1"), AuthResult("CARD1", True))
+    assert cmds == []  # authorized and plugged, but no StartTx, no current, no Lock
+    assert not s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
+    assert (s.status, s.error_code) == (Status.PREPARING, "NoError")
+    s, cmds = step(s, VehicleChanged(C))
+    assert not s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
+    s, cmds = step(s, MeterReady())
+    assert cmds == [
+        StartTx("CARD1", None),
+        Lock(),
+        SetCurrentLimit(32.0),
+        CLOSE,
+        Notify(Status.CHARGING),
+    ]
+
+
+def test_no_remote_start_before_the_meter_answered() -> None:
+    s = _initial_state()
+    s, cmds = run(s, RemoteStart("APP"), VehicleChanged(C))
+    assert not s.tx_active and not s.contactor_closed
+    assert s.status is Status.PREPARING
+    s, cmds = step(s, MeterReady())
+    assert StartTx("APP", None) in cmds and CLOSE in cmds
+
+
+def test_waiting_session_ends_when_the_meter_fault_comes() -> None:
+    """The meter never answers: after the runtime's failed-read bound it is Faulted
+    (PowerMeterFailure), and the waiting authorization is dropped (nothing started)."""
+    s = _initial_state()
+    s, _ = run(s, VehicleChanged(C), TokenPresented("CARD1"), AuthResult("CARD1", True))
+    s, cmds = step(s, FaultChanged("PowerMeterFailure"))
+    assert cmds == [Notify(Status.FAULTED, "PowerMeterFailure")]
+    assert s.authorized_tag is None and not s.tx_active
+    s, cmds = run(s, FaultChanged(None), MeterReady())
+    assert not s.tx_active and not any(isinstance(c, StartTx) for c in cmds)
+
+
+def test_resume_needs_a_meter_reading() -> None:
+    s, _ = run(_initial_state(), VehicleChanged(C))
+    s, cmds = step(s, ResumeTx("CARD1"))
+    assert not s.tx_active and cmds == []
+    s, cmds = run(s, MeterReady(), ResumeTx("CARD1"))
+    assert s.tx_active and CLOSE in cmds

@@ -30,6 +30,7 @@ from controller.connector import (
     Event,
     FaultChanged,
     Lock,
+    MeterReady,
     Notify,
     RemoteStart,
     RequestAuthorization,
@@ -84,6 +85,7 @@ events: st.SearchStrategy[Event] = st.one_of(
     st.builds(AuthResult, tags, st.booleans(), st.sampled_from(PARENTS)),
     st.builds(AuthResult, st.just(PENDING), st.booleans(), st.sampled_from(PARENTS)),
     st.builds(RemoteStart, tags),
+    st.just(MeterReady()),
     st.builds(StopRequest, st.sampled_from(list(StopReason))),
     st.builds(FaultChanged, fault_codes),
     st.builds(AvailabilityChanged, availabilities),
@@ -132,6 +134,8 @@ class Model:
     reserved_tag: str | None = None
     reservation_id: int | None = None
     unlock_on_ev_disconnect: bool = True
+    # the meter has answered once (MeterReady): before that nothing can be billed
+    meter_ready: bool = False
 
     def shadow_limit_a(self) -> float:
         return self.max_current_a if self.limit_a is None else min(self.max_current_a, self.limit_a)
@@ -140,6 +144,7 @@ class Model:
         """The safety rule restated on the shadow model (IEC 61851-1: at least 6 A offered)."""
         return (
             self.tx_open
+            and self.meter_ready
             and self.tx_tag in self.granted
             and self.vehicle in (VehicleState.C, VehicleState.D)
             and self.operative
@@ -178,6 +183,8 @@ class Model:
                 self.granted.add(tag)
             case CurrentLimitChanged(limit_a=limit):
                 self.limit_a = limit
+            case MeterReady():
+                self.meter_ready = True
             case _:
                 pass
 
@@ -228,6 +235,8 @@ def check_step(
                 # (c) StartTx and StopTx strictly alternate.
                 assert not model.tx_open, "StartTx while a transaction is open"
                 assert model.contactor is False
+                # Issue 9: no reading, no energy - meterStart needs a real reading.
+                assert model.meter_ready, "StartTx before the meter answered"
                 assert tag in model.granted, f"StartTx for never-authorized {tag}"
                 assert model.operative and model.fault is None
                 assert model.vehicle.plugged
@@ -292,6 +301,16 @@ def check_state(model: Model, s: ConnectorState) -> None:
         assert model.shadow_permits_energy()
         # ... and the cable is locked while energised.
         assert model.locked
+    # No reading, no energy: before the meter's first reading nothing starts or closes.
+    if not model.meter_ready:
+        assert not model.contactor and not model.tx_open and model.offered_a == 0.0
+        if (
+            s.authorized_tag is not None
+            and model.vehicle in (VehicleState.B, VehicleState.C, VehicleState.D)
+            and model.operative
+            and model.fault is None
+        ):
+            assert s.status is Status.PREPARING, s  # the session waits for the meter
     # Conversely, energy is delivered whenever everything permits it (no spurious stall).
     if model.shadow_permits_energy() and model.tx_tag == s.authorized_tag:
         assert model.contactor
@@ -328,7 +347,8 @@ def check_state(model: Model, s: ConnectorState) -> None:
             Status.FINISHING,
         )
     if model.fault is None and model.vehicle in PILOT_ERROR and model.tx_open:
-        assert (s.status, s.error_code) == (Status.SUSPENDED_EV, "EVCommunicationError")
+        # 7.6: EVCommunicationError "should go to the SuspendedEVSE state".
+        assert (s.status, s.error_code) == (Status.SUSPENDED_EVSE, "EVCommunicationError")
     # 4.9: a transaction kept over an EV-side unplug is SuspendedEV.
     if model.fault is None and model.tx_open and not model.vehicle.plugged:
         assert s.status is Status.SUSPENDED_EV
@@ -351,10 +371,23 @@ class ConnectorMachine(RuleBasedStateMachine):
         max_current_a=st.sampled_from(MAX_CURRENTS),
         operative=availabilities,
         vehicle=vehicle_states,
+        meter_ready=st.booleans(),
     )
-    def start(self, max_current_a: float, operative: bool, vehicle: VehicleState) -> None:
-        self.s = initial_state(max_current_a=max_current_a, operative=operative, vehicle=vehicle)
-        self.model = Model(vehicle=vehicle, operative=operative, max_current_a=max_current_a)
+    def start(
+        self, max_current_a: float, operative: bool, vehicle: VehicleState, meter_ready: bool
+    ) -> None:
+        self.s = initial_state(
+            max_current_a=max_current_a,
+            operative=operative,
+            vehicle=vehicle,
+            meter_ready=meter_ready,
+        )
+        self.model = Model(
+            vehicle=vehicle,
+            operative=operative,
+            max_current_a=max_current_a,
+            meter_ready=meter_ready,
+        )
         check_state(self.model, self.s)
 
     def apply(self, ev: Event) -> None:
@@ -393,6 +426,7 @@ class ConnectorMachine(RuleBasedStateMachine):
         if clean:
             self.apply(FaultChanged(None))
             self.apply(AvailabilityChanged(True))
+            self.apply(MeterReady())
         self.apply(VehicleChanged(vs))
         self.apply(TokenPresented(tag))
         if self.s.authorizing is not None:
@@ -401,6 +435,10 @@ class ConnectorMachine(RuleBasedStateMachine):
     @rule(tag=tags)
     def remote_start(self, tag: str) -> None:
         self.apply(RemoteStart(tag))
+
+    @rule()
+    def meter_ready(self) -> None:
+        self.apply(MeterReady())
 
     @rule(reason=st.sampled_from(list(StopReason)))
     def stop_request(self, reason: StopReason) -> None:
@@ -458,10 +496,15 @@ def run_events(
     operative: bool = True,
     vehicle: VehicleState = VehicleState.A,
     on_step: Callable[[ConnectorState, Event, ConnectorState, list[Command]], None] | None = None,
+    meter_ready: bool = False,
 ) -> ConnectorState:
     """Run a list of events (Tick carries an increment) checking every step."""
-    s = initial_state(max_current_a=max_current_a, operative=operative, vehicle=vehicle)
-    model = Model(vehicle=vehicle, operative=operative, max_current_a=max_current_a)
+    s = initial_state(
+        max_current_a=max_current_a, operative=operative, vehicle=vehicle, meter_ready=meter_ready
+    )
+    model = Model(
+        vehicle=vehicle, operative=operative, max_current_a=max_current_a, meter_ready=meter_ready
+    )
     check_state(model, s)
     now = 0.0
     for ev in evs:
@@ -479,7 +522,9 @@ def run_events(
 
 
 def _session_start(tag: str, vs: VehicleState, clean: bool) -> list[Event]:
-    prefix: list[Event] = [FaultChanged(None), AvailabilityChanged(True)] if clean else []
+    prefix: list[Event] = (
+        [FaultChanged(None), AvailabilityChanged(True), MeterReady()] if clean else []
+    )
     return [*prefix, VehicleChanged(vs), TokenPresented(tag), AuthResult(PENDING, True)]
 
 
@@ -505,11 +550,16 @@ event_lists = st.lists(
     max_current_a=st.sampled_from(MAX_CURRENTS),
     operative=st.booleans(),
     vehicle=vehicle_states,
+    meter_ready=st.booleans(),
 )
 def test_random_event_sequences_are_safe(
-    evs: list[Event], max_current_a: float, operative: bool, vehicle: VehicleState
+    evs: list[Event],
+    max_current_a: float,
+    operative: bool,
+    vehicle: VehicleState,
+    meter_ready: bool,
 ) -> None:
-    run_events(evs, max_current_a, operative, vehicle)
+    run_events(evs, max_current_a, operative, vehicle, meter_ready=meter_ready)
 
 
 def _plug_and_authorize(tag: str) -> list[Event]:
@@ -528,7 +578,7 @@ def test_closed_contactor_always_opens_before_stop(
     """Steer towards charging sessions, then perturb: the invariants hold throughout."""
     run_events(
         prefix
-        + [FaultChanged(None), AvailabilityChanged(True), ReservationChanged(None)]
+        + [FaultChanged(None), AvailabilityChanged(True), ReservationChanged(None), MeterReady()]
         + _plug_and_authorize(tag)
         + [VehicleChanged(VehicleState.C)]
         + middle
@@ -576,6 +626,7 @@ def _authorized_and_plugged_means_started(evs: list[Event]) -> None:
     def on_step(old: ConnectorState, ev: Event, new: ConnectorState, cmds: list[Command]) -> None:
         ready = (
             new.authorized_tag is not None
+            and new.meter_ready  # issue 9: meterStart needs a real reading
             and new.vehicle in (VehicleState.B, VehicleState.C, VehicleState.D)
             and new.operative
             and new.fault is None
@@ -709,6 +760,7 @@ class InvalidIdModel(Model):
             case ResumeTx(id_tag=tag, deauthorized=deauth, energy_limit_wh=limit):
                 if (
                     not self.tx_open
+                    and self.meter_ready
                     and self.vehicle.plugged
                     and self.vehicle not in PILOT_ERROR
                     and self.operative
@@ -799,7 +851,12 @@ def test_invalidated_id_never_energised_beyond_allowance(
     s = initial_state()
     model = InvalidIdModel()
     check_state(model, s)
-    start: list[Event] = [FaultChanged(None), AvailabilityChanged(True), ReservationChanged(None)]
+    start: list[Event] = [
+        FaultChanged(None),
+        AvailabilityChanged(True),
+        ReservationChanged(None),
+        MeterReady(),
+    ]
     start += [VehicleChanged(VehicleState.B), ResumeTx(tag)] if resume else _plug_and_authorize(tag)
     now = 0.0
     for ev in prefix + start + [VehicleChanged(VehicleState.C)] + middle:
@@ -812,7 +869,7 @@ def test_invalidated_id_never_energised_beyond_allowance(
 
 
 def test_deauthorized_example_allowance_then_suspended() -> None:
-    s = initial_state()
+    s = initial_state(meter_ready=True)
     for ev in [VehicleChanged(VehicleState.C), RemoteStart("CARD1")]:
         s, _ = step(s, ev)
     assert s.contactor_closed

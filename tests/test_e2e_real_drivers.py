@@ -193,6 +193,14 @@ class RigOptions:
     tick_interval_s: float = TICK_INTERVAL_S
     sample_interval_s: int = SAMPLE_INTERVAL_S
     log_level: str = "INFO"
+    # "rtu": one RS-485 line on a socat pty pair; "tcp": the same devices behind a Modbus
+    # TCP gateway on 127.0.0.1.
+    transport: str = "rtu"
+    meter_timeout_s: float = METER_TIMEOUT_S
+    # The meter does not answer from the start (it boots slower than the Pi, wrong unit id,
+    # gateway unreachable): start() then waits for the CSMS only, not for Available.
+    meter_muted_at_start: bool = False
+    aligned_interval_s: int = 0  # ClockAlignedDataInterval
 
 
 class RealRig:
@@ -202,6 +210,7 @@ class RealRig:
         self.workdir = workdir
         self.options = options or RigOptions()
         self.pair = SocatPair(workdir, "rs485")
+        self.tcp_port: int | None = None
         self.meter = MeterSim(METER_UNIT)
         self.car = CarBoardSim(BOARD_UNIT, self.meter, INITIAL_ENERGY_WH)
         self.line = SimLine([self.meter, self.car])
@@ -216,8 +225,12 @@ class RealRig:
     # lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.pair.start()
-        await self.line.start_rtu(self.pair.b)
+        if self.options.transport == "tcp":
+            self.tcp_port = await self.line.start_tcp()
+        else:
+            self.pair.start()
+            await self.line.start_rtu(self.pair.b)
+        self.meter.muted = self.options.meter_muted_at_start
         self._car_task = asyncio.get_running_loop().create_task(self.car.run(), name="car")
         self.pcscd.start()
         await self.csms.start()
@@ -237,6 +250,9 @@ class RealRig:
                 os.environ["PCSCLITE_CSOCK_NAME"] = old
         await self.ev.wait_api()
         await self.csms.wait_connected(STATION, timeout_s=15)
+        if self.options.meter_muted_at_start:
+            await self.ev.wait_status(lambda s: s["csms"]["state"] == "accepted", what="accepted")
+            return
         await self.ev.wait_status(
             lambda s: (
                 s["csms"]["state"] == "accepted" and s["connectors"][0]["status"] == "Available"
@@ -270,7 +286,10 @@ class RealRig:
 
     def write_config(self) -> Path:
         o = self.options
-        port = json.dumps(self.pair.a)
+        if o.transport == "tcp":
+            line = f'host = "127.0.0.1"\ntcp_port = {self.tcp_port}'
+        else:
+            line = f"port = {json.dumps(self.pair.a)}"
         text = f"""
 [station]
 id = "{STATION}"
@@ -302,19 +321,20 @@ pin = {GPIO_PIN}
 [connectors.meter]
 driver = "modbus"
 model = "eastron_sdm630"
-port = {port}
+{line}
 unit_id = {METER_UNIT}
-timeout_s = {METER_TIMEOUT_S}
+timeout_s = {o.meter_timeout_s}
 retries = 0
 
 [connectors.vehicle]
 driver = "evse-din"
-port = {port}
+{line}
 unit_id = {BOARD_UNIT}
 poll_interval_s = {o.board_poll_interval_s}
 
 [ocpp]
 MeterValueSampleInterval = {o.sample_interval_s}
+ClockAlignedDataInterval = {o.aligned_interval_s}
 HeartbeatInterval = 3600
 
 [logging]

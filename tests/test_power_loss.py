@@ -169,6 +169,7 @@ async def resumable(
         plugged: bool = False,
         resume: bool = True,
         ocpp: dict[str, Any] | None = None,
+        meter_silent: bool = False,
     ) -> Harness:
         data = charger_config(tmp_path, csms.url, ocpp=ocpp)
         data["station"]["resume_transactions"] = resume
@@ -185,9 +186,11 @@ async def resumable(
 
         def build_plugged() -> Any:
             hardware, reader = build()
-            if plugged:
-                for hw in hardware:
+            for hw in hardware:
+                if plugged:
                     hw.vehicle.plug()  # the car never left
+                if meter_silent:
+                    hw.meter.fail(True)  # e.g. the meter boots slower than the Pi
             return hardware, reader
 
         app._build_devices = build_plugged  # type: ignore[method-assign]
@@ -275,6 +278,31 @@ async def test_resume_with_vehicle_gone_closes(
     await h2.advance(5)
     assert not h2.connector().hw.contactor.closed
     assert len(h2.frames("StopTransaction")) == 1
+
+
+async def test_resume_needs_a_fresh_meter_reading(
+    csms: DevCsms, resumable: Any, tmp_path: Path
+) -> None:
+    """Issue 9: no reading, no energy - also after a restart. A meter silent at the restart
+    means the transaction cannot go on (the bill would have no register to continue from):
+    it is closed with the last persisted reading, and the contactor never closes."""
+    h1 = await resumable(csms, ocpp={"MeterValueSampleInterval": 10})
+    await start_session(h1, csms)
+    await h1.advance(25)
+    await drained(h1)
+    await h1.app.stop(reason=None)  # crash
+    tx = _open_tx(tmp_path)
+
+    h2 = await resumable(csms, plugged=True, meter_silent=True)
+    stop = await csms.wait_for(lambda f: f.action == "StopTransaction")
+    await drained(h2)
+    assert stop.payload["reason"] == "Reboot"
+    assert stop.payload["meterStop"] == tx.last_meter_wh
+    assert h2.connector().tx_key is None
+    await h2.advance(5)
+    assert not h2.connector().hw.contactor.closed
+    assert h2.connector().state.error_code == "PowerMeterFailure"
+    assert len(h2.frames("StartTransaction")) == 1  # nothing started without a reading
 
 
 async def test_resume_disabled_closes_even_if_plugged(csms: DevCsms, resumable: Any) -> None:

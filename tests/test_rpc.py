@@ -482,3 +482,60 @@ def test_error_code_spellings_are_the_1_6_ones() -> None:
         "GenericError",
     }
     assert table7 <= codes
+
+
+# Issue 9 item 3: ``multipleOf: 0.1`` (chargingSchedulePeriod.limit, minChargingRate) is
+# checked on the decimals as written, not on binary floats (10.2 / 0.1 is 101.99999999999999).
+def _profile(limit: float, min_rate: float) -> dict[str, Any]:
+    return {
+        "chargingProfileId": 1,
+        "stackLevel": 0,
+        "chargingProfilePurpose": "TxProfile",
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {
+            "chargingRateUnit": "A",
+            "minChargingRate": min_rate,
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}],
+        },
+    }
+
+
+@pytest.mark.parametrize("limit", [10.2, 0.3, 16.1, 6.0, 7, 1e3, 12345.6, -0.7])
+def test_decimal_multiple_of_accepted_inbound(limit: float) -> None:
+    payload = json.loads(json.dumps({"idTag": "CARD", "chargingProfile": _profile(limit, 1.9)}))
+    rpc.validate(MessageType.Call, "RemoteStartTransaction", payload)
+    rpc.validate(
+        MessageType.Call,
+        "SetChargingProfile",
+        {"connectorId": 1, "csChargingProfiles": payload["chargingProfile"]},
+    )
+
+
+@pytest.mark.parametrize("limit", [10.25, 0.01, 16.15, 1e-7])
+def test_non_multiple_still_property_constraint_violation(limit: float) -> None:
+    with pytest.raises(CallError) as err:
+        rpc.validate(
+            MessageType.Call,
+            "RemoteStartTransaction",
+            {"idTag": "CARD", "chargingProfile": _profile(limit, 1.0)},
+        )
+    assert err.value.code == rpc.PROPERTY_CONSTRAINT_VIOLATION
+    assert "limit" in err.value.description
+
+
+def test_decimal_multiple_of_accepted_outbound() -> None:
+    """The same rule for what the charger sends (GetCompositeSchedule.conf)."""
+    rpc.validate(
+        MessageType.CallResult,
+        "GetCompositeSchedule",
+        {
+            "status": "Accepted",
+            "connectorId": 1,
+            "scheduleStart": NOW,
+            "chargingSchedule": {
+                "chargingRateUnit": "W",
+                "minChargingRate": 4140.9,
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 7359.3}],
+            },
+        },
+    )

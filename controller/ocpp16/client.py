@@ -905,8 +905,10 @@ class Ocpp16Client:
         elif requested == "MeterValues":
             now = self._now()
             for c in self.station.connectors.values():
-                if (cid in (None, 0) or c.connector_id == cid) and c.reading is not None:
-                    sample = Sample(c.reading, now, "Trigger", c.state.offered_current_a)
+                # Nothing is sent for a silent meter: a sample is a measurement.
+                live = c.live_reading
+                if (cid in (None, 0) or c.connector_id == cid) and live is not None:
+                    sample = Sample(live, now, "Trigger", c.state.offered_current_a)
                     values = build.meter_value(
                         sample, self.settings.get_csl("MeterValuesSampledData")
                     )

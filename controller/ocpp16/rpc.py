@@ -7,9 +7,11 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
 from typing import Any, Protocol
 
+from jsonschema import Draft4Validator, validators
 from jsonschema.exceptions import ValidationError as SchemaError
 from ocpp.messages import MessageType, get_validator
 from ocpp.v16.enums import Action
@@ -78,11 +80,38 @@ def schema_error_code(err: SchemaError) -> str:
     return PROPERTY_CONSTRAINT_VIOLATION  # enum, minimum, maximum, ...
 
 
+def _exact_multiple_of(
+    validator: Any, divisor: Any, instance: Any, schema: Any
+) -> Iterator[SchemaError]:
+    """``multipleOf`` on the decimal numbers as written, not on binary floats: the schemas
+    say ``multipleOf: 0.1`` for limits and rates, and 10.2 / 0.1 is not an integer in
+    floating point, so the stock check refused valid calls (issue 9 item 3). ``repr`` gives
+    the shortest decimal that reads back as the same float, i.e. what the peer wrote."""
+    if not validator.is_type(instance, "number"):
+        return
+    if Decimal(repr(instance)) % Decimal(repr(divisor)) != 0:
+        yield SchemaError(f"{instance!r} is not a multiple of {divisor!r}")
+
+
+_ExactDraft4Validator = validators.extend(Draft4Validator, {"multipleOf": _exact_multiple_of})
+_validators: dict[tuple[int, str], Any] = {}
+
+
+def _validator(message_type: int, action: str) -> Any:
+    """The official schema of ``action`` with the exact ``multipleOf`` check (cached)."""
+    key = (message_type, action)
+    found = _validators.get(key)
+    if found is None:
+        schema = get_validator(message_type, action, OCPP_VERSION).schema
+        found = _validators[key] = _ExactDraft4Validator(schema)
+    return found
+
+
 def validate(message_type: int, action: str, payload: Any) -> None:
     """Raise CallError when ``payload`` violates the official OCPP 1.6 JSON schema."""
     if not isinstance(payload, dict):
         raise CallError(FORMATION_VIOLATION, "payload must be a JSON object")
-    validator = get_validator(message_type, action, OCPP_VERSION)
+    validator = _validator(message_type, action)
     try:
         validator.validate(payload)
     except SchemaError as err:
