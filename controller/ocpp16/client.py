@@ -728,9 +728,19 @@ class Ocpp16Client:
                     self._flush_confirmed()
                     self.store.confirm_start(msg.seq, msg.tx_key, tx_id)
                     tx_ids[msg.tx_key] = tx_id
-                    # Links evsed's transaction number to the CSMS's in the journal.
+                    # Links evsed's transaction number to the CSMS's in the journal, and is
+                    # the confirmed delivery (`journalctl EVSED_ACTION=StartTransaction`).
                     ids = {"tx_key": msg.tx_key, "transaction_id": tx_id}
-                    LOG.info("transaction %d: CSMS transactionId %d", msg.tx_key, tx_id, extra=ids)
+                    LOG.info(
+                        "transaction %d: CSMS transactionId %d (StartTransaction delivered)",
+                        msg.tx_key,
+                        tx_id,
+                        extra={
+                            "action": "StartTransaction",
+                            "connector": msg.payload.get("connectorId"),
+                            **ids,
+                        },
+                    )
                     status = result["idTagInfo"]["status"]
                     self._remember(str(msg.payload["idTag"]), result["idTagInfo"])
                     if status != "Accepted":
@@ -746,6 +756,22 @@ class Ocpp16Client:
                     if len(self._confirmed) >= OUTBOX_READ_AHEAD:
                         self._flush_confirmed()
                 else:
+                    if msg.action == "StopTransaction":
+                        # Start and Stop delivery at INFO: two lines per transaction. Not
+                        # MeterValues: one per sample interval and connector, thousands when
+                        # a backlog is replayed, all written to the SD card by journald.
+                        LOG.info(
+                            "transaction %s: StopTransaction delivered (CSMS transactionId "
+                            "%s, reason %s)",
+                            msg.tx_key,
+                            payload.get("transactionId"),
+                            msg.payload.get("reason", "Local"),
+                            extra={
+                                "action": "StopTransaction",
+                                "tx_key": msg.tx_key,
+                                "transaction_id": payload.get("transactionId"),
+                            },
+                        )
                     if msg.action == "StopTransaction" and "idTagInfo" in result:
                         tag = msg.payload.get("idTag")
                         if tag:
