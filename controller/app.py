@@ -378,7 +378,10 @@ class App:
                 ):
                     break
                 await asyncio.sleep(0.1)
-            await self.client.close()
+            # Closed normally (1000) before _tasks cancels the connection's task.
+            await self.client.close(
+                f"{self.reset_requested} reset" if self.reset_requested else "charge point stopping"
+            )
         await self._tasks.cancel_all()
         if self.api is not None:
             await self.api.stop()

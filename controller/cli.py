@@ -123,8 +123,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if code == 75 and not args.no_restart:
         # Reset.req: start afresh in the same process slot (systemd sees one service).
-        os.execv(sys.executable, [sys.executable, "-m", "controller.cli", *sys.argv[1:]])
+        path, argv = reexec_command(sys.argv, sys.executable)
+        os.execv(path, argv)
     return code
+
+
+def reexec_command(argv: list[str], python: str) -> tuple[str, list[str]]:
+    """What to execute to run this command line again: the `evsed` script it was started
+    as, so that ps, top and /proc/PID/comm still say evsed (not python3) after a Reset;
+    ``python -m controller.cli`` when it was started that way (argv[0] is then this module).
+    """
+    script = argv[0] if argv else ""
+    if (
+        script
+        and not script.endswith(".py")
+        and os.path.isfile(script)
+        and os.access(script, os.X_OK)
+    ):
+        return script, [script, *argv[1:]]
+    return python, [python, "-m", "controller.cli", *argv[1:]]
 
 
 def cmd_safe_off(args: argparse.Namespace) -> int:

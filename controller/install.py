@@ -23,6 +23,28 @@ GROUP = "evsed"
 # GPIO chips, serial (RS-485) adapters, USB devices. Raspberry Pi OS has all three; a plain
 # Debian has no gpio group.
 EXTRA_GROUPS = ("gpio", "dialout", "plugdev")
+# What evsed cannot reach without the group, and how to give it access. The units do not name
+# the groups (the service starts without them); only the hardware behind them is unreachable.
+GROUP_HARDWARE = {
+    "gpio": (
+        "GPIO (/dev/gpiochip*, /dev/gpiomem: contactor relays, their feedback and pilot "
+        "pins on GPIO)",
+        "sudo groupadd --system gpio; give it the chips with a udev rule, e.g. "
+        "/etc/udev/rules.d/60-gpio.rules: "
+        'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"; '
+        "sudo udevadm trigger; then run `evsed install` again",
+    ),
+    "dialout": (
+        "serial ports (/dev/ttyUSB*, /dev/ttyAMA*, /dev/serial*: Modbus RTU meters and "
+        "EVSE boards)",
+        "sudo groupadd --system dialout (udev gives serial ports to dialout); then run "
+        "`evsed install` again",
+    ),
+    "plugdev": (
+        "USB devices that udev gives to plugdev",
+        "sudo groupadd --system plugdev; then run `evsed install` again",
+    ),
+}
 NOLOGIN = "/usr/sbin/nologin"
 
 CONFIG_DIR = "/etc/evsed"
@@ -297,7 +319,12 @@ class Installer:
             if group in accounts.groups:
                 wanted.append(group)
             else:
-                self.warn(f"group {group} does not exist here; {USER} is not added to it")
+                hardware, fix = GROUP_HARDWARE[group]
+                self.warn(
+                    f"group {group} does not exist here; {USER} is not added to it. The service "
+                    f"starts and safe-off runs without it, but evsed cannot use {hardware}; a "
+                    f"simulated or network-only setup does not need it. To use them: {fix}"
+                )
         if USER not in accounts.users:
             self.out(f"user {USER}: create (system account, no login, home {STATE_DIR})")
             # A group left over from an earlier install is reused instead of failing.

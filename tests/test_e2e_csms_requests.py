@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ocpp.v16 import call
 
-from controller.devcsms import DevCsms
+from controller.devcsms import DevCsms, StationDisconnected
 from tests.conftest import CARD, STATION_ID
 
 OTHER_CARD = "0B0B0B0B"
@@ -276,6 +276,27 @@ async def test_reset_without_transaction(csms: DevCsms, charger: Any) -> None:
     assert await req(csms, "Reset", {"type": "Soft"}) == {"status": "Accepted"}
     await h.settle(lambda: h.app.reset_requested == "Soft")
     assert h.frames("StopTransaction") == []
+
+
+@pytest.mark.parametrize("reset", [None, "Soft", "Hard"])
+async def test_stop_and_reset_close_the_connection_normally(
+    csms: DevCsms, charger: Any, reset: str | None
+) -> None:
+    """RFC 6455 7.4.1: a graceful stop or a Reset closes the WebSocket with 1000 (normal
+    closure), not with 1011 (internal error) as a cancelled connection would, and the charger
+    does not reconnect on its way down."""
+    closed: list[StationDisconnected] = []
+    csms.on_event = lambda e: closed.append(e) if isinstance(e, StationDisconnected) else None
+    h = await charger(csms)
+    if reset is not None:
+        assert await req(csms, "Reset", {"type": reset}) == {"status": "Accepted"}
+        await h.settle(lambda: h.app.reset_requested == reset)
+    await h.app.stop()
+    await h.settle(lambda: len(closed) == 1)
+    expected = f"{reset} reset" if reset else "charge point stopping"
+    assert (closed[0].code, closed[0].reason) == (1000, expected)
+    assert not csms.connected(STATION_ID)
+    assert len(h.frames("BootNotification")) == 1
 
 
 # ----------------------------------------------------------------------------- 5.2 Availability

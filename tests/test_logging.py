@@ -473,6 +473,23 @@ async def test_evsed_run_under_systemd_logs_to_the_journal(
     assert (linked["EVSED_TX_KEY"], linked["EVSED_TRANSACTION_ID"]) == ("1", str(csms_tx_id))
     stopped = find("connector 1: transaction 1 stopped")
     assert stopped["EVSED_TX_KEY"] == "1"
+    # README: `journalctl -u evsed EVSED_ACTION=StopTransaction` at the default level (INFO)
+    # finds each transaction message's confirmed delivery.
+    delivered = {
+        e["EVSED_ACTION"]: e
+        for e in entries
+        if e.get("EVSED_ACTION") in ("StartTransaction", "StopTransaction") and e["PRIORITY"] == "6"
+    }
+    assert delivered["StartTransaction"] is linked
+    assert linked["EVSED_CONNECTOR"] == "1"
+    stop_entry = delivered["StopTransaction"]
+    assert stop_entry["MESSAGE"] == (
+        f"transaction 1: StopTransaction delivered (CSMS transactionId {csms_tx_id}, reason Reboot)"
+    )
+    assert (stop_entry["EVSED_TX_KEY"], stop_entry["EVSED_TRANSACTION_ID"]) == (
+        "1",
+        str(csms_tx_id),
+    )
 
     assert all(URL_PASSWORD.encode() not in e.raw for e in entries)
     output = out_path.read_text(errors="replace")

@@ -441,9 +441,17 @@ async def test_a_start_failing_after_the_station_started_opens_the_contactors(
 class NotifiedEvsed(Evsed):
     """`evsed run` with the systemd environment variables (and the test hook) set."""
 
-    def __init__(self, config: Path, api_port: int, log_dir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        config: Path,
+        api_port: int,
+        log_dir: Path,
+        env: dict[str, str],
+        command: tuple[str, ...] = (sys.executable, "-m", "controller.cli"),
+    ) -> None:
         super().__init__(config, api_port, log_dir)
         self.env = {**os.environ, **env}
+        self.command = command  # what starts `evsed` (the console script, as systemd does)
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -451,7 +459,7 @@ class NotifiedEvsed(Evsed):
         log = open(self.log_dir / f"evsed-run{self.runs}.log", "wb")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "run", "-c", str(self.config)],
+                [*self.command, "run", "-c", str(self.config)],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
@@ -621,3 +629,55 @@ async def test_watchdog_kill_of_a_stuck_loop_ends_the_transaction_with_reboot(
         assert len(csms.frames("CP-WD", "StopTransaction")) == 1
         st = await ev.status()
         assert st["connectors"][0]["transaction_key"] is None
+
+
+def proc_name(pid: int) -> tuple[str, list[str]]:
+    """What ps and top show: the kernel's comm and the command line."""
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    return comm, Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+async def test_reset_re_executes_the_evsed_script_so_the_process_is_still_called_evsed(
+    tmp_path: Path, listener: NotifyListener, evsed_procs: list[Evsed]
+) -> None:
+    """systemd starts the console script; after an OCPP Reset the same pid runs it again
+    (not `python3 -m controller.cli`), so ps and journald's _COMM still say evsed."""
+    script = str(Path(sys.executable).parent / "evsed")
+    async with DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as csms:
+        api_port = free_port()
+        cfg = write_config(tmp_path, station_id="CP-EXEC", csms_url=csms.url, api_port=api_port)
+        ev = NotifiedEvsed(
+            cfg, api_port, tmp_path, {"NOTIFY_SOCKET": listener.address}, command=(script,)
+        )
+        evsed_procs.append(ev)
+        ev.start()
+        ready = await listener.wait_for(
+            lambda m: "READY" in m.fields, proc=ev.proc, log=ev.log_tail
+        )
+        started = proc_name(ev.pid)
+        assert started[0] == "evsed"
+        await csms.wait_connected("CP-EXEC", timeout_s=15)
+        assert (await csms.call("CP-EXEC", call.Reset(type=ResetType.soft))).status == "Accepted"
+        reloading = await listener.wait_for(
+            lambda m: "RELOADING" in m.fields, after=ready, proc=ev.proc
+        )
+        await listener.wait_for(
+            lambda m: "READY" in m.fields, after=reloading, proc=ev.proc, log=ev.log_tail
+        )
+        assert proc_name(ev.pid) == started
+        assert started[1][-4:] == [script, "run", "-c", str(cfg)]
+
+
+def test_reexec_command_falls_back_to_the_module_without_an_executable_script(
+    tmp_path: Path,
+) -> None:
+    from controller.cli import reexec_command
+
+    script = Path(sys.executable).parent / "evsed"
+    args = ["run", "-c", "/etc/evsed/evsed.toml"]
+    assert reexec_command([str(script), *args], "/py") == (str(script), [str(script), *args])
+    module = str(REPO / "controller" / "cli.py")  # `python -m controller.cli`
+    assert reexec_command([module, *args], "/py") == ("/py", ["/py", "-m", "controller.cli", *args])
+    plain = tmp_path / "evsed"
+    plain.write_text("not executable")
+    assert reexec_command([str(plain), *args], "/py")[0] == "/py"

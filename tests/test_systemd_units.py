@@ -159,7 +159,28 @@ def test_main_unit_is_a_notify_service_with_watchdog_and_fail_safe() -> None:
     ):
         assert one(text, "Service", key) == "evsed"
     assert one(text, "Service", "RuntimeDirectoryPreserve") == "yes"  # the store's spill file
-    assert set(one(text, "Service", "SupplementaryGroups").split()) >= {"gpio", "dialout"}
+    # A missing group named there fails every start and ExecStopPost= (status=216/GROUP);
+    # evsed's own memberships (made by `evsed install`) apply without it.
+    assert "SupplementaryGroups" not in {k for _, k, _ in directives(text)}
+
+
+def test_directory_modes_are_the_ones_evsed_install_creates() -> None:
+    """systemd logs "already exists but the mode is different" at every start (and every
+    ExecStopPost=) when a *DirectoryMode= differs from the directory's real mode."""
+    from controller.install import CONFIG_DIR, LOG_DIR, STATE_DIR, Installer, Recorder
+
+    created: dict[str, int] = {}
+    inst = Installer(root=Path("/"), runner=Recorder(), dry_run=True, out=lambda _: None)
+    inst.ensure_dir = lambda absolute, user, group, mode: created.__setitem__(absolute, mode)  # type: ignore[method-assign]
+    inst.ensure_config = lambda example: False  # type: ignore[method-assign]
+    inst.install(executable=local_exe())
+    text = unit_text("evsed.service")
+    for key, path in (
+        ("ConfigurationDirectory", CONFIG_DIR),
+        ("StateDirectory", STATE_DIR),
+        ("LogsDirectory", LOG_DIR),
+    ):
+        assert int(one(text, "Service", f"{key}Mode"), 8) == created[path], key
 
 
 def test_main_unit_hardening_keeps_gpio_serial_and_pcsc_reachable() -> None:

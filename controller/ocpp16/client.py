@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import CloseCode
 
 from controller import connector as sm
 from controller.clock import Clock, clamp_iso, iso_utc
@@ -37,6 +38,8 @@ from controller.tasks import TaskGroup
 LOG = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
+# How long close() waits for the CSMS to answer the closing handshake.
+CLOSE_TIMEOUT_S = 2.0
 
 # CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage and
 # the Local Auth List Management profile (GetLocalListVersion, SendLocalList).
@@ -134,6 +137,8 @@ class Ocpp16Client:
         self._on_frame_cb = on_frame
         self._on_reset = on_reset
         self._rpc: RpcConnection | None = None
+        self._ws: ClientConnection | None = None
+        self._closing = False  # close() was called: no reconnecting
         self._conn_state = "offline"
         station.set_csms_online(False)
         self._accepted_once = False  # BootNotification only once per process (OCPP-J 5.4)
@@ -313,7 +318,7 @@ class Ocpp16Client:
     async def run(self) -> None:
         """Stay connected forever, with jittered exponential back-off between attempts."""
         attempt = 0
-        while True:
+        while not self._closing:
             self._state = "connecting"
             try:
                 ping_s = self.settings.get_int("WebSocketPingInterval")
@@ -324,6 +329,9 @@ class Ocpp16Client:
                     ping_interval=ping_s or None,
                     ping_timeout=ping_s or None,
                     open_timeout=self.options.open_timeout_s,
+                    # Bounds close(): a CSMS that never answers the closing handshake must
+                    # not hold up a stop or a Reset.
+                    close_timeout=CLOSE_TIMEOUT_S,
                     max_size=2**20,
                 ) as ws:
                     if ws.subprotocol != SUBPROTOCOL:
@@ -333,7 +341,11 @@ class Ocpp16Client:
                         attempt = 0
                         self.connects += 1
                         LOG.info("connected to %s", self.url)
-                        await self._session(ws)
+                        self._ws = ws
+                        try:
+                            await self._session(ws)
+                        finally:
+                            self._ws = None
             except asyncio.CancelledError:
                 raise
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
@@ -342,6 +354,8 @@ class Ocpp16Client:
                 LOG.exception("CSMS session ended with an error")
             self._state = "offline"
             self._rpc = None
+            if self._closing:
+                break
             delay_s = backoff_s(
                 attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng
             )
@@ -370,7 +384,10 @@ class Ocpp16Client:
         try:
             await reader
         except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
-            LOG.warning("CSMS connection lost: %s", exc)
+            if self._closing:
+                LOG.info("CSMS connection closed: %s", exc)
+            else:
+                LOG.warning("CSMS connection lost: %s", exc)
         finally:
             reader.cancel()
             await session.cancel_all()
@@ -711,9 +728,19 @@ class Ocpp16Client:
                     self._flush_confirmed()
                     self.store.confirm_start(msg.seq, msg.tx_key, tx_id)
                     tx_ids[msg.tx_key] = tx_id
-                    # Links evsed's transaction number to the CSMS's in the journal.
+                    # Links evsed's transaction number to the CSMS's in the journal, and is
+                    # the confirmed delivery (`journalctl EVSED_ACTION=StartTransaction`).
                     ids = {"tx_key": msg.tx_key, "transaction_id": tx_id}
-                    LOG.info("transaction %d: CSMS transactionId %d", msg.tx_key, tx_id, extra=ids)
+                    LOG.info(
+                        "transaction %d: CSMS transactionId %d (StartTransaction delivered)",
+                        msg.tx_key,
+                        tx_id,
+                        extra={
+                            "action": "StartTransaction",
+                            "connector": msg.payload.get("connectorId"),
+                            **ids,
+                        },
+                    )
                     status = result["idTagInfo"]["status"]
                     self._remember(str(msg.payload["idTag"]), result["idTagInfo"])
                     if status != "Accepted":
@@ -729,6 +756,22 @@ class Ocpp16Client:
                     if len(self._confirmed) >= OUTBOX_READ_AHEAD:
                         self._flush_confirmed()
                 else:
+                    if msg.action == "StopTransaction":
+                        # Start and Stop delivery at INFO: two lines per transaction. Not
+                        # MeterValues: one per sample interval and connector, thousands when
+                        # a backlog is replayed, all written to the SD card by journald.
+                        LOG.info(
+                            "transaction %s: StopTransaction delivered (CSMS transactionId "
+                            "%s, reason %s)",
+                            msg.tx_key,
+                            payload.get("transactionId"),
+                            msg.payload.get("reason", "Local"),
+                            extra={
+                                "action": "StopTransaction",
+                                "tx_key": msg.tx_key,
+                                "transaction_id": payload.get("transactionId"),
+                            },
+                        )
                     if msg.action == "StopTransaction" and "idTagInfo" in result:
                         tag = msg.payload.get("idTag")
                         if tag:
@@ -928,5 +971,17 @@ class Ocpp16Client:
             return {"status": "NotImplemented"}
         return {"status": "Accepted"}
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "charge point stopping") -> None:
+        """Close the CSMS connection normally (1000), then stop the background tasks.
+
+        The owner cancels ``run`` afterwards; cancelling it with the connection still open
+        would close it with 1011 (internal error), which a CSMS may report as a fault.
+        """
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
+            except (OSError, websockets.exceptions.WebSocketException) as exc:
+                LOG.info("closing the CSMS connection failed: %s", exc)
         await self._tasks.cancel_all()
