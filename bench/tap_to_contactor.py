@@ -220,7 +220,7 @@ async def _run_rounds(
     def ready() -> bool:
         s = conn.state
         return (
-            s.status is sm.Status.PREPARING
+            s.phase is sm.Phase.PREPARING
             and s.vehicle.plugged
             and not s.tx_active
             and not s.finishing

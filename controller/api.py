@@ -19,7 +19,7 @@ from aiohttp import web
 from controller import connector as sm
 from controller.clock import iso_utc
 from controller.sessions import session_row, sessions_between, sessions_csv
-from hal.base import OCPP_FAULT_CODES, VehicleState
+from hal.base import FAULT_KIND_NAMES, FaultKind, VehicleState
 from hal.sim import SimRig, SimTokenReader
 
 if TYPE_CHECKING:
@@ -462,7 +462,7 @@ class Api:
             tx_key = station.connectors[connector_id].tx_key
             if tx_key is None:
                 raise Conflict(f"connector {connector_id} has no session to stop")
-            station.stop_transaction(tx_key, sm.StopReason.LOCAL)
+            station.stop_transaction(tx_key, sm.StopCause.LOCAL)
             self._audit(request, f"stop of transaction {tx_key} on connector {connector_id}")
             return {"transaction_key": tx_key}
 
@@ -548,8 +548,8 @@ class Api:
         def act(body: dict[str, Any]) -> None:
             connector_id = _int(body, "connector", 1)
             fault = body.get("fault")
-            if fault is not None and (not isinstance(fault, str) or fault not in OCPP_FAULT_CODES):
-                raise BadRequest(f"'fault' must be null or one of {sorted(OCPP_FAULT_CODES)}")
+            if fault is not None and (not isinstance(fault, str) or fault not in FAULT_KIND_NAMES):
+                raise BadRequest(f"'fault' must be null or one of {sorted(FAULT_KIND_NAMES)}")
             rig = self._rig(connector_id)
             if rig.fault is not None:
                 if fault is None:
@@ -558,6 +558,8 @@ class Api:
                     rig.fault.inject(fault)
             else:
                 assert self.app.station is not None
-                self.app.station.set_connector_fault(connector_id, fault)
+                self.app.station.set_connector_fault(
+                    connector_id, None if fault is None else FaultKind(fault)
+                )
 
         return await self._run(request, act)

@@ -285,9 +285,9 @@ class App:
             return "stopping"
         if station is None or not station.started:
             return "starting"
-        statuses = [c.state.status for c in station.connectors.values()]
-        parts = [f"charging {statuses.count(sm.Status.CHARGING)}/{len(statuses)}"]
-        faulted = statuses.count(sm.Status.FAULTED)
+        phases = [c.state.phase for c in station.connectors.values()]
+        parts = [f"charging {phases.count(sm.Phase.CHARGING)}/{len(phases)}"]
+        faulted = phases.count(sm.Phase.FAULTED)
         if faulted:
             parts.append(f"{faulted} faulted")
         if self.client is not None:
@@ -356,7 +356,7 @@ class App:
             except Exception:
                 LOG.exception("closing the reader failed")
 
-    async def stop(self, reason: sm.StopReason | None = sm.StopReason.REBOOT) -> None:
+    async def stop(self, reason: sm.StopCause | None = sm.StopCause.REBOOT) -> None:
         """Stop charging (``reason`` None = leave transactions to crash recovery)."""
         if not self._stopping:
             self._stopping = True

@@ -1,15 +1,22 @@
-"""Pure charging state machine of one connector: (state, event) -> (new state, commands)."""
+"""Pure charging state machine of one connector: (state, event) -> (new state, commands).
+
+It speaks the charger's own words (connector phase, stop cause, fault kind); each protocol
+adapter maps them onto its messages (controller/ocpp16/status.py for OCPP 1.6).
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
 
-from hal.base import VehicleState
+from hal.base import FaultKind, VehicleState
 
 
-class Status(enum.Enum):
-    """OCPP 1.6 ChargePointStatus of a connector."""
+class Phase(enum.StrEnum):
+    """Where a connector is in a charging session, as the charger sees it.
+
+    The values are the labels the local API and status page show.
+    """
 
     AVAILABLE = "Available"
     PREPARING = "Preparing"
@@ -22,8 +29,8 @@ class Status(enum.Enum):
     FAULTED = "Faulted"
 
 
-class StopReason(enum.Enum):
-    """OCPP 1.6 StopTransaction reasons."""
+class StopCause(enum.StrEnum):
+    """Why a transaction ended."""
 
     EMERGENCY_STOP = "EmergencyStop"
     EV_DISCONNECTED = "EVDisconnected"
@@ -73,14 +80,14 @@ class RemoteStart:
 class StopRequest:
     """Stop the running transaction, for remote stop, reset, unlock, emergency, ..."""
 
-    reason: StopReason
+    reason: StopCause
 
 
 @dataclass(frozen=True)
 class FaultChanged:
-    """A fault appeared (OCPP ChargePointErrorCode) or cleared (None)."""
+    """A fault appeared or cleared (None)."""
 
-    error_code: str | None
+    fault: FaultKind | None
 
 
 @dataclass(frozen=True)
@@ -218,14 +225,16 @@ class StartTx:
 
 @dataclass(frozen=True)
 class StopTx:
-    reason: StopReason
+    reason: StopCause
     id_tag: str | None = None
 
 
 @dataclass(frozen=True)
-class Notify:
-    status: Status
-    error_code: str = "NoError"
+class PhaseChanged:
+    """The connector's phase or condition changed: adapters report it (1.6 statuses)."""
+
+    phase: Phase
+    condition: FaultKind | None = None
 
 
 Command = (
@@ -236,7 +245,7 @@ Command = (
     | RequestAuthorization
     | StartTx
     | StopTx
-    | Notify
+    | PhaseChanged
 )
 
 # ----------------------------------------------------------------------------- state
@@ -254,7 +263,7 @@ class ConnectorState:
     operative: bool = True
     # ChangeAvailability(Inoperative) during a transaction is Scheduled: applied at its end.
     pending_operative: bool | None = None
-    fault: str | None = None
+    fault: FaultKind | None = None
     # The meter has answered at least once since start: until then nothing can be billed,
     # so no transaction starts and the contactor stays open (safe default: not ready).
     meter_ready: bool = False
@@ -277,8 +286,9 @@ class ConnectorState:
     contactor_closed: bool = False
     offered_current_a: float = 0.0
     locked: bool = False
-    status: Status = Status.AVAILABLE
-    error_code: str = "NoError"
+    phase: Phase = Phase.AVAILABLE
+    # The fault, or a warning such as a pilot error during a transaction, shown with phase.
+    condition: FaultKind | None = None
     # Settings
     connection_timeout_s: float = 60.0
     stop_on_ev_disconnect: bool = True
@@ -331,34 +341,35 @@ def _offer_a(s: ConnectorState) -> float:
     return limit if limit >= MIN_CURRENT_A else 0.0
 
 
-def derive_status(s: ConnectorState) -> tuple[Status, str]:
-    """OCPP status and error code for a state (section 4.9 / 7.7 of OCPP 1.6)."""
+def derive_phase(s: ConnectorState) -> tuple[Phase, FaultKind | None]:
+    """The phase of a state and its condition: the fault, or a pilot error as a warning
+    (OCPP 1.6 4.9 / 7.6 shaped these rules; the 1.6 adapter's mapping is one to one)."""
     if s.fault is not None:
-        return Status.FAULTED, s.fault
+        return Phase.FAULTED, s.fault
     pilot_error = s.vehicle in (VehicleState.E, VehicleState.F)
     if s.tx_active:
-        # 4.9 / 7.6: EVCommunicationError is a warning, not Faulted, and goes with
-        # SuspendedEVSE: the charger cannot offer energy (board silent, pilot error).
+        # A pilot error is a warning, not a fault, and the charger (board silent, pilot
+        # error) is the side that cannot offer energy: suspended by the EVSE.
         if pilot_error:
-            return Status.SUSPENDED_EVSE, "EVCommunicationError"
+            return Phase.SUSPENDED_EVSE, FaultKind.EV_COMMUNICATION
         if contactor_permitted(s):
-            return Status.CHARGING, "NoError"
+            return Phase.CHARGING, None
         if not s.vehicle.plugged:
-            return Status.SUSPENDED_EV, "NoError"  # EV side unplugged, transaction kept
+            return Phase.SUSPENDED_EV, None  # EV side unplugged, transaction kept
         if _offer_a(s) <= 0:
-            return Status.SUSPENDED_EVSE, "NoError"
-        return Status.SUSPENDED_EV, "NoError"
+            return Phase.SUSPENDED_EVSE, None
+        return Phase.SUSPENDED_EV, None
     if not s.operative:
-        return Status.UNAVAILABLE, "NoError"
+        return Phase.UNAVAILABLE, None
     if s.finishing and s.vehicle.plugged:
-        return Status.FINISHING, "NoError"
+        return Phase.FINISHING, None
     if s.reserved_for is not None and not s.vehicle.plugged and s.authorized_tag is None:
-        return Status.RESERVED, "NoError"
+        return Phase.RESERVED, None
     if pilot_error:
-        return Status.PREPARING, "EVCommunicationError"
+        return Phase.PREPARING, FaultKind.EV_COMMUNICATION
     if s.vehicle.plugged or s.authorized_tag is not None or s.authorizing is not None:
-        return Status.PREPARING, "NoError"
-    return Status.AVAILABLE, "NoError"
+        return Phase.PREPARING, None
+    return Phase.AVAILABLE, None
 
 
 def initial_state(
@@ -373,8 +384,8 @@ def initial_state(
         max_current_a=max_current_a, operative=operative, now_s=now_s, meter_ready=meter_ready
     )
     s = replace(s, vehicle=vehicle)
-    status, code = derive_status(s)
-    return replace(s, status=status, error_code=code)
+    phase, condition = derive_phase(s)
+    return replace(s, phase=phase, condition=condition)
 
 
 def can_start_remotely(s: ConnectorState) -> bool:
@@ -427,7 +438,7 @@ def _start_if_ready(s: ConnectorState, cmds: list[Command]) -> ConnectorState:
 
 
 def _end_tx(
-    s: ConnectorState, reason: StopReason, cmds: list[Command], id_tag: str | None = None
+    s: ConnectorState, reason: StopCause, cmds: list[Command], id_tag: str | None = None
 ) -> ConnectorState:
     # The contactor is opened by _settle, ahead of the StopTx command.
     cmds.append(StopTx(reason, id_tag))
@@ -442,7 +453,7 @@ def _end_tx(
         deauthorized=False,
         energy_limit_wh=None,
     )
-    ev_unplug = reason is StopReason.EV_DISCONNECTED
+    ev_unplug = reason is StopCause.EV_DISCONNECTED
     if not s.vehicle.plugged and s.locked and (s.unlock_on_ev_disconnect or not ev_unplug):
         # The EV side was unplugged earlier and the transaction was kept: release now (4.10).
         cmds.append(Unlock())
@@ -462,7 +473,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             s = replace(s, vehicle=vs)
             if was_plugged and not vs.plugged:
                 if s.tx_active and s.stop_on_ev_disconnect:
-                    s = _end_tx(s, StopReason.EV_DISCONNECTED, cmds)
+                    s = _end_tx(s, StopCause.EV_DISCONNECTED, cmds)
                 s = replace(s, finishing=False)
                 if not s.tx_active:
                     s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
@@ -475,7 +486,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
         case TokenPresented(id_tag=tag):
             if s.tx_active:
                 if tag == s.authorized_tag:
-                    s = _end_tx(s, StopReason.LOCAL, cmds, tag)
+                    s = _end_tx(s, StopCause.LOCAL, cmds, tag)
                 elif s.authorizing is None:
                     # A different card may stop it if it shares the parent idTag.
                     cmds.append(RequestAuthorization(tag))
@@ -507,7 +518,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     and s.authorized_parent is not None
                     and parent == s.authorized_parent
                 ):
-                    s = _end_tx(s, StopReason.LOCAL, cmds, tag)
+                    s = _end_tx(s, StopCause.LOCAL, cmds, tag)
             elif ok and s.operative and s.fault is None and s.authorized_tag is None:
                 s = replace(
                     s, authorized_tag=tag, authorized_parent=parent, authorized_at_s=s.now_s
@@ -526,12 +537,12 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 s = _end_tx(s, reason, cmds)
             else:
                 s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
-            if reason is StopReason.UNLOCK_COMMAND and s.locked:
+            if reason is StopCause.UNLOCK_COMMAND and s.locked:
                 cmds.append(Unlock())
                 s = replace(s, locked=False)
-        case FaultChanged(error_code=code):
-            s = replace(s, fault=code)
-            if code is not None:
+        case FaultChanged(fault=fault):
+            s = replace(s, fault=fault)
+            if fault is not None:
                 s = replace(s, reserved_for=None, reservation_id=None)  # 5.13
                 if not s.tx_active:
                     s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
@@ -633,9 +644,9 @@ def _settle(
     if want_closed and not s.contactor_closed:
         tail.append(SwitchContactor(True))
     s = replace(s, contactor_closed=want_closed, offered_current_a=offer_a)
-    status, code = derive_status(s)
+    phase, condition = derive_phase(s)
     notify: list[Command] = []
-    if (status, code) != (old.status, old.error_code):
-        notify.append(Notify(status, code))
-        s = replace(s, status=status, error_code=code)
+    if (phase, condition) != (old.phase, old.condition):
+        notify.append(PhaseChanged(phase, condition))
+        s = replace(s, phase=phase, condition=condition)
     return s, head + cmds + tail + notify

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hal.base import MeterReading
+from controller.connector import Phase, StopCause
+from hal.base import FaultKind, MeterReading
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class TxStart:
 class TxStop:
     meter_stop_wh: int
     timestamp: str
-    reason: str
+    reason: StopCause
     id_tag: str | None = None
     transaction_data: list[Sample] = field(default_factory=list)
     # False when ``timestamp`` comes from an earlier process (a transaction closed after an
@@ -65,7 +66,11 @@ class CsmsPort(Protocol):
         """Report samples; transaction samples are durable, others best effort."""
         ...
 
-    def status_changed(self, connector_id: int, status: str, error_code: str, at: str) -> None: ...
+    def status_changed(
+        self, connector_id: int, phase: Phase, condition: FaultKind | None, at: str
+    ) -> None:
+        """The connector's phase or condition changed (``at``: when, UTC ISO 8601)."""
+        ...
 
     async def authorize(self, id_tag: str) -> AuthDecision: ...
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from controller.config import StandaloneConfig
+from controller.connector import Phase
 from controller.ocpp16.journal import Journal
 from controller.port import AuthDecision, Sample, TxStart, TxStop
 from controller.store import Store
+from hal.base import FaultKind
 
 
 class StandalonePort:
@@ -25,7 +27,9 @@ class StandalonePort:
     def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
         self.journal.meter_values(connector_id, tx_key, samples)
 
-    def status_changed(self, connector_id: int, status: str, error_code: str, at: str) -> None:
+    def status_changed(
+        self, connector_id: int, phase: Phase, condition: FaultKind | None, at: str
+    ) -> None:
         """Nobody to tell; the local API shows the status."""
 
     async def authorize(self, id_tag: str) -> AuthDecision:

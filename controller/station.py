@@ -22,6 +22,7 @@ from hal.base import (
     DeviceError,
     EnergyMeter,
     FaultInput,
+    FaultKind,
     Indicator,
     IndicatorState,
     MeterReading,
@@ -49,15 +50,15 @@ _DEAUTH_KEY = "tx.deauthorized.{}"
 FAULT_HISTORY_SIZE = 50
 
 _INDICATOR = {
-    sm.Status.AVAILABLE: IndicatorState.AVAILABLE,
-    sm.Status.PREPARING: IndicatorState.PREPARING,
-    sm.Status.CHARGING: IndicatorState.CHARGING,
-    sm.Status.SUSPENDED_EV: IndicatorState.SUSPENDED,
-    sm.Status.SUSPENDED_EVSE: IndicatorState.SUSPENDED,
-    sm.Status.FINISHING: IndicatorState.FINISHING,
-    sm.Status.RESERVED: IndicatorState.RESERVED,
-    sm.Status.UNAVAILABLE: IndicatorState.UNAVAILABLE,
-    sm.Status.FAULTED: IndicatorState.FAULT,
+    sm.Phase.AVAILABLE: IndicatorState.AVAILABLE,
+    sm.Phase.PREPARING: IndicatorState.PREPARING,
+    sm.Phase.CHARGING: IndicatorState.CHARGING,
+    sm.Phase.SUSPENDED_EV: IndicatorState.SUSPENDED,
+    sm.Phase.SUSPENDED_EVSE: IndicatorState.SUSPENDED,
+    sm.Phase.FINISHING: IndicatorState.FINISHING,
+    sm.Phase.RESERVED: IndicatorState.RESERVED,
+    sm.Phase.UNAVAILABLE: IndicatorState.UNAVAILABLE,
+    sm.Phase.FAULTED: IndicatorState.FAULT,
 }
 
 
@@ -76,10 +77,10 @@ class ConnectorHardware:
 
 @dataclass
 class FaultEvent:
-    """A connector's reported errorCode from ``at`` until ``cleared_at`` (None: still on)."""
+    """A connector's fault (or pilot warning) from ``at`` until ``cleared_at`` (None: on)."""
 
     connector: int
-    error_code: str
+    error_code: str  # the FaultKind's name (the local API's field name)
     source: str  # which input raised it (input, meter, lock, contactor-feedback, ...) or "vehicle"
     at: str
     cleared_at: str | None = None
@@ -104,7 +105,7 @@ class ConnectorRuntime:
     reading: MeterReading | None = None  # the last good reading (kept through an outage)
     reading_at: str | None = None  # when ``reading`` was taken (UTC, ISO 8601)
     meter_failures: int = 0  # failed reads since the last good one
-    faults: dict[str, str] = field(default_factory=dict)  # source -> error code
+    faults: dict[str, FaultKind] = field(default_factory=dict)  # source -> fault
     status_since_s: float = 0.0
 
     @property
@@ -192,7 +193,7 @@ class Station:
         for c in self.connectors.values():
             self._apply_settings(c)
             c.status_since_s = self.clock.monotonic_s()
-            self._report_status(c, c.state.status.value, c.state.error_code)
+            self._report_status(c, c.state.phase, c.state.condition)
             self._show_indicator(c)  # the boot status has no Notify of its own
             c.hw.contactor.start_monitor(self._threadsafe(c.connector_id, self._on_contactor_fault))
             c.hw.vehicle.start(self._threadsafe(c.connector_id, self._on_vehicle))
@@ -217,7 +218,7 @@ class Station:
         self._tasks.spawn(self._tick_loop(), name="tick", critical=True)
         self.started = True
 
-    async def stop(self, reason: sm.StopReason | None = None) -> None:
+    async def stop(self, reason: sm.StopCause | None = None) -> None:
         """Stop transactions with ``reason`` (None leaves them for recovery) and go safe."""
         try:
             if reason is not None:
@@ -277,7 +278,8 @@ class Station:
         assert self.port is not None
         # Same OS boot: the controller process died (crash, kill, watchdog) -> Reboot.
         # Different boot id: the whole board lost power -> PowerLoss.
-        reason = "Reboot" if tx.boot_id and tx.boot_id == self.boot_id else "PowerLoss"
+        same_boot = tx.boot_id and tx.boot_id == self.boot_id
+        reason = sm.StopCause.REBOOT if same_boot else sm.StopCause.POWER_LOSS
         LOG.warning(
             "closing transaction %d left open by an unclean stop: %s, %d Wh",
             tx.tx_key,
@@ -377,14 +379,14 @@ class Station:
         c = self.connectors[connector_id]
         old = c.state
         c.state, commands = sm.step(c.state, event)
-        if c.state.error_code != old.error_code:
-            self._note_fault(c, c.state.error_code)
+        if c.state.condition != old.condition:
+            self._note_fault(c, c.state.condition)
         if c.state.contactor_closed and not old.contactor_closed:
             LOG.info("connector %d: contactor permitted by %s", connector_id, event)
         for command in commands:
             self._execute(c, command)
 
-    def _note_fault(self, c: ConnectorRuntime, error_code: str) -> None:
+    def _note_fault(self, c: ConnectorRuntime, condition: FaultKind | None) -> None:
         """Fault history: close the connector's open event, open one for a new code."""
         now = self._now_iso()
         for event in reversed(self.fault_history):
@@ -392,9 +394,9 @@ class Station:
                 if event.cleared_at is None:
                     event.cleared_at = now
                 break
-        if error_code != "NoError":
-            source = next((s for s, code in c.faults.items() if code == error_code), "vehicle")
-            self.fault_history.append(FaultEvent(c.connector_id, error_code, source, now))
+        if condition is not None:
+            source = next((s for s, kind in c.faults.items() if kind is condition), "vehicle")
+            self.fault_history.append(FaultEvent(c.connector_id, condition.value, source, now))
 
     def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
         c = self.connectors[connector_id]
@@ -403,17 +405,17 @@ class Station:
             self._set_fault(c, "lock", None)
         self.dispatch(connector_id, sm.VehicleChanged(state))
 
-    def _on_contactor_fault(self, connector_id: int, code: str | None) -> None:
-        self._set_fault(self.connectors[connector_id], "contactor-feedback", code)
+    def _on_contactor_fault(self, connector_id: int, fault: FaultKind | None) -> None:
+        self._set_fault(self.connectors[connector_id], "contactor-feedback", fault)
 
-    def _on_fault(self, connector_id: int, code: str | None) -> None:
-        self._set_fault(self.connectors[connector_id], "input", code)
+    def _on_fault(self, connector_id: int, fault: FaultKind | None) -> None:
+        self._set_fault(self.connectors[connector_id], "input", fault)
 
-    def _set_fault(self, c: ConnectorRuntime, source: str, code: str | None) -> None:
-        if code is None:
+    def _set_fault(self, c: ConnectorRuntime, source: str, fault: FaultKind | None) -> None:
+        if fault is None:
             c.faults.pop(source, None)
         else:
-            c.faults[source] = code
+            c.faults[source] = fault
         effective = next(iter(c.faults.values()), None)
         if effective != c.state.fault:
             if effective is not None:
@@ -449,7 +451,7 @@ class Station:
                 return c.connector_id
         for c in conns:  # tap first, plug later
             s = c.state
-            if s.status is sm.Status.AVAILABLE:
+            if s.phase is sm.Phase.AVAILABLE:
                 return c.connector_id
         for c in conns:  # any running transaction: maybe a group card to stop it
             if c.state.tx_active:
@@ -468,7 +470,7 @@ class Station:
                         c.connector_id,
                     )
                     assert self._loop is not None
-                    self._loop.call_soon(self._set_fault, c, "store", "InternalError")
+                    self._loop.call_soon(self._set_fault, c, "store", FaultKind.INTERNAL)
                 else:
                     self._switch(c, on)
             case sm.SetCurrentLimit(current_a=amps):
@@ -476,7 +478,7 @@ class Station:
                     c.hw.vehicle.set_max_current_a(amps)
                 except Exception:
                     LOG.exception("connector %d: setting pilot current failed", c.connector_id)
-                    self._set_fault(c, "pilot", "EVCommunicationError")
+                    self._set_fault(c, "pilot", FaultKind.EV_COMMUNICATION)
             case sm.Lock():
                 if c.hw.lock is not None:
                     self._tasks.spawn(self._move_lock(c, True), name="lock")
@@ -489,10 +491,10 @@ class Station:
                 self._start_tx(c, tag, rid)
             case sm.StopTx(reason=reason, id_tag=tag):
                 self._stop_tx(c, reason, tag)
-            case sm.Notify(status=status, error_code=code):
+            case sm.PhaseChanged(phase=phase, condition=condition):
                 c.status_since_s = self.clock.monotonic_s()
                 self._show_indicator(c)
-                self._report_status(c, status.value, code)
+                self._report_status(c, phase, condition)
         for listener in self._listeners:
             listener(c.connector_id, command)
 
@@ -507,7 +509,7 @@ class Station:
                 LOG.exception("connector %d: contactor could not be opened", c.connector_id)
             # Defer: we are inside dispatch; the fault opens the contactor in the model.
             assert self._loop is not None
-            self._loop.call_soon(self._set_fault, c, "contactor", "PowerSwitchFailure")
+            self._loop.call_soon(self._set_fault, c, "contactor", FaultKind.POWER_SWITCH)
 
     async def _move_lock(self, c: ConnectorRuntime, lock: bool) -> None:
         assert c.hw.lock is not None
@@ -517,7 +519,7 @@ class Station:
         if not ok:
             LOG.error("connector %d: %s failed", c.connector_id, "lock" if lock else "unlock")
             if lock:
-                self._set_fault(c, "lock", "ConnectorLockFailure")
+                self._set_fault(c, "lock", FaultKind.CONNECTOR_LOCK)
 
     async def _authorize(self, connector_id: int, id_tag: str) -> None:
         assert self.port is not None
@@ -566,7 +568,7 @@ class Station:
             extra={"connector": c.connector_id, "tx_key": c.tx_key},
         )
 
-    def _stop_tx(self, c: ConnectorRuntime, reason: sm.StopReason, id_tag: str | None) -> None:
+    def _stop_tx(self, c: ConnectorRuntime, reason: sm.StopCause, id_tag: str | None) -> None:
         tx_key = c.tx_key
         if tx_key is None:
             return
@@ -582,7 +584,7 @@ class Station:
         self,
         c: ConnectorRuntime,
         tx_key: int,
-        reason: sm.StopReason,
+        reason: sm.StopCause,
         id_tag: str | None,
         samples: list[Sample],
         deauth_marked: bool = False,
@@ -612,7 +614,7 @@ class Station:
             TxStop(
                 meter_stop_wh=max(energy_wh, c.tx_meter_start_wh),
                 timestamp=stopped_at,
-                reason=reason.value,
+                reason=reason,
                 id_tag=id_tag,
                 transaction_data=samples,
             ),
@@ -627,9 +629,11 @@ class Station:
             extra={"connector": c.connector_id, "tx_key": tx_key},
         )
 
-    def _report_status(self, c: ConnectorRuntime, status: str, error_code: str) -> None:
+    def _report_status(
+        self, c: ConnectorRuntime, phase: sm.Phase, condition: FaultKind | None
+    ) -> None:
         if self.port is not None:
-            self.port.status_changed(c.connector_id, status, error_code, self._now_iso())
+            self.port.status_changed(c.connector_id, phase, condition, self._now_iso())
 
     # ------------------------------------------------------------------ periodic work
 
@@ -640,7 +644,7 @@ class Station:
             c.meter_failures += 1
             LOG.warning("connector %d: meter read failed (%s)", c.connector_id, exc)
             if c.meter_failures >= METER_FAILURES_BEFORE_FAULT:
-                self._set_fault(c, "meter", "PowerMeterFailure")
+                self._set_fault(c, "meter", FaultKind.METER)
             return
         if c.reading is not None and reading.energy_wh < c.reading.energy_wh:
             # A register must never run backwards; keep the higher value (meter reset).
@@ -815,7 +819,7 @@ class Station:
     def begin_remote(self, connector_id: int, id_tag: str) -> None:
         self.dispatch(connector_id, sm.RemoteStart(id_tag))
 
-    def stop_transaction(self, tx_key: int, reason: sm.StopReason) -> bool:
+    def stop_transaction(self, tx_key: int, reason: sm.StopCause) -> bool:
         c = self.connector_for_tx(tx_key)
         if c is None:
             return False
@@ -833,7 +837,7 @@ class Station:
         if c is None:
             return  # already stopped
         if self.settings.get_bool("StopTransactionOnInvalidId"):
-            self.stop_transaction(tx_key, sm.StopReason.DE_AUTHORIZED)
+            self.stop_transaction(tx_key, sm.StopCause.DE_AUTHORIZED)
             return
         max_wh = self._max_energy_on_invalid_id()
         limit_wh = (
@@ -867,7 +871,7 @@ class Station:
             return None
         return value if value > 0 else None
 
-    async def stop_all(self, reason: sm.StopReason) -> None:
+    async def stop_all(self, reason: sm.StopCause) -> None:
         for c in self.connectors.values():
             if c.tx_key is not None:
                 self.dispatch(c.connector_id, sm.StopRequest(reason))
@@ -903,7 +907,7 @@ class Station:
         c = self.connectors[connector_id]
         if c.hw.lock is None:
             return "NotSupported"
-        self.dispatch(connector_id, sm.StopRequest(sm.StopReason.UNLOCK_COMMAND))
+        self.dispatch(connector_id, sm.StopRequest(sm.StopCause.UNLOCK_COMMAND))
         ok = await c.hw.lock.unlock()
         return "Unlocked" if ok else "UnlockFailed"
 
@@ -920,7 +924,7 @@ class Station:
     def _show_indicator(self, c: ConnectorRuntime) -> None:
         if c.hw.indicator is None:
             return
-        shown = _INDICATOR[c.state.status]
+        shown = _INDICATOR[c.state.phase]
         if shown is IndicatorState.AVAILABLE and not self.csms_online:
             shown = IndicatorState.OFFLINE
         try:
@@ -928,9 +932,9 @@ class Station:
         except Exception:  # a broken light must not stop charging
             LOG.exception("connector %d: indicator failed", c.connector_id)
 
-    def set_connector_fault(self, connector_id: int, code: str | None) -> None:
+    def set_connector_fault(self, connector_id: int, fault: FaultKind | None) -> None:
         """A fault from outside the connector's own inputs (API, simulation, supervisor)."""
-        self._set_fault(self.connectors[connector_id], "external", code)
+        self._set_fault(self.connectors[connector_id], "external", fault)
 
     # ------------------------------------------------------------------ status
 
@@ -944,8 +948,8 @@ class Station:
             out.append(
                 {
                     "connector": c.connector_id,
-                    "status": c.state.status.value,
-                    "error_code": c.state.error_code,
+                    "status": c.state.phase.value,
+                    "error_code": "NoError" if c.state.condition is None else c.state.condition,
                     "vehicle_state": c.state.vehicle.value,
                     "contactor_closed": c.hw.contactor.closed,
                     "offered_current_a": c.state.offered_current_a,

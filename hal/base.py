@@ -54,28 +54,32 @@ class MeterReading:
     energy_export_wh: float | None = None
 
 
-FaultCallback = Callable[[str | None], None]
+class FaultKind(enum.StrEnum):
+    """What is wrong with a connector's hardware, in the charger's own words.
 
-# OCPP 1.6 ChargePointErrorCode values a fault can carry (7.6), NoError excluded.
-OCPP_FAULT_CODES: frozenset[str] = frozenset(
-    {
-        "ConnectorLockFailure",
-        "EVCommunicationError",
-        "GroundFailure",
-        "HighTemperature",
-        "InternalError",
-        "LocalListConflict",
-        "OtherError",
-        "OverCurrentFailure",
-        "OverVoltage",
-        "PowerMeterFailure",
-        "PowerSwitchFailure",
-        "ReaderFailure",
-        "ResetFailure",
-        "UnderVoltage",
-        "WeakSignal",
-    }
-)
+    Drivers and the runtime name faults by kind; each protocol adapter maps a kind to its
+    own vocabulary (OCPP 1.6 ChargePointErrorCode, 2.0.1 events). The values are the names
+    that configuration files (``code = "GroundFailure"``) and the simulation API use.
+    """
+
+    CONNECTOR_LOCK = "ConnectorLockFailure"
+    EV_COMMUNICATION = "EVCommunicationError"  # pilot / EVSE board not usable
+    GROUND = "GroundFailure"  # RCD / residual current
+    HIGH_TEMPERATURE = "HighTemperature"
+    INTERNAL = "InternalError"
+    OTHER = "OtherError"
+    OVER_CURRENT = "OverCurrentFailure"
+    OVER_VOLTAGE = "OverVoltage"
+    METER = "PowerMeterFailure"
+    POWER_SWITCH = "PowerSwitchFailure"  # contactor welded or not closing
+    READER = "ReaderFailure"
+    UNDER_VOLTAGE = "UnderVoltage"
+    WEAK_SIGNAL = "WeakSignal"
+
+
+FAULT_KIND_NAMES: tuple[str, ...] = tuple(k.value for k in FaultKind)
+
+FaultCallback = Callable[[FaultKind | None], None]
 
 
 class DeviceError(Exception):
@@ -204,9 +208,9 @@ class Indicator(abc.ABC):
 class FaultInput(abc.ABC):
     """A safety input of one connector (RCD trip, over-temperature, ...).
 
-    Must implement: ``start(on_change)``, ``stop`` and ``active_fault``. A fault is named by
-    its OCPP 1.6 ChargePointErrorCode (``GroundFailure``, ``HighTemperature``, ...);
-    ``None`` means no fault. ``on_change`` may be called from a foreign thread.
+    Must implement: ``start(on_change)``, ``stop`` and ``active_fault``. A fault is a
+    ``FaultKind`` (``GROUND``, ``HIGH_TEMPERATURE``, ...); ``None`` means no fault.
+    ``on_change`` may be called from a foreign thread.
     """
 
     @abc.abstractmethod
@@ -217,4 +221,4 @@ class FaultInput(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def active_fault(self) -> str | None: ...
+    def active_fault(self) -> FaultKind | None: ...

@@ -13,12 +13,13 @@ from gpiozero import RGBLED, DigitalInputDevice, DigitalOutputDevice, GPIOZeroEr
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from hal.base import (
-    OCPP_FAULT_CODES,
+    FAULT_KIND_NAMES,
     ConnectorLock,
     Contactor,
     DeviceError,
     FaultCallback,
     FaultInput,
+    FaultKind,
     Indicator,
     IndicatorState,
     VehicleCallback,
@@ -239,7 +240,7 @@ class GpioContactor(Contactor):
         self._agree_since_s: float | None = time.monotonic()
         self._opened_since_s = time.monotonic()  # when the runtime last commanded open
         self._fault_kind: str | None = None  # "welded" or "failed to close"
-        self._reported: str | None = None  # last value handed to on_fault
+        self._reported: FaultKind | None = None  # last value handed to on_fault
         self._on_fault: FaultCallback | None = None
         self._closed_driver = False
         self._wake = threading.Event()
@@ -374,7 +375,7 @@ class GpioContactor(Contactor):
     def _notify(self) -> None:
         """Report a changed fault; outside the lock, only ever from the monitor thread."""
         with self._lock:
-            code = None if self._fault_kind is None else "PowerSwitchFailure"
+            code = None if self._fault_kind is None else FaultKind.POWER_SWITCH
             callback = self._on_fault
             if callback is None or code == self._reported:
                 return
@@ -395,13 +396,13 @@ class GpioFaultInput(FaultInput):
     gpiozero's thread, directly in the edge handler, so the trip latency is gpiozero's.
     """
 
-    def __init__(self, input_: _Input, code: str, claim: _PinClaim | None = None) -> None:
+    def __init__(self, input_: _Input, code: FaultKind, claim: _PinClaim | None = None) -> None:
         self._input = input_
-        self._code = code
+        self._code = FaultKind(code)
         self._claim = claim
         self._lock = threading.RLock()
         self._on_change: FaultCallback | None = None
-        self._reported: str | None = None
+        self._reported: FaultKind | None = None
         input_.on_change(self._changed)
 
     def start(self, on_change: FaultCallback) -> None:
@@ -416,7 +417,7 @@ class GpioFaultInput(FaultInput):
             self._on_change = None
 
     @property
-    def active_fault(self) -> str | None:
+    def active_fault(self) -> FaultKind | None:
         return self._code if self._input.asserted else None
 
     def close(self) -> None:
@@ -761,7 +762,9 @@ def _create_fault(settings: Mapping[str, Any], ctx: DriverContext) -> GpioFaultI
     )
     pin = _setting_pin(settings, "pin", ctx)
     active_high, pull_up = _input_settings(settings, ctx)
-    code = setting_str(settings, "code", "GroundFailure", ctx, choices=OCPP_FAULT_CODES)
+    code = FaultKind(
+        setting_str(settings, "code", FaultKind.GROUND.value, ctx, choices=FAULT_KIND_NAMES)
+    )
     bounce_time_s: float | None = None
     if settings.get("bounce_time_s") is not None:
         bounce_time_s = setting_float(settings, "bounce_time_s", 0.0, ctx, 0.0)

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from hal.base import (
-    OCPP_FAULT_CODES,
+    FAULT_KIND_NAMES,
     ConnectorLock,
     Contactor,
     DeviceError,
     EnergyMeter,
     FaultCallback,
     FaultInput,
+    FaultKind,
     Indicator,
     IndicatorState,
     MeterReading,
@@ -433,7 +434,7 @@ class SimFaultInput(FaultInput):
     """A safety input whose fault is injected by tests or the simulation control API."""
 
     def __init__(self) -> None:
-        self._fault: str | None = None
+        self._fault: FaultKind | None = None
         self._on_change: FaultCallback | None = None
 
     def start(self, on_change: FaultCallback) -> None:
@@ -443,21 +444,21 @@ class SimFaultInput(FaultInput):
         self._on_change = None
 
     @property
-    def active_fault(self) -> str | None:
+    def active_fault(self) -> FaultKind | None:
         return self._fault
 
     def inject(self, code: str) -> None:
-        """Raise fault ``code`` (an OCPP 1.6 ChargePointErrorCode other than NoError)."""
-        if code not in OCPP_FAULT_CODES:
+        """Raise the fault named ``code`` (a ``FaultKind`` value such as GroundFailure)."""
+        if code not in FAULT_KIND_NAMES:
             raise ValueError(
-                f"unknown fault code {code!r}; use one of {', '.join(sorted(OCPP_FAULT_CODES))}"
+                f"unknown fault code {code!r}; use one of {', '.join(sorted(FAULT_KIND_NAMES))}"
             )
-        self._set(code)
+        self._set(FaultKind(code))
 
     def clear(self) -> None:
         self._set(None)
 
-    def _set(self, fault: str | None) -> None:
+    def _set(self, fault: FaultKind | None) -> None:
         if fault == self._fault:
             return
         self._fault = fault

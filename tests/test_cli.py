@@ -196,7 +196,7 @@ async def test_status_and_sim_drive_a_session(
 
     assert await cli("sim", "plug", "1", "--api", url) == 0
     assert capsys.readouterr().out.strip() == "ok"
-    await h.settle(lambda: h.connector().state.status.value == "Preparing")
+    await h.settle(lambda: h.connector().state.phase.value == "Preparing")
 
     assert await cli("sim", "card", CARD, "--api", url) == 0
     await csms.wait_for(lambda f: f.action == "StartTransaction")
@@ -220,13 +220,13 @@ async def test_status_and_sim_drive_a_session(
     assert f"tx 1 ({CARD}," in out
 
     assert await cli("sim", "fault", "1", "GroundFailure", "--api", url) == 0
-    await h.settle(lambda: h.connector().state.status.value == "Faulted")
+    await h.settle(lambda: h.connector().state.phase.value == "Faulted")
     assert not h.connector().hw.contactor.closed
     assert await cli("sim", "fault", "1", "clear", "--api", url) == 0
-    await h.settle(lambda: h.connector().state.status.value != "Faulted")
+    await h.settle(lambda: h.connector().state.phase.value != "Faulted")
     assert await cli("sim", "unplug", "1", "--api", url) == 0
     await csms.wait_for(lambda f: f.action == "StopTransaction")
-    await h.settle(lambda: h.connector().state.status.value == "Available")
+    await h.settle(lambda: h.connector().state.phase.value == "Available")
     data = await status_json(url, capsys)
     assert data["connectors"][0]["transaction_key"] is None
     assert data["connectors"][0]["vehicle_state"] == "A"

@@ -27,6 +27,7 @@ from controller.clock import (
     kernel_ntp_synchronized,
 )
 from controller.config import parse
+from controller.connector import StopCause
 from controller.devcsms import DevCsms
 from tests.conftest import STATION_ID, Harness, charger_config
 
@@ -433,10 +434,10 @@ def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path
     base.advance(60)
     journal.meter_values(1, key, [Sample(MeterReading(1100.0, 7000.0), now())])
     base.advance(60)
-    journal.stop_transaction(key, TxStop(1200, now(), "Local"))
+    journal.stop_transaction(key, TxStop(1200, now(), StopCause.LOCAL))
     journal.stop_transaction(
         earlier,
-        TxStop(500, "2026-05-01T09:00:00.000+00:00", "PowerLoss", stamped_now=False),
+        TxStop(500, "2026-05-01T09:00:00.000+00:00", StopCause.POWER_LOSS, stamped_now=False),
     )
     shift = CSMS_TIME - clock.utc_now()
     clock.confirm_from_csms(CSMS_TIME)

@@ -20,15 +20,15 @@ from controller.connector import (
     FaultChanged,
     Lock,
     MeterReady,
-    Notify,
+    Phase,
+    PhaseChanged,
     RemoteStart,
     RequestAuthorization,
     ReservationChanged,
     SetCurrentLimit,
     SettingsChanged,
     StartTx,
-    Status,
-    StopReason,
+    StopCause,
     StopRequest,
     StopTx,
     SwitchContactor,
@@ -37,11 +37,11 @@ from controller.connector import (
     Unlock,
     VehicleChanged,
     can_start_remotely,
-    derive_status,
+    derive_phase,
     step,
 )
 from controller.connector import initial_state as _initial_state
-from hal.base import VehicleState
+from hal.base import FaultKind, VehicleState
 
 A, B, C, D, E, F = (
     VehicleState.A,
@@ -71,8 +71,8 @@ def run(s: ConnectorState, *events: Event) -> tuple[ConnectorState, list[Command
     return s, cmds
 
 
-def notifies(cmds: Iterable[Command]) -> list[Notify]:
-    return [c for c in cmds if isinstance(c, Notify)]
+def notifies(cmds: Iterable[Command]) -> list[PhaseChanged]:
+    return [c for c in cmds if isinstance(c, PhaseChanged)]
 
 
 def charging(
@@ -86,14 +86,14 @@ def charging(
         AuthResult(tag, True, parent),
         VehicleChanged(C),
     )
-    assert s.status is Status.CHARGING
+    assert s.phase is Phase.CHARGING
     assert s.contactor_closed and s.tx_active
     return s
 
 
 def assert_consistent(s: ConnectorState) -> None:
-    assert (s.status, s.error_code) == derive_status(s)
-    assert s.contactor_closed == (s.status is Status.CHARGING)
+    assert (s.phase, s.condition) == derive_phase(s)
+    assert s.contactor_closed == (s.phase is Phase.CHARGING)
 
 
 # ----------------------------------------------------------------------------- sessions
@@ -102,14 +102,14 @@ def assert_consistent(s: ConnectorState) -> None:
 def test_full_local_session_4_8_start_4_10_stop_4_9_status() -> None:
     """4.8 StartTransaction, 4.9 status A->B->D->C->F->A, 4.10 StopTransaction reason Local."""
     s = initial_state()
-    assert s.status is Status.AVAILABLE and not s.contactor_closed
+    assert s.phase is Phase.AVAILABLE and not s.contactor_closed
 
     s, cmds = step(s, VehicleChanged(B))  # A2: plug inserted
-    assert cmds == [Notify(Status.PREPARING)]
+    assert cmds == [PhaseChanged(Phase.PREPARING)]
 
     s, cmds = step(s, TokenPresented("CARD1"))
-    assert cmds == [RequestAuthorization("CARD1")]  # still Preparing: no Notify
-    assert s.status is Status.PREPARING
+    assert cmds == [RequestAuthorization("CARD1")]  # still Preparing: no PhaseChanged
+    assert s.phase is Phase.PREPARING
 
     s, cmds = step(s, AuthResult("CARD1", True))
     # B4: all prerequisites met, EV (state B) not yet charging.
@@ -117,26 +117,26 @@ def test_full_local_session_4_8_start_4_10_stop_4_9_status() -> None:
         StartTx("CARD1", None),
         Lock(),
         SetCurrentLimit(32.0),
-        Notify(Status.SUSPENDED_EV),
+        PhaseChanged(Phase.SUSPENDED_EV),
     ]
     assert s.tx_active and s.locked and not s.contactor_closed
 
     s, cmds = step(s, VehicleChanged(C))  # D3: EV requests energy
-    assert cmds == [CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [CLOSE, PhaseChanged(Phase.CHARGING)]
     assert s.contactor_closed
 
     s, cmds = step(s, TokenPresented("CARD1"))  # C6: same card stops the transaction
     assert cmds == [
         OPEN,
         SetCurrentLimit(0.0),
-        StopTx(StopReason.LOCAL, "CARD1"),
-        Notify(Status.FINISHING),
+        StopTx(StopCause.LOCAL, "CARD1"),
+        PhaseChanged(Phase.FINISHING),
     ]
-    assert cmds.index(OPEN) < cmds.index(StopTx(StopReason.LOCAL, "CARD1"))
+    assert cmds.index(OPEN) < cmds.index(StopTx(StopCause.LOCAL, "CARD1"))
     assert not s.contactor_closed and not s.tx_active and s.locked
 
     s, cmds = step(s, VehicleChanged(A))  # F1: all user actions completed
-    assert cmds == [Unlock(), Notify(Status.AVAILABLE)]
+    assert cmds == [Unlock(), PhaseChanged(Phase.AVAILABLE)]
     assert not s.locked
     assert_consistent(s)
 
@@ -144,7 +144,7 @@ def test_full_local_session_4_8_start_4_10_stop_4_9_status() -> None:
 def test_tap_before_plug_3_6_then_plug_starts_transaction() -> None:
     """4.9 A2 (present idTag) then 4.8: the transaction starts when the cable is plugged."""
     s, cmds = step(initial_state(), TokenPresented("CARD1"))
-    assert cmds == [RequestAuthorization("CARD1"), Notify(Status.PREPARING)]
+    assert cmds == [RequestAuthorization("CARD1"), PhaseChanged(Phase.PREPARING)]
 
     s, cmds = step(s, AuthResult("CARD1", True))
     assert cmds == []  # authorized, waiting for the plug; status unchanged
@@ -155,10 +155,10 @@ def test_tap_before_plug_3_6_then_plug_starts_transaction() -> None:
         StartTx("CARD1", None),
         Lock(),
         SetCurrentLimit(32.0),
-        Notify(Status.SUSPENDED_EV),
+        PhaseChanged(Phase.SUSPENDED_EV),
     ]
     s, cmds = step(s, VehicleChanged(C))
-    assert cmds == [CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [CLOSE, PhaseChanged(Phase.CHARGING)]
     assert_consistent(s)
 
 
@@ -166,7 +166,7 @@ def test_second_tap_before_plug_cancels_4_9_b1() -> None:
     """4.9 B1: second presentation of the idTag ends the intended usage."""
     s, _ = run(initial_state(), TokenPresented("CARD1"), AuthResult("CARD1", True))
     s, cmds = step(s, TokenPresented("CARD1"))
-    assert cmds == [Notify(Status.AVAILABLE)]
+    assert cmds == [PhaseChanged(Phase.AVAILABLE)]
     assert s.authorized_tag is None
     s, cmds = step(s, VehicleChanged(B))
     assert not any(isinstance(c, StartTx) for c in cmds)
@@ -181,17 +181,17 @@ def test_connection_timeout_9_1_6_cancels_pending_authorization() -> None:
         TokenPresented("CARD1"),
         AuthResult("CARD1", True),
     )
-    assert s.status is Status.PREPARING and s.authorized_at_s == 100.0
+    assert s.phase is Phase.PREPARING and s.authorized_at_s == 100.0
 
     s, cmds = step(s, Tick(129.9))
     assert cmds == [] and s.authorized_tag == "CARD1"
 
     s, cmds = step(s, Tick(130.0))
-    assert cmds == [Notify(Status.AVAILABLE)]
+    assert cmds == [PhaseChanged(Phase.AVAILABLE)]
     assert s.authorized_tag is None
 
     s, cmds = step(s, VehicleChanged(B))  # plugging in later no longer starts anything
-    assert cmds == [Notify(Status.PREPARING)]
+    assert cmds == [PhaseChanged(Phase.PREPARING)]
     assert not s.tx_active
 
 
@@ -214,7 +214,7 @@ def test_rejected_authorization_4_1_never_starts() -> None:
     assert not s.tx_active and s.authorized_tag is None and s.authorizing is None
     s, cmds = step(s, VehicleChanged(C))
     assert cmds == []
-    assert not s.contactor_closed and s.status is Status.PREPARING
+    assert not s.contactor_closed and s.phase is Phase.PREPARING
     # A new card may be presented afterwards.
     s, cmds = step(s, TokenPresented("GOOD"))
     assert cmds == [RequestAuthorization("GOOD")]
@@ -229,34 +229,34 @@ def test_remote_start_5_11_and_remote_stop_5_12() -> None:
         StartTx("APP", None),
         Lock(),
         SetCurrentLimit(32.0),
-        Notify(Status.SUSPENDED_EV),
+        PhaseChanged(Phase.SUSPENDED_EV),
     ]
     s, cmds = step(s, VehicleChanged(C))
-    assert cmds == [CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [CLOSE, PhaseChanged(Phase.CHARGING)]
     assert not can_start_remotely(s)
 
-    s, cmds = step(s, StopRequest(StopReason.REMOTE))
+    s, cmds = step(s, StopRequest(StopCause.REMOTE))
     assert cmds == [
         OPEN,
         SetCurrentLimit(0.0),
-        StopTx(StopReason.REMOTE, None),
-        Notify(Status.FINISHING),
+        StopTx(StopCause.REMOTE, None),
+        PhaseChanged(Phase.FINISHING),
     ]
     assert not s.tx_active and not s.contactor_closed
     s, cmds = step(s, VehicleChanged(A))
-    assert cmds == [Unlock(), Notify(Status.AVAILABLE)]
+    assert cmds == [Unlock(), PhaseChanged(Phase.AVAILABLE)]
 
 
 def test_remote_start_before_plug_5_11() -> None:
     s, cmds = step(initial_state(), RemoteStart("APP"))
-    assert cmds == [Notify(Status.PREPARING)]
+    assert cmds == [PhaseChanged(Phase.PREPARING)]
     s, cmds = step(s, VehicleChanged(C))
     assert cmds == [
         StartTx("APP", None),
         Lock(),
         SetCurrentLimit(32.0),
         CLOSE,
-        Notify(Status.CHARGING),
+        PhaseChanged(Phase.CHARGING),
     ]
 
 
@@ -269,8 +269,8 @@ def test_remote_start_refused_while_transaction_running_5_11() -> None:
 
 def test_stop_request_without_transaction_cancels_authorization() -> None:
     s, _ = run(initial_state(), TokenPresented("CARD1"), AuthResult("CARD1", True))
-    s, cmds = step(s, StopRequest(StopReason.REMOTE))
-    assert cmds == [Notify(Status.AVAILABLE)]
+    s, cmds = step(s, StopRequest(StopCause.REMOTE))
+    assert cmds == [PhaseChanged(Phase.AVAILABLE)]
     assert not any(isinstance(c, StopTx) for c in cmds)
 
 
@@ -284,9 +284,9 @@ def test_unplug_while_charging_stops_with_ev_disconnected_4_10() -> None:
     assert cmds == [
         OPEN,
         SetCurrentLimit(0.0),
-        StopTx(StopReason.EV_DISCONNECTED, None),
+        StopTx(StopCause.EV_DISCONNECTED, None),
         Unlock(),  # UnlockConnectorOnEVSideDisconnect defaults to true
-        Notify(Status.AVAILABLE),
+        PhaseChanged(Phase.AVAILABLE),
     ]
     assert not s.tx_active and not s.locked and not s.finishing
 
@@ -298,7 +298,7 @@ def test_unplug_with_unlock_on_ev_disconnect_false_keeps_lock_4_10() -> None:
     )
     s = charging(s=s)
     s, cmds = step(s, VehicleChanged(A))
-    assert StopTx(StopReason.EV_DISCONNECTED, None) in cmds
+    assert StopTx(StopCause.EV_DISCONNECTED, None) in cmds
     assert Unlock() not in cmds and s.locked
 
 
@@ -310,15 +310,15 @@ def test_unplug_with_stop_on_ev_disconnect_false_keeps_transaction_4_9_4_10() ->
     s, _ = step(initial_state(), SettingsChanged(60.0, stop_on_ev_disconnect=False))
     s = charging(s=s)
     s, cmds = step(s, VehicleChanged(A))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EV)]
+    assert cmds == [OPEN, SetCurrentLimit(0.0), PhaseChanged(Phase.SUSPENDED_EV)]
     assert s.tx_active and s.locked and not s.contactor_closed
-    assert (s.status, s.error_code) == (Status.SUSPENDED_EV, "NoError")
+    assert (s.phase, s.condition) == (Phase.SUSPENDED_EV, None)
 
     s, cmds = step(s, VehicleChanged(B))  # reconnected: no new transaction
     assert not any(isinstance(c, StartTx) for c in cmds)
-    assert cmds == [SetCurrentLimit(32.0)]  # still SuspendedEV: no Notify
+    assert cmds == [SetCurrentLimit(32.0)]  # still SuspendedEV: no PhaseChanged
     s, cmds = step(s, VehicleChanged(C))
-    assert cmds == [CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [CLOSE, PhaseChanged(Phase.CHARGING)]
 
 
 # ----------------------------------------------------------------------------- faults
@@ -330,49 +330,49 @@ def test_fault_while_charging_opens_contactor_4_9_c9() -> None:
     The transaction itself stays open while the fault lasts (no StopTx).
     """
     s = charging()
-    s, cmds = step(s, FaultChanged("GroundFailure"))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.FAULTED, "GroundFailure")]
+    s, cmds = step(s, FaultChanged(FaultKind.GROUND))
+    assert cmds == [OPEN, SetCurrentLimit(0.0), PhaseChanged(Phase.FAULTED, FaultKind.GROUND)]
     assert s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
-    assert (s.status, s.error_code) == (Status.FAULTED, "GroundFailure")
+    assert (s.phase, s.condition) == (Phase.FAULTED, FaultKind.GROUND)
 
     # Presenting another card or a remote start during the fault is refused.
     s2, cmds = step(s, RemoteStart("X"))
     assert cmds == [] and s2 == s
 
     # Stopping during the fault: contactor is already open, transaction ends, still Faulted.
-    s_stop, cmds = step(s, StopRequest(StopReason.EMERGENCY_STOP))
-    assert cmds == [StopTx(StopReason.EMERGENCY_STOP, None)]
-    assert not s_stop.tx_active and s_stop.status is Status.FAULTED
+    s_stop, cmds = step(s, StopRequest(StopCause.EMERGENCY_STOP))
+    assert cmds == [StopTx(StopCause.EMERGENCY_STOP, None)]
+    assert not s_stop.tx_active and s_stop.phase is Phase.FAULTED
 
 
 def test_fault_cleared_returns_to_pre_fault_state_4_9() -> None:
     """4.9 'Fault is resolved and status returns to the pre-fault state'."""
-    s, _ = step(charging(), FaultChanged("HighTemperature"))
+    s, _ = step(charging(), FaultChanged(FaultKind.HIGH_TEMPERATURE))
     s, cmds = step(s, FaultChanged(None))
-    assert cmds == [SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [SetCurrentLimit(32.0), CLOSE, PhaseChanged(Phase.CHARGING)]
     assert s.contactor_closed
 
-    s, cmds = run(initial_state(), FaultChanged("OtherError"))
-    assert cmds == [Notify(Status.FAULTED, "OtherError")]
+    s, cmds = run(initial_state(), FaultChanged(FaultKind.OTHER))
+    assert cmds == [PhaseChanged(Phase.FAULTED, FaultKind.OTHER)]
     s, cmds = step(s, TokenPresented("CARD1"))
     assert cmds == []  # no authorization while faulted
     s, cmds = step(s, FaultChanged(None))
-    assert cmds == [Notify(Status.AVAILABLE)]
+    assert cmds == [PhaseChanged(Phase.AVAILABLE)]
 
 
 def test_fault_while_authorized_cancels_authorization_4_9_b9() -> None:
     s, _ = run(initial_state(), TokenPresented("CARD1"), AuthResult("CARD1", True))
-    s, cmds = step(s, FaultChanged("GroundFailure"))
+    s, cmds = step(s, FaultChanged(FaultKind.GROUND))
     assert s.authorized_tag is None
     s, cmds = run(s, FaultChanged(None), VehicleChanged(C))
     assert not s.tx_active and not s.contactor_closed
 
 
 def test_fault_code_change_is_notified_once() -> None:
-    s, _ = step(initial_state(), FaultChanged("GroundFailure"))
-    s, cmds = step(s, FaultChanged("OverCurrentFailure"))
-    assert cmds == [Notify(Status.FAULTED, "OverCurrentFailure")]
-    s, cmds = step(s, FaultChanged("OverCurrentFailure"))
+    s, _ = step(initial_state(), FaultChanged(FaultKind.GROUND))
+    s, cmds = step(s, FaultChanged(FaultKind.OVER_CURRENT))
+    assert cmds == [PhaseChanged(Phase.FAULTED, FaultKind.OVER_CURRENT)]
+    s, cmds = step(s, FaultChanged(FaultKind.OVER_CURRENT))
     assert cmds == []
 
 
@@ -387,25 +387,25 @@ def test_pilot_error_e_f_opens_contactor_4_9(pilot: VehicleState) -> None:
     assert cmds == [
         OPEN,
         SetCurrentLimit(0.0),
-        Notify(Status.SUSPENDED_EVSE, "EVCommunicationError"),
+        PhaseChanged(Phase.SUSPENDED_EVSE, FaultKind.EV_COMMUNICATION),
     ]
     assert not s.contactor_closed and s.tx_active and s.offered_current_a == 0.0
-    assert s.status is not Status.FAULTED
+    assert s.phase is not Phase.FAULTED
     s, cmds = step(s, VehicleChanged(C))
-    assert cmds == [SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [SetCurrentLimit(32.0), CLOSE, PhaseChanged(Phase.CHARGING)]
 
 
 @pytest.mark.parametrize("pilot", [E, F])
 def test_pilot_error_blocks_authorization(pilot: VehicleState) -> None:
     s, cmds = step(initial_state(), VehicleChanged(pilot))
-    assert cmds == [Notify(Status.PREPARING, "EVCommunicationError")]
+    assert cmds == [PhaseChanged(Phase.PREPARING, FaultKind.EV_COMMUNICATION)]
     assert not can_start_remotely(s)
     s2, cmds = step(s, TokenPresented("CARD1"))
     assert cmds == [] and s2 == s
     s2, cmds = step(s, RemoteStart("CARD1"))
     assert cmds == [] and s2 == s
     s, cmds = step(s, VehicleChanged(B))  # pilot recovered: the warning is cleared
-    assert cmds == [Notify(Status.PREPARING)]
+    assert cmds == [PhaseChanged(Phase.PREPARING)]
     assert can_start_remotely(s)
 
 
@@ -423,33 +423,33 @@ def test_change_availability_inoperative_during_tx_is_scheduled_5_2() -> None:
     assert cmds == [
         OPEN,
         SetCurrentLimit(0.0),
-        StopTx(StopReason.LOCAL, "CARD1"),
-        Notify(Status.UNAVAILABLE),
+        StopTx(StopCause.LOCAL, "CARD1"),
+        PhaseChanged(Phase.UNAVAILABLE),
     ]
     assert not s.operative and s.pending_operative is None
 
     s, cmds = step(s, VehicleChanged(A))
-    assert cmds == [Unlock()]  # still Unavailable: no Notify
+    assert cmds == [Unlock()]  # still Unavailable: no PhaseChanged
     s, cmds = step(s, TokenPresented("CARD1"))
     assert cmds == []
     assert not can_start_remotely(s)
 
     s, cmds = step(s, AvailabilityChanged(True))  # H1
-    assert cmds == [Notify(Status.AVAILABLE)]
+    assert cmds == [PhaseChanged(Phase.AVAILABLE)]
 
 
 def test_change_availability_operative_cancels_scheduled_change_5_2() -> None:
     s, _ = run(charging(), AvailabilityChanged(False), AvailabilityChanged(True))
     assert s.pending_operative is None
-    s, cmds = step(s, StopRequest(StopReason.REMOTE))
-    assert Notify(Status.FINISHING) in cmds and s.operative
+    s, cmds = step(s, StopRequest(StopCause.REMOTE))
+    assert PhaseChanged(Phase.FINISHING) in cmds and s.operative
 
 
 def test_change_availability_inoperative_when_idle_is_immediate_5_2() -> None:
     s, cmds = step(initial_state(), AvailabilityChanged(False))  # A8
-    assert cmds == [Notify(Status.UNAVAILABLE)]
+    assert cmds == [PhaseChanged(Phase.UNAVAILABLE)]
     s, cmds = run(s, VehicleChanged(C), RemoteStart("APP"), TokenPresented("CARD1"))
-    assert not s.tx_active and not s.contactor_closed and s.status is Status.UNAVAILABLE
+    assert not s.tx_active and not s.contactor_closed and s.phase is Phase.UNAVAILABLE
 
 
 # ----------------------------------------------------------------------------- reservations
@@ -458,7 +458,7 @@ def test_change_availability_inoperative_when_idle_is_immediate_5_2() -> None:
 def test_reservation_5_13_reserved_other_card_refused_reserved_card_starts() -> None:
     """5.13 ReserveNow: Reserved (A7); other idTags refused; reservationId in StartTx (G2)."""
     s, cmds = step(initial_state(), ReservationChanged("RES", 7))
-    assert cmds == [Notify(Status.RESERVED)]
+    assert cmds == [PhaseChanged(Phase.RESERVED)]
 
     s2, cmds = step(s, TokenPresented("OTHER"))
     assert cmds == [] and s2 == s
@@ -466,7 +466,7 @@ def test_reservation_5_13_reserved_other_card_refused_reserved_card_starts() -> 
     s, cmds = step(s, TokenPresented("RES"))
     assert cmds == [RequestAuthorization("RES")]
     s, cmds = step(s, AuthResult("RES", True))
-    assert cmds == [Notify(Status.PREPARING)]
+    assert cmds == [PhaseChanged(Phase.PREPARING)]
     s, cmds = step(s, VehicleChanged(B))
     assert StartTx("RES", 7) in cmds
     assert s.reserved_for is None and s.reservation_id is None  # reservation consumed
@@ -476,10 +476,10 @@ def test_reservation_cancelled_or_expired_5_1_returns_available() -> None:
     """5.1 CancelReservation / 4.9 G1."""
     s, _ = step(initial_state(), ReservationChanged("RES", 7))
     s, cmds = step(s, ReservationChanged(None, 7))
-    assert cmds == [Notify(Status.AVAILABLE)]
+    assert cmds == [PhaseChanged(Phase.AVAILABLE)]
     assert s.reservation_id is None
     s, cmds = step(s, TokenPresented("OTHER"))
-    assert cmds == [RequestAuthorization("OTHER"), Notify(Status.PREPARING)]
+    assert cmds == [RequestAuthorization("OTHER"), PhaseChanged(Phase.PREPARING)]
 
 
 def test_remote_start_other_tag_on_reserved_connector_5_13() -> None:
@@ -495,7 +495,7 @@ def test_remote_start_other_tag_on_reserved_connector_5_13() -> None:
         StartTx("RES", 7),
         Lock(),
         SetCurrentLimit(32.0),
-        Notify(Status.SUSPENDED_EV),
+        PhaseChanged(Phase.SUSPENDED_EV),
     ]
     assert s.reserved_for is None and s.reservation_id is None
 
@@ -511,22 +511,22 @@ def test_authorized_before_reservation_for_other_tag_5_13() -> None:
     starts = [c for c in cmds if isinstance(c, StartTx)]
     assert all(c.reservation_id is None or c.id_tag == "RES" for c in starts)
     assert starts == [] and cmds == []  # no transaction for CARD1 on a connector reserved for RES
-    assert not s.tx_active and s.reserved_for == "RES" and s.status is Status.PREPARING
+    assert not s.tx_active and s.reserved_for == "RES" and s.phase is Phase.PREPARING
     s, cmds = step(s, VehicleChanged(C))
     assert cmds == [] and not s.contactor_closed
 
 
 @pytest.mark.parametrize(
-    "cancel", [FaultChanged("GroundFailure"), AvailabilityChanged(False)], ids=repr
+    "cancel", [FaultChanged(FaultKind.GROUND), AvailabilityChanged(False)], ids=repr
 )
 def test_fault_or_inoperative_cancels_reservation_5_13(cancel: Event) -> None:
     """5.13: a reservation is terminated when the connector becomes Faulted or Unavailable."""
     s, _ = step(initial_state(), ReservationChanged("RES", 7))
     s, cmds = step(s, cancel)
     assert s.reserved_for is None and s.reservation_id is None
-    assert s.status in (Status.FAULTED, Status.UNAVAILABLE)
+    assert s.phase in (Phase.FAULTED, Phase.UNAVAILABLE)
     s, cmds = run(s, FaultChanged(None), AvailabilityChanged(True))
-    assert s.status is Status.AVAILABLE  # not Reserved again
+    assert s.phase is Phase.AVAILABLE  # not Reserved again
     s, cmds = run(s, RemoteStart("OTHER"), VehicleChanged(B))
     assert StartTx("OTHER", None) in cmds
 
@@ -538,11 +538,11 @@ def test_current_limit_zero_suspends_evse_3_13_4_9_c5_e3() -> None:
     """3.13 smart charging limit 0 -> SuspendedEVSE (C5), raised again -> Charging (E3)."""
     s = charging()
     s, cmds = step(s, CurrentLimitChanged(0.0))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert cmds == [OPEN, SetCurrentLimit(0.0), PhaseChanged(Phase.SUSPENDED_EVSE)]
     assert not s.contactor_closed and s.tx_active and s.offered_current_a == 0.0
 
     s, cmds = step(s, CurrentLimitChanged(16.0))
-    assert cmds == [SetCurrentLimit(16.0), CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [SetCurrentLimit(16.0), CLOSE, PhaseChanged(Phase.CHARGING)]
     assert s.contactor_closed and s.offered_current_a == 16.0
 
 
@@ -551,18 +551,18 @@ def test_current_limit_is_capped_and_lowered_before_anything_else_3_13() -> None
     s, cmds = step(s, CurrentLimitChanged(100.0))
     assert cmds == []  # capped at the connector maximum: nothing changes
     s, cmds = step(s, CurrentLimitChanged(10.5))
-    assert cmds == [SetCurrentLimit(10.5)]  # no status change -> no Notify
+    assert cmds == [SetCurrentLimit(10.5)]  # no status change -> no PhaseChanged
     s, cmds = step(s, CurrentLimitChanged(-3.0))  # negative treated as 0
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert cmds == [OPEN, SetCurrentLimit(0.0), PhaseChanged(Phase.SUSPENDED_EVSE)]
     assert s.limit_a == 0.0
 
 
 def test_suspended_evse_has_precedence_over_suspended_ev_4_9() -> None:
     """4.9: if suspended both by EV and EVSE, SuspendedEVSE has precedence."""
     s, _ = run(charging(), VehicleChanged(B))
-    assert s.status is Status.SUSPENDED_EV  # C4
+    assert s.phase is Phase.SUSPENDED_EV  # C4
     s, cmds = step(s, CurrentLimitChanged(0.0))
-    assert cmds == [SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert cmds == [SetCurrentLimit(0.0), PhaseChanged(Phase.SUSPENDED_EVSE)]
 
 
 # ----------------------------------------------------------------------------- notifications
@@ -582,27 +582,27 @@ def test_status_notification_4_9_once_per_change_never_without_change() -> None:
         VehicleChanged(D),
         VehicleChanged(C),
         Tick(2.0),
-        StopRequest(StopReason.LOCAL),
+        StopRequest(StopCause.LOCAL),
         VehicleChanged(A),
         VehicleChanged(A),
     ]
-    seen: list[Status] = []
+    seen: list[Phase] = []
     for ev in events:
         old = s
         s, cmds = step(s, ev)
         n = notifies(cmds)
-        if (s.status, s.error_code) == (old.status, old.error_code):
+        if (s.phase, s.condition) == (old.phase, old.condition):
             assert n == [], ev
         else:
-            assert n == [Notify(s.status, s.error_code)], ev
-            seen.append(s.status)
+            assert n == [PhaseChanged(s.phase, s.condition)], ev
+            seen.append(s.phase)
         assert_consistent(s)
     assert seen == [
-        Status.PREPARING,
-        Status.SUSPENDED_EV,
-        Status.CHARGING,
-        Status.FINISHING,
-        Status.AVAILABLE,
+        Phase.PREPARING,
+        Phase.SUSPENDED_EV,
+        Phase.CHARGING,
+        Phase.FINISHING,
+        Phase.AVAILABLE,
     ]
 
 
@@ -648,8 +648,8 @@ def test_same_parent_id_tag_stops_transaction_3_10() -> None:
     assert cmds == [
         OPEN,
         SetCurrentLimit(0.0),
-        StopTx(StopReason.LOCAL, "CARD2"),
-        Notify(Status.FINISHING),
+        StopTx(StopCause.LOCAL, "CARD2"),
+        PhaseChanged(Phase.FINISHING),
     ]
 
 
@@ -681,23 +681,23 @@ def test_remote_started_transaction_not_stopped_by_parent_match_3_10() -> None:
 def test_stop_request_unlock_command_5_18_unlocks() -> None:
     """5.18 UnlockConnector: stop with reason UnlockCommand, contactor open first, unlock."""
     s = charging()
-    s, cmds = step(s, StopRequest(StopReason.UNLOCK_COMMAND))
+    s, cmds = step(s, StopRequest(StopCause.UNLOCK_COMMAND))
     assert cmds == [
         OPEN,
         SetCurrentLimit(0.0),
-        StopTx(StopReason.UNLOCK_COMMAND, None),
+        StopTx(StopCause.UNLOCK_COMMAND, None),
         Unlock(),
-        Notify(Status.FINISHING),
+        PhaseChanged(Phase.FINISHING),
     ]
     assert not s.locked and not s.tx_active
 
 
 def test_unlock_command_after_transaction_5_18() -> None:
-    s, _ = step(charging(), StopRequest(StopReason.LOCAL))
+    s, _ = step(charging(), StopRequest(StopCause.LOCAL))
     assert s.locked
-    s, cmds = step(s, StopRequest(StopReason.UNLOCK_COMMAND))
+    s, cmds = step(s, StopRequest(StopCause.UNLOCK_COMMAND))
     assert cmds == [Unlock()]
-    s, cmds = step(s, StopRequest(StopReason.UNLOCK_COMMAND))
+    s, cmds = step(s, StopRequest(StopCause.UNLOCK_COMMAND))
     assert cmds == []  # already unlocked
 
 
@@ -706,9 +706,9 @@ def test_unlock_command_after_transaction_5_18() -> None:
     "stop",
     [
         TokenPresented("CARD1"),
-        StopRequest(StopReason.REMOTE),
-        StopRequest(StopReason.UNLOCK_COMMAND),
-        StopRequest(StopReason.HARD_RESET),
+        StopRequest(StopCause.REMOTE),
+        StopRequest(StopCause.UNLOCK_COMMAND),
+        StopRequest(StopCause.HARD_RESET),
     ],
     ids=repr,
 )
@@ -728,7 +728,7 @@ def test_stop_after_ev_side_disconnect_unlocks_4_10(
     assert Unlock() in cmds and not s.locked
     assert cmds.count(Unlock()) == 1
     assert cmds.index(Unlock()) > cmds.index(next(c for c in cmds if isinstance(c, StopTx)))
-    assert s.status is Status.AVAILABLE and not s.tx_active
+    assert s.phase is Phase.AVAILABLE and not s.tx_active
 
 
 @pytest.mark.parametrize("unlock_on_ev_disconnect", [True, False])
@@ -739,8 +739,8 @@ def test_ev_disconnected_stop_after_ev_side_disconnect_4_10(
     only if UnlockConnectorOnEVSideDisconnect is true."""
     s, _ = step(initial_state(), SettingsChanged(60.0, False, unlock_on_ev_disconnect))
     s, _ = step(charging(s=s), VehicleChanged(A))
-    s, cmds = step(s, StopRequest(StopReason.EV_DISCONNECTED))
-    assert StopTx(StopReason.EV_DISCONNECTED, None) in cmds and not s.tx_active
+    s, cmds = step(s, StopRequest(StopCause.EV_DISCONNECTED))
+    assert StopTx(StopCause.EV_DISCONNECTED, None) in cmds and not s.tx_active
     assert (Unlock() in cmds) is unlock_on_ev_disconnect
     assert s.locked is not unlock_on_ev_disconnect
 
@@ -759,14 +759,14 @@ def test_authorized_then_pilot_recovers_starts_transaction_3_6() -> None:
 def test_remote_start_then_pilot_error_then_recovery_starts_transaction_3_6() -> None:
     s, cmds = run(initial_state(), RemoteStart("APP"), VehicleChanged(E))
     assert not any(isinstance(c, StartTx) for c in cmds)
-    assert (s.status, s.error_code) == (Status.PREPARING, "EVCommunicationError")
+    assert (s.phase, s.condition) == (Phase.PREPARING, FaultKind.EV_COMMUNICATION)
     s, cmds = step(s, VehicleChanged(C))
     assert cmds == [
         StartTx("APP", None),
         Lock(),
         SetCurrentLimit(32.0),
         CLOSE,
-        Notify(Status.CHARGING),
+        PhaseChanged(Phase.CHARGING),
     ]
 
 
@@ -775,20 +775,30 @@ def test_remote_start_then_pilot_error_then_recovery_starts_transaction_3_6() ->
 
 def test_card_presented_in_finishing_starts_new_transaction_4_9() -> None:
     """A card presented in Finishing (cable still plugged) starts a new transaction."""
-    s, _ = step(charging(), StopRequest(StopReason.LOCAL))
-    assert s.status is Status.FINISHING and s.locked
+    s, _ = step(charging(), StopRequest(StopCause.LOCAL))
+    assert s.phase is Phase.FINISHING and s.locked
     s, cmds = step(s, TokenPresented("CARD2"))
     assert cmds == [RequestAuthorization("CARD2")]
     s, cmds = step(s, AuthResult("CARD2", True))
-    assert cmds == [StartTx("CARD2", None), SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [
+        StartTx("CARD2", None),
+        SetCurrentLimit(32.0),
+        CLOSE,
+        PhaseChanged(Phase.CHARGING),
+    ]
     assert s.tx_active and s.contactor_closed and s.locked and not s.finishing
 
 
 def test_remote_start_in_finishing_starts_new_transaction_5_11() -> None:
-    s, _ = step(charging(), StopRequest(StopReason.LOCAL))
+    s, _ = step(charging(), StopRequest(StopCause.LOCAL))
     assert can_start_remotely(s)
     s, cmds = step(s, RemoteStart("APP"))
-    assert cmds == [StartTx("APP", None), SetCurrentLimit(32.0), CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [
+        StartTx("APP", None),
+        SetCurrentLimit(32.0),
+        CLOSE,
+        PhaseChanged(Phase.CHARGING),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -816,12 +826,12 @@ def test_limit_below_iec_61851_minimum_offers_nothing() -> None:
     """IEC 61851-1: below 6 A the pilot cannot advertise a current: nothing is offered."""
     s = charging()
     s, cmds = step(s, CurrentLimitChanged(5.9))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert cmds == [OPEN, SetCurrentLimit(0.0), PhaseChanged(Phase.SUSPENDED_EVSE)]
     assert s.offered_current_a == 0.0 and s.tx_active and not s.contactor_closed
     s, cmds = step(s, CurrentLimitChanged(6.0))
-    assert cmds == [SetCurrentLimit(6.0), CLOSE, Notify(Status.CHARGING)]
+    assert cmds == [SetCurrentLimit(6.0), CLOSE, PhaseChanged(Phase.CHARGING)]
     s, cmds = step(s, CurrentLimitChanged(0.5))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert cmds == [OPEN, SetCurrentLimit(0.0), PhaseChanged(Phase.SUSPENDED_EVSE)]
 
 
 def test_connector_maximum_below_minimum_never_charges() -> None:
@@ -829,7 +839,7 @@ def test_connector_maximum_below_minimum_never_charges() -> None:
         initial_state(max_current_a=5.0), VehicleChanged(B), RemoteStart("APP"), VehicleChanged(C)
     )
     assert s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
-    assert s.status is Status.SUSPENDED_EVSE
+    assert s.phase is Phase.SUSPENDED_EVSE
 
 
 # ----------------------------------------------------------------------------- invalid idTag
@@ -843,13 +853,13 @@ def test_deauthorized_without_allowance_suspends_energy_keeps_tx() -> None:
     """3.5.4: StopTransactionOnInvalidId=false -> only stop energy delivery (SuspendedEVSE,
     7.7 errata 3.64); the transaction and the cable lock stay."""
     s, cmds = step(charging(), Deauthorized(None))
-    assert cmds == [OPEN, SetCurrentLimit(0.0), Notify(Status.SUSPENDED_EVSE)]
+    assert cmds == [OPEN, SetCurrentLimit(0.0), PhaseChanged(Phase.SUSPENDED_EVSE)]
     assert s.tx_active and s.locked and s.deauthorized
     # Pilot B (the car stops asking once the offer is 0) and back: still no energy.
     s, cmds = run(s, VehicleChanged(B), VehicleChanged(C))
     assert not s.contactor_closed
     s, cmds = step(s, TokenPresented("CARD1"))  # the owner ends it
-    assert StopTx(StopReason.LOCAL, "CARD1") in cmds
+    assert StopTx(StopCause.LOCAL, "CARD1") in cmds
     assert not s.deauthorized
 
 
@@ -864,7 +874,7 @@ def test_resume_tx_runs_without_start_tx() -> None:
     assert not any(isinstance(c, StartTx) for c in cmds)
     assert Lock() in cmds
     s, cmds = step(s, VehicleChanged(C))
-    assert s.contactor_closed and cmds[-2:] == [CLOSE, Notify(Status.CHARGING)]
+    assert s.contactor_closed and cmds[-2:] == [CLOSE, PhaseChanged(Phase.CHARGING)]
 
 
 @pytest.mark.parametrize(
@@ -872,7 +882,7 @@ def test_resume_tx_runs_without_start_tx() -> None:
     [
         [VehicleChanged(A)],
         [VehicleChanged(E)],
-        [VehicleChanged(B), FaultChanged("GroundFailure")],
+        [VehicleChanged(B), FaultChanged(FaultKind.GROUND)],
         [VehicleChanged(B), AvailabilityChanged(False)],
     ],
 )
@@ -887,9 +897,9 @@ def test_resume_tx_keeps_invalidation() -> None:
     s, _ = run(initial_state(), VehicleChanged(C), ResumeTx("CARD1", None, True, 2000.0))
     assert s.contactor_closed  # allowance left
     s, cmds = step(s, EnergyMeasured(2000.0))
-    assert not s.contactor_closed and s.status is Status.SUSPENDED_EVSE
+    assert not s.contactor_closed and s.phase is Phase.SUSPENDED_EVSE
     s, _ = run(initial_state(), VehicleChanged(C), ResumeTx("CARD1", None, True, None))
-    assert not s.contactor_closed and s.status is Status.SUSPENDED_EVSE
+    assert not s.contactor_closed and s.phase is Phase.SUSPENDED_EVSE
 
 
 # ------------------------------------------------------------------ no reading, no energy
@@ -903,7 +913,7 @@ def test_no_transaction_before_the_meter_answered_card_first() -> None:
     s, cmds = run(s, VehicleChanged(B), TokenPresented("CARD1"), AuthResult("CARD1", True))
     assert cmds == []  # authorized and plugged, but no StartTx, no current, no Lock
     assert not s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
-    assert (s.status, s.error_code) == (Status.PREPARING, "NoError")
+    assert (s.phase, s.condition) == (Phase.PREPARING, None)
     s, cmds = step(s, VehicleChanged(C))
     assert not s.tx_active and not s.contactor_closed and s.offered_current_a == 0.0
     s, cmds = step(s, MeterReady())
@@ -912,7 +922,7 @@ def test_no_transaction_before_the_meter_answered_card_first() -> None:
         Lock(),
         SetCurrentLimit(32.0),
         CLOSE,
-        Notify(Status.CHARGING),
+        PhaseChanged(Phase.CHARGING),
     ]
 
 
@@ -920,7 +930,7 @@ def test_no_remote_start_before_the_meter_answered() -> None:
     s = _initial_state()
     s, cmds = run(s, RemoteStart("APP"), VehicleChanged(C))
     assert not s.tx_active and not s.contactor_closed
-    assert s.status is Status.PREPARING
+    assert s.phase is Phase.PREPARING
     s, cmds = step(s, MeterReady())
     assert StartTx("APP", None) in cmds and CLOSE in cmds
 
@@ -930,8 +940,8 @@ def test_waiting_session_ends_when_the_meter_fault_comes() -> None:
     (PowerMeterFailure), and the waiting authorization is dropped (nothing started)."""
     s = _initial_state()
     s, _ = run(s, VehicleChanged(C), TokenPresented("CARD1"), AuthResult("CARD1", True))
-    s, cmds = step(s, FaultChanged("PowerMeterFailure"))
-    assert cmds == [Notify(Status.FAULTED, "PowerMeterFailure")]
+    s, cmds = step(s, FaultChanged(FaultKind.METER))
+    assert cmds == [PhaseChanged(Phase.FAULTED, FaultKind.METER)]
     assert s.authorized_tag is None and not s.tx_active
     s, cmds = run(s, FaultChanged(None), MeterReady())
     assert not s.tx_active and not any(isinstance(c, StartTx) for c in cmds)

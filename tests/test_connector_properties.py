@@ -31,15 +31,15 @@ from controller.connector import (
     FaultChanged,
     Lock,
     MeterReady,
-    Notify,
+    Phase,
+    PhaseChanged,
     RemoteStart,
     RequestAuthorization,
     ReservationChanged,
     SetCurrentLimit,
     SettingsChanged,
     StartTx,
-    Status,
-    StopReason,
+    StopCause,
     StopRequest,
     StopTx,
     SwitchContactor,
@@ -47,11 +47,11 @@ from controller.connector import (
     TokenPresented,
     Unlock,
     VehicleChanged,
-    derive_status,
+    derive_phase,
     initial_state,
     step,
 )
-from hal.base import VehicleState
+from hal.base import FaultKind, VehicleState
 
 # ----------------------------------------------------------------------------- alphabets
 
@@ -60,7 +60,12 @@ TAGS = ["CARD1", "CARD2", "CARD3"]
 # tags would almost always be stale answers); ``run_events`` substitutes the real tag.
 PENDING = "<pending>"
 PARENTS: list[str | None] = [None, "FAMILY", "FLEET"]
-FAULTS: list[str | None] = [None, "GroundFailure", "OverCurrentFailure", "HighTemperature"]
+FAULTS: list[str | None] = [
+    None,
+    FaultKind.GROUND,
+    FaultKind.OVER_CURRENT,
+    FaultKind.HIGH_TEMPERATURE,
+]
 LIMITS = [0.0, -1.0, 0.5, 5.9, 5.999, 6.0, 6.001, 10.5, 16.0, 32.0, 63.7, 1e-9]
 MAX_CURRENTS = [32.0, 32.0, 16.0, 6.0, 5.0, 0.0]
 # IEC 61851-1: the control pilot cannot advertise less than 6 A; restated, not imported.
@@ -86,7 +91,7 @@ events: st.SearchStrategy[Event] = st.one_of(
     st.builds(AuthResult, st.just(PENDING), st.booleans(), st.sampled_from(PARENTS)),
     st.builds(RemoteStart, tags),
     st.just(MeterReady()),
-    st.builds(StopRequest, st.sampled_from(list(StopReason))),
+    st.builds(StopRequest, st.sampled_from(list(StopCause))),
     st.builds(FaultChanged, fault_codes),
     st.builds(AvailabilityChanged, availabilities),
     st.builds(
@@ -159,7 +164,7 @@ class Model:
         match ev:
             case VehicleChanged(state=vs):
                 self.vehicle = vs
-            case FaultChanged(error_code=code):
+            case FaultChanged(fault=code):
                 self.fault = code
                 if code is not None:
                     self.cancel_reservation()  # 5.13 (3): Faulted terminates a reservation
@@ -196,7 +201,7 @@ def check_step(
     model.observe_event(ev)
 
     # (d) Safe ordering: an opening contactor comes first, before StopTx and everything else;
-    # a closing contactor comes last, after StartTx/Lock, followed only by the Notify.
+    # a closing contactor comes last, after StartTx/Lock, followed only by the PhaseChanged.
     switches = [i for i, c in enumerate(cmds) if isinstance(c, SwitchContactor)]
     assert len(switches) <= 1, cmds
     if SwitchContactor(False) in cmds:
@@ -207,15 +212,15 @@ def check_step(
                 assert i_open < i, cmds
     if SwitchContactor(True) in cmds:
         i_close = cmds.index(SwitchContactor(True))
-        assert all(isinstance(c, Notify) for c in cmds[i_close + 1 :]), cmds
+        assert all(isinstance(c, PhaseChanged) for c in cmds[i_close + 1 :]), cmds
 
-    # (e) exactly one Notify per status change, none otherwise, always the new status.
-    notes = [c for c in cmds if isinstance(c, Notify)]
-    if (new.status, new.error_code) != (old.status, old.error_code):
-        assert notes == [Notify(new.status, new.error_code)], (ev, cmds)
+    # (e) exactly one PhaseChanged per status change, none otherwise, always the new status.
+    notes = [c for c in cmds if isinstance(c, PhaseChanged)]
+    if (new.phase, new.condition) != (old.phase, old.condition):
+        assert notes == [PhaseChanged(new.phase, new.condition)], (ev, cmds)
     else:
         assert notes == [], (ev, cmds)
-    assert (new.status, new.error_code) == derive_status(new)
+    assert (new.phase, new.condition) == derive_phase(new)
 
     for c in cmds:
         match c:
@@ -259,7 +264,7 @@ def check_step(
                 if model.pending_inoperative:
                     model.operative, model.pending_inoperative = False, False
                     model.cancel_reservation()  # 5.13 (3)
-            case Notify():
+            case PhaseChanged():
                 pass
     assert model.starts - model.stops == (1 if model.tx_open else 0)
 
@@ -267,7 +272,7 @@ def check_step(
     # lock, except for reason EVDisconnected with UnlockConnectorOnEVSideDisconnect=false.
     stops = [c for c in cmds if isinstance(c, StopTx)]
     if stops and not model.vehicle.plugged:
-        if stops[0].reason is StopReason.EV_DISCONNECTED and not model.unlock_on_ev_disconnect:
+        if stops[0].reason is StopCause.EV_DISCONNECTED and not model.unlock_on_ev_disconnect:
             assert model.locked, (ev, cmds)
         else:
             assert not model.locked, (ev, cmds)
@@ -310,7 +315,7 @@ def check_state(model: Model, s: ConnectorState) -> None:
             and model.operative
             and model.fault is None
         ):
-            assert s.status is Status.PREPARING, s  # the session waits for the meter
+            assert s.phase is Phase.PREPARING, s  # the session waits for the meter
     # Conversely, energy is delivered whenever everything permits it (no spurious stall).
     if model.shadow_permits_energy() and model.tx_tag == s.authorized_tag:
         assert model.contactor
@@ -328,30 +333,30 @@ def check_state(model: Model, s: ConnectorState) -> None:
         assert model.offered_a == 0.0 and not model.contactor
 
     # (g) Charging iff the contactor is closed.
-    assert (s.status is Status.CHARGING) == model.contactor
-    assert (s.status, s.error_code) == derive_status(s)
+    assert (s.phase is Phase.CHARGING) == model.contactor
+    assert (s.phase, s.condition) == derive_phase(s)
     # Faulted only for a real fault (4.9/7.6: EVCommunicationError is not one).
-    assert (s.status is Status.FAULTED) == (model.fault is not None)
-    if s.status is Status.FAULTED:
+    assert (s.phase is Phase.FAULTED) == (model.fault is not None)
+    if s.phase is Phase.FAULTED:
         assert not model.contactor
-        assert s.error_code == model.fault
-    elif s.error_code != "NoError":
+        assert s.condition == model.fault
+    elif s.condition is not None:
         # 4.9: EVCommunicationError only as a warning with Preparing, SuspendedEV,
         # SuspendedEVSE and Finishing, and only while the pilot reports E/F.
-        assert s.error_code == "EVCommunicationError"
+        assert s.condition == FaultKind.EV_COMMUNICATION
         assert model.vehicle in PILOT_ERROR
-        assert s.status in (
-            Status.PREPARING,
-            Status.SUSPENDED_EV,
-            Status.SUSPENDED_EVSE,
-            Status.FINISHING,
+        assert s.phase in (
+            Phase.PREPARING,
+            Phase.SUSPENDED_EV,
+            Phase.SUSPENDED_EVSE,
+            Phase.FINISHING,
         )
     if model.fault is None and model.vehicle in PILOT_ERROR and model.tx_open:
         # 7.6: EVCommunicationError "should go to the SuspendedEVSE state".
-        assert (s.status, s.error_code) == (Status.SUSPENDED_EVSE, "EVCommunicationError")
+        assert (s.phase, s.condition) == (Phase.SUSPENDED_EVSE, FaultKind.EV_COMMUNICATION)
     # 4.9: a transaction kept over an EV-side unplug is SuspendedEV.
     if model.fault is None and model.tx_open and not model.vehicle.plugged:
-        assert s.status is Status.SUSPENDED_EV
+        assert s.phase is Phase.SUSPENDED_EV
 
 
 # ----------------------------------------------------------------------------- stateful
@@ -440,8 +445,8 @@ class ConnectorMachine(RuleBasedStateMachine):
     def meter_ready(self) -> None:
         self.apply(MeterReady())
 
-    @rule(reason=st.sampled_from(list(StopReason)))
-    def stop_request(self, reason: StopReason) -> None:
+    @rule(reason=st.sampled_from(list(StopCause)))
+    def stop_request(self, reason: StopCause) -> None:
         self.apply(StopRequest(reason))
 
     @rule(code=fault_codes)
@@ -582,7 +587,7 @@ def test_closed_contactor_always_opens_before_stop(
         + _plug_and_authorize(tag)
         + [VehicleChanged(VehicleState.C)]
         + middle
-        + [StopRequest(StopReason.LOCAL), VehicleChanged(VehicleState.A)]
+        + [StopRequest(StopCause.LOCAL), VehicleChanged(VehicleState.A)]
     )
 
 
@@ -718,7 +723,7 @@ def _becoming_unavailable_or_faulted_ends_reservation(evs: list[Event]) -> None:
         RemoteStart("CARD1"),
         ReservationChanged("CARD2", 1),
         AvailabilityChanged(False),
-        StopRequest(StopReason.REMOTE),
+        StopRequest(StopCause.REMOTE),
     ]
 )
 def test_becoming_unavailable_or_faulted_ends_reservation(evs: list[Event]) -> None:
@@ -800,7 +805,7 @@ def check_invalid_id_step(
         # 3.5.4 "only stop energy delivery": no energy, transaction kept.
         assert not model.contactor and model.offered_a == 0.0
         if model.fault is None and model.vehicle.plugged and model.vehicle not in PILOT_ERROR:
-            assert new.status is Status.SUSPENDED_EVSE, (ev, new)
+            assert new.phase is Phase.SUSPENDED_EVSE, (ev, new)
     assert new.deauthorized == (model.tx_open and model.deauthorized)
     check_state(model, new)
 
@@ -880,9 +885,9 @@ def test_deauthorized_example_allowance_then_suspended() -> None:
     s, cmds = step(s, EnergyMeasured(1500.0))
     assert not s.contactor_closed and s.tx_active
     assert cmds[0] == SwitchContactor(False)
-    assert Notify(Status.SUSPENDED_EVSE) in cmds
+    assert PhaseChanged(Phase.SUSPENDED_EVSE) in cmds
     s, _ = step(s, EnergyMeasured(0.0))  # latched: a lower reading does not re-enable
     assert not s.contactor_closed
     s, cmds = step(s, VehicleChanged(VehicleState.A))
-    assert StopTx(StopReason.EV_DISCONNECTED) in cmds
+    assert StopTx(StopCause.EV_DISCONNECTED) in cmds
     assert not s.deauthorized and s.energy_limit_wh is None

@@ -92,7 +92,7 @@ async def test_session_on_full_disk_then_recovery(
     assert disk.failures > 0 and store.degraded
     # A transaction kept in the in-memory journal may deliver energy.
     await h.settle(lambda: h.connector().hw.contactor.closed)
-    assert h.connector().state.error_code == "NoError"
+    assert h.connector().state.condition is None
     await h.settle(lambda: any(p["errorCode"] == "OtherError" for p in cp_statuses(csms)))
     report = next(p for p in cp_statuses(csms) if p["errorCode"] == "OtherError")
     assert report["vendorErrorCode"] == "StorageFull"

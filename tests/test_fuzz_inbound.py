@@ -382,7 +382,7 @@ def check_station(h: Any) -> None:
     assert snap["csms"]["state"] == "accepted", snap
     assert isinstance(snap["csms"]["queued_messages"], int) and snap["csms"]["queued_messages"] >= 0
     assert [c["connector"] for c in snap["connectors"]] == list(range(1, CONNECTORS + 1))
-    statuses = {s.value for s in sm.Status}
+    statuses = {s.value for s in sm.Phase}
     for c in snap["connectors"]:
         assert c["status"] in statuses, c
         assert isinstance(c["error_code"], str), c

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hal.base import DeviceError, IndicatorState, VehicleState
 from hal.registry import DriverConfigError, DriverContext, create_driver
 from hal.sim import (
-    OCPP_FAULT_CODES,
+    FAULT_KIND_NAMES,
+    FaultKind,
     SimContactor,
     SimFaultInput,
     SimIndicator,
@@ -476,12 +477,14 @@ def test_fault_input_rejects_unknown_codes(code: str) -> None:
     assert fault.active_fault is None
 
 
-def test_all_ocpp_fault_codes_are_accepted() -> None:
-    assert len(OCPP_FAULT_CODES) == 15
+def test_every_fault_kind_is_accepted_by_name() -> None:
+    """The 13 hardware fault kinds (LocalListConflict and ResetFailure are protocol
+    conditions, not a connector's hardware, so they are not fault kinds)."""
+    assert len(FAULT_KIND_NAMES) == 13
     fault = SimFaultInput()
-    for code in sorted(OCPP_FAULT_CODES):
+    for code in sorted(FAULT_KIND_NAMES):
         fault.inject(code)
-        assert fault.active_fault == code
+        assert fault.active_fault is FaultKind(code)
 
 
 # --- created through the registry --------------------------------------------------------

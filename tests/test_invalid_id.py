@@ -96,7 +96,7 @@ async def test_invalid_id_suspends_energy_until_unplug(csms: DevCsms, charger: A
     await invalidated_offline_session(h, csms)
     await h.settle(lambda: not h.connector().hw.contactor.closed)
     c = h.connector()
-    assert c.state.status.value == "SuspendedEVSE"
+    assert c.state.phase.value == "SuspendedEVSE"
     assert c.state.offered_current_a == 0.0
     assert c.tx_key is not None
     register = h.rig().meter.energy_wh
@@ -156,14 +156,14 @@ async def test_max_energy_on_invalid_id_then_suspended(csms: DevCsms, charger: A
     await h.settle(lambda: c.state.deauthorized)
     at_invalidation = h.rig().meter.energy_wh
     assert c.hw.contactor.closed, "the allowance is delivered"
-    assert c.state.status.value == "Charging"
+    assert c.state.phase.value == "Charging"
 
     # 500 Wh at 11 kW take 164 s.
     await h.advance(150)
     assert c.hw.contactor.closed
     await h.advance(30)
     await h.settle(lambda: not c.hw.contactor.closed)
-    assert c.state.status.value == "SuspendedEVSE"
+    assert c.state.phase.value == "SuspendedEVSE"
     delivered = h.rig().meter.energy_wh - at_invalidation
     # Checked once per tick (1 s): at most one tick of energy beyond the allowance.
     assert 500 <= delivered <= 500 + POWER_W / 3600 + 1, delivered

@@ -265,7 +265,7 @@ async def test_sessions_and_queue_of_a_running_charger(
 ) -> None:
     h = await charger(csms)
     h.plug()
-    await h.settle(lambda: h.connector().state.status.value == "Preparing")
+    await h.settle(lambda: h.connector().state.phase.value == "Preparing")
     h.tap()
     await csms.wait_for(lambda f: f.action == "StartTransaction")
     await h.settle(lambda: h.connector().hw.contactor.closed)

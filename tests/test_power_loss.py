@@ -32,7 +32,7 @@ from controller.config import parse
 from controller.devcsms import DevCsms
 from controller.station import Station
 from controller.store import Store
-from hal.base import VehicleState
+from hal.base import FaultKind, VehicleState
 from tests.conftest import CARD, STATION_ID, Harness, charger_config
 from tests.test_e2e_durability import (
     assert_exactly_once_in_order,
@@ -127,7 +127,7 @@ async def test_no_persist_writes_without_energy_flow(
     h.tap()
     await csms.wait_for(lambda f: f.action == "StartTransaction")
     await h.advance(2)
-    assert h.connector().state.status.value == "SuspendedEV"
+    assert h.connector().state.phase.value == "SuspendedEV"
     assert h.connector().tx_key is not None
     await h.advance(600)
     assert recorded == []
@@ -220,7 +220,7 @@ async def test_resume_with_vehicle_still_plugged(csms: DevCsms, resumable: Any) 
     c = h2.connector()
     await h2.settle(lambda: c.hw.contactor.closed)
     assert c.tx_key == tx_key
-    assert c.state.status.value == "Charging"
+    assert c.state.phase.value == "Charging"
     assert c.state.authorized_tag == CARD
     await h2.advance(25)
     await drained(h2)
@@ -301,7 +301,7 @@ async def test_resume_needs_a_fresh_meter_reading(
     assert h2.connector().tx_key is None
     await h2.advance(5)
     assert not h2.connector().hw.contactor.closed
-    assert h2.connector().state.error_code == "PowerMeterFailure"
+    assert h2.connector().state.condition is FaultKind.METER
     assert len(h2.frames("StartTransaction")) == 1  # nothing started without a reading
 
 
@@ -337,7 +337,7 @@ async def test_resume_invalidated_transaction_stays_suspended(
     await h2.advance(5)
     assert c.tx_key is not None
     assert c.state.deauthorized
-    assert c.state.status.value == "SuspendedEVSE"
+    assert c.state.phase.value == "SuspendedEVSE"
     assert not c.hw.contactor.closed
     h2.unplug()
     stop = await csms.wait_for(lambda f: f.action == "StopTransaction")

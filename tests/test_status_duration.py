@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.devcsms import DevCsms
+from hal.base import FaultKind
 
 
 def connector_statuses(h: Any, connector_id: int = 1) -> list[tuple[str, str]]:
@@ -45,7 +46,7 @@ async def test_stable_status_is_reported_once_with_its_start_time(
     h = await charger(csms, ocpp={"MinimumStatusDuration": 5})
     h.plug()
     await h.advance(1)
-    await h.settle(lambda: h.connector().state.status.value == "Preparing")
+    await h.settle(lambda: h.connector().state.phase.value == "Preparing")
     began = h.clock.utc_now()  # the station noticed the plug by now
     await h.advance(4)
     await h.settle(lambda: True)
@@ -62,7 +63,7 @@ async def test_stable_status_is_reported_once_with_its_start_time(
 
 async def test_faulted_is_reported_at_once(csms: DevCsms, charger: Any) -> None:
     h = await charger(csms, ocpp={"MinimumStatusDuration": 30})
-    h.station.set_connector_fault(1, "GroundFailure")
+    h.station.set_connector_fault(1, FaultKind.GROUND)
     await h.advance(1)
     await h.settle(lambda: any(s == "Faulted" for s, _ in connector_statuses(h)))
     h.station.set_connector_fault(1, None)

@@ -20,6 +20,7 @@ from websockets.frames import CloseCode
 from controller import connector as sm
 from controller.clock import Clock, clamp_iso, iso_utc
 from controller.ocpp16 import messages as build
+from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
 from controller.ocpp16.journal import Journal
 from controller.ocpp16.rpc import (
@@ -34,6 +35,7 @@ from controller.settings import Settings
 from controller.station import Station
 from controller.store import QueuedMessage, Store
 from controller.tasks import TaskGroup
+from hal.base import FaultKind
 
 LOG = logging.getLogger(__name__)
 
@@ -227,7 +229,10 @@ class Ocpp16Client:
         elif payload is not None and self._state == "accepted":
             self._tasks.spawn(self._send_best_effort("MeterValues", payload), name="mv")
 
-    def status_changed(self, connector_id: int, status: str, error_code: str, at: str) -> None:
+    def status_changed(
+        self, connector_id: int, phase: sm.Phase, condition: FaultKind | None, at: str
+    ) -> None:
+        status, error_code = status16.status_of(phase, condition)
         # Only the latest status per connector is kept while offline (sent on reconnect).
         # A repeat of the waiting status keeps its start (the stability window runs on).
         pending = self._pending_status.get(connector_id)
@@ -417,7 +422,9 @@ class Ocpp16Client:
                     pending.status, pending.error_code, pending.at, pending.since_s, force=True
                 )
             else:
-                self._force_status(c.connector_id, c.state.status.value, c.state.error_code)
+                self._force_status(
+                    c.connector_id, *status16.status_of(c.state.phase, c.state.condition)
+                )
         self._status_wakeup.set()
         self._outbox_wakeup.set()
         await asyncio.gather(self._status_pump(), self._outbox_pump(), self._heartbeat_loop())
@@ -882,7 +889,7 @@ class Ocpp16Client:
                 continue
             tx = self.store.get_transaction(c.tx_key)
             if tx is not None and tx.csms_tx_id == tx_id:
-                self.station.stop_transaction(c.tx_key, sm.StopReason.REMOTE)
+                self.station.stop_transaction(c.tx_key, sm.StopCause.REMOTE)
                 return {"status": "Accepted"}
         return {"status": "Rejected"}
 
@@ -893,7 +900,7 @@ class Ocpp16Client:
 
     async def _reset(self, kind: str) -> None:
         await asyncio.sleep(0.05)  # let Reset.conf go out first
-        reason = sm.StopReason.HARD_RESET if kind == "Hard" else sm.StopReason.SOFT_RESET
+        reason = sm.StopCause.HARD_RESET if kind == "Hard" else sm.StopCause.SOFT_RESET
         await self.station.stop_all(reason)
         # Give the StopTransactions a few seconds to reach the CSMS; they stay queued anyway.
         for _ in range(50):
@@ -923,7 +930,9 @@ class Ocpp16Client:
                     self._force_status(0, status, self._cp_error())
                 else:
                     c = self.station.connectors[target]
-                    self._force_status(target, c.state.status.value, c.state.error_code)
+                    self._force_status(
+                        target, *status16.status_of(c.state.phase, c.state.condition)
+                    )
             if self._state == "pending":
                 # Triggered messages may be sent while Pending (4.2); the pump waits for Accepted.
                 for target in targets:

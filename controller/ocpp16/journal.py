@@ -116,7 +116,7 @@ class Journal:
             tx_key,
             meter_stop_wh=stop.meter_stop_wh,
             stopped_at=stop.timestamp,
-            reason=stop.reason,
+            reason=stop.reason.value,
             stop_payload=checked("StopTransaction", payload),
         )
         if stopped and stop.stamped_now and self._untrusted():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.ocpp16 import status as status16
 from controller.port import Sample, TxStart, TxStop
 
 
@@ -103,7 +104,7 @@ def stop_transaction(
     payload: dict[str, Any] = {
         "meterStop": stop.meter_stop_wh,
         "timestamp": stop.timestamp,
-        "reason": stop.reason,
+        "reason": status16.stop_reason(stop.reason),
     }
     if stop.id_tag is not None:
         payload["idTag"] = stop.id_tag
