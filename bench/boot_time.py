@@ -50,7 +50,7 @@ from benchlib import (
 
 add_repo_root_to_sys_path()
 
-from controller.devcsms import CsmsEvent, DevCsms, FrameReceived  # noqa: E402
+from controller.dev.devcsms import CsmsEvent, DevCsms, FrameReceived  # noqa: E402
 
 TARGET_S = 1.5
 STATION_ID = "CP-BENCH-BOOT"

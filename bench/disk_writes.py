@@ -54,7 +54,7 @@ from benchlib import (
 
 add_repo_root_to_sys_path()
 
-from controller.devcsms import DevCsms  # noqa: E402
+from controller.dev.devcsms import DevCsms  # noqa: E402
 from tests.procs import free_port  # noqa: E402
 
 STATION_ID = "CP-BENCH-DISK"

@@ -62,10 +62,10 @@ import websockets  # noqa: E402
 import controller.ocpp16.rpc as rpc_mod  # noqa: E402
 from controller.app import App  # noqa: E402
 from controller.config import parse  # noqa: E402
-from controller.devcsms import DevCsms  # noqa: E402
+from controller.core.port import Sample  # noqa: E402
+from controller.dev.devcsms import DevCsms  # noqa: E402
 from controller.ocpp16 import messages as build  # noqa: E402
-from controller.port import Sample  # noqa: E402
-from controller.store import open_store  # noqa: E402
+from controller.storage.store import open_store  # noqa: E402
 from hal.base import MeterReading  # noqa: E402
 
 STATION_ID = "CP-BENCH"

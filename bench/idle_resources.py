@@ -51,7 +51,7 @@ from benchlib import (
 
 add_repo_root_to_sys_path()
 
-from controller.devcsms import DevCsms  # noqa: E402
+from controller.dev.devcsms import DevCsms  # noqa: E402
 
 TARGET_RSS_MB = 60.0
 TARGET_CPU_PCT = 1.0

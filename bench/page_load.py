@@ -49,7 +49,7 @@ from benchlib import (
 
 add_repo_root_to_sys_path()
 
-from controller.devcsms import DevCsms  # noqa: E402
+from controller.dev.devcsms import DevCsms  # noqa: E402
 
 STATION_ID = "CP-BENCH-PAGE"
 STATIC = ("/", "/app.js", "/style.css")

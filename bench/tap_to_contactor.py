@@ -59,11 +59,11 @@ from benchlib import (
 
 add_repo_root_to_sys_path()
 
-from controller import connector as sm  # noqa: E402
 from controller.app import App  # noqa: E402
 from controller.config import parse  # noqa: E402
-from controller.devcsms import DevCsms  # noqa: E402
-from controller.store import open_store  # noqa: E402
+from controller.core import connector as sm  # noqa: E402
+from controller.dev.devcsms import DevCsms  # noqa: E402
+from controller.storage.store import open_store  # noqa: E402
 
 TARGET_MS = 10.0
 STATION_ID = "CP-BENCH"

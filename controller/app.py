@@ -11,18 +11,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from controller import connector as sm
-from controller.clock import Clock, TrustedClock, iso_utc
 from controller.config import Config
+from controller.core import connector as sm
+from controller.core.port import CsmsPort
+from controller.core.timestamps import iso_utc
+from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import ConnectionOptions, Ocpp16Client, StationIdentity
 from controller.ocpp16.journal import Journal
-from controller.port import CsmsPort
-from controller.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
-from controller.settings import Settings, core_keys
+from controller.ocpp16.settings import Settings, core_keys
+from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
+from controller.runtime.clock import Clock, TrustedClock
+from controller.runtime.station import ConnectorHardware, Station
+from controller.runtime.tasks import TaskGroup
 from controller.standalone import StandalonePort
-from controller.station import ConnectorHardware, Station
-from controller.store import Store, open_store
-from controller.tasks import TaskGroup
+from controller.storage.store import Store, open_store
 from hal.registry import DriverContext, create_driver
 
 LOG = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def read_boot_id() -> str:
 
 LAST_GOOD_UTC_KEY = "clock.last_good_utc"
 
-# systemd (controller.sdnotify). STATUS= once every contactor was commanded open and reads
+# systemd (controller.ops.sdnotify). STATUS= once every contactor was commanded open and reads
 # open, before READY=1; bench/ready_time.py and the tests look for this text.
 CONTACTORS_OPEN_STATUS = "starting: every contactor verified open"
 # The station's tick loop silent for longer than this (and 10 ticks) means it is stuck: the
@@ -155,25 +157,27 @@ class App:
     async def _start(self) -> None:
         cfg = self.config
         # systemd's RuntimeDirectory (tmpfs, kept across service restarts): pending writes
-        # of a full disk survive a crash or watchdog restart there (controller/spill.py).
+        # of a full disk survive a crash or watchdog restart there (controller/storage/spill.py).
         self.store = open_store(cfg.storage_path, spill_dir=os.environ.get("RUNTIME_DIRECTORY"))
         if isinstance(self.clock, TrustedClock):
             self.clock.attach_store(SettingsTimeStore(self.store))
             self._tasks.spawn(self.clock.keeper(), name="clock-keeper")
         settings = Settings(self.store, core_keys(len(cfg.connectors)), cfg.ocpp_overrides)
+        self.settings = settings
         hardware, reader = self._build_devices()
         self._open_contactors(hardware)
         self.notifier.status(CONTACTORS_OPEN_STATUS)
         self.station = Station(
             connectors=hardware,
             reader=reader,
-            settings=settings,
+            policy=policy16.policy_from(settings),
             store=self.store,
             clock=self.clock,
             boot_id=self.boot_id,
             tick_interval_s=cfg.tick_interval_s,
             resume_transactions=cfg.resume_transactions,
         )
+        policy16.follow(settings, self.station.set_policy)
         if cfg.csms is not None:
             self.client = Ocpp16Client(
                 identity=StationIdentity(
@@ -207,7 +211,7 @@ class App:
         if self.client is not None:
             self._tasks.spawn(self.client.run(), name="ocpp", critical=True)
         if self.with_api:
-            from controller.api import Api
+            from controller.web.api import Api
 
             self.api = Api(self)
             await self.api.start(cfg.api_host, cfg.api_port)

@@ -14,9 +14,9 @@ import urllib.request
 from typing import Any
 
 from controller.config import ConfigError, load
-from controller.logsetup import TARGETS, SecretFilter, setup_logging
-from controller.migrations import SchemaError
-from controller.sdnotify import install_stall_hook
+from controller.ops.logsetup import TARGETS, SecretFilter, setup_logging
+from controller.ops.sdnotify import install_stall_hook
+from controller.storage.migrations import SchemaError
 from hal.registry import DriverConfigError
 
 LOG = logging.getLogger("evsed")
@@ -145,7 +145,7 @@ def reexec_command(argv: list[str], python: str) -> tuple[str, list[str]]:
 
 
 def cmd_safe_off(args: argparse.Namespace) -> int:
-    from controller.safeoff import main_safe_off
+    from controller.ops.safeoff import main_safe_off
 
     return main_safe_off(args.config, timeout_s=args.timeout)
 
@@ -162,7 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_csms(args: argparse.Namespace) -> int:
-    from controller.devcsms import run_dev_csms
+    from controller.dev.devcsms import run_dev_csms
 
     setup_logging("INFO", "stderr")
     logging.getLogger("ocpp").setLevel(logging.WARNING)
@@ -228,7 +228,7 @@ def _request(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from controller.opscli import format_status, offline_status
+    from controller.ops.opscli import format_status, offline_status
 
     try:
         data = _request(_api_base(args), "/api/status", token=_api_token(args))
@@ -272,7 +272,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_hw_test(args: argparse.Namespace) -> int:
-    from controller.hwtest import parse_steps, run_hw_test
+    from controller.ops.hwtest import parse_steps, run_hw_test
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # hw-test explains bus failures itself; the retry chatter would only confuse.
@@ -416,10 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp = ssub.add_parser("fault", parents=[api_opts])
             sp.add_argument("connector", type=int)
             sp.add_argument("fault", help="an OCPP error code such as GroundFailure, or clear")
-    from controller.opscli import add_subcommands as add_ops_subcommands
+    from controller.ops.opscli import add_subcommands as add_ops_subcommands
 
     add_ops_subcommands(sub)  # sessions, queue, config show
-    from controller.install import add_subcommands
+    from controller.ops.install import add_subcommands
 
     add_subcommands(sub)
     return parser

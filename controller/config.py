@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from controller.settings import InvalidValue, KeyDef, core_keys, normalise
+from controller.ocpp16.settings import InvalidValue, KeyDef, core_keys, normalise
 
 DEVICE_ROLES = ("contactor", "meter", "vehicle", "lock", "indicator", "fault")
 REQUIRED_ROLES = ("contactor", "meter", "vehicle")

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller import connector as sm
 from controller.app import App
-from controller.clock import ManualClock
 from controller.config import parse
-from controller.devcsms import DevCsms
+from controller.core import connector as sm
+from controller.dev.devcsms import DevCsms
+from controller.runtime.clock import ManualClock
 
 DEMO_CARD = "04A1B2C3"
 

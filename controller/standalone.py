@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from controller.config import StandaloneConfig
-from controller.connector import Phase
+from controller.core.connector import Phase
+from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.ocpp16.journal import Journal
-from controller.port import AuthDecision, Sample, TxStart, TxStop
-from controller.store import Store
+from controller.storage.store import Store
 from hal.base import FaultKind
 
 

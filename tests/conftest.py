@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from controller.app import App
-from controller.clock import ManualClock
 from controller.config import parse
-from controller.devcsms import DevCsms
+from controller.dev.devcsms import DevCsms
+from controller.runtime.clock import ManualClock
 
 STATION_ID = "CP-TEST"
 CARD = "04A1B2C3"

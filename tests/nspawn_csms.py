@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from controller.devcsms import CsmsEvent, DevCsms, StationDisconnected
+from controller.dev.devcsms import CsmsEvent, DevCsms, StationDisconnected
 
 
 async def serve(control_path: str, port: int) -> None:

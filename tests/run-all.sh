@@ -5,7 +5,7 @@
 # `systemd-analyze verify` of the unit files, debootstrap + systemd-container to boot Debian
 # under a real systemd in tests/test_systemd_nspawn.py), a venv with
 # the pinned dependencies, the npm packages of the independent conformance CSMS (Node.js and npm
-# must be installed), then pytest, ruff and mypy.
+# must be installed), then pytest, ruff, mypy and the import-linter layer contracts.
 set -eu
 cd "$(dirname "$0")/.."
 PKGS="socat pcscd vsmartcard-vpcd swig libpcsclite-dev chromium chromium-driver systemd debootstrap systemd-container"
@@ -30,3 +30,5 @@ EVSED_REQUIRE_BROWSER=1 EVSED_REQUIRE_SYSTEMD_ANALYZE=1 EVSED_REQUIRE_NSPAWN=1 \
     .venv/bin/python -m pytest -q
 .venv/bin/ruff check .
 .venv/bin/mypy
+# The layers (core, runtime, storage, ocpp16, leaves) as .importlinter states them.
+.venv/bin/lint-imports --no-cache

@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller.api import AccessPolicy, Api, same_origin, sessions_between
 from controller.app import App
 from controller.cli import main
-from controller.clock import ManualClock
 from controller.config import ConfigError, parse
-from controller.devcsms import DevCsms
-from controller.sessions import CSV_COLUMNS
+from controller.dev.devcsms import DevCsms
+from controller.runtime.clock import ManualClock
+from controller.storage.sessions import CSV_COLUMNS
+from controller.web.api import AccessPolicy, Api, same_origin, sessions_between
 from tests.conftest import CARD, STATION_ID, Harness, charger_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -494,7 +494,7 @@ async def test_sessions_csv_with_date_range(
 
 
 def test_sessions_between_orders_and_filters() -> None:
-    from controller.store import TxRecord
+    from controller.storage.store import TxRecord
 
     def tx(key: int, started: str) -> TxRecord:
         blank: dict[str, Any] = {f.name: None for f in dataclasses.fields(TxRecord)}
@@ -885,7 +885,7 @@ def test_policy_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> No
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("controller.api.hmac.compare_digest", spy)
+    monkeypatch.setattr("controller.web.api.hmac.compare_digest", spy)
     policy = AccessPolicy(TOKEN)
     assert policy.check_token(f"Bearer {TOKEN}") is True
     assert policy.check_token("Bearer nope") is False

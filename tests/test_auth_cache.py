@@ -27,8 +27,8 @@ from controller.ocpp16.auth import (
     effective_status,
 )
 from controller.ocpp16.rpc import CallError
-from controller.settings import Settings, core_keys
-from controller.store import CacheRow, Store
+from controller.ocpp16.settings import Settings, core_keys
+from controller.storage.store import CacheRow, Store
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 FUTURE = "2027-01-01T00:00:00Z"

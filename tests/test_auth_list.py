@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from ocpp.v16 import call
 
-from controller.devcsms import DevCsms
+from controller.dev.devcsms import DevCsms
 from tests.conftest import CARD, STATION_ID
 
 OTHER = "0B0B0B0B"
@@ -231,7 +231,7 @@ async def test_failed_over_send_local_list_max_length(csms: DevCsms, charger: An
     OCTT: TC_043_3_CS (1.6)
     """
     h = await charger(csms)
-    h.app.station.settings.set_internal("SendLocalListMaxLength", "2")
+    h.app.settings.set_internal("SendLocalListMaxLength", "2")
     assert await send_list(csms, 1, "Full", [entry(CARD)]) == "Accepted"
     three = [entry(CARD, "Blocked"), entry(OTHER), entry(THIRD)]
     assert await send_list(csms, 2, "Full", three) == "Failed"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from controller.cli import main
-from controller.devcsms import DevCsms
+from controller.dev.devcsms import DevCsms
 from tests.conftest import CARD, STATION_ID
 
 ROOT = Path(__file__).resolve().parent.parent

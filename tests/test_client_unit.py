@@ -27,24 +27,22 @@ async def test_url_appends_quoted_station_id_and_basic_auth(charger: Any, tmp_pa
     profile 1 sends HTTP Basic with user = identity."""
     h = await charger(None, wait_accepted=False)
     assert h.app.client is None  # no [csms] table: standalone
-    from controller.clock import ManualClock
     from controller.ocpp16.client import ConnectionOptions, Ocpp16Client, StationIdentity
+    from controller.runtime.clock import ManualClock
 
     client = Ocpp16Client(
         identity=StationIdentity("CP/1 x", "v", "m"),
         options=ConnectionOptions(csms_url="ws://127.0.0.1:9/ocpp/", password="pw:1"),
         station=h.station,
         store=h.app.store,
-        settings=h.station.settings,
+        settings=h.app.settings,
         clock=ManualClock(),
     )
     assert client.url == "ws://127.0.0.1:9/ocpp/CP%2F1%20x"
     header = client._headers()["Authorization"]
     assert base64.b64decode(header.removeprefix("Basic ")).decode() == "CP/1 x:pw:1"
     # A CSMS-provided AuthorizationKey wins over the configured password.
-    assert h.station.settings.change("AuthorizationKey", "00112233445566778899") == (
-        "RebootRequired"
-    )
+    assert h.app.settings.change("AuthorizationKey", "00112233445566778899") == ("RebootRequired")
     header = client._headers()["Authorization"]
     assert base64.b64decode(header[6:]).decode() == "CP/1 x:00112233445566778899"
     assert STATION_ID == "CP-TEST"

@@ -15,20 +15,20 @@ from typing import Any
 
 import pytest
 
-from controller import devcsms
 from controller.app import LAST_GOOD_UTC_KEY, App
-from controller.clock import (
+from controller.config import parse
+from controller.core.connector import StopCause
+from controller.core.timestamps import clamp_iso
+from controller.dev import devcsms
+from controller.dev.devcsms import DevCsms
+from controller.runtime.clock import (
     BUILD_FLOOR_UTC,
     Clock,
     ManualClock,
     MemoryTimeStore,
     TrustedClock,
-    clamp_iso,
     kernel_ntp_synchronized,
 )
-from controller.config import parse
-from controller.connector import StopCause
-from controller.devcsms import DevCsms
 from tests.conftest import STATION_ID, Harness, charger_config
 
 EPOCH = datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC)
@@ -396,11 +396,11 @@ def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path
     the transaction row - moves by the confirmation's shift; a StopTransaction that closes
     a transaction left open by an earlier process (its last persisted reading time) and a
     message queued after the confirmation do not move."""
-    from controller.clock import iso_utc
+    from controller.core.port import Sample, TxStart, TxStop
+    from controller.core.timestamps import iso_utc
     from controller.ocpp16.journal import Journal
-    from controller.port import Sample, TxStart, TxStop
-    from controller.settings import Settings, core_keys
-    from controller.store import Store
+    from controller.ocpp16.settings import Settings, core_keys
+    from controller.storage.store import Store
     from hal.base import MeterReading
 
     store = Store(tmp_path / "s.db")

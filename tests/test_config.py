@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.config import Config, ConfigError, load, parse
-from controller.settings import core_keys
+from controller.ocpp16.settings import core_keys
 from tests.conftest import STATION_ID, charger_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "controller" / "examples" / "evsed.toml"

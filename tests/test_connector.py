@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from controller.connector import (
+from controller.core.connector import (
     AuthResult,
     AvailabilityChanged,
     Command,
@@ -40,7 +40,7 @@ from controller.connector import (
     derive_phase,
     step,
 )
-from controller.connector import initial_state as _initial_state
+from controller.core.connector import initial_state as _initial_state
 from hal.base import FaultKind, VehicleState
 
 A, B, C, D, E, F = (
@@ -846,7 +846,7 @@ def test_connector_maximum_below_minimum_never_charges() -> None:
 # 3.5.4 / 4.8 with errata 3.17, 9.1.14 MaxEnergyOnInvalidId, 9.1.24 StopTransactionOnInvalidId
 
 
-from controller.connector import Deauthorized, EnergyMeasured, ResumeTx  # noqa: E402
+from controller.core.connector import Deauthorized, EnergyMeasured, ResumeTx  # noqa: E402
 
 
 def test_deauthorized_without_allowance_suspends_energy_keeps_tx() -> None:

@@ -1,4 +1,4 @@
-"""Property-based tests of the connector state machine (controller.connector.step).
+"""Property-based tests of the connector state machine (controller.core.connector.step).
 
 A hypothesis RuleBasedStateMachine drives ``step`` with arbitrary events and executes the
 returned commands against a model of the hardware (contactor, lock, offered current), the
@@ -21,7 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from controller.connector import (
+from controller.core.connector import (
     AuthResult,
     AvailabilityChanged,
     Command,
@@ -594,7 +594,7 @@ def test_closed_contactor_always_opens_before_stop(
 # ----------------------------------------------------------------------------- OCPP properties
 # Further properties checked with hypothesis. Each keeps the minimal counterexample of a bug it
 # once found as an explicit @example (a regression test now). A property that still fails on
-# controller/connector.py is a strict xfail; its @example makes the xfail deterministic.
+# controller/core/connector.py is a strict xfail; its @example makes the xfail deterministic.
 
 
 def _reservation_id_only_for_reserved_tag(evs: list[Event]) -> None:
@@ -736,7 +736,7 @@ def test_becoming_unavailable_or_faulted_ends_reservation(evs: list[Event]) -> N
 # ResumeTx re-attaches a transaction a restart left open. The shadow model restates when
 # energy may flow: an invalidated idTag only within a remaining allowance.
 
-from controller.connector import Deauthorized, EnergyMeasured, ResumeTx  # noqa: E402
+from controller.core.connector import Deauthorized, EnergyMeasured, ResumeTx  # noqa: E402
 
 ENERGIES = [0.0, 100.0, 499.9, 500.0, 500.1, 1000.0, 50.0]
 

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from controller.devcsms import (
+from controller.dev.devcsms import (
     CsmsEvent,
     DevCsms,
     FrameReceived,

@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller import store as store_mod
-from controller.devcsms import DevCsms
-from controller.station import STORAGE_PROBE_INTERVAL_S
-from controller.store import Store
+from controller.dev.devcsms import DevCsms
+from controller.runtime.station import STORAGE_PROBE_INTERVAL_S
+from controller.storage import store as store_mod
+from controller.storage.store import Store
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "COMMIT")
 

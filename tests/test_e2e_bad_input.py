@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.devcsms import DevCsms
+from controller.dev.devcsms import DevCsms
 from tests.conftest import CARD, STATION_ID
 
 # The ocpp library's OCPP 2.0.1 spellings; OCPP-J 1.6 errata 5.1 / 5.2 keep the 1.6 ones
@@ -297,7 +297,7 @@ async def test_invalid_payload_error_codes(
     await h.advance(2)
     assert h.app.reset_requested is None
     assert h.frames("StartTransaction") == []
-    assert h.app.station.settings.get("HeartbeatInterval") == "3600"
+    assert h.app.settings.get("HeartbeatInterval") == "3600"
     assert h.connector().state.operative
     await still_works(h, csms)
     assert_wire_spellings(csms)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ocpp.v16 import call
 
-from controller.devcsms import DevCsms, StationDisconnected
+from controller.dev.devcsms import DevCsms, StationDisconnected
 from tests.conftest import CARD, STATION_ID
 
 OTHER_CARD = "0B0B0B0B"
@@ -553,7 +553,7 @@ async def test_change_configuration_statuses(csms: DevCsms, charger: Any) -> Non
         "WebSocketPingInterval": "30",
         "NumberOfConnectors": "1",
     }
-    assert h.app.station.settings.get("AuthorizationKey") != ""
+    assert h.app.settings.get("AuthorizationKey") != ""
 
 
 async def test_authorization_key_is_never_read_back(csms: DevCsms, charger: Any) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from controller.devcsms import CALLRESULT, DevCsms, Frame
-from controller.store import Store
+from controller.dev.devcsms import CALLRESULT, DevCsms, Frame
+from controller.storage.store import Store
 from tests.conftest import CARD, STATION_ID
 
 TX_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.devcsms import Frame
+from controller.dev.devcsms import Frame
 from tests.test_e2e_real_drivers import (
     CARD,
     INITIAL_ENERGY_WH,

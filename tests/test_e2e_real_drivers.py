@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from pymodbus.constants import ExcCodes
 
-from controller.devcsms import DevCsms, Frame
+from controller.dev.devcsms import DevCsms, Frame
 from hal.base import MeterReading
 from hal.modbus import load_model
 from tests.modbus_sim import SOCAT, EvseDinSim, SimLine, SimSlave, SocatPair

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.devcsms import DevCsms
+from controller.dev.devcsms import DevCsms
 from tests.conftest import CARD
 
 

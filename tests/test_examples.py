@@ -23,7 +23,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from controller.cli import main
 from controller.config import REQUIRED_ROLES, Config, load, parse
-from controller.hwtest import release
+from controller.ops.hwtest import release
 from hal.registry import DriverContext, create_driver, known_drivers
 
 ROOT = Path(__file__).resolve().parent.parent

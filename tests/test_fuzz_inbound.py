@@ -33,8 +33,8 @@ from jsonschema import Draft4Validator
 from ocpp.messages import MessageType, get_validator
 from ocpp.v16.enums import Action
 
-from controller import connector as sm
-from controller.devcsms import DevCsms
+from controller.core import connector as sm
+from controller.dev.devcsms import DevCsms
 from controller.ocpp16 import rpc
 from controller.ocpp16.client import SUPPORTED_ACTIONS
 from tests.conftest import CARD, STATION_ID

@@ -13,7 +13,7 @@ import pytest
 
 from controller.cli import build_parser, main
 from controller.config import parse
-from controller.hwtest import (
+from controller.ops.hwtest import (
     SCARD_E_NO_READERS_AVAILABLE,
     SCARD_E_NO_SERVICE,
     CardTimeout,

@@ -16,7 +16,7 @@ import pytest
 
 from controller.cli import main
 from controller.config import parse
-from controller.install import (
+from controller.ops.install import (
     DEFAULT_EXECUTABLE,
     UNITS,
     Installer,

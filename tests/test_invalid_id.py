@@ -24,9 +24,9 @@ import pytest
 
 import controller.app
 import controller.config
-from controller import settings as settings_mod
-from controller.devcsms import DevCsms
-from controller.settings import KeyDef
+from controller.dev.devcsms import DevCsms
+from controller.ocpp16 import settings as settings_mod
+from controller.ocpp16.settings import KeyDef
 from tests.conftest import CARD
 from tests.test_e2e_durability import (
     assert_exactly_once_in_order,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from controller.devcsms import CALLRESULT, DevCsms, Frame
+from controller.dev.devcsms import CALLRESULT, DevCsms, Frame
 from tests.procs import Evsed, free_port, write_config
 
 STATION = "CP-KILL9"

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from controller.devcsms import DevCsms, StationDisconnected
+from controller.dev.devcsms import DevCsms, StationDisconnected
 from tests import checker
 from tests.procs import Evsed, free_port, write_config
 
@@ -244,7 +244,7 @@ async def test_kill_soak_random_sigkill_points(soak_dir: Path) -> None:
 def test_checker_flags_known_violations() -> None:
     """The checker itself: a duplicated answered Start, a double Stop, a register that runs
     backwards, a Stop for an unknown transaction and a reused message id are all reported."""
-    from controller.devcsms import Frame, SentFrame
+    from controller.dev.devcsms import Frame, SentFrame
 
     def call(uid: str, action: str, payload: dict[str, Any]) -> Frame:
         return Frame(STATION, action, payload, uid, 0.0)
@@ -316,7 +316,7 @@ def test_checker_excuses_resend_only_right_after_a_crash() -> None:
     """At-least-once across a SIGKILL: a StartTransaction answered just before the kill and
     resent after the restart is one transaction under two ids, not a violation; the same
     resend long after the answer is one."""
-    from controller.devcsms import Frame, SentFrame
+    from controller.dev.devcsms import Frame, SentFrame
 
     start = {
         "connectorId": 1,

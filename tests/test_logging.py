@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.devcsms import DevCsms
-from controller.logsetup import (
+from controller.dev.devcsms import DevCsms
+from controller.ops.logsetup import (
     JournalHandler,
     SecretFilter,
     encode_entry,
@@ -308,11 +308,11 @@ def test_no_journal_socket_falls_back_to_stderr(sock_dir: str, root_logger: logg
     missing = os.path.join(sock_dir, "nothing-here")
     secrets = setup_logging("INFO", "journal", journal_socket=missing, stream=stream)
     secrets.add_secret(PASSWORD)
-    logging.getLogger("controller.station").info("password is %s", PASSWORD)
+    logging.getLogger("controller.runtime.station").info("password is %s", PASSWORD)
     lines = stream.getvalue().splitlines()
     assert f"journal socket {missing} unavailable" in lines[0]
     assert " WARNING evsed: " in lines[0]
-    assert lines[1].endswith(" INFO controller.station: password is ***")
+    assert lines[1].endswith(" INFO controller.runtime.station: password is ***")
     assert not os.path.exists(missing)  # nothing created in its place
 
 
@@ -467,7 +467,7 @@ async def test_evsed_run_under_systemd_logs_to_the_journal(
     tx = find(f"connector 1: transaction 1 started for {CARD}")
     assert (tx["EVSED_CONNECTOR"], tx["EVSED_TX_KEY"], tx["PRIORITY"]) == ("1", "1", "6")
     assert tx["CODE_FUNC"] == "_start_tx"
-    assert tx["CODE_FILE"].endswith(os.path.join("controller", "station.py"))
+    assert tx["CODE_FILE"].endswith(os.path.join("controller", "runtime", "station.py"))
     assert all(e["SYSLOG_IDENTIFIER"] == "evsed" for e in entries)
     linked = find("transaction 1: CSMS transactionId")
     assert (linked["EVSED_TX_KEY"], linked["EVSED_TRANSACTION_ID"]) == ("1", str(csms_tx_id))

@@ -1,4 +1,4 @@
-"""Schema migrations (controller/migrations.py): a database built at every earlier version,
+"""Schema migrations (controller/storage/migrations.py): a database built at every earlier version,
 with realistic rows, is brought to the current one with its data intact; a newer database is
 refused and left untouched; a failing or interrupted migration leaves the old version."""
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from controller import migrations
-from controller.migrations import (
+from controller.storage import migrations
+from controller.storage.migrations import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Migration,
@@ -26,11 +26,11 @@ from controller.migrations import (
     current_version,
     migrate,
 )
-from controller.store import LocalListTooLong, Store, open_store
+from controller.storage.store import LocalListTooLong, Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The schema script of evsed before migrations (controller/store.py at a916286), verbatim:
+# The schema script of evsed before migrations (controller/storage/store.py at a916286), verbatim:
 # the v1 databases in the field were created by exactly this, then meta.schema_version = '1'.
 LEGACY_V1_SCRIPT = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -493,7 +493,7 @@ def test_failure_mid_migration_rolls_back(at: int, db_path: Path) -> None:
 _KILL_CHILD = textwrap.dedent(
     """
     import os, signal, sqlite3, sys
-    from controller.migrations import MIGRATIONS, Migration, migrate
+    from controller.storage.migrations import MIGRATIONS, Migration, migrate
 
     path, at = sys.argv[1], int(sys.argv[2])
     db = sqlite3.connect(path, isolation_level=None)

@@ -1,4 +1,4 @@
-"""Operations commands (controller/opscli.py) through the real `evsed` CLI: sessions, queue and
+"""Operations commands (controller/ops/opscli.py) through the real `evsed` CLI: sessions, queue and
 config show read a database written by the real Store (read-only, with and without a writer)
 and a real config file; status shows clock, storage and CSMS, or the database when the daemon
 is down."""
@@ -26,11 +26,11 @@ import pytest
 
 from controller.cli import main
 from controller.config import load, parse
-from controller.devcsms import DevCsms
-from controller.migrations import SCHEMA_VERSION
-from controller.opscli import MASK, effective_config
-from controller.sessions import sessions_csv
-from controller.store import Store
+from controller.dev.devcsms import DevCsms
+from controller.ops.opscli import MASK, effective_config
+from controller.storage.migrations import SCHEMA_VERSION
+from controller.storage.sessions import sessions_csv
+from controller.storage.store import Store
 from tests.conftest import CARD, STATION_ID
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -347,7 +347,7 @@ def _other_user_python() -> list[str] | None:
             continue
         cmd = ["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={ROOT}:{site}", python]
         probe = subprocess.run(
-            [*cmd, "-c", "import sys, controller.opscli; assert sys.version_info >= (3, 11)"],
+            [*cmd, "-c", "import sys, controller.ops.opscli; assert sys.version_info >= (3, 11)"],
             capture_output=True,
             timeout=60,
         )
@@ -520,7 +520,7 @@ async def test_status_shows_clock_storage_and_csms(
 
 
 def test_status_degraded_storage_and_untrusted_clock_text() -> None:
-    from controller.opscli import format_status
+    from controller.ops.opscli import format_status
 
     data = {
         "station_id": "CP-1",

@@ -27,11 +27,11 @@ import pytest
 
 import controller.app
 from controller.app import App
-from controller.clock import ManualClock
 from controller.config import parse
-from controller.devcsms import DevCsms
-from controller.station import Station
-from controller.store import Store
+from controller.dev.devcsms import DevCsms
+from controller.runtime.clock import ManualClock
+from controller.runtime.station import Station
+from controller.storage.store import Store
 from hal.base import FaultKind, VehicleState
 from tests.conftest import CARD, STATION_ID, Harness, charger_config
 from tests.test_e2e_durability import (

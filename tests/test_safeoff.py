@@ -13,7 +13,7 @@ import pytest
 from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 
-from controller.safeoff import (
+from controller.ops.safeoff import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,

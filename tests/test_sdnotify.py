@@ -30,10 +30,9 @@ from ocpp.v16 import call
 from ocpp.v16.enums import ResetType
 
 from controller.app import CONTACTORS_OPEN_STATUS, App
-from controller.clock import ManualClock
 from controller.config import parse
-from controller.devcsms import DevCsms
-from controller.sdnotify import (
+from controller.dev.devcsms import DevCsms
+from controller.ops.sdnotify import (
     STALL_BEGIN_STATUS,
     STALL_END_STATUS,
     STALL_HOOK_ENV,
@@ -42,6 +41,7 @@ from controller.sdnotify import (
     run_watchdog,
     watchdog_timeout_s,
 )
+from controller.runtime.clock import ManualClock
 from hal.base import MeterReading
 from hal.modbus import load_model
 from tests.conftest import STATION_ID, Harness, charger_config
@@ -201,7 +201,7 @@ def test_abstract_socket_and_reloading(listener: NotifyListener) -> None:
 
 def test_send_errors_never_raise_and_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     notifier = Notifier("/nonexistent/notify.sock")
-    with caplog.at_level(logging.WARNING, logger="controller.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="controller.ops.sdnotify"):
         assert notifier.watchdog() is False
         assert notifier.ready() is False
     assert len([r for r in caplog.records if "sd_notify" in r.getMessage()]) == 1
@@ -283,7 +283,7 @@ async def test_status_is_sent_on_change_and_a_failing_describe_is_logged_once(
         if len(slept) == len(script):
             raise asyncio.CancelledError
 
-    with caplog.at_level(logging.ERROR, logger="controller.sdnotify"):
+    with caplog.at_level(logging.ERROR, logger="controller.ops.sdnotify"):
         with pytest.raises(asyncio.CancelledError):
             await run_status(notifier, describe, 2.0, sleep=sleep)
     assert slept == [2.0] * len(script)

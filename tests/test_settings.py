@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.settings import (
+from controller.core.policy import ChargingPolicy
+from controller.ocpp16 import policy as policy16
+from controller.ocpp16.settings import (
     MAX_CSL_ITEMS,
     SUPPORTED_MEASURANDS,
     InvalidValue,
@@ -16,7 +18,7 @@ from controller.settings import (
     core_keys,
     normalise,
 )
-from controller.store import Store
+from controller.storage.store import Store
 
 # Every Core key with its documented default for a 2-connector station.
 DEFAULTS_2 = {
@@ -440,3 +442,36 @@ def test_set_internal(store: Store) -> None:
     assert store.get_setting("cfg.HeartbeatInterval") == "240"
     with pytest.raises(InvalidValue):
         s.set_internal("HeartbeatInterval", "-3")
+
+
+# ----------------------------------------------------------------------------- policy
+# The 1.6 keys the runtime's ChargingPolicy is made of (controller/ocpp16/policy.py): the
+# runtime never looks a key up by name; it gets a new policy when the CSMS changes one.
+
+
+def test_policy_from_the_1_6_keys_and_changes_follow() -> None:
+    store = Store(":memory:")
+    settings = Settings(store, core_keys(1), {"MeterValueSampleInterval": 10})
+    seen: list[ChargingPolicy] = []
+    policy16.follow(settings, seen.append)
+    assert seen == [
+        ChargingPolicy(
+            sample_interval_s=10,
+            aligned_interval_s=0,
+            connection_timeout_s=60.0,
+            stop_on_ev_disconnect=True,
+            unlock_on_ev_disconnect=True,
+            stop_on_invalid_id=True,
+            max_energy_on_invalid_id_wh=None,  # 0 = none (9.1.14)
+        )
+    ]
+    assert settings.change("MaxEnergyOnInvalidId", "1500") == "Accepted"
+    assert settings.change("StopTransactionOnInvalidId", "false") == "Accepted"
+    assert settings.change("ConnectionTimeOut", "30") == "Accepted"
+    assert settings.change("HeartbeatInterval", "120") == "Accepted"  # not a policy key
+    assert len(seen) == 4
+    assert seen[-1].max_energy_on_invalid_id_wh == 1500
+    assert seen[-1].stop_on_invalid_id is False
+    assert seen[-1].connection_timeout_s == 30.0
+    assert settings.change("ClockAlignedDataInterval", "nonsense") == "Rejected"
+    assert len(seen) == 4  # a rejected value changes nothing

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from controller.devcsms import DevCsms
+from controller.dev.devcsms import DevCsms
 from hal.base import FaultKind
 
 
@@ -89,7 +89,7 @@ async def test_lowering_the_duration_releases_a_waiting_status(csms: DevCsms, ch
     h.plug()
     await h.advance(3)
     assert [s for s, _ in connector_statuses(h)] == ["Available"]
-    assert h.station.settings.change("MinimumStatusDuration", "2") == "Accepted"
+    assert h.app.settings.change("MinimumStatusDuration", "2") == "Accepted"
     await h.advance(1)
     await h.settle(lambda: [s for s, _ in connector_statuses(h)] == ["Available", "Preparing"])
 

@@ -1,4 +1,4 @@
-"""Unit tests of controller/store.py: the durable transaction journal behind OCPP 1.6.
+"""Unit tests of controller/storage/store.py: the durable transaction journal behind OCPP 1.6.
 
 OCPP 1.6 section 3.7 ("Transaction-related messages") requires that transaction-related
 messages are queued while offline and delivered in chronological order; section 4.10
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from controller.store import Store, open_store
+from controller.storage.store import Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -482,7 +482,7 @@ def test_open_store_healthy_db_is_kept(db_path: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from controller.store import Store
+    from controller.storage.store import Store
 
     s = Store(sys.argv[1])
     mode = sys.argv[2]

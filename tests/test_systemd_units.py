@@ -167,7 +167,7 @@ def test_main_unit_is_a_notify_service_with_watchdog_and_fail_safe() -> None:
 def test_directory_modes_are_the_ones_evsed_install_creates() -> None:
     """systemd logs "already exists but the mode is different" at every start (and every
     ExecStopPost=) when a *DirectoryMode= differs from the directory's real mode."""
-    from controller.install import CONFIG_DIR, LOG_DIR, STATE_DIR, Installer, Recorder
+    from controller.ops.install import CONFIG_DIR, LOG_DIR, STATE_DIR, Installer, Recorder
 
     created: dict[str, int] = {}
     inst = Installer(root=Path("/"), runner=Recorder(), dry_run=True, out=lambda _: None)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from ocpp.v16 import call
 
-from controller.devcsms import DevCsms
+from controller.dev.devcsms import DevCsms
 from tests.procs import REPO, Evsed, free_port, write_config
 
 STATION = "CP-WEB"

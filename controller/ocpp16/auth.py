@@ -19,8 +19,8 @@ from controller.ocpp16.rpc import (
     PROPERTY_CONSTRAINT_VIOLATION,
     CallError,
 )
-from controller.settings import Settings
-from controller.store import CacheRow, LocalListTooLong, Store, TagInfo
+from controller.ocpp16.settings import Settings
+from controller.storage.store import CacheRow, LocalListTooLong, Store, TagInfo
 
 # Authorization Cache capacity (3.5.1: "If ... the Authorization Cache is full").
 CACHE_MAX_ENTRIES = 1000

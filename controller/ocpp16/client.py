@@ -17,8 +17,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode
 
-from controller import connector as sm
-from controller.clock import Clock, clamp_iso, iso_utc
+from controller.core import connector as sm
+from controller.core.port import AuthDecision, Sample, TxStart, TxStop
+from controller.core.timestamps import clamp_iso, iso_utc
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
@@ -30,11 +31,11 @@ from controller.ocpp16.rpc import (
     ConnectionLost,
     RpcConnection,
 )
-from controller.port import AuthDecision, Sample, TxStart, TxStop
-from controller.settings import Settings
-from controller.station import Station
-from controller.store import QueuedMessage, Store
-from controller.tasks import TaskGroup
+from controller.ocpp16.settings import Settings
+from controller.runtime.clock import Clock
+from controller.runtime.station import Station
+from controller.runtime.tasks import TaskGroup
+from controller.storage.store import QueuedMessage, Store
 from hal.base import FaultKind
 
 LOG = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ from typing import Any
 
 from ocpp.messages import MessageType
 
-from controller.clock import Clock
+from controller.core.port import Sample, TxStart, TxStop
 from controller.ocpp16 import messages as build
 from controller.ocpp16.rpc import CallError, validate
-from controller.port import Sample, TxStart, TxStop
-from controller.settings import Settings
-from controller.store import Store, StoreError
+from controller.ocpp16.settings import Settings
+from controller.runtime.clock import Clock
+from controller.storage.store import Store, StoreError
 
 LOG = logging.getLogger(__name__)
 

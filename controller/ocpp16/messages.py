@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.core.port import Sample, TxStart, TxStop
 from controller.ocpp16 import status as status16
-from controller.port import Sample, TxStart, TxStop
 
 
 def _fmt(value: float, decimals: int = 1) -> str:

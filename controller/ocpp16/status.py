@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from controller.connector import Phase, StopCause
+from controller.core.connector import Phase, StopCause
 from hal.base import FaultKind
 
 NO_ERROR: Final = "NoError"

@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-# The schema is defined (and changed) only in controller/migrations.py.
-from controller.clock import shift_iso, shift_timestamps
-from controller.migrations import SchemaError, migrate
-from controller.spill import SpillFile
+# The schema is defined (and changed) only in controller/storage/migrations.py.
+from controller.core.timestamps import shift_iso, shift_timestamps
+from controller.storage.migrations import SchemaError, migrate
+from controller.storage.spill import SpillFile
 
 _Op = tuple[str, tuple[Any, ...]]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from controller.core.safety import contactor_permitted, offered_current_a
 from hal.base import FaultKind, VehicleState
 
 
@@ -251,9 +252,6 @@ Command = (
 # ----------------------------------------------------------------------------- state
 
 
-MIN_CURRENT_A = 6.0
-
-
 @dataclass(frozen=True)
 class ConnectorState:
     """Everything the state machine knows about one connector; immutable."""
@@ -296,51 +294,6 @@ class ConnectorState:
     now_s: float = 0.0
 
 
-def energy_allowed(s: ConnectorState) -> bool:
-    """Whether the transaction's idTag still entitles it to energy.
-
-    A transaction whose idTag the CSMS invalidated (``Deauthorized``) counts as authorized
-    for energy delivery only while a MaxEnergyOnInvalidId allowance remains (9.1.14: the
-    operator chose to let the EV charge enough to drive away); without one, or once it is
-    used up, energy delivery stops (SuspendedEVSE) while the transaction stays open.
-    """
-    return not s.deauthorized or s.energy_limit_wh is not None
-
-
-def contactor_permitted(s: ConnectorState) -> bool:
-    """The safety rule: authorized transaction (idTag not invalidated, or within its
-    MaxEnergyOnInvalidId allowance), a meter that has answered, energy requested,
-    operative, no fault."""
-    return (
-        s.tx_active
-        and s.meter_ready
-        and s.authorized_tag is not None
-        and energy_allowed(s)
-        and s.vehicle.requests_energy
-        and s.operative
-        and s.fault is None
-        and _offer_a(s) > 0
-    )
-
-
-def _offer_a(s: ConnectorState) -> float:
-    """Current offered to the vehicle while a transaction may draw energy."""
-    if not (
-        s.tx_active
-        and s.meter_ready
-        and s.authorized_tag is not None
-        and energy_allowed(s)
-        and s.operative
-        and s.fault is None
-    ):
-        return 0.0
-    if s.vehicle in (VehicleState.A, VehicleState.E, VehicleState.F):
-        return 0.0
-    limit = s.max_current_a if s.limit_a is None else min(s.max_current_a, s.limit_a)
-    # IEC 61851-1: a pilot cannot advertise less than 6 A; below that, offer nothing.
-    return limit if limit >= MIN_CURRENT_A else 0.0
-
-
 def derive_phase(s: ConnectorState) -> tuple[Phase, FaultKind | None]:
     """The phase of a state and its condition: the fault, or a pilot error as a warning
     (OCPP 1.6 4.9 / 7.6 shaped these rules; the 1.6 adapter's mapping is one to one)."""
@@ -356,7 +309,7 @@ def derive_phase(s: ConnectorState) -> tuple[Phase, FaultKind | None]:
             return Phase.CHARGING, None
         if not s.vehicle.plugged:
             return Phase.SUSPENDED_EV, None  # EV side unplugged, transaction kept
-        if _offer_a(s) <= 0:
+        if offered_current_a(s) <= 0:
             return Phase.SUSPENDED_EVSE, None
         return Phase.SUSPENDED_EV, None
     if not s.operative:
@@ -633,7 +586,7 @@ def _settle(
 ) -> tuple[ConnectorState, list[Command]]:
     """Derive outputs (contactor, offered current, status) and order the commands."""
     want_closed = contactor_permitted(s)
-    offer_a = _offer_a(s)
+    offer_a = offered_current_a(s)
     head: list[Command] = []
     tail: list[Command] = []
     if s.contactor_closed and not want_closed:

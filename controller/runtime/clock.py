@@ -12,7 +12,9 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
+
+from controller.core.timestamps import iso_utc
 
 LOG = logging.getLogger(__name__)
 
@@ -64,11 +66,6 @@ class ManualClock(Clock):
             # Several loop iterations so chains of awaits settle before the next step.
             for _ in range(5):
                 await asyncio.sleep(0)
-
-
-def iso_utc(moment: datetime) -> str:
-    """OCPP timestamp with milliseconds and an explicit UTC offset."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 # ---------------------------------------------------------------------------- clock trust
@@ -372,39 +369,3 @@ class TrustedClock(Clock):
         while True:
             await self.sleep(interval_s)
             self.persist()
-
-
-def clamp_iso(text: str, floor: datetime) -> str:
-    """An OCPP timestamp, raised to ``floor`` if it is earlier (or unparseable)."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return iso_utc(floor)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return text if moment >= floor else iso_utc(floor)
-
-
-def shift_iso(text: str, shift_s: float) -> str:
-    """An OCPP timestamp moved by ``shift_s`` seconds (unparseable text is kept)."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return text
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return iso_utc(moment + timedelta(seconds=shift_s))
-
-
-def shift_timestamps(value: Any, shift_s: float) -> Any:
-    """A payload with every ``timestamp`` field (at any depth) moved by ``shift_s``."""
-    if isinstance(value, dict):
-        return {
-            k: shift_iso(v, shift_s)
-            if k == "timestamp" and isinstance(v, str)
-            else shift_timestamps(v, shift_s)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [shift_timestamps(v, shift_s) for v in value]
-    return value

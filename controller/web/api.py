@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from controller import connector as sm
-from controller.clock import iso_utc
-from controller.sessions import session_row, sessions_between, sessions_csv
+from controller.core import connector as sm
+from controller.core.timestamps import iso_utc
+from controller.storage.sessions import session_row, sessions_between, sessions_csv
 from hal.base import FAULT_KIND_NAMES, FaultKind, VehicleState
 from hal.sim import SimRig, SimTokenReader
 

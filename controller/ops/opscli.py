@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from controller.config import Config, ConfigError, DeviceConfig, load
-from controller.migrations import SCHEMA_VERSION, SchemaError, current_version
-from controller.sessions import (
+from controller.storage.migrations import SCHEMA_VERSION, SchemaError, current_version
+from controller.storage.sessions import (
     session_duration_s,
     session_energy_wh,
     sessions_between,
     sessions_csv,
 )
-from controller.store import TxRecord
+from controller.storage.store import TxRecord
 
 DEFAULT_CONFIG = "/etc/evsed/evsed.toml"
 DEFAULT_TABLE_LIMIT = 20

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from controller import connector as sm
-from controller.clock import Clock, iso_utc, shift_iso
-from controller.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
-from controller.settings import Settings
-from controller.store import Store, StoreError, TxRecord
-from controller.tasks import TaskGroup
+from controller.core import connector as sm
+from controller.core.policy import ChargingPolicy
+from controller.core.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
+from controller.core.timestamps import iso_utc, shift_iso
+from controller.runtime.clock import Clock
+from controller.runtime.tasks import TaskGroup
+from controller.storage.store import Store, StoreError, TxRecord
 from hal.base import (
     ConnectorLock,
     Contactor,
@@ -123,14 +124,14 @@ class Station:
         *,
         connectors: list[ConnectorHardware],
         reader: TokenReader | None,
-        settings: Settings,
+        policy: ChargingPolicy,
         store: Store,
         clock: Clock,
         boot_id: str = "",
         tick_interval_s: float = 1.0,
         resume_transactions: bool = False,
     ) -> None:
-        self.settings = settings
+        self.policy = policy
         self.resume_transactions = resume_transactions
         self.store = store
         self.clock = clock
@@ -191,7 +192,7 @@ class Station:
             await self._poll_meter(c)
         resumable = self._recover_open_transactions()
         for c in self.connectors.values():
-            self._apply_settings(c)
+            self._apply_policy(c)
             c.status_since_s = self.clock.monotonic_s()
             self._report_status(c, c.state.phase, c.state.condition)
             self._show_indicator(c)  # the boot status has no Notify of its own
@@ -213,7 +214,6 @@ class Station:
                 loop.call_soon_threadsafe(self.present_token, uid)
 
             self.reader.start(on_token)
-        self.settings.on_change(self._on_setting)
         self.last_tick_s = self.clock.monotonic_s()
         self._tasks.spawn(self._tick_loop(), name="tick", critical=True)
         self.started = True
@@ -679,7 +679,7 @@ class Station:
                 self._maybe_sample(c, now_s)
                 self._maybe_persist(c, now_s)
             self._maybe_probe_storage(now_s)
-            aligned_s = self.settings.get_int("ClockAlignedDataInterval")
+            aligned_s = self.policy.aligned_interval_s
             if aligned_s > 0:
                 slot = int(self.clock.utc_now().timestamp()) // aligned_s
                 if last_aligned is not None and slot != last_aligned:
@@ -706,7 +706,7 @@ class Station:
             self._storage_probe_at_s = now_s + STORAGE_PROBE_INTERVAL_S
 
     def _maybe_sample(self, c: ConnectorRuntime, now_s: float) -> None:
-        interval_s = self.settings.get_int("MeterValueSampleInterval")
+        interval_s = self.policy.sample_interval_s
         reading = c.live_reading
         if c.tx_key is None or interval_s <= 0 or reading is None or c.reading_at is None:
             # A silent meter gives no sample: the gap shows in the data, and the first
@@ -726,7 +726,7 @@ class Station:
     def persist_interval_s(self) -> int:
         """How often the reading of a running transaction is made durable: every
         MeterValueSampleInterval, but at least every MAX_PERSIST_INTERVAL_S."""
-        sample_s = self.settings.get_int("MeterValueSampleInterval")
+        sample_s = self.policy.sample_interval_s
         return sample_s if 0 < sample_s <= MAX_PERSIST_INTERVAL_S else MAX_PERSIST_INTERVAL_S
 
     def _maybe_persist(self, c: ConnectorRuntime, now_s: float) -> None:
@@ -770,26 +770,25 @@ class Station:
             if c.tx_key is not None:
                 self._keep_for_stop(c, sample)
 
-    # ------------------------------------------------------------------ settings
+    # ------------------------------------------------------------------ policy
 
-    def _apply_settings(self, c: ConnectorRuntime) -> None:
+    def set_policy(self, policy: ChargingPolicy) -> None:
+        """A new charging policy (the CSMS changed the configuration): from the next tick
+        on for sampling, at once for the connectors' session rules."""
+        self.policy = policy
+        if self.started:
+            for c in self.connectors.values():
+                self._apply_policy(c)
+
+    def _apply_policy(self, c: ConnectorRuntime) -> None:
         self.dispatch(
             c.connector_id,
             sm.SettingsChanged(
-                connection_timeout_s=float(self.settings.get_int("ConnectionTimeOut")),
-                stop_on_ev_disconnect=self.settings.get_bool("StopTransactionOnEVSideDisconnect"),
-                unlock_on_ev_disconnect=self.settings.get_bool("UnlockConnectorOnEVSideDisconnect"),
+                connection_timeout_s=self.policy.connection_timeout_s,
+                stop_on_ev_disconnect=self.policy.stop_on_ev_disconnect,
+                unlock_on_ev_disconnect=self.policy.unlock_on_ev_disconnect,
             ),
         )
-
-    def _on_setting(self, name: str, value: str) -> None:
-        if name in (
-            "ConnectionTimeOut",
-            "StopTransactionOnEVSideDisconnect",
-            "UnlockConnectorOnEVSideDisconnect",
-        ):
-            for c in self.connectors.values():
-                self._apply_settings(c)
 
     # ------------------------------------------------------------------ CSMS requests
 
@@ -836,10 +835,10 @@ class Station:
         c = self.connector_for_tx(tx_key)
         if c is None:
             return  # already stopped
-        if self.settings.get_bool("StopTransactionOnInvalidId"):
+        if self.policy.stop_on_invalid_id:
             self.stop_transaction(tx_key, sm.StopCause.DE_AUTHORIZED)
             return
-        max_wh = self._max_energy_on_invalid_id()
+        max_wh = self.policy.max_energy_on_invalid_id_wh
         limit_wh = (
             round(c.reading.energy_wh) + max_wh
             if max_wh is not None and c.reading is not None
@@ -860,16 +859,6 @@ class Station:
             c.deauth_marked = True
         except StoreError:
             LOG.exception("could not record the invalidation of transaction %d", tx_key)
-
-    def _max_energy_on_invalid_id(self) -> int | None:
-        """MaxEnergyOnInvalidId in Wh (optional key, 9.1.14); None when absent or 0."""
-        if self.settings.key("MaxEnergyOnInvalidId") is None:
-            return None
-        try:
-            value = self.settings.get_int("MaxEnergyOnInvalidId")
-        except (KeyError, ValueError):
-            return None
-        return value if value > 0 else None
 
     async def stop_all(self, reason: sm.StopCause) -> None:
         for c in self.connectors.values():

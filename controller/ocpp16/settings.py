@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.store import Store
+from controller.storage.store import Store
 
 LOG = logging.getLogger(__name__)
 

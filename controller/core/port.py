@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.connector import Phase, StopCause
+from controller.core.connector import Phase, StopCause
 from hal.base import FaultKind, MeterReading
 
 
