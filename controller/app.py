@@ -15,8 +15,9 @@ from controller.config import Config
 from controller.core import connector as sm
 from controller.core.port import CsmsPort
 from controller.core.timestamps import iso_utc
+from controller.csms.connection import ConnectionOptions
 from controller.ocpp16 import policy as policy16
-from controller.ocpp16.client import ConnectionOptions, Ocpp16Client, StationIdentity
+from controller.ocpp16.client import Ocpp16Client, StationIdentity
 from controller.ocpp16.journal import Journal
 from controller.ocpp16.settings import Settings, core_keys
 from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s

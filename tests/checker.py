@@ -197,13 +197,17 @@ def check(
             for i, f in enumerate(same[:-1]):
                 if f.unique_id not in answers:
                     continue
-                nxt = same[i + 1]
                 gap = crashed_after(f.unique_id)
                 if gap is not None:
                     excused.append(
                         f"{action} answered {gap * 1000:.1f} ms before a crash/link loss, resent"
                     )
-                    excused_uids.add(nxt.unique_id)
+                    # The resend is the same message; if a crash or a lost link cut that
+                    # resend off unanswered too, the one after it is (up to the next answer).
+                    for later_attempt in same[i + 1 :]:
+                        excused_uids.add(later_attempt.unique_id)
+                        if later_attempt.unique_id in answers:
+                            break
                     continue
                 later = [g.unique_id for g in same[i + 1 :]]
                 v.append(

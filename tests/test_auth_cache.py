@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from controller.csms.rpc import CallError
 from controller.ocpp16.auth import (
     CACHE_TOUCH_GRANULARITY_S,
     AuthConfig,
@@ -26,7 +27,6 @@ from controller.ocpp16.auth import (
     decide,
     effective_status,
 )
-from controller.ocpp16.rpc import CallError
 from controller.ocpp16.settings import Settings, core_keys
 from controller.storage.store import CacheRow, Store
 

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from controller.ocpp16.client import backoff_s
+from controller.csms.connection import backoff_s
 from tests.conftest import STATION_ID
 
 
@@ -27,7 +27,8 @@ async def test_url_appends_quoted_station_id_and_basic_auth(charger: Any, tmp_pa
     profile 1 sends HTTP Basic with user = identity."""
     h = await charger(None, wait_accepted=False)
     assert h.app.client is None  # no [csms] table: standalone
-    from controller.ocpp16.client import ConnectionOptions, Ocpp16Client, StationIdentity
+    from controller.csms.connection import ConnectionOptions
+    from controller.ocpp16.client import Ocpp16Client, StationIdentity
     from controller.runtime.clock import ManualClock
 
     client = Ocpp16Client(

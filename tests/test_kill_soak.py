@@ -362,3 +362,55 @@ def test_checker_excuses_resend_only_right_after_a_crash() -> None:
     late = checker.check(received, answers, crash_times=[10.5], **kwargs)
     assert any("answered but sent again" in x for x in late.violations)
     assert any("transaction 1: no StopTransaction" in x for x in late.violations)
+
+
+def test_checker_excuses_a_resend_chain_cut_off_by_a_second_crash() -> None:
+    """Start answered, killed before the commit; the resend is cut off unanswered by a
+    second kill; the third attempt is answered: still one transaction (ids 1 and 2), as the
+    kill soak met it once (a transaction the checker then wrongly called unstopped)."""
+    from controller.dev.devcsms import Frame, SentFrame
+
+    start = {
+        "connectorId": 1,
+        "idTag": CARD,
+        "meterStart": 1000,
+        "timestamp": "2024-01-01T00:00:00Z",
+    }
+    stop = {"transactionId": 2, "meterStop": 1003, "timestamp": "2024-01-01T00:00:01Z"}
+    received = [
+        Frame(STATION, "StartTransaction", start, "a", 10.0),
+        Frame(STATION, "StartTransaction", start, "b", 11.0),  # killed before the answer
+        Frame(STATION, "StartTransaction", start, "c", 12.0),
+        Frame(STATION, "StopTransaction", {**stop, "reason": "Reboot"}, "d", 12.5),
+    ]
+    answers = [
+        SentFrame(
+            STATION, "", {"transactionId": 1, "idTagInfo": {"status": "Accepted"}}, "a", 10.0
+        ),
+        SentFrame(
+            STATION, "", {"transactionId": 2, "idTagInfo": {"status": "Accepted"}}, "c", 12.0
+        ),
+        SentFrame(STATION, "", {}, "d", 12.5),
+    ]
+    records = [
+        {
+            "transaction_key": 1,
+            "transaction_id": 2,
+            "stopped_at": "2024-01-01T00:00:01Z",
+            "stop_reason": "Reboot",
+            "meter_start_wh": 1000,
+            "meter_stop_wh": 1003,
+        }
+    ]
+    report = checker.check(
+        received,
+        answers,
+        crash_times=[10.001, 11.001],
+        transactions=records,
+        register_start_wh=1000,
+        register_end_wh=1004,
+        power_w=POWER_W,
+        sample_interval_s=1,
+    )
+    assert report.violations == []
+    assert list(report.transactions) == [1] and report.transactions[1].aliases == [2]

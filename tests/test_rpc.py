@@ -16,8 +16,8 @@ import pytest
 from jsonschema.exceptions import ValidationError as SchemaError
 from ocpp.messages import MessageType, get_validator
 
+from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.ocpp16 import rpc
-from controller.ocpp16.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 
 NOW = "2026-01-01T12:00:00.000+00:00"
 
@@ -90,6 +90,7 @@ async def make_peer() -> AsyncIterator[Callable[..., Peer]]:
         conn = RpcConnection(
             transport,
             handler,
+            dialect=rpc.DIALECT,
             response_timeout_s=timeout_s,
             id_factory=lambda: next(ids),
             supported_actions=supported,

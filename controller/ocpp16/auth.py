@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.csms.rpc import CallError
 from controller.ocpp16.rpc import (
     OCCURENCE_CONSTRAINT_VIOLATION,
     PROPERTY_CONSTRAINT_VIOLATION,
-    CallError,
 )
 from controller.ocpp16.settings import Settings
 from controller.storage.store import CacheRow, LocalListTooLong, Store, TagInfo

@@ -3,34 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.frames import CloseCode
+from websockets.asyncio.client import ClientConnection
 
 from controller.core import connector as sm
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
-from controller.core.timestamps import clamp_iso, iso_utc
+from controller.core.timestamps import iso_utc
+from controller.csms.connection import (
+    ConnectionOptions,
+    CsmsConnection,
+    backoff_s,
+    basic_auth_header,
+    station_url,
+)
+from controller.csms.heartbeat import Heartbeat
+from controller.csms.outbox import OutboxPump, OutboxRules
+from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
+from controller.csms.timesync import TimeSync
 from controller.ocpp16 import messages as build
+from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
 from controller.ocpp16.journal import Journal
-from controller.ocpp16.rpc import (
-    PROPERTY_CONSTRAINT_VIOLATION,
-    CallError,
-    CallTimeout,
-    ConnectionLost,
-    RpcConnection,
-)
+from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION
 from controller.ocpp16.settings import Settings
 from controller.runtime.clock import Clock
 from controller.runtime.station import Station
@@ -41,8 +43,6 @@ from hal.base import FaultKind
 LOG = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
-# How long close() waits for the CSMS to answer the closing handshake.
-CLOSE_TIMEOUT_S = 2.0
 
 # CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage and
 # the Local Auth List Management profile (GetLocalListVersion, SendLocalList).
@@ -65,9 +65,6 @@ SUPPORTED_ACTIONS = frozenset(
 
 
 # Connector 0 while the database cannot be written (disk full): errorCode OtherError.
-#: Queued messages read per database query during a replay; also the most confirmed
-#: MeterValues whose (non-durable) delete is held back, i.e. re-sent after a crash.
-OUTBOX_READ_AHEAD = 64
 
 STORAGE_VENDOR_ERROR = "StorageFull"
 STORAGE_INFO = "database not writable; data kept in memory"
@@ -98,22 +95,6 @@ class StationIdentity:
     firmware_version: str | None = None
 
 
-@dataclass(frozen=True)
-class ConnectionOptions:
-    csms_url: str
-    password: str | None = None
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    response_timeout_s: float = 30.0
-    open_timeout_s: float = 10.0
-
-
-def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Exponential back-off with "equal jitter": half fixed, half random (OCPP-J errata 3.4)."""
-    ceiling = min(max_s, min_s * (2 ** min(attempt, 30)))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
 class Ocpp16Client:
     """Implements ``CsmsPort`` over OCPP 1.6J and keeps the connection up."""
 
@@ -140,27 +121,49 @@ class Ocpp16Client:
         self._on_frame_cb = on_frame
         self._on_reset = on_reset
         self._rpc: RpcConnection | None = None
-        self._ws: ClientConnection | None = None
-        self._closing = False  # close() was called: no reconnecting
         self._conn_state = "offline"
         station.set_csms_online(False)
         self._accepted_once = False  # BootNotification only once per process (OCPP-J 5.4)
-        self._outbox_wakeup = asyncio.Event()
-        self._outbox_reload = False  # queued messages changed under the pump's read-ahead
-        self._confirmed: list[int] = []  # confirmed MeterValues seqs, deleted in batches
+        self._tx_ids: dict[int, int] = {}  # tx_key -> transactionId, for the outbox
         self._status_wakeup = asyncio.Event()
         self._pending_status: dict[int, PendingStatus] = {}
         # (status, errorCode) last reported per connector in this connection.
         self._reported_status: dict[int, tuple[str, str]] = {}
-        self._warned_untrusted = False
-        self._last_activity_s = clock.monotonic_s()
         self.last_message_s: float | None = None  # monotonic time of the last frame in or out
         self._tasks = TaskGroup("ocpp16")
+        self._link = CsmsConnection(
+            url=station_url(options.csms_url, identity.station_id),
+            subprotocol=SUBPROTOCOL,
+            options=options,
+            clock=clock,
+            session=self._session,
+            headers=self._headers,
+            ping_interval_s=lambda: settings.get_int("WebSocketPingInterval"),
+            on_state=self._on_link,
+            rng=self._rng,
+        )
         self.journal = Journal(store, settings, boot_id=station.boot_id, clock=clock)
         self.auth = LocalAuth(store, settings, clock.utc_now)
-        self.server_time_offset_s: float | None = None
-        self.connects = 0
-        self.tx_message_timeouts = 0
+        self.time = TimeSync(clock, on_corrected=self._shift_pending_statuses)
+        self.heartbeat = Heartbeat(
+            clock=clock,
+            interval_s=lambda: settings.get_int("HeartbeatInterval"),
+            call=lambda action, payload: self._call(action, payload),
+            on_time=self.time.note_server_time,
+        )
+        self.pump = OutboxPump(
+            store=store,
+            clock=clock,
+            call=self._send_queued,
+            rules=OutboxRules(
+                prepare=self._prepare_tx_message,
+                confirmed=self._tx_message_confirmed,
+                batched_actions=frozenset({"MeterValues"}),
+                max_attempts=lambda: settings.get_int("TransactionMessageAttempts"),
+                retry_interval_s=lambda: settings.get_int("TransactionMessageRetryInterval"),
+                forget_ids=self._tx_ids.clear,
+            ),
+        )
         settings.on_change(self._on_setting)
         store.add_listener(self._on_storage)
         add_trust_listener = getattr(clock, "add_trust_listener", None)
@@ -183,8 +186,7 @@ class Ocpp16Client:
     def _on_time_confirmed(self, shift_s: float) -> None:
         """The journal moved queued timestamps: the pump must not send its stale copies.
         Statuses still waiting here were stamped on the same clock: they move too."""
-        self._outbox_reload = True
-        self._outbox_wakeup.set()
+        self.pump.reload()
         self._shift_pending_statuses(shift_s)
 
     def _shift_pending_statuses(self, shift_s: float) -> None:
@@ -208,25 +210,24 @@ class Ocpp16Client:
         status = "Available" if self.station.station_operative else "Unavailable"
         self._force_status(0, status, "OtherError" if degraded else "NoError")
         self._status_wakeup.set()
-        self._outbox_reload = True  # memory and database views of the outbox changed
-        self._outbox_wakeup.set()
+        self.pump.reload()  # memory and database views of the outbox changed
 
     # ------------------------------------------------------------------ CsmsPort
 
     def start_transaction(self, tx: TxStart) -> int:
         tx_key = self.journal.start_transaction(tx)
-        self._outbox_wakeup.set()
+        self.pump.wake()
         return tx_key
 
     def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
         done = self.journal.stop_transaction(tx_key, stop)
-        self._outbox_wakeup.set()
+        self.pump.wake()
         return done
 
     def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
         payload = self.journal.meter_values(connector_id, tx_key, samples)
         if tx_key is not None:
-            self._outbox_wakeup.set()
+            self.pump.wake()
         elif payload is not None and self._state == "accepted":
             self._tasks.spawn(self._send_best_effort("MeterValues", payload), name="mv")
 
@@ -273,7 +274,7 @@ class Ocpp16Client:
 
     def queued_messages(self) -> int:
         # Confirmed MeterValues waiting for their batched delete are not queued any more.
-        return max(0, self.store.outbox_count() - len(self._confirmed))
+        return max(0, self.store.outbox_count() - self.pump.pending_deletes())
 
     def connection_state(self) -> str:
         return self._state
@@ -310,68 +311,38 @@ class Ocpp16Client:
 
     @property
     def url(self) -> str:
-        return self.options.csms_url.rstrip("/") + "/" + quote(self.identity.station_id, safe="")
+        return self._link.url
+
+    @property
+    def tx_message_timeouts(self) -> int:
+        """Transaction messages the CSMS did not answer in time (each one is resent)."""
+        return self.pump.timeouts
+
+    @property
+    def connects(self) -> int:
+        """Connections opened so far (each one boots only once per process, OCPP-J 5.4)."""
+        return self._link.connects
 
     def _headers(self) -> dict[str, str]:
-        # Security profile 1: HTTP Basic, user = station id; AuthorizationKey from the
-        # CSMS (ChangeConfiguration) wins over the configured password.
+        # Security profile 1: a CSMS-set AuthorizationKey (ChangeConfiguration) wins over
+        # the configured password; read per attempt, it applies to the next connection.
         password = self.settings.get("AuthorizationKey") or self.options.password
-        if not password:
-            return {}
-        token = base64.b64encode(f"{self.identity.station_id}:{password}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
+        return basic_auth_header(self.identity.station_id, password)
 
-    async def run(self) -> None:
-        """Stay connected forever, with jittered exponential back-off between attempts."""
-        attempt = 0
-        while not self._closing:
+    def _on_link(self, state: str) -> None:
+        if state == "connecting":
             self._state = "connecting"
-            try:
-                ping_s = self.settings.get_int("WebSocketPingInterval")
-                async with connect(
-                    self.url,
-                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                    additional_headers=self._headers(),
-                    ping_interval=ping_s or None,
-                    ping_timeout=ping_s or None,
-                    open_timeout=self.options.open_timeout_s,
-                    # Bounds close(): a CSMS that never answers the closing handshake must
-                    # not hold up a stop or a Reset.
-                    close_timeout=CLOSE_TIMEOUT_S,
-                    max_size=2**20,
-                ) as ws:
-                    if ws.subprotocol != SUBPROTOCOL:
-                        LOG.error("CSMS did not accept subprotocol %s", SUBPROTOCOL)
-                        await ws.close()
-                    else:
-                        attempt = 0
-                        self.connects += 1
-                        LOG.info("connected to %s", self.url)
-                        self._ws = ws
-                        try:
-                            await self._session(ws)
-                        finally:
-                            self._ws = None
-            except asyncio.CancelledError:
-                raise
-            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
-                LOG.warning("CSMS connection failed: %s", exc)
-            except Exception:
-                LOG.exception("CSMS session ended with an error")
+        elif state == "offline":
             self._state = "offline"
             self._rpc = None
-            if self._closing:
-                break
-            delay_s = backoff_s(
-                attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng
-            )
-            attempt += 1
-            LOG.info("reconnecting in %.1f s", delay_s)
-            await self.clock.sleep(delay_s)
+
+    async def run(self) -> None:
+        """Stay connected until close() (the connection keeps itself up with back-off)."""
+        await self._link.run()
 
     def _observe(self, direction: str, text: str) -> None:
-        self._last_activity_s = self.clock.monotonic_s()
-        self.last_message_s = self._last_activity_s  # for the local status page
+        self.heartbeat.activity()
+        self.last_message_s = self.heartbeat.last_activity_s  # for the local status page
         if self._on_frame_cb:
             self._on_frame_cb(direction, text)
 
@@ -379,6 +350,7 @@ class Ocpp16Client:
         rpc = RpcConnection(
             ws,
             self._handle,
+            dialect=rpc16.DIALECT,
             response_timeout_s=self.options.response_timeout_s,
             supported_actions=SUPPORTED_ACTIONS,
             on_frame=self._observe,
@@ -390,7 +362,7 @@ class Ocpp16Client:
         try:
             await reader
         except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
-            if self._closing:
+            if self._link.closing:
                 LOG.info("CSMS connection closed: %s", exc)
             else:
                 LOG.warning("CSMS connection lost: %s", exc)
@@ -427,8 +399,8 @@ class Ocpp16Client:
                     c.connector_id, *status16.status_of(c.state.phase, c.state.condition)
                 )
         self._status_wakeup.set()
-        self._outbox_wakeup.set()
-        await asyncio.gather(self._status_pump(), self._outbox_pump(), self._heartbeat_loop())
+        self.pump.wake()
+        await asyncio.gather(self._status_pump(), self.pump.run(), self.heartbeat.run())
 
     async def _boot(self) -> None:
         """BootNotification until Accepted (4.2); Pending/Rejected wait for ``interval``."""
@@ -450,7 +422,7 @@ class Ocpp16Client:
                 )
                 await self.clock.sleep(backoff_s(2, 1.0, 30.0, self._rng))
                 continue
-            self._note_server_time(result.get("currentTime"))
+            self.time.note_server_time(result.get("currentTime"))
             interval_s = int(result.get("interval", 0))
             status = result["status"]
             LOG.info(
@@ -473,59 +445,6 @@ class Ocpp16Client:
                 if self._rpc is not None:
                     self._rpc.silent = False
 
-    def _note_server_time(self, text: Any) -> None:
-        """currentTime of BootNotification.conf / Heartbeat.conf: "RECOMMENDED to be used by
-        the Charge Point to synchronize its internal clock" (4.2, 4.6)."""
-        if not isinstance(text, str):
-            return
-        try:
-            server = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return
-        if server.tzinfo is None:
-            return
-        self.server_time_offset_s = (server - self.clock.utc_now()).total_seconds()
-        confirm = getattr(self.clock, "confirm_from_csms", None)  # a TrustedClock
-        if confirm is None:
-            return
-        was_trusted = bool(getattr(self.clock, "trusted", True))
-        applied_s = float(confirm(server))
-        if was_trusted:
-            # A later correction: statuses still waiting here were stamped on the old
-            # timeline, move them along. (The first confirmation calls the trust listeners:
-            # the journal moved the queued transaction messages, _on_time_confirmed these.)
-            self._shift_pending_statuses(applied_s)
-
-    def _guard_timestamps(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Never send a timestamp before the clock's build floor (a Pi without RTC boots at
-        1970; messages queued by older versions may carry such times), and warn when the
-        timestamps come from a clock that is not confirmed yet."""
-        floor = getattr(self.clock, "build_floor", None)
-        if floor is None:
-            return payload
-        if getattr(self.clock, "trusted", True):
-            self._warned_untrusted = False
-        elif not self._warned_untrusted:
-            self._warned_untrusted = True
-            LOG.warning(
-                "sending %s with untrusted time (not confirmed by NTP or the CSMS yet)", action
-            )
-
-        def fix(value: Any) -> Any:
-            if isinstance(value, dict):
-                return {
-                    k: clamp_iso(v, floor) if k == "timestamp" and isinstance(v, str) else fix(v)
-                    for k, v in value.items()
-                }
-            if isinstance(value, list):
-                return [fix(v) for v in value]
-            return value
-
-        fixed: dict[str, Any] = fix(payload)
-        if fixed != payload:
-            LOG.warning("%s: timestamp(s) before %s raised to it", action, iso_utc(floor))
-        return fixed
-
     async def _call(
         self, action: str, payload: dict[str, Any], *, prevalidated: bool = False
     ) -> dict[str, Any]:
@@ -537,7 +456,7 @@ class Ocpp16Client:
 
     async def _send_best_effort(self, action: str, payload: dict[str, Any]) -> None:
         try:
-            await self._call(action, self._guard_timestamps(action, payload))
+            await self._call(action, self.time.guard(action, payload))
         except (CallError, CallTimeout, ConnectionLost) as exc:
             LOG.info("%s not delivered: %s", action, exc, extra={"action": action})
 
@@ -598,7 +517,7 @@ class Ocpp16Client:
                 payload["info"] = STORAGE_INFO
             try:
                 await self._call(
-                    "StatusNotification", self._guard_timestamps("StatusNotification", payload)
+                    "StatusNotification", self.time.guard("StatusNotification", payload)
                 )
             except CallTimeout:
                 continue
@@ -621,179 +540,77 @@ class Ocpp16Client:
             for w in waiters:
                 w.cancel()
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            interval_s = self.settings.get_int("HeartbeatInterval")
-            if interval_s <= 0:
-                await self.clock.sleep(60)
-                continue
-            idle_s = self.clock.monotonic_s() - self._last_activity_s
-            if idle_s < interval_s:
-                await self.clock.sleep(interval_s - idle_s)
-                continue
-            try:
-                result = await self._call("Heartbeat", {})
-                self._note_server_time(result.get("currentTime"))
-            except CallTimeout:
-                LOG.warning("Heartbeat not answered")
-                self._last_activity_s = self.clock.monotonic_s()
+    # ------------------------------------------------------------------ outbox (1.6 rules)
 
-    async def _outbox_pump(self) -> None:
-        """Send queued transaction messages in order, one at a time, until confirmed.
+    def _prepare_tx_message(self, msg: QueuedMessage) -> dict[str, Any]:
+        """The queued payload with the transactionId learned since it was queued
+        (looked up once per transaction; errata 3.18: -1 when none was ever received)."""
+        payload = dict(msg.payload)
+        if msg.action in ("MeterValues", "StopTransaction") and msg.tx_key is not None:
+            tx_id = self._tx_ids.get(msg.tx_key)
+            if tx_id is None:
+                tx = self.store.get_transaction(msg.tx_key)
+                known = tx.csms_tx_id if tx is not None else None
+                tx_id = -1 if known is None else known
+                self._tx_ids[msg.tx_key] = tx_id
+            payload["transactionId"] = tx_id
+        return self.time.guard(msg.action, payload)
 
-        Replay speed (issue 4: >= 0.8 of the one-outstanding-CALL bound) comes from doing
-        the database work in bulk: messages are read ahead in batches, transactionIds are
-        looked up once per transaction, and confirmed MeterValues are deleted in batches
-        without fsync (``_confirmed``). A crash then re-sends at most one batch of
-        MeterValues, which is harmless; every durable delete (Start/Stop, a dropped
-        message) commits the pending batch first, so a crash can never resend a MeterValues
-        after the StopTransaction that followed it.
-        """
-        ahead: deque[QueuedMessage] = deque()
-        last_seq = 0
-        tx_ids: dict[int, int] = {}  # tx_key -> transactionId for messages of that tx
-        try:
-            while True:
-                if self._outbox_reload:
-                    self._outbox_reload = False
-                    self._flush_confirmed()
-                    ahead.clear()
-                    last_seq = 0
-                    tx_ids.clear()
-                if not ahead:
-                    ahead.extend(self.store.outbox_batch(last_seq, OUTBOX_READ_AHEAD))
-                    if not ahead:
-                        self._flush_confirmed()
-                        self._outbox_wakeup.clear()
-                        await self._outbox_wakeup.wait()
-                        continue
-                    last_seq = ahead[-1].seq
-                msg = ahead[0]
-                payload = dict(msg.payload)
-                if msg.action in ("MeterValues", "StopTransaction") and msg.tx_key is not None:
-                    tx_id = tx_ids.get(msg.tx_key)
-                    if tx_id is None:
-                        tx = self.store.get_transaction(msg.tx_key)
-                        # Errata 3.18: no transactionId was ever received -> -1.
-                        known = tx.csms_tx_id if tx is not None else None
-                        tx_id = -1 if known is None else known
-                        tx_ids[msg.tx_key] = tx_id
-                    payload["transactionId"] = tx_id
-                try:
-                    # Journal.checked() validated the payload when it was queued.
-                    result = await self._call(
-                        msg.action, self._guard_timestamps(msg.action, payload), prevalidated=True
-                    )
-                except CallTimeout:
-                    self.tx_message_timeouts += 1
-                    # No answer is not a "failure to process" (OCPP-J errata 3.3): never drop
-                    # billing data for it; resend (with a new message id) after the interval.
-                    self._flush_confirmed()
-                    retry_s = self.settings.get_int("TransactionMessageRetryInterval")
-                    LOG.warning(
-                        "%s not answered; resending in %d s",
-                        msg.action,
-                        retry_s,
-                        extra={"action": msg.action, "tx_key": msg.tx_key},
-                    )
-                    await self.clock.sleep(retry_s)
-                    continue
-                except CallError as exc:
-                    self._flush_confirmed()
-                    attempts = self.store.outbox_mark_attempt(msg.seq)
-                    if attempts == 0:
-                        # No longer queued (the memory cap of a full disk dropped it while
-                        # it was read ahead): nothing to retry, and no count to pace it by.
-                        ahead.popleft()
-                        continue
-                    limit = self.settings.get_int("TransactionMessageAttempts")
-                    if attempts >= limit:
-                        LOG.error(
-                            "%s (seq %d) dropped after %d attempts: %s",
-                            msg.action,
-                            msg.seq,
-                            attempts,
-                            exc,
-                            extra={"action": msg.action, "tx_key": msg.tx_key},
-                        )
-                        self.store.outbox_delete(msg.seq)
-                        ahead.popleft()
-                        continue
-                    retry_s = self.settings.get_int("TransactionMessageRetryInterval") * attempts
-                    LOG.warning(
-                        "%s failed (%s); retry %d in %d s",
-                        msg.action,
-                        exc,
-                        attempts,
-                        retry_s,
-                        extra={"action": msg.action, "tx_key": msg.tx_key},
-                    )
-                    await self.clock.sleep(retry_s)
-                    continue
-                ahead.popleft()
-                if msg.action == "StartTransaction" and msg.tx_key is not None:
-                    tx_id = int(result["transactionId"])
-                    self._flush_confirmed()
-                    self.store.confirm_start(msg.seq, msg.tx_key, tx_id)
-                    tx_ids[msg.tx_key] = tx_id
-                    # Links evsed's transaction number to the CSMS's in the journal, and is
-                    # the confirmed delivery (`journalctl EVSED_ACTION=StartTransaction`).
-                    ids = {"tx_key": msg.tx_key, "transaction_id": tx_id}
-                    LOG.info(
-                        "transaction %d: CSMS transactionId %d (StartTransaction delivered)",
-                        msg.tx_key,
-                        tx_id,
-                        extra={
-                            "action": "StartTransaction",
-                            "connector": msg.payload.get("connectorId"),
-                            **ids,
-                        },
-                    )
-                    status = result["idTagInfo"]["status"]
-                    self._remember(str(msg.payload["idTag"]), result["idTagInfo"])
-                    if status != "Accepted":
-                        LOG.warning(
-                            "StartTransaction %d: idTag %s",
-                            tx_id,
-                            status,
-                            extra={"action": "StartTransaction", **ids},
-                        )
-                        self.station.deauthorize(msg.tx_key)
-                elif msg.action == "MeterValues":
-                    self._confirmed.append(msg.seq)
-                    if len(self._confirmed) >= OUTBOX_READ_AHEAD:
-                        self._flush_confirmed()
-                else:
-                    if msg.action == "StopTransaction":
-                        # Start and Stop delivery at INFO: two lines per transaction. Not
-                        # MeterValues: one per sample interval and connector, thousands when
-                        # a backlog is replayed, all written to the SD card by journald.
-                        LOG.info(
-                            "transaction %s: StopTransaction delivered (CSMS transactionId "
-                            "%s, reason %s)",
-                            msg.tx_key,
-                            payload.get("transactionId"),
-                            msg.payload.get("reason", "Local"),
-                            extra={
-                                "action": "StopTransaction",
-                                "tx_key": msg.tx_key,
-                                "transaction_id": payload.get("transactionId"),
-                            },
-                        )
-                    if msg.action == "StopTransaction" and "idTagInfo" in result:
-                        tag = msg.payload.get("idTag")
-                        if tag:
-                            self._remember(str(tag), result["idTagInfo"])
-                    self._confirmed.append(msg.seq)
-                    self._flush_confirmed(durable=True)
-        finally:
-            self._flush_confirmed()
+    async def _send_queued(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        # Journal.checked() validated the payload when it was queued.
+        return await self._call(action, payload, prevalidated=True)
 
-    def _flush_confirmed(self, *, durable: bool = False) -> None:
-        """Delete the confirmed messages held back by the outbox pump (one commit)."""
-        if self._confirmed:
-            seqs, self._confirmed = self._confirmed, []
-            self.store.outbox_delete_many(seqs, durable=durable)
+    def _tx_message_confirmed(self, msg: QueuedMessage, result: dict[str, Any]) -> bool:
+        """What a confirmation teaches: the transactionId of a start (stored in the same
+        commit that removes the StartTransaction), the idTagInfo for the cache."""
+        if msg.action == "StartTransaction" and msg.tx_key is not None:
+            tx_id = int(result["transactionId"])
+            self.store.confirm_start(msg.seq, msg.tx_key, tx_id)
+            self._tx_ids[msg.tx_key] = tx_id
+            # Links evsed's transaction number to the CSMS's in the journal, and is the
+            # confirmed delivery (`journalctl EVSED_ACTION=StartTransaction`).
+            ids = {"tx_key": msg.tx_key, "transaction_id": tx_id}
+            LOG.info(
+                "transaction %d: CSMS transactionId %d (StartTransaction delivered)",
+                msg.tx_key,
+                tx_id,
+                extra={
+                    "action": "StartTransaction",
+                    "connector": msg.payload.get("connectorId"),
+                    **ids,
+                },
+            )
+            status = result["idTagInfo"]["status"]
+            self._remember(str(msg.payload["idTag"]), result["idTagInfo"])
+            if status != "Accepted":
+                LOG.warning(
+                    "StartTransaction %d: idTag %s",
+                    tx_id,
+                    status,
+                    extra={"action": "StartTransaction", **ids},
+                )
+                self.station.deauthorize(msg.tx_key)
+            return True
+        if msg.action == "StopTransaction":
+            # Start and Stop delivery at INFO: two lines per transaction. Not MeterValues:
+            # one per sample interval and connector, thousands when a backlog is replayed,
+            # all written to the SD card by journald.
+            stop_id = self._tx_ids.get(msg.tx_key) if msg.tx_key is not None else None
+            LOG.info(
+                "transaction %s: StopTransaction delivered (CSMS transactionId %s, reason %s)",
+                msg.tx_key,
+                stop_id,
+                msg.payload.get("reason", "Local"),
+                extra={
+                    "action": "StopTransaction",
+                    "tx_key": msg.tx_key,
+                    "transaction_id": stop_id,
+                },
+            )
+            tag = msg.payload.get("idTag")
+            if "idTagInfo" in result and tag:
+                self._remember(str(tag), result["idTagInfo"])
+        return False
 
     # ------------------------------------------------------------------ CSMS requests
 
@@ -982,16 +799,6 @@ class Ocpp16Client:
         return {"status": "Accepted"}
 
     async def close(self, reason: str = "charge point stopping") -> None:
-        """Close the CSMS connection normally (1000), then stop the background tasks.
-
-        The owner cancels ``run`` afterwards; cancelling it with the connection still open
-        would close it with 1011 (internal error), which a CSMS may report as a fault.
-        """
-        self._closing = True
-        ws = self._ws
-        if ws is not None:
-            try:
-                await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
-            except (OSError, websockets.exceptions.WebSocketException) as exc:
-                LOG.info("closing the CSMS connection failed: %s", exc)
+        """Close the CSMS connection normally (1000), then stop the background tasks."""
+        await self._link.close(reason)
         await self._tasks.cancel_all()

@@ -1,0 +1,85 @@
+"""The station as protocol adapters and the local API see it: typed requests, typed answers."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller.core.connector import Phase, StopCause
+from hal.base import FaultKind, MeterReading
+
+
+class AvailabilityResult(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    # A transaction runs: the connector becomes inoperative when it ends.
+    SCHEDULED = "Scheduled"
+
+
+class UnlockResult(enum.StrEnum):
+    UNLOCKED = "Unlocked"
+    UNLOCK_FAILED = "UnlockFailed"
+    NOT_SUPPORTED = "NotSupported"  # no cable lock on this connector
+
+
+@dataclass(frozen=True)
+class ConnectorView:
+    """One connector at one moment, for adapters (statuses, triggered samples)."""
+
+    connector_id: int
+    phase: Phase
+    condition: FaultKind | None
+    tx_key: int | None
+    plugged: bool
+    offered_current_a: float
+    # The latest reading; None while the meter does not answer (no sample is invented).
+    live_reading: MeterReading | None
+
+
+class StationControl(Protocol):
+    """What a protocol adapter or the local API may ask of the station runtime.
+
+    Nothing outside ``controller/runtime`` reads the station's internals; an import-linter
+    contract keeps ``runtime.station`` to the runtime and the composition root.
+    """
+
+    boot_id: str
+
+    @property
+    def station_operative(self) -> bool: ...
+
+    def connector_ids(self) -> list[int]: ...
+
+    def view(self, connector_id: int) -> ConnectorView: ...
+
+    def remote_start(self, connector_id: int | None, id_tag: str) -> int | None:
+        """The connector a remote start would use; None when none can take it."""
+        ...
+
+    def begin_remote(self, connector_id: int, id_tag: str) -> None: ...
+
+    def stop_transaction(self, tx_key: int, cause: StopCause) -> bool:
+        """Stop a running transaction; False when no connector runs it."""
+        ...
+
+    def deauthorize(self, tx_key: int) -> None:
+        """The backend rejected the idTag of a running transaction."""
+        ...
+
+    def change_availability(self, connector_id: int, operative: bool) -> AvailabilityResult:
+        """Connector 0 is the whole station."""
+        ...
+
+    async def unlock(self, connector_id: int) -> UnlockResult: ...
+
+    async def stop_all(self, cause: StopCause) -> None: ...
+
+    def set_csms_online(self, online: bool) -> None: ...
+
+    def set_connector_fault(self, connector_id: int, fault: FaultKind | None) -> None:
+        """A fault from outside the connector's own inputs (API, simulation)."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The data behind the local API's GET /api/status."""
+        ...

@@ -1,0 +1,168 @@
+"""One WebSocket to one CSMS, kept up for any OCPP version: back-off, Basic auth, subprotocol."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import CloseCode
+
+from controller.runtime.clock import Clock
+
+LOG = logging.getLogger(__name__)
+
+# How long close() waits for the CSMS to answer the closing handshake.
+CLOSE_TIMEOUT_S = 2.0
+# OCPP-J frames are small; a CSMS sending more than this is broken or hostile.
+MAX_FRAME_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """Where the CSMS is and how patiently to talk to it (the ``[csms]`` table)."""
+
+    csms_url: str
+    password: str | None = None
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    response_timeout_s: float = 30.0
+    open_timeout_s: float = 10.0
+
+
+def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential back-off with "equal jitter": half fixed, half random (OCPP-J errata 3.4)."""
+    ceiling = min(max_s, min_s * (2 ** min(attempt, 30)))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def station_url(csms_url: str, station_id: str) -> str:
+    """OCPP-J 3.1.1 (1.6) / 2.0.1 part 4 3.1: the URL ends with the station's identity."""
+    return csms_url.rstrip("/") + "/" + quote(station_id, safe="")
+
+
+def basic_auth_header(station_id: str, password: str | None) -> dict[str, str]:
+    """Security profile 1: HTTP Basic with user = the station's identity."""
+    if not password:
+        return {}
+    token = base64.b64encode(f"{station_id}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+Session = Callable[[ClientConnection], Awaitable[None]]
+
+
+class CsmsConnection:
+    """Connects, runs ``session`` on each open WebSocket, reconnects with back-off.
+
+    What differs between versions and backends is passed in: the subprotocol, the headers
+    (called per attempt: a CSMS-set key applies to the next connection), the ping interval,
+    an optional TLS context (``wss://``), and ``on_state`` ("connecting", "connected",
+    "offline") for the owner's view of the link.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        subprotocol: str,
+        options: ConnectionOptions,
+        clock: Clock,
+        session: Session,
+        headers: Callable[[], dict[str, str]] = dict,
+        ping_interval_s: Callable[[], int] = lambda: 0,
+        ssl_context: Callable[[], ssl.SSLContext | None] | None = None,
+        on_state: Callable[[str], None] = lambda state: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.subprotocol = subprotocol
+        self.options = options
+        self._clock = clock
+        self._session = session
+        self._headers = headers
+        self._ping_interval_s = ping_interval_s
+        self._ssl_context = ssl_context
+        self._on_state = on_state
+        self._rng = rng or random.Random()
+        self._ws: ClientConnection | None = None
+        self._closing = False  # close() was called: no reconnecting
+        self.connects = 0
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def run(self) -> None:
+        """Stay connected until close(), with jittered exponential back-off between attempts."""
+        attempt = 0
+        while not self._closing:
+            self._on_state("connecting")
+            try:
+                ping_s = self._ping_interval_s()
+                # None: websockets makes its default context for a wss:// URL itself.
+                tls: ssl.SSLContext | bool | None = (
+                    self._ssl_context() if self._ssl_context is not None else None
+                )
+                async with connect(
+                    self.url,
+                    subprotocols=[self.subprotocol],  # type: ignore[list-item]
+                    additional_headers=self._headers(),
+                    ping_interval=ping_s or None,
+                    ping_timeout=ping_s or None,
+                    open_timeout=self.options.open_timeout_s,
+                    # Bounds close(): a CSMS that never answers the closing handshake must
+                    # not hold up a stop or a Reset.
+                    close_timeout=CLOSE_TIMEOUT_S,
+                    max_size=MAX_FRAME_BYTES,
+                    ssl=tls,
+                ) as ws:
+                    if ws.subprotocol != self.subprotocol:
+                        LOG.error("CSMS did not accept subprotocol %s", self.subprotocol)
+                        await ws.close()
+                    else:
+                        attempt = 0
+                        self.connects += 1
+                        LOG.info("connected to %s", self.url)
+                        self._on_state("connected")
+                        self._ws = ws
+                        try:
+                            await self._session(ws)
+                        finally:
+                            self._ws = None
+            except asyncio.CancelledError:
+                raise
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
+                LOG.warning("CSMS connection failed: %s", exc)
+            except Exception:
+                LOG.exception("CSMS session ended with an error")
+            self._on_state("offline")
+            if self._closing:
+                break
+            delay_s = backoff_s(
+                attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng
+            )
+            attempt += 1
+            LOG.info("reconnecting in %.1f s", delay_s)
+            await self._clock.sleep(delay_s)
+
+    async def close(self, reason: str) -> None:
+        """Close the connection normally (1000) and stop reconnecting.
+
+        The owner cancels ``run`` afterwards; cancelling it with the connection still open
+        would close it with 1011 (internal error), which a CSMS may report as a fault.
+        """
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
+            except (OSError, websockets.exceptions.WebSocketException) as exc:
+                LOG.info("closing the CSMS connection failed: %s", exc)
