@@ -27,6 +27,7 @@ from controller.runtime.tasks import TaskGroup
 from controller.standalone import StandalonePort
 from controller.storage.store import Store, open_store
 from hal.registry import DriverContext, create_driver
+from hal.sim import SimControl
 
 LOG = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class App:
         self.on_frame = on_frame
         self.with_api = with_api
         self.shared: dict[str, Any] = {}
+        # The local API and the demo drive simulated devices through this, not the rigs.
+        self.sim = SimControl(self.shared)
         self.store: Store | None = None
         self.station: Station | None = None
         self.port: CsmsPort | None = None

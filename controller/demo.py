@@ -98,12 +98,11 @@ async def run_demo(charge_minutes: float = 30.0, quiet_ocpp: bool = False) -> di
                 await csms.wait_connected(config.station_id, timeout_s=10)
                 await csms.wait_for(lambda f: f.action == "StatusNotification", timeout_s=10)
                 await _pause(clock, 5)
-                rig = app.shared["sim.rig.1"]
                 printer.line("— the driver plugs in the car")
-                rig.vehicle.plug()
+                app.sim.plug(1)
                 await _pause(clock, 10)
                 printer.line(f"— the driver taps card {DEMO_CARD}")
-                app.shared["sim.reader"].present(DEMO_CARD)
+                app.sim.card(DEMO_CARD)
                 await csms.wait_for(lambda f: f.action == "StartTransaction", timeout_s=10)
                 await _pause(clock, 5)
                 printer.line(f"— charging for {charge_minutes:g} simulated minutes at 11 kW")
@@ -114,11 +113,11 @@ async def run_demo(charge_minutes: float = 30.0, quiet_ocpp: bool = False) -> di
                     f"{status['session_energy_wh']} Wh"
                 )
                 printer.line(f"— the driver taps card {DEMO_CARD} again to stop")
-                app.shared["sim.reader"].present(DEMO_CARD)
+                app.sim.card(DEMO_CARD)
                 stop = await csms.wait_for(lambda f: f.action == "StopTransaction", timeout_s=10)
                 await _pause(clock, 10)
                 printer.line("— the driver unplugs")
-                rig.vehicle.unplug()
+                app.sim.unplug(1)
                 await _pause(clock, 5)
             finally:
                 await app.stop(reason=None)

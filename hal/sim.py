@@ -126,6 +126,58 @@ def get_rig(ctx: DriverContext) -> SimRig:
     return rig
 
 
+class SimControl:
+    """Drives the simulated devices of one station by connector number (plug, card, vehicle
+    state, fault), for the local API's /api/sim endpoints and the demo: whoever drives the
+    simulation needs no knowledge of rigs or of the driver registry's shared dict.
+
+    Errors: ``LookupError`` when the connector (or the station) has no such simulated device.
+    """
+
+    def __init__(self, shared: dict[str, Any]) -> None:
+        self._shared = shared
+
+    @property
+    def simulated(self) -> bool:
+        return any(key.startswith("sim.") for key in self._shared)
+
+    def _vehicle(self, connector_id: int) -> SimVehicle:
+        rig = self._shared.get(f"sim.rig.{connector_id}")
+        if not isinstance(rig, SimRig) or rig.vehicle is None:
+            raise LookupError(f"connector {connector_id} has no simulated vehicle")
+        return rig.vehicle
+
+    def plug(self, connector_id: int) -> None:
+        self._vehicle(connector_id).plug()
+
+    def unplug(self, connector_id: int) -> None:
+        self._vehicle(connector_id).unplug()
+
+    def vehicle(self, connector_id: int, state: VehicleState, power_w: float | None) -> None:
+        self._vehicle(connector_id).set_state(state, power_w=power_w)
+
+    def card(self, uid: str) -> bool:
+        """Present a card at the simulated reader; False when it was not delivered."""
+        reader = self._shared.get(_READER_KEY)
+        if not isinstance(reader, SimTokenReader):
+            raise LookupError('no simulated reader configured ([reader] driver = "sim")')
+        return reader.present(uid)
+
+    def fault(self, connector_id: int, code: str | None) -> bool:
+        """Raise (a FaultKind name) or clear the connector's simulated fault input; False
+        when the connector has a simulated vehicle but no simulated fault input."""
+        rig = self._shared.get(f"sim.rig.{connector_id}")
+        self._vehicle(connector_id)  # a simulated connector at all
+        assert isinstance(rig, SimRig)
+        if rig.fault is None:
+            return False
+        if code is None:
+            rig.fault.clear()
+        else:
+            rig.fault.inject(code)
+        return True
+
+
 class SimVehicle(VehicleInterface):
     """A car on the control pilot.
 

@@ -14,6 +14,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from controller.core import connector as sm
+from controller.core.control import StationControl
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import (
@@ -35,7 +36,6 @@ from controller.ocpp16.journal import Journal
 from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION
 from controller.ocpp16.settings import Settings
 from controller.runtime.clock import Clock
-from controller.runtime.station import Station
 from controller.runtime.tasks import TaskGroup
 from controller.storage.store import QueuedMessage, Store
 from hal.base import FaultKind
@@ -103,7 +103,7 @@ class Ocpp16Client:
         *,
         identity: StationIdentity,
         options: ConnectionOptions,
-        station: Station,
+        station: StationControl,
         store: Store,
         settings: Settings,
         clock: Clock,
@@ -388,16 +388,15 @@ class Ocpp16Client:
         self._force_status(
             0, "Available" if self.station.station_operative else "Unavailable", self._cp_error()
         )
-        for c in self.station.connectors.values():
-            pending = self._pending_status.get(c.connector_id)
+        for cid in self.station.connector_ids():
+            pending = self._pending_status.get(cid)
             if pending is not None:
-                self._pending_status[c.connector_id] = PendingStatus(
+                self._pending_status[cid] = PendingStatus(
                     pending.status, pending.error_code, pending.at, pending.since_s, force=True
                 )
             else:
-                self._force_status(
-                    c.connector_id, *status16.status_of(c.state.phase, c.state.condition)
-                )
+                view = self.station.view(cid)
+                self._force_status(cid, *status16.status_of(view.phase, view.condition))
         self._status_wakeup.set()
         self.pump.wake()
         await asyncio.gather(self._status_pump(), self.pump.run(), self.heartbeat.run())
@@ -623,13 +622,13 @@ class Ocpp16Client:
     def _connector_id(self, payload: dict[str, Any], *, allow_zero: bool) -> int:
         cid = payload["connectorId"]
         low = 0 if allow_zero else 1
-        if not low <= cid <= len(self.station.connectors):
+        if not low <= cid <= len(self.station.connector_ids()):
             raise CallError(PROPERTY_CONSTRAINT_VIOLATION, f"unknown connectorId {cid}")
         return int(cid)
 
     async def _on_ChangeAvailability(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         cid = self._connector_id(p, allow_zero=True)
-        status = self.station.change_availability(cid, p["type"] == "Operative")
+        status = self.station.change_availability(cid, p["type"] == "Operative").value
         if cid == 0:
             self._force_status(
                 0, "Available" if p["type"] == "Operative" else "Unavailable", self._cp_error()
@@ -702,12 +701,13 @@ class Ocpp16Client:
         self, p: dict[str, Any]
     ) -> dict[str, Any]:
         tx_id = p["transactionId"]
-        for c in self.station.connectors.values():
-            if c.tx_key is None:
+        for cid in self.station.connector_ids():
+            tx_key = self.station.view(cid).tx_key
+            if tx_key is None:
                 continue
-            tx = self.store.get_transaction(c.tx_key)
+            tx = self.store.get_transaction(tx_key)
             if tx is not None and tx.csms_tx_id == tx_id:
-                self.station.stop_transaction(c.tx_key, sm.StopCause.REMOTE)
+                self.station.stop_transaction(tx_key, sm.StopCause.REMOTE)
                 return {"status": "Accepted"}
         return {"status": "Rejected"}
 
@@ -731,26 +731,24 @@ class Ocpp16Client:
 
     async def _on_UnlockConnector(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         cid = p["connectorId"]
-        if not 1 <= cid <= len(self.station.connectors):
+        if not 1 <= cid <= len(self.station.connector_ids()):
             return {"status": "NotSupported"}  # errata 3.87: a normal reply, not a CALLERROR
-        return {"status": await self.station.unlock(cid)}
+        return {"status": (await self.station.unlock(cid)).value}
 
     async def _on_TriggerMessage(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         requested = p["requestedMessage"]
         cid = p.get("connectorId")
-        if cid is not None and not 0 <= cid <= len(self.station.connectors):
+        if cid is not None and not 0 <= cid <= len(self.station.connector_ids()):
             return {"status": "Rejected"}
         if requested == "StatusNotification":
-            targets = [cid] if cid is not None else [0, *self.station.connectors]
+            targets = [cid] if cid is not None else [0, *self.station.connector_ids()]
             for target in targets:
                 if target == 0:
                     status = "Available" if self.station.station_operative else "Unavailable"
                     self._force_status(0, status, self._cp_error())
                 else:
-                    c = self.station.connectors[target]
-                    self._force_status(
-                        target, *status16.status_of(c.state.phase, c.state.condition)
-                    )
+                    view = self.station.view(target)
+                    self._force_status(target, *status16.status_of(view.phase, view.condition))
             if self._state == "pending":
                 # Triggered messages may be sent while Pending (4.2); the pump waits for Accepted.
                 for target in targets:
@@ -774,21 +772,21 @@ class Ocpp16Client:
             self._tasks.spawn(self._boot(), name="trigger")
         elif requested == "MeterValues":
             now = self._now()
-            for c in self.station.connectors.values():
+            for view in map(self.station.view, self.station.connector_ids()):
                 # Nothing is sent for a silent meter: a sample is a measurement.
-                live = c.live_reading
-                if (cid in (None, 0) or c.connector_id == cid) and live is not None:
-                    sample = Sample(live, now, "Trigger", c.state.offered_current_a)
+                live = view.live_reading
+                if (cid in (None, 0) or view.connector_id == cid) and live is not None:
+                    sample = Sample(live, now, "Trigger", view.offered_current_a)
                     values = build.meter_value(
                         sample, self.settings.get_csl("MeterValuesSampledData")
                     )
                     if values:
                         payload: dict[str, Any] = {
-                            "connectorId": c.connector_id,
+                            "connectorId": view.connector_id,
                             "meterValue": [values],
                         }
-                        if c.tx_key is not None:
-                            tx = self.store.get_transaction(c.tx_key)
+                        if view.tx_key is not None:
+                            tx = self.store.get_transaction(view.tx_key)
                             if tx is not None and tx.csms_tx_id is not None:
                                 payload["transactionId"] = tx.csms_tx_id
                         self._tasks.spawn(

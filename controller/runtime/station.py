@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.core import connector as sm
+from controller.core.control import AvailabilityResult, ConnectorView, UnlockResult
 from controller.core.policy import ChargingPolicy
 from controller.core.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
 from controller.core.timestamps import iso_utc, shift_iso
@@ -792,6 +793,21 @@ class Station:
 
     # ------------------------------------------------------------------ CSMS requests
 
+    def connector_ids(self) -> list[int]:
+        return list(self.connectors)
+
+    def view(self, connector_id: int) -> ConnectorView:
+        c = self.connectors[connector_id]
+        return ConnectorView(
+            connector_id=connector_id,
+            phase=c.state.phase,
+            condition=c.state.condition,
+            tx_key=c.tx_key,
+            plugged=c.state.vehicle.plugged,
+            offered_current_a=c.state.offered_current_a,
+            live_reading=c.live_reading,
+        )
+
     def connector_for_tx(self, tx_key: int) -> ConnectorRuntime | None:
         for c in self.connectors.values():
             if c.tx_key == tx_key:
@@ -873,7 +889,7 @@ class Station:
     def _pending_tasks(self) -> list[asyncio.Task[Any]]:
         return [t for t in asyncio.all_tasks() if t.get_name().startswith("station:")]
 
-    def change_availability(self, connector_id: int, operative: bool) -> str:
+    def change_availability(self, connector_id: int, operative: bool) -> AvailabilityResult:
         """ChangeAvailability (5.2): Accepted, or Scheduled while a transaction runs."""
         targets = (
             list(self.connectors.values()) if connector_id == 0 else [self.connectors[connector_id]]
@@ -889,16 +905,16 @@ class Station:
             if c.state.tx_active and not operative:
                 scheduled = True
             self.dispatch(c.connector_id, sm.AvailabilityChanged(operative))
-        return "Scheduled" if scheduled else "Accepted"
+        return AvailabilityResult.SCHEDULED if scheduled else AvailabilityResult.ACCEPTED
 
-    async def unlock(self, connector_id: int) -> str:
+    async def unlock(self, connector_id: int) -> UnlockResult:
         """UnlockConnector (5.18): stop the transaction, then release the cable."""
         c = self.connectors[connector_id]
         if c.hw.lock is None:
-            return "NotSupported"
+            return UnlockResult.NOT_SUPPORTED
         self.dispatch(connector_id, sm.StopRequest(sm.StopCause.UNLOCK_COMMAND))
         ok = await c.hw.lock.unlock()
-        return "Unlocked" if ok else "UnlockFailed"
+        return UnlockResult.UNLOCKED if ok else UnlockResult.UNLOCK_FAILED
 
     def set_csms_online(self, online: bool) -> None:
         """The CSMS connection went up or down: an idle connector's light says "offline"

@@ -20,10 +20,10 @@ from controller.core import connector as sm
 from controller.core.timestamps import iso_utc
 from controller.storage.sessions import session_row, sessions_between, sessions_csv
 from hal.base import FAULT_KIND_NAMES, FaultKind, VehicleState
-from hal.sim import SimRig, SimTokenReader
 
 if TYPE_CHECKING:
     from controller.app import App
+    from hal.sim import SimControl
 
 LOG = logging.getLogger(__name__)
 
@@ -340,19 +340,19 @@ class Api:
             raise BadRequest("body must be a JSON object")
         return body
 
-    def _rig(self, connector_id: int) -> SimRig:
+    def _sim(self, connector_id: int | None = None) -> SimControl:
+        """The simulation driver, checking ``connector_id`` is one of the station's."""
         station = self.app.station
-        if station is None or connector_id not in station.connectors:
+        if connector_id is not None and (
+            station is None or connector_id not in station.connector_ids()
+        ):
             raise BadRequest(f"unknown connector {connector_id}")
-        rig = self.app.shared.get(f"sim.rig.{connector_id}")
-        if not isinstance(rig, SimRig) or rig.vehicle is None:
-            raise LookupError(f"connector {connector_id} has no simulated vehicle")
-        return rig
+        return self.app.sim
 
     def _connector(self, request: web.Request) -> int:
         connector_id = int(request.match_info["connector"])
         assert self.app.station is not None
-        if connector_id not in self.app.station.connectors:
+        if connector_id not in self.app.station.connector_ids():
             raise BadRequest(f"unknown connector {connector_id}")
         return connector_id
 
@@ -459,7 +459,7 @@ class Api:
             connector_id = self._connector(request)
             station = self.app.station
             assert station is not None
-            tx_key = station.connectors[connector_id].tx_key
+            tx_key = station.view(connector_id).tx_key
             if tx_key is None:
                 raise Conflict(f"connector {connector_id} has no session to stop")
             station.stop_transaction(tx_key, sm.StopCause.LOCAL)
@@ -480,7 +480,7 @@ class Api:
             assert self.app.station is not None
             status = self.app.station.change_availability(connector_id, kind == "Operative")
             self._audit(request, f"connector {connector_id} made {kind}: {status}")
-            return {"status": status}
+            return {"status": status.value}
 
         return await self._run(request, act)
 
@@ -492,7 +492,7 @@ class Api:
             assert self.app.station is not None
             status = await self.app.station.unlock(connector_id)
             self._audit(request, f"unlock of connector {connector_id}: {status}")
-            return {"status": status}
+            return {"status": status.value}
 
         return await self._run(request, act, optional_body=True)
 
@@ -500,17 +500,15 @@ class Api:
 
     async def sim_plug(self, request: web.Request) -> web.Response:
         def act(body: dict[str, Any]) -> None:
-            vehicle = self._rig(_int(body, "connector", 1)).vehicle
-            assert vehicle is not None
-            vehicle.plug()
+            connector_id = _int(body, "connector", 1)
+            self._sim(connector_id).plug(connector_id)
 
         return await self._run(request, act)
 
     async def sim_unplug(self, request: web.Request) -> web.Response:
         def act(body: dict[str, Any]) -> None:
-            vehicle = self._rig(_int(body, "connector", 1)).vehicle
-            assert vehicle is not None
-            vehicle.unplug()
+            connector_id = _int(body, "connector", 1)
+            self._sim(connector_id).unplug(connector_id)
 
         return await self._run(request, act)
 
@@ -519,17 +517,14 @@ class Api:
             uid = body.get("uid")
             if not isinstance(uid, str):
                 raise BadRequest("'uid' must be a hex string such as \"04A1B2C3\"")
-            reader = self.app.shared.get("sim.reader")
-            if not isinstance(reader, SimTokenReader):
-                raise LookupError('no simulated reader configured ([reader] driver = "sim")')
-            return {"delivered": reader.present(uid)}
+            return {"delivered": self._sim().card(uid)}
 
         return await self._run(request, act)
 
     async def sim_vehicle(self, request: web.Request) -> web.Response:
         def act(body: dict[str, Any]) -> None:
-            vehicle = self._rig(_int(body, "connector", 1)).vehicle
-            assert vehicle is not None
+            connector_id = _int(body, "connector", 1)
+            sim = self._sim(connector_id)
             state = body.get("state")
             try:
                 vs = VehicleState(state)
@@ -540,7 +535,7 @@ class Api:
                 isinstance(power_w, bool) or not isinstance(power_w, int | float)
             ):
                 raise BadRequest("'power_w' must be a number")
-            vehicle.set_state(vs, power_w=None if power_w is None else float(power_w))
+            sim.vehicle(connector_id, vs, None if power_w is None else float(power_w))
 
         return await self._run(request, act)
 
@@ -550,13 +545,8 @@ class Api:
             fault = body.get("fault")
             if fault is not None and (not isinstance(fault, str) or fault not in FAULT_KIND_NAMES):
                 raise BadRequest(f"'fault' must be null or one of {sorted(FAULT_KIND_NAMES)}")
-            rig = self._rig(connector_id)
-            if rig.fault is not None:
-                if fault is None:
-                    rig.fault.clear()
-                else:
-                    rig.fault.inject(fault)
-            else:
+            if not self._sim(connector_id).fault(connector_id, fault):
+                # No simulated fault input: the fault is the station's own (external).
                 assert self.app.station is not None
                 self.app.station.set_connector_fault(
                     connector_id, None if fault is None else FaultKind(fault)
