@@ -4,7 +4,7 @@ it at once, and check what the CSMS received against what the simulated hardware
     .venv/bin/python bench/kill_soak.py --rounds 500 --seed 1
 
 Prints the number of checker violations and the throughput (kills per minute); exits 1 if
-there was any violation. The driver is the one tests/test_kill_soak.py runs with 60 rounds.
+there was any violation. The driver is the one tests/e2e/test_kill_soak.py runs with 60 rounds.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_kill_soak import run_kill_soak  # noqa: E402
+from tests.e2e.test_kill_soak import run_kill_soak  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

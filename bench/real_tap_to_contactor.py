@@ -1,6 +1,6 @@
 """Benchmark: card tap to contactor closed, with `evsed run` on the real drivers.
 
-The rig of tests/test_e2e_real_drivers.py (``RealRig``): an `evsed run` child with the
+The rig of tests/e2e/test_e2e_real_drivers.py (``RealRig``): an `evsed run` child with the
 "pcsc" reader on a private pcscd + vsmartcard-vpcd virtual reader, the "gpio" contactor on
 gpiozero's mock pin factory, the "modbus" SDM630 meter and the "evse-din" board on one
 socat pty pair whose other end is a pymodbus RTU server emulating both (and the car behind
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.test_e2e_real_drivers import (  # noqa: E402
+from tests.e2e.test_e2e_real_drivers import (  # noqa: E402
     BOARD_POLL_INTERVAL_S,
     MAX_CURRENT_A,
     PCSCD_POLL_S,

@@ -3,7 +3,7 @@
 # (socat pty pairs for Modbus RTU, pcscd + vsmartcard-vpcd for PC/SC, swig + libpcsclite-dev
 # to build pyscard, chromium + chromium-driver for the status page's browser test, systemd for
 # `systemd-analyze verify` of the unit files, debootstrap + systemd-container to boot Debian
-# under a real systemd in tests/test_systemd_nspawn.py), a venv with
+# under a real systemd in tests/ops/test_systemd_nspawn.py), a venv with
 # the pinned dependencies, the npm packages of the independent conformance CSMS (Node.js and npm
 # must be installed), then pytest, ruff, mypy and the import-linter layer contracts.
 set -eu

@@ -1,6 +1,6 @@
 """A private pcscd with the vsmartcard-vpcd virtual reader, and a virtual card speaking vpcd.
 
-Used by tests/test_hal_pcsc.py and bench/card_latency.py; importing it needs neither pcscd
+Used by tests/hal/test_hal_pcsc.py and bench/card_latency.py; importing it needs neither pcscd
 nor pyscard (``missing_requirements`` says what is absent).
 
 pcscd (pcsc-lite 1.9.9 as packaged by Debian) does not honour ``PCSCLITE_CSOCK_NAME``; only

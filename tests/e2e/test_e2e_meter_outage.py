@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from controller.dev.devcsms import Frame
-from tests.test_e2e_real_drivers import (
+from tests.e2e.test_e2e_real_drivers import (
     CARD,
     INITIAL_ENERGY_WH,
     MAX_CURRENT_A,
@@ -138,14 +138,7 @@ async def test_meter_never_answers_nothing_is_billed(make_rig: MakeRig, transpor
     rig = await make_rig(RigOptions(transport=transport, meter_muted_at_start=True))
     rig.car.plug()
     await rig.present_card()
-    await rig.csms.wait_for(
-        lambda f: (
-            f.action == "StatusNotification"
-            and f.payload["connectorId"] == 1
-            and f.payload["status"] == "Faulted"
-        ),
-        timeout_s=10,
-    )
+    await rig.wait_reported("Faulted", timeout_s=10)
     assert rig.statuses()[-1] == ("Faulted", "PowerMeterFailure")
     st = await rig.status()
     assert st["transaction_key"] is None and not st["contactor_closed"], st

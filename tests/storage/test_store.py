@@ -24,7 +24,7 @@ import pytest
 
 from controller.storage.store import Store, open_store
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 T0 = "2026-01-01T12:00:00.000+00:00"
 T1 = "2026-01-01T12:01:00.000+00:00"

@@ -16,7 +16,7 @@ from controller.cli import main
 from controller.dev.devcsms import DevCsms
 from tests.conftest import CARD, STATION_ID
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "controller" / "examples" / "evsed.toml"
 EXAMPLE_TEXT = EXAMPLE.read_text(encoding="utf-8")
 

@@ -18,7 +18,7 @@ from typing import Any
 from controller.dev.devcsms import DevCsms
 from tests.conftest import STATION_ID
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "release-schema2.db"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "release-schema2.db"
 
 
 def tx_frames(csms: DevCsms) -> list[Any]:

@@ -26,7 +26,7 @@ from controller.storage.sessions import CSV_COLUMNS
 from controller.web.api import AccessPolicy, Api, same_origin, sessions_between
 from tests.conftest import CARD, STATION_ID, Harness, charger_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 CONNECTOR_FIELDS = {
     "connector",

@@ -34,7 +34,7 @@ from controller.runtime.station import Station
 from controller.storage.store import Store
 from hal.base import FaultKind, VehicleState
 from tests.conftest import CARD, STATION_ID, Harness, charger_config
-from tests.test_e2e_durability import (
+from tests.e2e.test_e2e_durability import (
     assert_exactly_once_in_order,
     assert_unique_message_ids,
     drained,

@@ -33,7 +33,7 @@ from controller.storage.sessions import sessions_csv
 from controller.storage.store import Store
 from tests.conftest import CARD, STATION_ID
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EVSED = ROOT / ".venv" / "bin" / "evsed"
 EXAMPLE_TEXT = (ROOT / "controller" / "examples" / "evsed.toml").read_text(encoding="utf-8")
 

@@ -28,7 +28,7 @@ from controller.storage.migrations import (
 )
 from controller.storage.store import LocalListTooLong, Store, open_store
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # The schema script of evsed before migrations (controller/storage/store.py at a916286), verbatim:
 # the v1 databases in the field were created by exactly this, then meta.schema_version = '1'.

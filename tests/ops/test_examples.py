@@ -26,7 +26,7 @@ from controller.config import REQUIRED_ROLES, Config, load, parse
 from controller.ops.hwtest import release
 from hal.registry import DriverContext, create_driver, known_drivers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "controller" / "examples").glob("*.toml"))
 HARDWARE_MD = ROOT / "hardware.md"
 DEVICE_SNIPPET_KEYS = frozenset({"connectors", "reader"})

@@ -28,7 +28,7 @@ from controller.dev.devcsms import DevCsms
 from controller.ocpp16 import settings as settings_mod
 from controller.ocpp16.settings import KeyDef
 from tests.conftest import CARD
-from tests.test_e2e_durability import (
+from tests.e2e.test_e2e_durability import (
     assert_exactly_once_in_order,
     come_back,
     drained,

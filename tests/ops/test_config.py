@@ -17,7 +17,7 @@ from controller.config import Config, ConfigError, load, parse
 from controller.ocpp16.settings import core_keys
 from tests.conftest import STATION_ID, charger_config
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "controller" / "examples" / "evsed.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "controller" / "examples" / "evsed.toml"
 CSMS_URL = "ws://127.0.0.1:9000/ocpp"
 
 

@@ -376,6 +376,17 @@ level = "{o.log_level}"
     def frames(self, action: str) -> list[Frame]:
         return self.csms.frames(STATION, action)
 
+    async def wait_reported(self, status: str, timeout_s: float) -> Frame:
+        """The next StatusNotification of connector 1 with ``status`` at the CSMS."""
+        return await self.csms.wait_for(
+            lambda f: (
+                f.action == "StatusNotification"
+                and f.payload["connectorId"] == 1
+                and f.payload["status"] == status
+            ),
+            timeout_s=timeout_s,
+        )
+
     def statuses(self) -> list[tuple[str, str]]:
         return [
             (f.payload["status"], f.payload["errorCode"])
@@ -550,14 +561,7 @@ async def test_meter_stops_answering_mid_session(rig: RealRig) -> None:
     tx_id = st["transaction_id"]
 
     rig.meter.muted = True
-    await rig.csms.wait_for(
-        lambda f: (
-            f.action == "StatusNotification"
-            and f.payload["connectorId"] == 1
-            and f.payload["status"] == "Faulted"
-        ),
-        timeout_s=8,
-    )
+    await rig.wait_reported("Faulted", timeout_s=8)
     assert rig.statuses()[-1] == ("Faulted", "PowerMeterFailure")
     st = await rig.wait_connector(lambda c: not c["contactor_closed"], "contactor open")
     assert st["status"] == "Faulted"

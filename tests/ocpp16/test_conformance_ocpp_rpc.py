@@ -28,7 +28,7 @@ import pytest
 
 from tests.conftest import CARD, STATION_ID
 
-CONFORMANCE_DIR = Path(__file__).parent / "conformance"
+CONFORMANCE_DIR = Path(__file__).resolve().parents[1] / "conformance"
 CSMS_SCRIPT = CONFORMANCE_DIR / "csms.js"
 NODE = shutil.which("node")
 
