@@ -50,10 +50,6 @@ CONTACTORS_OPEN_STATUS = "starting: every contactor verified open"
 # default Modbus settings a read gives up after about 2 s. Longer configured timeouts raise
 # the limit (App.tick_stall_limit_s): a silent meter holding a tick that long is no hang.
 TICK_STALL_LIMIT_S = 60.0
-# Per Modbus request attempt on top of timeout_s: back-off, settling, unwinding a cancelled
-# request; and per meter read, connecting to a TCP gateway (hal.modbus_bus).
-MODBUS_ATTEMPT_EXTRA_S = 2.0
-MODBUS_CONNECT_S = 10.0
 STATUS_INTERVAL_S = 2.0
 
 
@@ -105,6 +101,7 @@ class App:
         self.sim = SimControl(self.shared)
         self.store: Store | None = None
         self.station: Station | None = None
+        self.hardware: list[ConnectorHardware] = []
         self.port: CsmsPort | None = None
         self.client: Ocpp16Client | None = None
         self.api: Any = None
@@ -169,6 +166,7 @@ class App:
         settings = Settings(self.store, core_keys(len(cfg.connectors)), cfg.ocpp_overrides)
         self.settings = settings
         hardware, reader = self._build_devices()
+        self.hardware = hardware
         self._open_contactors(hardware)
         self.notifier.status(CONTACTORS_OPEN_STATUS)
         self.station = Station(
@@ -273,17 +271,7 @@ class App:
         its bus may hold the bus lock in between)."""
         station = self.station
         assert station is not None
-        reads_s = 0.0
-        for c in station.connectors.values():
-            link = getattr(c.hw.meter, "link", None)
-            timeout_s = getattr(link, "timeout_s", None)
-            retries = getattr(link, "retries", None)
-            if not isinstance(timeout_s, int | float) or not isinstance(retries, int):
-                continue  # not a Modbus meter: its read does not wait on a bus
-            requests = getattr(c.hw.meter, "requests_per_poll", 1)
-            requests = requests if isinstance(requests, int) and requests > 0 else 1
-            attempts = requests * (retries + 1)
-            reads_s += attempts * (timeout_s + MODBUS_ATTEMPT_EXTRA_S) + MODBUS_CONNECT_S
+        reads_s = sum(hw.meter.worst_read_s for hw in self.hardware)
         return max(TICK_STALL_LIMIT_S, 10 * station.tick_interval_s, 2 * reads_s)
 
     def status_line(self) -> str:

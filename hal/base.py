@@ -92,7 +92,8 @@ class Contactor(abc.ABC):
     Must implement: ``set_closed`` and ``closed``. A driver MUST start open (coil off) and
     MUST open on ``close_driver``. ``set_closed`` is synchronous and fast: it is called from
     the state-machine runtime on every safety-relevant transition.
-    May implement: ``welded`` (feedback contact says closed while commanded open).
+    May implement: ``welded`` (feedback contact says closed while commanded open) and
+    ``feedback_closed`` (what an auxiliary contact reads; None without one).
     """
 
     @abc.abstractmethod
@@ -105,6 +106,10 @@ class Contactor(abc.ABC):
     @property
     def welded(self) -> bool:
         return False
+
+    @property
+    def feedback_closed(self) -> bool | None:
+        return None
 
     def start_monitor(self, on_fault: FaultCallback) -> None:  # noqa: B027 - optional hook
         """Report feedback faults (``PowerSwitchFailure`` for welded / failed to close, None
@@ -125,6 +130,12 @@ class EnergyMeter(abc.ABC):
 
     @abc.abstractmethod
     async def read(self) -> MeterReading: ...
+
+    @property
+    def worst_read_s(self) -> float:
+        """The longest one ``read`` can take before it fails, for the watchdog's notion of a
+        stuck tick; 0 for a meter that does not wait on a bus. A bus driver declares it."""
+        return 0.0
 
     async def close_driver(self) -> None:  # noqa: B027 - optional hook
         """Release the bus or port."""
@@ -178,6 +189,16 @@ class VehicleInterface(abc.ABC):
     async def wait_ready(self, timeout_s: float) -> None:  # noqa: B027 - optional hook
         """Return once ``state`` reflects the hardware (e.g. after a polled board answered
         once), or after ``timeout_s``. Called after ``start``; the default returns at once."""
+
+    async def offer_nothing(self) -> str:
+        """Without ``start``, from outside any session (``evsed safe-off``): make sure the
+        board offers no current on its own, and say how that was checked. Raises
+        ``DeviceError`` when it cannot. The default: an interface that offers nothing once
+        evsed stops driving it."""
+        return "nothing to do (offers no current alone)"
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release the bus or port (after ``stop``, or instead of ``start``)."""
 
 
 class ConnectorLock(abc.ABC):

@@ -259,6 +259,14 @@ class EvseDinBoard(VehicleInterface):
         if self._on_state is not None:
             self._on_state(state)
 
+    async def offer_nothing(self) -> str:
+        """0 A in the current register (no PWM: the car may not draw), read back."""
+        await self.link.write_registers(REG_CURRENT, [0])
+        (value,) = await self.link.read_registers(FC_READ_HOLDING, REG_CURRENT, 1)
+        if value != 0:
+            raise DeviceError(f"{self.name}: register {REG_CURRENT} reads {value}, not 0")
+        return "0 A offered (read back)"
+
     async def _shutdown(self, task: asyncio.Task[None] | None) -> None:
         if task is not None:
             await asyncio.wait({task})

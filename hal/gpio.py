@@ -26,6 +26,7 @@ from hal.base import (
     VehicleInterface,
     VehicleState,
 )
+from hal.contactor_feedback import FeedbackFault, FeedbackSupervisor
 from hal.registry import (
     OFFLINE_KEY,
     REQUIRED,
@@ -210,7 +211,9 @@ class GpioContactor(Contactor):
       second (the state machine closes again as soon as the fault clears).
 
     A close refused during a fault is not replayed when it clears: the runtime commands
-    again when its model leaves the fault.
+    again when its model leaves the fault. The decisions are hal/contactor_feedback.py's
+    (``FeedbackSupervisor``, shared by any driver with a feedback contact); this class owns
+    the pins, the lock and the monitor thread.
 
     No asyncio inside: ``set_closed`` may be called from any thread, ``on_fault`` is
     called from the monitor thread.
@@ -227,19 +230,17 @@ class GpioContactor(Contactor):
     ) -> None:
         self._output = output
         self._feedback = feedback
-        self._feedback_delay_s = feedback_delay_s
-        self._monitor_interval_s = monitor_interval_s
-        self._retry_delay_s = retry_delay_s
         self._claim = claim
         # RLock: on_fault is never called under it, but a callback calling set_closed
         # from the monitor thread must not deadlock if that ever changes.
         self._lock = threading.RLock()
-        self._commanded = False  # what the runtime asked for
         self._driven = False  # what the coil output does
-        self._disagree_since_s: float | None = None
-        self._agree_since_s: float | None = time.monotonic()
-        self._opened_since_s = time.monotonic()  # when the runtime last commanded open
-        self._fault_kind: str | None = None  # "welded" or "failed to close"
+        self._supervisor = FeedbackSupervisor(
+            time.monotonic(),
+            delay_s=feedback_delay_s,
+            retry_delay_s=retry_delay_s,
+            recheck_s=monitor_interval_s,
+        )
         self._reported: FaultKind | None = None  # last value handed to on_fault
         self._on_fault: FaultCallback | None = None
         self._closed_driver = False
@@ -263,13 +264,13 @@ class GpioContactor(Contactor):
                 if closed:
                     raise DeviceError("contactor driver is closed")
                 return
-            if self._commanded and not closed:
-                self._opened_since_s = time.monotonic()
-            self._commanded = closed
-            drive = closed and self._fault_kind is None
+            supervisor = self._supervisor
+            supervisor.command(closed, time.monotonic())
+            drive = closed and supervisor.may_drive
             if closed and not drive:
+                assert supervisor.fault is not None
                 log.warning(
-                    "contactor stays open: feedback fault (%s) is latched", self._fault_kind
+                    "contactor stays open: feedback fault (%s) is latched", supervisor.fault.value
                 )
             self._drive(drive)
         self._wake.set()
@@ -280,7 +281,7 @@ class GpioContactor(Contactor):
 
     @property
     def welded(self) -> bool:
-        return self._fault_kind == "welded"
+        return self._supervisor.fault is FeedbackFault.WELDED
 
     @property
     def feedback_closed(self) -> bool | None:
@@ -298,7 +299,7 @@ class GpioContactor(Contactor):
         with self._lock:
             if self._closed_driver:
                 return
-            self._commanded = False
+            self._supervisor.command(False, time.monotonic())
             self._drive(False)
             self._closed_driver = True
             self._on_fault = None
@@ -321,7 +322,7 @@ class GpioContactor(Contactor):
             else:
                 self._output.off()
             self._driven = on
-            self._disagree_since_s = None
+            self._supervisor.coil_switched()
 
     def _run(self) -> None:
         while True:
@@ -336,46 +337,15 @@ class GpioContactor(Contactor):
     def _evaluate(self, now_s: float) -> float:
         """Update the fault from coil and feedback; returns how long to sleep. Holds lock."""
         assert self._feedback is not None
-        feedback_closed = self._feedback.asserted
-        delay_s = self._feedback_delay_s
-        sleep_s = self._monitor_interval_s
-        if feedback_closed != self._driven:
-            self._agree_since_s = None
-            if self._disagree_since_s is None:
-                self._disagree_since_s = now_s
-            remaining_s = self._disagree_since_s + delay_s - now_s
-            if remaining_s > 0:
-                return min(sleep_s, remaining_s)
-            if feedback_closed:
-                if self._fault_kind != "welded":
-                    log.error("contactor feedback says closed while the coil is off: welded")
-                self._fault_kind = "welded"
-            else:
-                if self._fault_kind != "failed to close":
-                    log.error("contactor feedback stays open while the coil is on")
-                self._fault_kind = "failed to close"
-                self._drive(False)  # never keep a coil on that does not do its job
-            return sleep_s
-        self._disagree_since_s = None
-        if self._agree_since_s is None:
-            self._agree_since_s = now_s
-        if self._fault_kind is None:
-            return sleep_s
-        clear_at_s = self._agree_since_s + delay_s
-        if self._fault_kind == "failed to close":
-            if self._commanded:
-                return sleep_s  # wait for the runtime to acknowledge by commanding open
-            clear_at_s = max(clear_at_s, self._opened_since_s + self._retry_delay_s)
-        if now_s < clear_at_s:
-            return min(sleep_s, clear_at_s - now_s)
-        log.warning("contactor feedback agrees again (was: %s)", self._fault_kind)
-        self._fault_kind = None
-        return sleep_s
+        verdict = self._supervisor.evaluate(self._driven, self._feedback.asserted, now_s)
+        if verdict.force_off:
+            self._drive(False)
+        return verdict.recheck_s
 
     def _notify(self) -> None:
         """Report a changed fault; outside the lock, only ever from the monitor thread."""
         with self._lock:
-            code = None if self._fault_kind is None else FaultKind.POWER_SWITCH
+            code = None if self._supervisor.fault is None else FaultKind.POWER_SWITCH
             callback = self._on_fault
             if callback is None or code == self._reported:
                 return

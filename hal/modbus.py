@@ -93,6 +93,10 @@ RESET_THRESHOLD_WH: Final = 100.0
 MAX_PLAUSIBLE_WH: Final = 1e13
 
 METER_DIR: Final = "meters"
+# On top of timeout_s per request attempt: back-off, settling, unwinding a cancelled request
+# (hal.modbus_bus); and per read, connecting to a TCP gateway.
+ATTEMPT_OVERHEAD_S: Final = 2.0
+CONNECT_WORST_S: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -381,6 +385,13 @@ class ModbusMeter(EnergyMeter):
     @property
     def requests_per_poll(self) -> int:
         return len(self.regmap.blocks)
+
+    @property
+    def worst_read_s(self) -> float:
+        """A silent meter: every request of a poll times out (retries + 1) times, plus the
+        bus's per-attempt overhead and one connect to a TCP gateway (hal.modbus_bus)."""
+        attempts = self.requests_per_poll * (self.link.retries + 1)
+        return attempts * (self.link.timeout_s + ATTEMPT_OVERHEAD_S) + CONNECT_WORST_S
 
     @property
     def energy_offset_wh(self) -> float:

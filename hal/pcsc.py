@@ -25,7 +25,6 @@ substring; case-insensitive), ``byte_order`` ("msb" as the reader returns it, de
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import threading
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from typing import Any, Final
 from smartcard import scard
 
 from hal.base import TokenCallback, TokenReader
+from hal.pcsc_diag import reader_matches
 from hal.registry import (
     DriverContext,
     register_driver,
@@ -92,15 +92,6 @@ def _error_text(code: int) -> str:
     except Exception:  # pragma: no cover - pyscard's message table is best effort
         text = ""
     return f"0x{_u32(code):08X} {text}".strip()
-
-
-def reader_matches(pattern: str | None, name: str) -> bool:
-    """Case-insensitive fnmatch glob if ``pattern`` has ``*?[``, else a substring test."""
-    if pattern is None:
-        return True
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(name.casefold(), pattern.casefold())
-    return pattern.casefold() in name.casefold()
 
 
 class _ContextLost(Exception):

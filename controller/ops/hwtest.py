@@ -25,12 +25,19 @@ import inspect
 import os
 import re
 import socket
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from controller.config import Config, DeviceConfig
 from hal.base import IndicatorState, MeterReading, VehicleState
+from hal.pcsc_diag import (
+    SCARD_E_NO_READERS_AVAILABLE,
+    SCARD_E_NO_SERVICE,
+    SCARD_E_SERVICE_STOPPED,
+    PcscProblem,
+    list_readers,
+)
 from hal.registry import DriverConfigError, DriverContext, create_driver
 
 STEPS: Final = ("meter", "vehicle", "reader", "lock", "indicator", "contactor")
@@ -44,12 +51,6 @@ VEHICLE_MEANINGS: Final = {
     VehicleState.E: "error: control pilot shorted to PE or diode missing, no power",
     VehicleState.F: "EVSE not available (pilot at -12 V, or the pilot board does not answer)",
 }
-
-# PC/SC return codes (winscard, identical in pcsc-lite); kept here so the translation works
-# (and can be tested) without pyscard.
-SCARD_E_NO_SERVICE: Final = 0x8010001D
-SCARD_E_SERVICE_STOPPED: Final = 0x8010001E
-SCARD_E_NO_READERS_AVAILABLE: Final = 0x8010002E
 
 PASS: Final = "PASS"
 FAIL: Final = "FAIL"
@@ -68,22 +69,6 @@ class Diagnosis:
 
     def __str__(self) -> str:
         return f"{self.problem}: {self.fix}" if self.fix else self.problem
-
-
-class PcscProblem(Exception):
-    """The PC/SC stack is not usable: ``code`` is the PC/SC return code (0 if not one)."""
-
-    def __init__(
-        self,
-        message: str,
-        code: int = 0,
-        readers: Iterable[str] = (),
-        pattern: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code & 0xFFFFFFFF
-        self.readers = list(readers)
-        self.pattern = pattern
 
 
 class CardTimeout(Exception):
@@ -529,38 +514,6 @@ async def _step_vehicle(run: _Run, connector_id: int, dev: DeviceConfig) -> None
     run.results.append(StepResult("vehicle", connector_id, PASS, f"{state.value}: {meaning}"))
 
 
-def pcsc_precheck(pattern: str | None) -> list[str]:
-    """Ask pcscd directly which readers exist; raises PcscProblem / ImportError.
-
-    The pcsc driver itself retries quietly in its thread; a bring-up tool must say why.
-    """
-    from smartcard import scard
-
-    rv, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if rv & 0xFFFFFFFF:
-        raise PcscProblem(f"SCardEstablishContext: 0x{rv & 0xFFFFFFFF:08X}", rv)
-    try:
-        rv, readers = scard.SCardListReaders(context, [])
-        if rv & 0xFFFFFFFF == SCARD_E_NO_READERS_AVAILABLE:
-            readers = []
-        elif rv & 0xFFFFFFFF:
-            raise PcscProblem(f"SCardListReaders: 0x{rv & 0xFFFFFFFF:08X}", rv)
-    finally:
-        scard.SCardReleaseContext(context)
-    readers = list(readers)
-    from hal.pcsc import reader_matches
-
-    matching = [r for r in readers if reader_matches(pattern, r)]
-    if not matching:
-        raise PcscProblem(
-            "no matching reader",
-            SCARD_E_NO_READERS_AVAILABLE if not readers else 0,
-            readers,
-            pattern,
-        )
-    return matching
-
-
 async def _step_reader(run: _Run, dev: DeviceConfig) -> None:
     reader = None
     started = False
@@ -568,7 +521,7 @@ async def _step_reader(run: _Run, dev: DeviceConfig) -> None:
         if dev.driver == "pcsc":
             pattern = dev.settings.get("reader")
             readers = await asyncio.to_thread(
-                pcsc_precheck, pattern if isinstance(pattern, str) else None
+                list_readers, pattern if isinstance(pattern, str) else None
             )
             run.out(f"  PC/SC reader: {readers[0]}")
         reader = run.create("reader", dev, 0)

@@ -166,7 +166,7 @@ def _wait_feedback_open(
     contactor: Any, wait_s: float, monotonic_s: Callable[[], float]
 ) -> bool | None:
     """The feedback contact's last reading (True = closed), None without one."""
-    if getattr(contactor, "feedback_closed", None) is None:
+    if contactor.feedback_closed is None:
         return None
     deadline_s = monotonic_s() + wait_s
     while contactor.feedback_closed and monotonic_s() < deadline_s:
@@ -178,29 +178,20 @@ async def zero_vehicle(device: DeviceSection, shared: dict[str, Any], budget_s: 
     """Set a pilot board's offered current to 0 A (read back), within ``budget_s``."""
     if device.driver not in CURRENT_OFFERING_DRIVERS:
         return Outcome(device.name, device.driver, True, "nothing to do (offers no current alone)")
-    from hal.evse_board import REG_CURRENT
-    from hal.modbus_bus import FC_READ_HOLDING
-
     try:
         board = _create(device, shared)
     except Exception as exc:
         return Outcome(device.name, device.driver, False, f"cannot set up: {_describe_error(exc)}")
-    link = board.link
     try:
         async with asyncio.timeout(max(0.0, budget_s)):
-            await link.write_registers(REG_CURRENT, [0])
-            (value,) = await link.read_registers(FC_READ_HOLDING, REG_CURRENT, 1)
+            detail = await board.offer_nothing()
     except TimeoutError:
         return Outcome(device.name, device.driver, False, f"no answer within {budget_s:.1f} s")
     except (DeviceError, OSError) as exc:
         return Outcome(device.name, device.driver, False, _describe_error(exc))
     finally:
-        link.release()
-    if value != 0:
-        return Outcome(
-            device.name, device.driver, False, f"register {REG_CURRENT} reads {value}, not 0"
-        )
-    return Outcome(device.name, device.driver, True, "0 A offered (read back)")
+        await board.aclose()
+    return Outcome(device.name, device.driver, True, detail)
 
 
 async def safe_off(

@@ -681,3 +681,24 @@ def test_model_aliases_use_the_shared_map() -> None:
     meter = create_modbus_meter({"model": "abb_b24", "port": "/dev/ttyUSB9"}, ctx())
     assert meter.regmap.model == "ABB B23/B24"
     assert meter.regmap.registers["energy_import_wh"].type == "uint64"
+
+
+def test_meter_declares_its_worst_read_time_for_the_watchdog() -> None:
+    """The runtime's stuck-tick limit comes from what the driver declares, not from its
+    settings: a silent SDM630 (2 requests a poll) with timeout 0.5 s and 2 retries takes
+    2 x 3 x (0.5 + 2.0) s plus one gateway connect (10 s) before the read fails."""
+    from hal.base import EnergyMeter
+    from hal.modbus import ModbusMeter, load_model
+    from hal.modbus_bus import DeviceLink
+
+    regmap = load_model("eastron_sdm630")
+    link = DeviceLink(bus=None, unit_id=1, timeout_s=0.5, retries=2)  # type: ignore[arg-type]
+    meter = ModbusMeter(link, regmap)
+    assert meter.requests_per_poll == 2
+    assert meter.worst_read_s == pytest.approx(2 * 3 * (0.5 + 2.0) + 10.0)
+
+    class OnBoard(EnergyMeter):  # a meter that answers without a bus
+        async def read(self) -> MeterReading:
+            return MeterReading(0.0, 0.0)
+
+    assert OnBoard().worst_read_s == 0.0

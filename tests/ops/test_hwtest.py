@@ -14,15 +14,13 @@ import pytest
 from controller.cli import build_parser, main
 from controller.config import parse
 from controller.ops.hwtest import (
-    SCARD_E_NO_READERS_AVAILABLE,
-    SCARD_E_NO_SERVICE,
     CardTimeout,
-    PcscProblem,
     explain_error,
     parse_steps,
     run_hw_test,
 )
 from hal.base import DeviceError
+from hal.pcsc_diag import SCARD_E_NO_READERS_AVAILABLE, SCARD_E_NO_SERVICE, PcscProblem
 from hal.registry import DriverConfigError
 from tests.conftest import CARD, charger_config
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gpiozero import DigitalOutputDevice
@@ -211,6 +212,46 @@ async def test_evse_board_is_set_to_zero_amps(
     )
     assert board.setpoint == 0
     assert (1000, [0]) in board.writes
+
+
+class _BoardIgnoringWrites(EvseDinSim):
+    """Answers a write but keeps its setpoint (a board whose register is write-protected)."""
+
+    async def action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> Any:
+        if set_values is not None:
+            self.requests += 1
+            return None
+        return await super().action(
+            function_code, start_address, address, count, current_registers, set_values
+        )
+
+
+async def test_board_that_keeps_offering_current_is_a_failure(
+    tmp_path: Path, pair: SocatPair, factory: MockFactory
+) -> None:
+    """The driver reads the register back (EvseDinBoard.offer_nothing): a board still
+    offering 13 A after the write is reported, not taken for safe."""
+    board = _BoardIgnoringWrites(UNIT)
+    line = await SimLine([board]).start_rtu(pair.b)
+    try:
+        cfg = write_config(
+            tmp_path,
+            connector(f"{{ driver = 'gpio', pin = {COIL_1} }}", board_vehicle(pair.a)),
+        )
+        outcomes = await safe_off(cfg, shared={FACTORY_KEY: factory})
+    finally:
+        await line.stop()
+    assert outcomes[0].ok and not outcomes[1].ok, outcomes
+    assert "register 1000 reads 13, not 0" in outcomes[1].detail
+    assert board.setpoint == 13
 
 
 async def test_silent_board_fails_within_the_budget_and_contactors_still_open(
