@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,24 +44,21 @@ LOG = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
 
-# CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage and
-# the Local Auth List Management profile (GetLocalListVersion, SendLocalList).
-SUPPORTED_ACTIONS = frozenset(
-    {
-        "ChangeAvailability",
-        "ChangeConfiguration",
-        "ClearCache",
-        "DataTransfer",
-        "GetConfiguration",
-        "GetLocalListVersion",
-        "RemoteStartTransaction",
-        "RemoteStopTransaction",
-        "Reset",
-        "SendLocalList",
-        "UnlockConnector",
-        "TriggerMessage",
-    }
-)
+# CSMS requests are declared routes: a handler per action, registered by @_route on the
+# client's methods (SUPPORTED_ACTIONS, after the class, is what was registered).
+_Handler = Callable[["Ocpp16Client", dict[str, Any]], Awaitable[dict[str, Any]]]
+_ROUTES: dict[str, _Handler] = {}
+
+
+def _route(action: str) -> Callable[[_Handler], _Handler]:
+    if action not in rpc16.ACTIONS:
+        raise ValueError(f"{action!r} is not an OCPP 1.6 action")
+
+    def register(handler: _Handler) -> _Handler:
+        _ROUTES[action] = handler
+        return handler
+
+    return register
 
 
 # Connector 0 while the database cannot be written (disk full): errorCode OtherError.
@@ -615,9 +612,8 @@ class Ocpp16Client:
 
     async def _handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         LOG.debug("CALL %s from the CSMS", action, extra={"action": action})
-        handler = getattr(self, "_on_" + action)
-        result: dict[str, Any] = await handler(payload)
-        return result
+        # RpcConnection answers NotImplemented / NotSupported before a handler is looked up.
+        return await _ROUTES[action](self, payload)
 
     def _connector_id(self, payload: dict[str, Any], *, allow_zero: bool) -> int:
         cid = payload["connectorId"]
@@ -626,6 +622,7 @@ class Ocpp16Client:
             raise CallError(PROPERTY_CONSTRAINT_VIOLATION, f"unknown connectorId {cid}")
         return int(cid)
 
+    @_route("ChangeAvailability")
     async def _on_ChangeAvailability(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         cid = self._connector_id(p, allow_zero=True)
         status = self.station.change_availability(cid, p["type"] == "Operative").value
@@ -636,9 +633,11 @@ class Ocpp16Client:
             self._status_wakeup.set()
         return {"status": status}
 
+    @_route("ChangeConfiguration")
     async def _on_ChangeConfiguration(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"status": self.settings.change(p["key"], p["value"])}
 
+    @_route("GetConfiguration")
     async def _on_GetConfiguration(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         wanted = p.get("key")
         max_keys = self.settings.get_int("GetConfigurationMaxKeys")
@@ -663,20 +662,25 @@ class Ocpp16Client:
             result["unknownKey"] = unknown
         return result
 
+    @_route("ClearCache")
     async def _on_ClearCache(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"status": self.auth.clear_cache()}  # the cache only, not the local list
 
+    @_route("GetLocalListVersion")
     async def _on_GetLocalListVersion(  # noqa: N802
         self, p: dict[str, Any]
     ) -> dict[str, Any]:
         return {"listVersion": self.auth.list_version()}
 
+    @_route("SendLocalList")
     async def _on_SendLocalList(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"status": self.auth.send_local_list(p)}
 
+    @_route("DataTransfer")
     async def _on_DataTransfer(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"status": "UnknownVendorId"}
 
+    @_route("RemoteStartTransaction")
     async def _on_RemoteStartTransaction(  # noqa: N802
         self, p: dict[str, Any]
     ) -> dict[str, Any]:
@@ -697,6 +701,7 @@ class Ocpp16Client:
                 return
         self.station.begin_remote(connector_id, id_tag)
 
+    @_route("RemoteStopTransaction")
     async def _on_RemoteStopTransaction(  # noqa: N802
         self, p: dict[str, Any]
     ) -> dict[str, Any]:
@@ -711,6 +716,7 @@ class Ocpp16Client:
                 return {"status": "Accepted"}
         return {"status": "Rejected"}
 
+    @_route("Reset")
     async def _on_Reset(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         kind = p["type"]
         self._tasks.spawn(self._reset(kind), name="reset")
@@ -729,12 +735,14 @@ class Ocpp16Client:
         if self._on_reset is not None:
             self._on_reset(kind)
 
+    @_route("UnlockConnector")
     async def _on_UnlockConnector(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         cid = p["connectorId"]
         if not 1 <= cid <= len(self.station.connector_ids()):
             return {"status": "NotSupported"}  # errata 3.87: a normal reply, not a CALLERROR
         return {"status": (await self.station.unlock(cid)).value}
 
+    @_route("TriggerMessage")
     async def _on_TriggerMessage(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         requested = p["requestedMessage"]
         cid = p.get("connectorId")
@@ -800,3 +808,8 @@ class Ocpp16Client:
         """Close the CSMS connection normally (1000), then stop the background tasks."""
         await self._link.close(reason)
         await self._tasks.cancel_all()
+
+
+# CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage and
+# the Local Auth List Management profile (GetLocalListVersion, SendLocalList).
+SUPPORTED_ACTIONS = frozenset(_ROUTES)
