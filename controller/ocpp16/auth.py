@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.core.records import TagInfo
 from controller.csms.rpc import CallError
 from controller.ocpp16.rpc import (
     OCCURENCE_CONSTRAINT_VIOLATION,
     PROPERTY_CONSTRAINT_VIOLATION,
 )
 from controller.ocpp16.settings import Settings
-from controller.storage.store import CacheRow, LocalListTooLong, Store, TagInfo
+from controller.storage.store import CacheRow, LocalListTooLong, Store
 
 # Authorization Cache capacity (3.5.1: "If ... the Authorization Cache is full").
 CACHE_MAX_ENTRIES = 1000

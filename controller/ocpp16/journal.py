@@ -8,12 +8,13 @@ from typing import Any
 from ocpp.messages import MessageType
 
 from controller.core.port import Sample, TxStart, TxStop
+from controller.core.records import StoreError
 from controller.csms.rpc import CallError
 from controller.ocpp16 import messages as build
 from controller.ocpp16.rpc import validate
 from controller.ocpp16.settings import Settings
 from controller.runtime.clock import Clock
-from controller.storage.store import Store, StoreError
+from controller.storage.store import Store
 
 LOG = logging.getLogger(__name__)
 

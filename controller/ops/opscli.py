@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from controller.config import Config, ConfigError, DeviceConfig, load
+from controller.core.records import TxRecord
 from controller.storage.migrations import SCHEMA_VERSION, SchemaError, current_version
 from controller.storage.sessions import (
     session_duration_s,
@@ -24,7 +25,6 @@ from controller.storage.sessions import (
     sessions_between,
     sessions_csv,
 )
-from controller.storage.store import TxRecord
 
 DEFAULT_CONFIG = "/etc/evsed/evsed.toml"
 DEFAULT_TABLE_LIMIT = 20

@@ -14,10 +14,10 @@ from controller.core import connector as sm
 from controller.core.control import AvailabilityResult, ConnectorView, UnlockResult
 from controller.core.policy import ChargingPolicy
 from controller.core.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
+from controller.core.records import StationRecords, StoreError, TxRecord
 from controller.core.timestamps import iso_utc, shift_iso
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
-from controller.storage.store import Store, StoreError, TxRecord
 from hal.base import (
     ConnectorLock,
     Contactor,
@@ -126,7 +126,7 @@ class Station:
         connectors: list[ConnectorHardware],
         reader: TokenReader | None,
         policy: ChargingPolicy,
-        store: Store,
+        store: StationRecords,
         clock: Clock,
         boot_id: str = "",
         tick_interval_s: float = 1.0,

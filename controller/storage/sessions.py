@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from controller.storage.store import TxRecord
+from controller.core.records import TxRecord
 
 CSV_COLUMNS = (
     "started_at",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from controller.core.records import StoreError, TagInfo, TxRecord
+
 # The schema is defined (and changed) only in controller/storage/migrations.py.
 from controller.core.timestamps import shift_iso, shift_timestamps
 from controller.storage.migrations import SchemaError, migrate
@@ -32,29 +34,6 @@ _INSERT_TX = (
     "INSERT INTO transactions (tx_key, connector_id, id_tag, reservation_id, meter_start_wh,"
     " started_at, last_meter_wh, last_meter_at, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-@dataclass(frozen=True)
-class TxRecord:
-    """One transaction as stored; ``csms_tx_id`` is None until StartTransaction.conf."""
-
-    tx_key: int
-    connector_id: int
-    id_tag: str
-    reservation_id: int | None
-    meter_start_wh: int
-    started_at: str
-    csms_tx_id: int | None
-    last_meter_wh: int
-    last_meter_at: str
-    meter_stop_wh: int | None
-    stopped_at: str | None
-    stop_reason: str | None
-    boot_id: str
-
-    @property
-    def open(self) -> bool:
-        return self.stopped_at is None
 
 
 @dataclass(frozen=True)
@@ -79,16 +58,8 @@ class CacheRow:
     last_used: float
 
 
-# (status, parent idTag, expiry date): an IdTagInfo as stored in the cache or the local list.
-TagInfo = tuple[str, str | None, str | None]
-
-
 class LocalListTooLong(Exception):
     """A SendLocalList would leave more entries than allowed; nothing was changed."""
-
-
-class StoreError(Exception):
-    """The database could not be written (disk full, I/O error); the caller keeps charging."""
 
 
 class Store:

@@ -494,7 +494,7 @@ async def test_sessions_csv_with_date_range(
 
 
 def test_sessions_between_orders_and_filters() -> None:
-    from controller.storage.store import TxRecord
+    from controller.core.records import TxRecord
 
     def tx(key: int, started: str) -> TxRecord:
         blank: dict[str, Any] = {f.name: None for f in dataclasses.fields(TxRecord)}
