@@ -312,43 +312,58 @@ def test_checker_flags_known_violations() -> None:
     assert clean.stop_reasons == Counter({"Reboot": 1})
 
 
+# One transaction started twice around a crash: the CSMS's ids 1 and 2, the station's record
+# knows it as 2 (the answer that was committed), stopped with reason Reboot.
+_RESEND_START = {
+    "connectorId": 1,
+    "idTag": CARD,
+    "meterStart": 1000,
+    "timestamp": "2024-01-01T00:00:00Z",
+}
+_RESEND_STOP = {
+    "transactionId": 2,
+    "meterStop": 1003,
+    "timestamp": "2024-01-01T00:00:01Z",
+    "reason": "Reboot",
+}
+_RESEND_RECORDS = [
+    {
+        "transaction_key": 1,
+        "transaction_id": 2,
+        "stopped_at": "2024-01-01T00:00:01Z",
+        "stop_reason": "Reboot",
+        "meter_start_wh": 1000,
+        "meter_stop_wh": 1003,
+    }
+]
+
+
+def _start_answer(uid: str, tx_id: int, at: float) -> Any:
+    from controller.dev.devcsms import SentFrame
+
+    return SentFrame(
+        STATION, "", {"transactionId": tx_id, "idTagInfo": {"status": "Accepted"}}, uid, at
+    )
+
+
 def test_checker_excuses_resend_only_right_after_a_crash() -> None:
     """At-least-once across a SIGKILL: a StartTransaction answered just before the kill and
     resent after the restart is one transaction under two ids, not a violation; the same
     resend long after the answer is one."""
     from controller.dev.devcsms import Frame, SentFrame
 
-    start = {
-        "connectorId": 1,
-        "idTag": CARD,
-        "meterStart": 1000,
-        "timestamp": "2024-01-01T00:00:00Z",
-    }
-    stop = {"transactionId": 2, "meterStop": 1003, "timestamp": "2024-01-01T00:00:01Z"}
+    start, stop = _RESEND_START, _RESEND_STOP
     received = [
         Frame(STATION, "StartTransaction", start, "a", 10.0),
         Frame(STATION, "StartTransaction", start, "b", 11.0),
-        Frame(STATION, "StopTransaction", {**stop, "reason": "Reboot"}, "c", 11.5),
+        Frame(STATION, "StopTransaction", stop, "c", 11.5),
     ]
     answers = [
-        SentFrame(
-            STATION, "", {"transactionId": 1, "idTagInfo": {"status": "Accepted"}}, "a", 10.0
-        ),
-        SentFrame(
-            STATION, "", {"transactionId": 2, "idTagInfo": {"status": "Accepted"}}, "b", 11.0
-        ),
+        _start_answer("a", 1, 10.0),
+        _start_answer("b", 2, 11.0),
         SentFrame(STATION, "", {}, "c", 11.5),
     ]
-    records = [
-        {
-            "transaction_key": 1,
-            "transaction_id": 2,
-            "stopped_at": "2024-01-01T00:00:01Z",
-            "stop_reason": "Reboot",
-            "meter_start_wh": 1000,
-            "meter_stop_wh": 1003,
-        }
-    ]
+    records = _RESEND_RECORDS
     kwargs: dict[str, Any] = {
         "transactions": records,
         "register_start_wh": 1000,
@@ -370,38 +385,19 @@ def test_checker_excuses_a_resend_chain_cut_off_by_a_second_crash() -> None:
     kill soak met it once (a transaction the checker then wrongly called unstopped)."""
     from controller.dev.devcsms import Frame, SentFrame
 
-    start = {
-        "connectorId": 1,
-        "idTag": CARD,
-        "meterStart": 1000,
-        "timestamp": "2024-01-01T00:00:00Z",
-    }
-    stop = {"transactionId": 2, "meterStop": 1003, "timestamp": "2024-01-01T00:00:01Z"}
+    start, stop = _RESEND_START, _RESEND_STOP
     received = [
         Frame(STATION, "StartTransaction", start, "a", 10.0),
         Frame(STATION, "StartTransaction", start, "b", 11.0),  # killed before the answer
         Frame(STATION, "StartTransaction", start, "c", 12.0),
-        Frame(STATION, "StopTransaction", {**stop, "reason": "Reboot"}, "d", 12.5),
+        Frame(STATION, "StopTransaction", stop, "d", 12.5),
     ]
     answers = [
-        SentFrame(
-            STATION, "", {"transactionId": 1, "idTagInfo": {"status": "Accepted"}}, "a", 10.0
-        ),
-        SentFrame(
-            STATION, "", {"transactionId": 2, "idTagInfo": {"status": "Accepted"}}, "c", 12.0
-        ),
+        _start_answer("a", 1, 10.0),
+        _start_answer("c", 2, 12.0),
         SentFrame(STATION, "", {}, "d", 12.5),
     ]
-    records = [
-        {
-            "transaction_key": 1,
-            "transaction_id": 2,
-            "stopped_at": "2024-01-01T00:00:01Z",
-            "stop_reason": "Reboot",
-            "meter_start_wh": 1000,
-            "meter_stop_wh": 1003,
-        }
-    ]
+    records = _RESEND_RECORDS
     report = checker.check(
         received,
         answers,
