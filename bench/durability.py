@@ -1,6 +1,6 @@
 """Benchmark (issue 4): what durability costs and what it buys.
 
-a) durable enqueue latency: ``Store.enqueue_tx_message`` (MeterValues with the reading
+a) durable enqueue latency: ``Store.append_tx_event`` (MeterValues with the reading
    persisted in the same commit) and a ``begin_transaction`` + ``end_transaction`` pair,
    SQLite WAL with synchronous=FULL, on the working-directory disk (bench/) and on
    /dev/shm -> median/p99 per commit.
@@ -67,6 +67,7 @@ from controller.dev.devcsms import DevCsms  # noqa: E402
 from controller.ocpp16 import messages as build  # noqa: E402
 from controller.storage.store import open_store  # noqa: E402
 from hal.base import MeterReading  # noqa: E402
+from tests.journal16 import confirm_start, enqueue, start_msgs, stop_msgs  # noqa: E402
 
 STATION_ID = "CP-BENCH"
 BOUND_STATION_ID = "CP-BOUND"
@@ -118,15 +119,13 @@ def bench_enqueue(disk_dir: str, n: int) -> None:
                 meter_start_wh=1000,
                 started_at=_ts(0),
                 reservation_id=None,
-                start_payload={"connectorId": 1, "idTag": CARD, "meterStart": 1000},
+                messages=start_msgs({"connectorId": 1, "idTag": CARD, "meterStart": 1000}),
             )
             enqueue: list[float] = []
             for i in range(n):
                 payload = meter_payload(1000 + i, _ts(i))
                 t0 = time.perf_counter()
-                store.enqueue_tx_message(
-                    tx_key, "MeterValues", payload, energy_wh=1000 + i, at=_ts(i)
-                )
+                enqueue(store, tx_key, "MeterValues", payload, energy_wh=1000 + i, at=_ts(i))
                 enqueue.append(time.perf_counter() - t0)
             begin: list[float] = []
             end: list[float] = []
@@ -138,7 +137,7 @@ def bench_enqueue(disk_dir: str, n: int) -> None:
                     meter_start_wh=i,
                     started_at=_ts(i),
                     reservation_id=None,
-                    start_payload={"connectorId": 1, "idTag": CARD, "meterStart": i},
+                    messages=start_msgs({"connectorId": 1, "idTag": CARD, "meterStart": i}),
                 )
                 t1 = time.perf_counter()
                 store.end_transaction(
@@ -146,7 +145,9 @@ def bench_enqueue(disk_dir: str, n: int) -> None:
                     meter_stop_wh=i + 1,
                     stopped_at=_ts(i + 1),
                     reason="Local",
-                    stop_payload={"meterStop": i + 1, "timestamp": _ts(i + 1), "reason": "Local"},
+                    messages=stop_msgs(
+                        {"meterStop": i + 1, "timestamp": _ts(i + 1), "reason": "Local"}
+                    ),
                 )
                 t2 = time.perf_counter()
                 begin.append(t1 - t0)
@@ -155,7 +156,7 @@ def bench_enqueue(disk_dir: str, n: int) -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"  [{name}: {base}]")
-        print(f"    enqueue_tx_message (MeterValues) {_ms(enqueue)}")
+        print(f"    append_tx_event (MeterValues) {_ms(enqueue)}")
         print(f"    begin_transaction                {_ms(begin)}")
         print(f"    end_transaction                  {_ms(end)}")
         rate = 1 / median(enqueue) if median(enqueue) > 0 else float("inf")
@@ -207,22 +208,29 @@ def fill_outbox(db_path: Path, n: int) -> None:
         meter_start_wh=1000,
         started_at=_ts(0),
         reservation_id=None,
-        start_payload={"connectorId": 1, "idTag": CARD, "meterStart": 1000, "timestamp": _ts(0)},
+        messages=start_msgs(
+            {"connectorId": 1, "idTag": CARD, "meterStart": 1000, "timestamp": _ts(0)}
+        ),
         boot_id="bench-fill",
     )
     head = store.outbox_head()
     assert head is not None
-    store.confirm_start(head.seq, tx_key, CSMS_TX_ID)
+    confirm_start(store, head.seq, tx_key, CSMS_TX_ID)
     for i in range(n):
-        store.enqueue_tx_message(
-            tx_key, "MeterValues", meter_payload(1000 + i, _ts(i)), energy_wh=1000 + i, at=_ts(i)
+        enqueue(
+            store,
+            tx_key,
+            "MeterValues",
+            meter_payload(1000 + i, _ts(i)),
+            energy_wh=1000 + i,
+            at=_ts(i),
         )
     store.end_transaction(
         tx_key,
         meter_stop_wh=1000 + n,
         stopped_at=_ts(n),
         reason="Local",
-        stop_payload={"meterStop": 1000 + n, "timestamp": _ts(n), "reason": "Local"},
+        messages=stop_msgs({"meterStop": 1000 + n, "timestamp": _ts(n), "reason": "Local"}),
     )
     assert store.outbox_count() == n + 1
     store.close()

@@ -18,13 +18,13 @@ from controller.core.timestamps import iso_utc
 from controller.csms.connection import ConnectionOptions
 from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import Ocpp16Client, StationIdentity
-from controller.ocpp16.journal import Journal
 from controller.ocpp16.settings import Settings, core_keys
 from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
 from controller.runtime.clock import Clock, TrustedClock
 from controller.runtime.station import ConnectorHardware, Station
 from controller.runtime.tasks import TaskGroup
 from controller.standalone import StandalonePort
+from controller.storage.journal import TxJournal
 from controller.storage.store import Store, open_store
 from hal.registry import DriverContext, create_driver
 from hal.sim import SimControl
@@ -206,7 +206,7 @@ class App:
             )
             self.port = self.client
         else:
-            journal = Journal(self.store, settings, boot_id=self.boot_id, clock=self.clock)
+            journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
         self.station.attach_port(self.port)
         await self.station.start()

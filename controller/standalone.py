@@ -5,15 +5,17 @@ from __future__ import annotations
 from controller.config import StandaloneConfig
 from controller.core.connector import Phase
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
-from controller.ocpp16.journal import Journal
+from controller.storage.journal import TxJournal
 from controller.storage.store import Store
 from hal.base import FaultKind
 
 
 class StandalonePort:
-    """Implements ``CsmsPort`` without a network; queued messages wait for a future CSMS."""
+    """Implements ``CsmsPort`` without a network: sessions are journaled without any
+    backend's messages (nothing would ever confirm them); the local API and `evsed sessions`
+    show them."""
 
-    def __init__(self, journal: Journal, store: Store, config: StandaloneConfig) -> None:
+    def __init__(self, journal: TxJournal, store: Store, config: StandaloneConfig) -> None:
         self.journal = journal
         self.store = store
         self.config = config
@@ -25,7 +27,8 @@ class StandalonePort:
         return self.journal.stop_transaction(tx_key, stop)
 
     def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
-        self.journal.meter_values(connector_id, tx_key, samples)
+        if tx_key is not None:
+            self.journal.record_samples(connector_id, tx_key, samples)
 
     def status_changed(
         self, connector_id: int, phase: Phase, condition: FaultKind | None, at: str

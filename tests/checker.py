@@ -105,13 +105,18 @@ def load_transactions(db_path: str | Path) -> list[dict[str, Any]]:
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM transactions ORDER BY tx_key").fetchall()
+        # Schema 3: each backend's id of a transaction is in tx_backend (text; 1.6 ids are
+        # integers written as text).
+        rows = db.execute(
+            "SELECT t.*, b.csms_tx_id FROM transactions AS t LEFT JOIN tx_backend AS b"
+            " ON b.tx_key = t.tx_key AND b.backend = 'csms' ORDER BY t.tx_key"
+        ).fetchall()
     finally:
         db.close()
     return [
         {
             "transaction_key": r["tx_key"],
-            "transaction_id": r["csms_tx_id"],
+            "transaction_id": None if r["csms_tx_id"] is None else int(r["csms_tx_id"]),
             "connector": r["connector_id"],
             "id_tag": r["id_tag"],
             "started_at": r["started_at"],

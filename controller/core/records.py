@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
+
+#: The name of the backend when only one is configured (and of the one before schema 3).
+DEFAULT_BACKEND = "csms"
 
 # (status, parent idTag, expiry date): an authorization as the cache or the local list holds it.
 TagInfo = tuple[str, str | None, str | None]
@@ -15,7 +19,9 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class TxRecord:
-    """One transaction as stored; ``csms_tx_id`` is None until StartTransaction.conf."""
+    """One transaction as stored. ``tx_key`` is the local key, ``tx_id`` the charger's own text
+    id (OCPP 2.0.1 transactionId), ``csms_tx_ids`` each backend's id of it where the backend
+    assigns one (OCPP 1.6: from StartTransaction.conf, absent until then)."""
 
     tx_key: int
     connector_id: int
@@ -23,17 +29,34 @@ class TxRecord:
     reservation_id: int | None
     meter_start_wh: int
     started_at: str
-    csms_tx_id: int | None
     last_meter_wh: int
     last_meter_at: str
     meter_stop_wh: int | None
     stopped_at: str | None
     stop_reason: str | None
     boot_id: str
+    tx_id: str = ""
+    csms_tx_ids: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def open(self) -> bool:
         return self.stopped_at is None
+
+    def csms_tx_id(self, backend: str = DEFAULT_BACKEND) -> str | None:
+        """The backend's id of this transaction, None until it assigned one."""
+        return self.csms_tx_ids.get(backend)
+
+    def shown_tx_id(self, backend: str = DEFAULT_BACKEND) -> int | str | None:
+        """The backend's id as the local API, the CSV and the ops CLI show it."""
+        return shown_tx_id(self.csms_tx_ids.get(backend))
+
+
+def shown_tx_id(text: str | None) -> int | str | None:
+    """A backend's transaction id for people and the local API: a number where the backend
+    gave one (OCPP 1.6 integers, shown as numbers as before schema 3), else the text."""
+    if text is not None and text.lstrip("-").isdecimal() and str(int(text)) == text:
+        return int(text)
+    return text
 
 
 class StationRecords(Protocol):

@@ -1,4 +1,4 @@
-"""Delivers a backend's queued transaction messages in order, one CALL at a time, any version."""
+"""Delivers one backend's queued transaction messages in order, one CALL at a time, any version."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from controller.core.records import DEFAULT_BACKEND
 from controller.csms.rpc import CallError, CallTimeout
 from controller.runtime.clock import Clock
 from controller.storage.store import QueuedMessage, Store
+from controller.storage.writes import EventKind
 
 LOG = logging.getLogger(__name__)
 
@@ -27,15 +29,11 @@ class OutboxRules:
     ``prepare(msg)``: the payload to send (the adapter fills in ids it learned since the
     message was queued). ``confirmed(msg, result)``: the CSMS confirmed ``msg``; return True
     when the adapter removed the message itself (in the same commit as what it learned,
-    e.g. the transaction id of a start), False to let the pump delete it. Messages whose
-    action is in ``batched_actions`` (periodic samples) are deleted in batches without
-    fsync; before any other confirmation the pump commits the pending batch, so a crash can
-    never resend a sample after the stop that followed it.
+    e.g. the transaction id of a start), False to let the pump delete it.
     """
 
     prepare: Callable[[QueuedMessage], dict[str, Any]]
     confirmed: Callable[[QueuedMessage, dict[str, Any]], bool]
-    batched_actions: frozenset[str]
     max_attempts: Callable[[], int]
     retry_interval_s: Callable[[], int]
     forget_ids: Callable[[], None] = lambda: None
@@ -52,12 +50,23 @@ class OutboxPump:
     attempt; after ``max_attempts`` the message is dropped (TransactionMessageAttempts).
 
     Replay speed (>= 0.8 of the one-outstanding-CALL bound, bench/durability.py) comes from
-    doing the database work in bulk: messages are read ahead in batches and confirmed
-    batched messages are deleted together.
+    doing the database work in bulk: messages are read ahead in batches, and confirmed
+    samples are deleted in batches without fsync; before any other confirmation the pump
+    commits the pending batch, so a crash can never resend a sample after the end that
+    followed it.
     """
 
-    def __init__(self, *, store: Store, clock: Clock, rules: OutboxRules, call: Call) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        rules: OutboxRules,
+        call: Call,
+        backend: str = DEFAULT_BACKEND,
+    ) -> None:
         self._store = store
+        self._backend = backend
         self._clock = clock
         self._rules = rules
         self._call = call
@@ -93,7 +102,9 @@ class OutboxPump:
                     last_seq = 0
                     rules.forget_ids()
                 if not ahead:
-                    ahead.extend(self._store.outbox_batch(last_seq, OUTBOX_READ_AHEAD))
+                    ahead.extend(
+                        self._store.outbox_batch(last_seq, OUTBOX_READ_AHEAD, self._backend)
+                    )
                     if not ahead:
                         self.flush()
                         self._wakeup.clear()
@@ -147,7 +158,7 @@ class OutboxPump:
                     await self._clock.sleep(retry_s)
                     continue
                 ahead.popleft()
-                if msg.action in rules.batched_actions:
+                if msg.kind is EventKind.SAMPLES:
                     self._confirmed.append(msg.seq)
                     if len(self._confirmed) >= OUTBOX_READ_AHEAD:
                         self.flush()

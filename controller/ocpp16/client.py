@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection
 from controller.core import connector as sm
 from controller.core.control import StationControl
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
+from controller.core.records import DEFAULT_BACKEND
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import (
     ConnectionOptions,
@@ -32,11 +33,12 @@ from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
-from controller.ocpp16.journal import Journal
 from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION
 from controller.ocpp16.settings import Settings
+from controller.ocpp16.txmessages import TxMessages16
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
+from controller.storage.journal import TxJournal
 from controller.storage.store import QueuedMessage, Store
 from hal.base import FaultKind
 
@@ -107,6 +109,7 @@ class Ocpp16Client:
         rng: random.Random | None = None,
         on_frame: Callable[[str, str], None] | None = None,
         on_reset: Callable[[str], None] | None = None,
+        backend: str = DEFAULT_BACKEND,
     ) -> None:
         self.identity = identity
         self.options = options
@@ -122,6 +125,7 @@ class Ocpp16Client:
         station.set_csms_online(False)
         self._accepted_once = False  # BootNotification only once per process (OCPP-J 5.4)
         self._tx_ids: dict[int, int] = {}  # tx_key -> transactionId, for the outbox
+        self.backend = backend
         self._status_wakeup = asyncio.Event()
         self._pending_status: dict[int, PendingStatus] = {}
         # (status, errorCode) last reported per connector in this connection.
@@ -139,7 +143,8 @@ class Ocpp16Client:
             on_state=self._on_link,
             rng=self._rng,
         )
-        self.journal = Journal(store, settings, boot_id=station.boot_id, clock=clock)
+        self.messages = TxMessages16(settings, backend)
+        self.journal = TxJournal(store, [self.messages], boot_id=station.boot_id, clock=clock)
         self.auth = LocalAuth(store, settings, clock.utc_now)
         self.time = TimeSync(clock, on_corrected=self._shift_pending_statuses)
         self.heartbeat = Heartbeat(
@@ -150,12 +155,12 @@ class Ocpp16Client:
         )
         self.pump = OutboxPump(
             store=store,
+            backend=backend,
             clock=clock,
             call=self._send_queued,
             rules=OutboxRules(
                 prepare=self._prepare_tx_message,
                 confirmed=self._tx_message_confirmed,
-                batched_actions=frozenset({"MeterValues"}),
                 max_attempts=lambda: settings.get_int("TransactionMessageAttempts"),
                 retry_interval_s=lambda: settings.get_int("TransactionMessageRetryInterval"),
                 forget_ids=self._tx_ids.clear,
@@ -222,10 +227,12 @@ class Ocpp16Client:
         return done
 
     def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
-        payload = self.journal.meter_values(connector_id, tx_key, samples)
         if tx_key is not None:
+            self.journal.record_samples(connector_id, tx_key, samples)
             self.pump.wake()
-        elif payload is not None and self._state == "accepted":
+            return
+        payload = self.messages.meter_values(connector_id, samples)
+        if payload is not None and self._state == "accepted":
             self._tasks.spawn(self._send_best_effort("MeterValues", payload), name="mv")
 
     def status_changed(
@@ -271,7 +278,7 @@ class Ocpp16Client:
 
     def queued_messages(self) -> int:
         # Confirmed MeterValues waiting for their batched delete are not queued any more.
-        return max(0, self.store.outbox_count() - self.pump.pending_deletes())
+        return max(0, self.store.outbox_count(self.backend) - self.pump.pending_deletes())
 
     def connection_state(self) -> str:
         return self._state
@@ -546,8 +553,8 @@ class Ocpp16Client:
             tx_id = self._tx_ids.get(msg.tx_key)
             if tx_id is None:
                 tx = self.store.get_transaction(msg.tx_key)
-                known = tx.csms_tx_id if tx is not None else None
-                tx_id = -1 if known is None else known
+                known = tx.csms_tx_id(self.backend) if tx is not None else None
+                tx_id = -1 if known is None else int(known)
                 self._tx_ids[msg.tx_key] = tx_id
             payload["transactionId"] = tx_id
         return self.time.guard(msg.action, payload)
@@ -561,7 +568,7 @@ class Ocpp16Client:
         commit that removes the StartTransaction), the idTagInfo for the cache."""
         if msg.action == "StartTransaction" and msg.tx_key is not None:
             tx_id = int(result["transactionId"])
-            self.store.confirm_start(msg.seq, msg.tx_key, tx_id)
+            self.store.map_csms_tx_id(msg.tx_key, self.backend, str(tx_id), delivered_seq=msg.seq)
             self._tx_ids[msg.tx_key] = tx_id
             # Links evsed's transaction number to the CSMS's in the journal, and is the
             # confirmed delivery (`journalctl EVSED_ACTION=StartTransaction`).
@@ -711,7 +718,7 @@ class Ocpp16Client:
             if tx_key is None:
                 continue
             tx = self.store.get_transaction(tx_key)
-            if tx is not None and tx.csms_tx_id == tx_id:
+            if tx is not None and tx.csms_tx_id(self.backend) == str(tx_id):
                 self.station.stop_transaction(tx_key, sm.StopCause.REMOTE)
                 return {"status": "Accepted"}
         return {"status": "Rejected"}
@@ -795,8 +802,9 @@ class Ocpp16Client:
                         }
                         if view.tx_key is not None:
                             tx = self.store.get_transaction(view.tx_key)
-                            if tx is not None and tx.csms_tx_id is not None:
-                                payload["transactionId"] = tx.csms_tx_id
+                            known = None if tx is None else tx.csms_tx_id(self.backend)
+                            if known is not None:
+                                payload["transactionId"] = int(known)
                         self._tasks.spawn(
                             self._send_best_effort("MeterValues", payload), name="trigger"
                         )

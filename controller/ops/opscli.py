@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from controller.config import Config, ConfigError, DeviceConfig, load
-from controller.core.records import TxRecord
+from controller.core.records import TxRecord, shown_tx_id
 from controller.storage.migrations import SCHEMA_VERSION, SchemaError, current_version
 from controller.storage.sessions import (
     session_duration_s,
@@ -25,6 +25,7 @@ from controller.storage.sessions import (
     sessions_between,
     sessions_csv,
 )
+from controller.storage.store import TX_SELECT, tx_record
 
 DEFAULT_CONFIG = "/etc/evsed/evsed.toml"
 DEFAULT_TABLE_LIMIT = 20
@@ -104,6 +105,12 @@ def _check_version(db: sqlite3.Connection, path: str) -> None:
     if version == 0:
         db.close()
         raise OpsError(f"{path} holds no evsed data (no schema)")
+    if version < SCHEMA_VERSION:
+        db.close()
+        raise OpsError(
+            f"{path} has schema version {version}; this evsed reads {SCHEMA_VERSION}. The"
+            " daemon upgrades it when it starts: restart it (systemctl restart evsed)"
+        )
     if version > SCHEMA_VERSION:
         db.close()
         raise OpsError(
@@ -123,16 +130,16 @@ def _storage_path(config_path: str, db: str | None) -> str:
 
 def read_sessions(db: sqlite3.Connection) -> list[TxRecord]:
     """Every transaction, oldest first."""
-    names = [f.name for f in fields(TxRecord)]
-    rows = db.execute(f"SELECT {', '.join(names)} FROM transactions ORDER BY tx_key").fetchall()
-    return [TxRecord(**{n: row[n] for n in names}) for row in rows]
+    db.row_factory = sqlite3.Row
+    return [tx_record(row) for row in db.execute(TX_SELECT + " ORDER BY t.tx_key")]
 
 
 def read_queue(db: sqlite3.Connection, now_s: float) -> list[dict[str, Any]]:
     """Transaction messages waiting in the outbox, oldest first."""
     rows = db.execute(
-        "SELECT o.seq, o.tx_key, o.action, o.payload, o.attempts, o.created_at, t.csms_tx_id"
-        " FROM outbox AS o LEFT JOIN transactions AS t ON t.tx_key = o.tx_key ORDER BY o.seq"
+        "SELECT o.seq, o.backend, o.tx_key, o.action, o.payload, o.attempts, o.created_at,"
+        " b.csms_tx_id FROM outbox AS o LEFT JOIN tx_backend AS b"
+        " ON b.tx_key = o.tx_key AND b.backend = o.backend ORDER BY o.seq"
     ).fetchall()
     out = []
     for r in rows:
@@ -147,7 +154,8 @@ def read_queue(db: sqlite3.Connection, now_s: float) -> list[dict[str, Any]]:
                 "action": str(r["action"]),
                 "transaction_key": r["tx_key"],
                 # None until the CSMS answered the StartTransaction (offline start).
-                "transaction_id": r["csms_tx_id"],
+                "transaction_id": shown_tx_id(r["csms_tx_id"]),
+                "backend": str(r["backend"]),
                 "attempts": int(r["attempts"]),
                 "created_at": datetime.fromtimestamp(created_s, UTC).isoformat(timespec="seconds"),
                 "age_s": round(max(0.0, now_s - created_s), 1),
@@ -205,7 +213,7 @@ def sessions_table(records: Sequence[TxRecord]) -> list[str]:
             duration = f"{int(duration_s) // 3600}:{int(duration_s) % 3600 // 60:02d}"
         end = _printable(t.stop_reason or "stopped", 16) if not t.open else "open"
         lines.append(
-            f"{t.tx_key:>5} {_dash(t.csms_tx_id):>7} {t.connector_id:>4}  "
+            f"{t.tx_key:>5} {_dash(t.shown_tx_id()):>7} {t.connector_id:>4}  "
             f"{_printable(t.id_tag, 20):<20}  {_utc(t.started_at):<19}  {duration:>8} "
             f"{session_energy_wh(t) / 1000:>9.3f}  {end}"
         )
@@ -431,7 +439,7 @@ def database_summary(path: str, now_s: float) -> dict[str, Any]:
         "open_transactions": [
             {
                 "transaction_key": t.tx_key,
-                "transaction_id": t.csms_tx_id,
+                "transaction_id": t.shown_tx_id(),
                 "connector": t.connector_id,
                 "id_tag": t.id_tag,
                 "started_at": t.started_at,

@@ -958,7 +958,7 @@ class Station:
                     "vehicle_state": c.state.vehicle.value,
                     "contactor_closed": c.hw.contactor.closed,
                     "offered_current_a": c.state.offered_current_a,
-                    "transaction_id": None if tx is None else tx.csms_tx_id,
+                    "transaction_id": None if tx is None else tx.shown_tx_id(),
                     "transaction_key": c.tx_key,
                     "id_tag": c.tx_id_tag if c.tx_key is not None else None,
                     "energy_wh": None if energy_wh is None else round(energy_wh, 1),

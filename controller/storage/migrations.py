@@ -95,9 +95,46 @@ SELECT id_tag, status, parent_id_tag, expiry_date, last_used FROM (
     "ALTER TABLE auth_cache_v2 RENAME TO auth_cache",
 )
 
+# Version 3: a version-neutral transaction journal for several protocols and backends.
+# - transactions.tx_id: the charger's own text id (OCPP 2.0.1 transactionId), unique.
+# - tx_backend: per transaction and backend, that backend's id of it (the OCPP 1.6 integer
+#   transactionId becomes text here) and the sequence number of its next message (2.0.1
+#   seqNo, advanced in the commit that queues the message).
+# - outbox.backend: whose queue a message is in; outbox.kind: the event it reports (started,
+#   samples, ended) so that the store never decides by a protocol's action name;
+#   outbox.tx_seq: its sequence number (NULL for messages queued before this version).
+# The single backend of earlier versions is 'csms'; its next sequence number is 1 (its
+# StartTransaction, delivered or queued, was message 0).
+V3_STATEMENTS: tuple[str, ...] = (
+    "ALTER TABLE transactions ADD COLUMN tx_id TEXT",
+    "UPDATE transactions SET tx_id = lower(hex(randomblob(16)))",
+    "CREATE UNIQUE INDEX transactions_tx_id ON transactions (tx_id)",
+    """CREATE TABLE tx_backend (
+    tx_key INTEGER NOT NULL REFERENCES transactions (tx_key),
+    backend TEXT NOT NULL,
+    csms_tx_id TEXT,
+    next_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tx_key, backend)
+) WITHOUT ROWID""",
+    """INSERT INTO tx_backend (tx_key, backend, csms_tx_id, next_seq)
+SELECT tx_key, 'csms', CAST(csms_tx_id AS TEXT), 1 FROM transactions""",
+    "ALTER TABLE transactions DROP COLUMN csms_tx_id",
+    "ALTER TABLE outbox ADD COLUMN backend TEXT NOT NULL DEFAULT 'csms'",
+    "ALTER TABLE outbox ADD COLUMN kind TEXT",
+    "ALTER TABLE outbox ADD COLUMN tx_seq INTEGER",
+    """UPDATE outbox SET kind = CASE action WHEN 'StartTransaction' THEN 'started'
+    WHEN 'MeterValues' THEN 'samples' WHEN 'StopTransaction' THEN 'ended' END""",
+    "CREATE INDEX outbox_backend ON outbox (backend, seq)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline schema (evsed before migrations)", V1_STATEMENTS),
     Migration(2, "auth_cache idTags compare case-insensitively (CiString20)", V2_STATEMENTS),
+    Migration(
+        3,
+        "version-neutral journal: text transaction ids per backend, outbox per backend",
+        V3_STATEMENTS,
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

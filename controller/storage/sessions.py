@@ -80,7 +80,7 @@ def session_row(t: TxRecord) -> dict[str, Any]:
     duration_s = session_duration_s(t)
     return {
         "transaction_key": t.tx_key,
-        "transaction_id": t.csms_tx_id,
+        "transaction_id": t.shown_tx_id(),
         "connector": t.connector_id,
         "id_tag": t.id_tag,
         "started_at": t.started_at,
@@ -116,7 +116,7 @@ def sessions_csv(records: Iterable[TxRecord]) -> str:
                 t.meter_start_wh,
                 "" if t.meter_stop_wh is None else t.meter_stop_wh,
                 t.stop_reason or "",
-                "" if t.csms_tx_id is None else t.csms_tx_id,
+                t.csms_tx_id() or "",
             ]
         )
     return out.getvalue()

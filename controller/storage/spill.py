@@ -10,8 +10,10 @@ next process can apply them. A power cut clears tmpfs: that case is the same as 
 The first line names the file's generation (``{"generation": ...}``); the store records
 the generation in the database in the same commit that applies the writes, so a crash
 between that commit and removing the file cannot apply them twice. Then
-``{"op": id, "sql": ..., "params": [...]}`` adds a write, ``{"drop": id}`` cancels one that
-a later write made moot. A torn last line (a crash mid-write) is ignored.
+``{"op": id, "w": {"type": ..., ...}}`` adds a typed write (controller/storage/writes.py),
+``{"drop": id}`` cancels one that a later write made moot. A torn last line (a crash
+mid-write) is ignored. A file of the schema-2 release (``{"op": id, "sql": ..., "params":
+[...]}``) is read too: its frozen statements map onto the typed writes.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
-LOG = logging.getLogger(__name__)
+from controller.storage.writes import Op, from_json, from_v2, to_json
 
-Op = tuple[str, tuple[Any, ...]]
+LOG = logging.getLogger(__name__)
 
 
 class SpillFile:
-    """Append-only journal of pending SQL writes, ordered by op id."""
+    """Append-only journal of pending typed writes, ordered by op id."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -55,14 +57,16 @@ class SpillFile:
                     self.generation = str(entry["generation"])
                 elif "drop" in entry:
                     ops.pop(int(entry["drop"]), None)
+                elif "w" in entry:
+                    ops[int(entry["op"])] = from_json(entry["w"])
                 else:
-                    ops[int(entry["op"])] = (str(entry["sql"]), tuple(entry["params"]))
-            except (ValueError, KeyError, TypeError):
+                    ops[int(entry["op"])] = from_v2(str(entry["sql"]), list(entry["params"]))
+            except (ValueError, KeyError, TypeError, IndexError):
                 LOG.warning("spill file %s: line %d unreadable, ignored", self.path, number)
         return self.generation, ops
 
     def add(self, op_id: int, op: Op) -> None:
-        self._write({"op": op_id, "sql": op[0], "params": list(op[1])})
+        self._write({"op": op_id, "w": to_json(op)})
 
     def drop(self, op_id: int) -> None:
         self._write({"drop": op_id})

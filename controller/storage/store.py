@@ -1,4 +1,4 @@
-"""Durable SQLite store: settings, transactions, the transaction-message outbox, the
+"""Durable SQLite store: settings, the transaction journal with each backend's outbox, the
 Authorization Cache and the Local Authorization List."""
 
 from __future__ import annotations
@@ -15,14 +15,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from controller.core.records import StoreError, TagInfo, TxRecord
+from controller.core.records import DEFAULT_BACKEND, StoreError, TagInfo, TxRecord
 
 # The schema is defined (and changed) only in controller/storage/migrations.py.
 from controller.core.timestamps import shift_iso, shift_timestamps
 from controller.storage.migrations import SchemaError, migrate
 from controller.storage.spill import SpillFile
-
-_Op = tuple[str, tuple[Any, ...]]
+from controller.storage.writes import (
+    BeginTx,
+    Delete,
+    EndTx,
+    Enqueue,
+    EventKind,
+    MapTxId,
+    MarkAttempt,
+    Op,
+    Outgoing,
+    PutSetting,
+    TxProgress,
+    new_tx_id,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -30,21 +42,62 @@ LOG = logging.getLogger(__name__)
 #: each): 5000 is 3.5 days of 60 s samples on one connector while also offline.
 MAX_MEMORY_METER_VALUES = 5000
 
-_INSERT_TX = (
-    "INSERT INTO transactions (tx_key, connector_id, id_tag, reservation_id, meter_start_wh,"
-    " started_at, last_meter_wh, last_meter_at, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: A transaction row with every backend's id of it (one query, also for the ops CLI, which
+#: reads the database without a Store).
+TX_SELECT = (
+    "SELECT t.*, (SELECT json_group_object(b.backend, b.csms_tx_id) FROM tx_backend AS b"
+    " WHERE b.tx_key = t.tx_key AND b.csms_tx_id IS NOT NULL) AS csms_tx_ids"
+    " FROM transactions AS t"
 )
+
+
+def tx_record(row: sqlite3.Row) -> TxRecord:
+    """A TxRecord from a row of ``TX_SELECT``."""
+    return TxRecord(
+        tx_key=int(row["tx_key"]),
+        connector_id=int(row["connector_id"]),
+        id_tag=str(row["id_tag"]),
+        reservation_id=row["reservation_id"],
+        meter_start_wh=int(row["meter_start_wh"]),
+        started_at=str(row["started_at"]),
+        last_meter_wh=int(row["last_meter_wh"]),
+        last_meter_at=str(row["last_meter_at"]),
+        meter_stop_wh=row["meter_stop_wh"],
+        stopped_at=row["stopped_at"],
+        stop_reason=row["stop_reason"],
+        boot_id=str(row["boot_id"]),
+        tx_id=str(row["tx_id"] or ""),
+        csms_tx_ids=json.loads(row["csms_tx_ids"] or "{}"),
+    )
 
 
 @dataclass(frozen=True)
 class QueuedMessage:
-    """A transaction-related CALL waiting for its confirmation."""
+    """A message in a backend's outbox, waiting for its confirmation. ``kind`` is the
+    transaction event it reports, ``tx_seq`` its number within the transaction (None for
+    messages queued before schema 3)."""
 
     seq: int
     tx_key: int | None
     action: str
     payload: dict[str, Any]
     attempts: int
+    backend: str = DEFAULT_BACKEND
+    kind: EventKind | None = None
+    tx_seq: int | None = None
+
+
+def _queued(op: Enqueue) -> QueuedMessage:
+    return QueuedMessage(
+        seq=op.seq,
+        tx_key=op.tx_key,
+        action=op.action,
+        payload=json.loads(op.payload),
+        attempts=0,
+        backend=op.backend,
+        kind=None if op.kind is None else EventKind(op.kind),
+        tx_seq=op.tx_seq,
+    )
 
 
 @dataclass(frozen=True)
@@ -63,7 +116,15 @@ class LocalListTooLong(Exception):
 
 
 class Store:
-    """SQLite in WAL mode with synchronous=FULL: a committed row survives power loss."""
+    """SQLite in WAL mode with synchronous=FULL: a committed row survives power loss.
+
+    Every write to the journal, the outbox and the settings is a typed operation
+    (controller/storage/writes.py) with explicit keys. Normally the operations of one call
+    are applied in one commit. When the database cannot be written (disk full, I/O error)
+    the store is *degraded*: the operations are kept in order in memory and in the spill
+    file, an overlay answers reads as if they had been written, and ``flush`` applies them
+    in one commit once the disk takes data again.
+    """
 
     def __init__(self, path: str | Path, *, spill_dir: str | Path | None = None) -> None:
         self.path = str(path)
@@ -81,33 +142,29 @@ class Store:
         except BaseException:
             self._db.close()
             raise
-        # Degraded mode (database not writable: disk full, I/O error). Transaction
-        # records and outbox messages are then kept in memory on top of the database,
-        # with keys continuing the database's, and every write is remembered as SQL with
-        # explicit keys (``_ops``) so that flush() can replay them in order. Invariant: the
-        # overlay is empty whenever ``degraded`` is False. Lost on a crash.
+        # Degraded mode. Invariant: the overlay is empty whenever ``degraded`` is False.
         self.degraded = False
         self.degraded_reason = ""
         # Pending writes by op id, in order; an op that a later one made moot (an older
-        # meter reading, a message confirmed while still in memory) is deleted, so the
-        # journal stays bounded while the CSMS keeps confirming.
-        self._ops: dict[int, _Op] = {}
+        # meter reading, a message confirmed while still in memory, an overwritten setting)
+        # is deleted, so the journal stays bounded while the CSMS keeps confirming.
+        self._ops: dict[int, Op] = {}
         self._op_ids = itertools.count()
-        self._meter_op: dict[int, int] = {}  # tx_key -> op id of its latest reading
-        self._insert_op: dict[int, int] = {}  # in-memory seq -> op id of its INSERT
-        self.dropped_meter_values = 0  # oldest in-memory MeterValues dropped at the cap
-        self._mem_tx: dict[int, TxRecord] = {}  # created or changed while degraded
-        self._mem_settings: dict[str, str | None] = {}  # set (None: deleted) while degraded
+        self._progress_op: dict[int, int] = {}  # tx_key -> op id of its latest reading
+        self._insert_op: dict[int, int] = {}  # in-memory seq -> op id of its Enqueue
         self._setting_op: dict[str, int] = {}  # key -> op id of its latest write
+        self.dropped_meter_values = 0  # oldest in-memory samples dropped at the cap
+        # The overlay: what the pending writes changed.
+        self._mem_tx: dict[int, TxRecord] = {}  # created or changed while degraded
+        self._mem_settings: dict[str, str | None] = {}  # set (None: deleted)
         self._mem_outbox: dict[int, QueuedMessage] = {}  # queued while degraded, by seq
         self._mem_gone: set[int] = set()  # database outbox rows deleted while degraded
         self._mem_attempts: dict[int, int] = {}  # attempts of database rows while degraded
-        self._next_tx_key = 0
-        self._next_seq = 0
+        self._mem_next_seq: dict[tuple[int, str], int] = {}  # (tx_key, backend) -> tx_seq
+        # Highest keys the pending writes use: new keys continue after them.
+        self._high_tx_key = 0
+        self._high_seq = 0
         self._listeners: list[Callable[[bool], None]] = []
-        # Keys used by pending writes a previous process left in the spill file.
-        self._spilled_tx_key = 0
-        self._spilled_seq = 0
         self._spill: SpillFile | None = None
         if spill_dir is not None and self.path != ":memory:":
             self._spill = SpillFile(Path(spill_dir) / (Path(self.path).name + ".spill"))
@@ -135,13 +192,17 @@ class Store:
             return
         try:
             with self._tx() as db:
-                for sql, params in ops.values():
-                    db.execute(sql, params)
+                for op in ops.values():
+                    op.apply(db)
                 self._mark_spill_applied(db, generation)
         except StoreError as exc:
-            self._ops.update(ops)
+            # Rebuild the overlay as the crashed process had it: a transaction it began
+            # must be recovered, a message it saw confirmed must not be sent again, a CSMS
+            # transaction id, the latest reading and a setting must read back.
             self._op_ids = itertools.count(max(ops) + 1)
-            self._restore_overlay(ops)
+            for op_id, op in ops.items():
+                self._ops[op_id] = op
+                self._view(op_id, op)
             LOG.error(
                 "%d pending writes from before the restart kept in %s: the database is"
                 " still not writable",
@@ -163,81 +224,6 @@ class Store:
             len(ops),
         )
         self._spill.remove()
-
-    def _restore_overlay(self, ops: dict[int, _Op]) -> None:
-        """Rebuild the in-memory view of the spilled writes (the database is still not
-        writable), as the crashed process had it: a transaction it began must be recovered,
-        a message it saw confirmed must not be sent again, a CSMS transactionId, the latest
-        reading and a setting must be read back before flush() can write them."""
-        for op_id, (sql, params) in ops.items():
-            if sql == _INSERT_TX:
-                key = int(params[0])
-                self._spilled_tx_key = max(self._spilled_tx_key, key)
-                self._mem_tx[key] = TxRecord(
-                    tx_key=key,
-                    connector_id=int(params[1]),
-                    id_tag=str(params[2]),
-                    reservation_id=params[3],
-                    meter_start_wh=int(params[4]),
-                    started_at=str(params[5]),
-                    csms_tx_id=None,
-                    last_meter_wh=int(params[6]),
-                    last_meter_at=str(params[7]),
-                    meter_stop_wh=None,
-                    stopped_at=None,
-                    stop_reason=None,
-                    boot_id=str(params[8]),
-                )
-            elif sql.startswith("UPDATE transactions SET last_meter_wh"):
-                energy_wh, at, key = params
-                tx = self.get_transaction(int(key))
-                if tx is not None and tx.open:
-                    self._mem_tx[tx.tx_key] = replace(
-                        tx, last_meter_wh=int(energy_wh), last_meter_at=str(at)
-                    )
-                self._meter_op[int(key)] = op_id
-            elif sql.startswith("UPDATE transactions SET meter_stop_wh"):
-                stop_wh, stopped_at, reason, _, _, key = params
-                tx = self.get_transaction(int(key))
-                if tx is not None and tx.open:
-                    self._mem_tx[tx.tx_key] = replace(
-                        tx,
-                        meter_stop_wh=int(stop_wh),
-                        stopped_at=str(stopped_at),
-                        stop_reason=reason,
-                        last_meter_wh=int(stop_wh),
-                        last_meter_at=str(stopped_at),
-                    )
-            elif sql.startswith("UPDATE transactions SET csms_tx_id"):
-                tx = self.get_transaction(int(params[1]))
-                if tx is not None:
-                    self._mem_tx[tx.tx_key] = replace(tx, csms_tx_id=params[0])
-            elif sql.startswith("INSERT INTO outbox"):
-                seq, key, action, payload = int(params[0]), params[1], str(params[2]), params[3]
-                self._spilled_seq = max(self._spilled_seq, seq)
-                self._mem_outbox[seq] = QueuedMessage(
-                    seq, None if key is None else int(key), action, json.loads(payload), 0
-                )
-                self._insert_op[seq] = op_id
-            elif sql.startswith("DELETE FROM outbox"):
-                seq = int(params[0])
-                if self._mem_outbox.pop(seq, None) is None:
-                    self._mem_gone.add(seq)
-                    self._mem_attempts.pop(seq, None)
-            elif sql.startswith("UPDATE outbox SET attempts"):
-                seq = int(params[0])
-                msg = self._mem_outbox.get(seq)
-                if msg is not None:
-                    self._mem_outbox[seq] = replace(msg, attempts=msg.attempts + 1)
-                    continue
-                row = self._db.execute("SELECT attempts FROM outbox WHERE seq = ?", (seq,))
-                found = row.fetchone()
-                if found is not None and seq not in self._mem_gone:
-                    self._mem_attempts[seq] = self._mem_attempts.get(seq, int(found[0])) + 1
-            elif sql in (self._SET_SETTING, self._DELETE_SETTING):
-                name = str(params[0])
-                self._mem_settings[name] = None if len(params) < 2 else str(params[1])
-                self._setting_op[name] = op_id
 
     @staticmethod
     def _mark_spill_applied(db: sqlite3.Connection, generation: str) -> None:
@@ -270,6 +256,19 @@ class Store:
                 self._db.execute("ROLLBACK")
             raise StoreError(str(exc)) from exc
 
+    def _commit(self, ops: Sequence[Op]) -> None:
+        """Apply ``ops`` in one commit; when the database cannot be written, keep them."""
+        if not self.degraded:
+            try:
+                with self._tx() as db:
+                    for op in ops:
+                        op.apply(db)
+                return
+            except StoreError as exc:
+                self._degrade(exc)
+        for op in ops:
+            self._keep(op)
+
     # ------------------------------------------------------------------ settings
 
     def get_setting(self, key: str) -> str | None:
@@ -278,39 +277,13 @@ class Store:
         row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row["value"])
 
-    _SET_SETTING = (
-        "INSERT INTO settings (key, value) VALUES (?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-    )
-    _DELETE_SETTING = "DELETE FROM settings WHERE key = ?"
-
     def set_setting(self, key: str, value: str) -> None:
-        self._write_setting(key, value)
-
-    def delete_setting(self, key: str) -> None:
-        self._write_setting(key, None)
-
-    def _write_setting(self, key: str, value: str | None) -> None:
         """A setting (OCPP key, availability, ...) is kept like transaction data when the
         database is not writable: in memory, replayed by flush(), spilled if possible."""
-        op: _Op = (
-            (self._SET_SETTING, (key, value))
-            if value is not None
-            else (
-                self._DELETE_SETTING,
-                (key,),
-            )
-        )
-        if not self.degraded:
-            try:
-                with self._tx() as db:
-                    db.execute(*op)
-                return
-            except StoreError as exc:
-                self._degrade(exc)
-        self._mem_settings[key] = value
-        self._drop_op(self._setting_op.get(key))  # only the latest value matters
-        self._setting_op[key] = self._op(*op)
+        self._commit([PutSetting(key, value)])
+
+    def delete_setting(self, key: str) -> None:
+        self._commit([PutSetting(key, None)])
 
     def settings_with_prefix(self, prefix: str) -> dict[str, str]:
         rows = self._db.execute(
@@ -325,7 +298,7 @@ class Store:
                     out[key] = value
         return out
 
-    # ------------------------------------------------------------------ transactions
+    # ------------------------------------------------------------------ transaction journal
 
     def begin_transaction(
         self,
@@ -335,92 +308,57 @@ class Store:
         meter_start_wh: int,
         started_at: str,
         reservation_id: int | None,
-        start_payload: dict[str, Any],
+        messages: Sequence[Outgoing] = (),
         boot_id: str = "",
+        tx_id: str | None = None,
     ) -> int:
-        """Record a new transaction and queue its StartTransaction in one commit (in
-        memory when the database cannot be written)."""
-        row = (
-            connector_id,
-            id_tag,
-            reservation_id,
-            meter_start_wh,
-            started_at,
-            meter_start_wh,  # last_meter_wh
-            started_at,  # last_meter_at
-            boot_id,
-        )
-        if not self.degraded:
-            try:
-                with self._tx() as db:
-                    # tx_key NULL: SQLite assigns the next key (AUTOINCREMENT).
-                    cur = db.execute(_INSERT_TX, (None, *row))
-                    tx_key = int(cur.lastrowid or 0)
-                    self._enqueue(db, tx_key, "StartTransaction", start_payload)
-                return tx_key
-            except StoreError as exc:
-                self._degrade(exc)
-        tx_key = self._next_tx_key
-        self._next_tx_key += 1
-        self._mem_tx[tx_key] = TxRecord(
+        """Record a new transaction and queue each backend's message of its start in one
+        commit (in memory when the database cannot be written); returns its key."""
+        tx_key = self._next_tx_key()
+        begin = BeginTx(
             tx_key=tx_key,
+            tx_id=tx_id or new_tx_id(),
             connector_id=connector_id,
             id_tag=id_tag,
             reservation_id=reservation_id,
             meter_start_wh=meter_start_wh,
             started_at=started_at,
-            csms_tx_id=None,
-            last_meter_wh=meter_start_wh,
-            last_meter_at=started_at,
-            meter_stop_wh=None,
-            stopped_at=None,
-            stop_reason=None,
             boot_id=boot_id,
         )
-        self._op(_INSERT_TX, (tx_key, *row))
-        self._mem_enqueue(tx_key, "StartTransaction", start_payload)
+        self._commit([begin, *self._enqueues(tx_key, EventKind.STARTED, messages)])
         return tx_key
+
+    def next_tx_seq(self, tx_key: int, backend: str) -> int:
+        """The sequence number the backend's next message of this transaction gets."""
+        mem = self._mem_next_seq.get((tx_key, backend))
+        if mem is not None:
+            return mem
+        row = self._db.execute(
+            "SELECT next_seq FROM tx_backend WHERE tx_key = ? AND backend = ?", (tx_key, backend)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def record_meter(self, tx_key: int, energy_wh: int, at: str) -> None:
         """Persist the latest reading of an open transaction (used after power loss)."""
-        sql = (
-            "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ?"
-            " WHERE tx_key = ? AND stopped_at IS NULL"
-        )
-        if not self.degraded:
-            try:
-                with self._tx() as db:
-                    db.execute(sql, (energy_wh, at, tx_key))
-                return
-            except StoreError as exc:
-                self._degrade(exc)
-        self._mem_update_meter(tx_key, energy_wh, at)
+        self._commit([TxProgress(tx_key, energy_wh, at)])
 
-    def enqueue_tx_message(
+    def append_tx_event(
         self,
-        tx_key: int | None,
-        action: str,
-        payload: dict[str, Any],
+        tx_key: int,
+        kind: EventKind,
+        messages: Sequence[Outgoing],
         *,
         energy_wh: int | None = None,
         at: str | None = None,
-    ) -> int:
-        """Queue a transaction-related CALL; optionally persist the reading in the same commit."""
-        if not self.degraded:
-            try:
-                with self._tx() as db:
-                    if tx_key is not None and energy_wh is not None and at is not None:
-                        db.execute(
-                            "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ?"
-                            " WHERE tx_key = ? AND stopped_at IS NULL",
-                            (energy_wh, at, tx_key),
-                        )
-                    return self._enqueue(db, tx_key, action, payload)
-            except StoreError as exc:
-                self._degrade(exc)
-        if tx_key is not None and energy_wh is not None and at is not None:
-            self._mem_update_meter(tx_key, energy_wh, at)
-        return self._mem_enqueue(tx_key, action, payload)
+    ) -> list[int]:
+        """Queue each backend's message of a transaction event, and persist the reading it
+        carries, in one commit; returns the outbox seqs."""
+        enqueues = self._enqueues(tx_key, kind, messages)
+        ops: list[Op] = [*enqueues]
+        if energy_wh is not None and at is not None:
+            ops.insert(0, TxProgress(tx_key, energy_wh, at))
+        self._commit(ops)
+        return [e.seq for e in enqueues]
 
     def end_transaction(
         self,
@@ -429,60 +367,45 @@ class Store:
         meter_stop_wh: int,
         stopped_at: str,
         reason: str,
-        stop_payload: dict[str, Any],
+        messages: Sequence[Outgoing] = (),
     ) -> bool:
-        """Close a transaction and queue its StopTransaction in one commit.
+        """Close a transaction and queue each backend's message of its end in one commit.
 
         Returns False (and queues nothing) when it was already closed: a transaction
-        never gets two StopTransactions.
+        never ends twice.
         """
-        sql = (
-            "UPDATE transactions SET meter_stop_wh = ?, stopped_at = ?, stop_reason = ?,"
-            " last_meter_wh = ?, last_meter_at = ? WHERE tx_key = ? AND stopped_at IS NULL"
-        )
-        params = (meter_stop_wh, stopped_at, reason, meter_stop_wh, stopped_at, tx_key)
-        if not self.degraded:
-            try:
-                with self._tx() as db:
-                    cur = db.execute(sql, params)
-                    if cur.rowcount != 1:
-                        return False
-                    self._enqueue(db, tx_key, "StopTransaction", stop_payload)
-                    return True
-            except StoreError as exc:
-                self._degrade(exc)
         tx = self.get_transaction(tx_key)
         if tx is None or not tx.open:
             return False
-        self._mem_tx[tx_key] = replace(
-            tx,
-            meter_stop_wh=meter_stop_wh,
-            stopped_at=stopped_at,
-            stop_reason=reason,
-            last_meter_wh=meter_stop_wh,
-            last_meter_at=stopped_at,
-        )
-        self._op(sql, params)
-        self._mem_enqueue(tx_key, "StopTransaction", stop_payload)
+        end = EndTx(tx_key, meter_stop_wh, stopped_at, reason)
+        self._commit([end, *self._enqueues(tx_key, EventKind.ENDED, messages)])
         return True
+
+    def map_csms_tx_id(
+        self, tx_key: int, backend: str, csms_tx_id: str, *, delivered_seq: int | None = None
+    ) -> None:
+        """Store the backend's id of the transaction and, in the same commit, drop the
+        delivered message that brought it (OCPP 1.6: StartTransaction.conf)."""
+        ops: list[Op] = [MapTxId(tx_key, backend, csms_tx_id)]
+        if delivered_seq is not None:
+            ops.append(Delete(delivered_seq))
+        self._commit(ops)
 
     def get_transaction(self, tx_key: int) -> TxRecord | None:
         if tx_key in self._mem_tx:
             return self._mem_tx[tx_key]
-        row = self._db.execute("SELECT * FROM transactions WHERE tx_key = ?", (tx_key,)).fetchone()
-        return None if row is None else _tx_record(row)
+        row = self._db.execute(TX_SELECT + " WHERE t.tx_key = ?", (tx_key,)).fetchone()
+        return None if row is None else tx_record(row)
 
     def open_transactions(self) -> list[TxRecord]:
         rows = self._db.execute(
-            "SELECT * FROM transactions WHERE stopped_at IS NULL ORDER BY tx_key"
+            TX_SELECT + " WHERE t.stopped_at IS NULL ORDER BY t.tx_key"
         ).fetchall()
-        return [t for t in self._merged(_tx_record(r) for r in rows) if t.open]
+        return [t for t in self._merged(tx_record(r) for r in rows) if t.open]
 
     def transactions(self, limit: int = 100) -> list[TxRecord]:
-        rows = self._db.execute(
-            "SELECT * FROM transactions ORDER BY tx_key DESC LIMIT ?", (limit,)
-        ).fetchall()
-        merged = self._merged(_tx_record(r) for r in rows)
+        rows = self._db.execute(TX_SELECT + " ORDER BY t.tx_key DESC LIMIT ?", (limit,)).fetchall()
+        merged = self._merged(tx_record(r) for r in rows)
         return sorted(merged, key=lambda t: t.tx_key, reverse=True)[:limit]
 
     def _merged(self, records: Iterable[TxRecord]) -> list[TxRecord]:
@@ -491,24 +414,37 @@ class Store:
         by_key.update(self._mem_tx)
         return [by_key[k] for k in sorted(by_key)]
 
-    def confirm_start(self, seq: int, tx_key: int, csms_tx_id: int) -> None:
-        """Map the CSMS transactionId and drop the confirmed StartTransaction atomically."""
-        if not self.degraded:
-            try:
-                with self._tx() as db:
-                    db.execute(
-                        "UPDATE transactions SET csms_tx_id = ? WHERE tx_key = ?",
-                        (csms_tx_id, tx_key),
-                    )
-                    db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-                return
-            except StoreError as exc:
-                self._degrade(exc)
-        tx = self.get_transaction(tx_key)
-        if tx is not None:
-            self._mem_tx[tx_key] = replace(tx, csms_tx_id=csms_tx_id)
-        self._op("UPDATE transactions SET csms_tx_id = ? WHERE tx_key = ?", (csms_tx_id, tx_key))
-        self._mem_delete(seq)
+    def _next_tx_key(self) -> int:
+        stored = self._db.execute(
+            "SELECT MAX(n) FROM (SELECT MAX(tx_key) AS n FROM transactions"
+            " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'transactions')"
+        ).fetchone()[0]
+        return max(int(stored or 0), self._high_tx_key) + 1
+
+    def _enqueues(
+        self, tx_key: int | None, kind: EventKind, messages: Sequence[Outgoing]
+    ) -> list[Enqueue]:
+        if not messages:
+            return []
+        stored = self._db.execute(
+            "SELECT MAX(n) FROM (SELECT MAX(seq) AS n FROM outbox"
+            " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'outbox')"
+        ).fetchone()[0]
+        first = max(int(stored or 0), self._high_seq) + 1
+        now = time.time()
+        return [
+            Enqueue(
+                seq=first + i,
+                backend=m.backend,
+                tx_key=tx_key,
+                tx_seq=m.tx_seq,
+                kind=kind.value,
+                action=m.action,
+                payload=json.dumps(m.payload, separators=(",", ":")),
+                created_at=now,
+            )
+            for i, m in enumerate(messages)
+        ]
 
     def shift_timestamps(
         self,
@@ -720,32 +656,27 @@ class Store:
 
     # ------------------------------------------------------------------ outbox
 
-    def _enqueue(
-        self, db: sqlite3.Connection, tx_key: int | None, action: str, payload: dict[str, Any]
-    ) -> int:
-        cur = db.execute(
-            "INSERT INTO outbox (tx_key, action, payload, created_at) VALUES (?, ?, ?, ?)",
-            (tx_key, action, json.dumps(payload, separators=(",", ":")), time.time()),
-        )
-        return int(cur.lastrowid or 0)
-
-    def outbox_head(self) -> QueuedMessage | None:
-        """The oldest queued message (see ``outbox_batch``)."""
-        batch = self.outbox_batch(0, 1)
+    def outbox_head(self, backend: str = DEFAULT_BACKEND) -> QueuedMessage | None:
+        """The backend's oldest queued message (see ``outbox_batch``)."""
+        batch = self.outbox_batch(0, 1, backend)
         return batch[0] if batch else None
 
-    def outbox_batch(self, after_seq: int, limit: int) -> list[QueuedMessage]:
-        """Up to ``limit`` queued messages with seq > ``after_seq``, oldest first: database
-        rows, then those kept in memory (their seqs continue the database's, so this is the
-        order of enqueueing). One query instead of one per message during a replay."""
+    def outbox_batch(
+        self, after_seq: int, limit: int, backend: str = DEFAULT_BACKEND
+    ) -> list[QueuedMessage]:
+        """Up to ``limit`` of the backend's queued messages with seq > ``after_seq``, oldest
+        first: database rows, then those kept in memory (their seqs continue the
+        database's, so this is the order of enqueueing). One query instead of one per
+        message during a replay."""
         out: list[QueuedMessage] = []
         for row in self._db.execute(
-            "SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit + len(self._mem_gone)),
+            "SELECT * FROM outbox WHERE backend = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (backend, after_seq, limit + len(self._mem_gone)),
         ):
             seq = int(row["seq"])
             if seq in self._mem_gone:
                 continue
+            kind = row["kind"]
             out.append(
                 QueuedMessage(
                     seq=seq,
@@ -753,6 +684,9 @@ class Store:
                     action=str(row["action"]),
                     payload=json.loads(row["payload"]),
                     attempts=self._mem_attempts.get(seq, int(row["attempts"])),
+                    backend=backend,
+                    kind=None if kind is None else EventKind(kind),
+                    tx_seq=row["tx_seq"],
                 )
             )
             if len(out) == limit:
@@ -760,7 +694,7 @@ class Store:
         for seq, msg in self._mem_outbox.items():
             if len(out) == limit:
                 break
-            if seq > after_seq:
+            if seq > after_seq and msg.backend == backend:
                 out.append(msg)
         return out
 
@@ -770,50 +704,57 @@ class Store:
 
     def outbox_delete_many(self, seqs: Sequence[int], *, durable: bool = True) -> None:
         """Drop confirmed messages in one commit. ``durable=False`` skips the fsync: only
-        for messages whose re-delivery after a crash is harmless (MeterValues); it halves
-        replay time on SD cards. Start/Stop confirmations must stay durable."""
+        for messages whose re-delivery after a crash is harmless (samples); it halves
+        replay time on SD cards. Start/stop confirmations must stay durable."""
         if not seqs:
             return
-        if not self.degraded:
-            try:
-                if not durable:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    with self._tx() as db:
-                        db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-                finally:
-                    if not durable:
-                        self._db.execute("PRAGMA synchronous=FULL")
-                return
-            except StoreError as exc:
-                self._degrade(exc)
-        for seq in seqs:
-            self._mem_delete(seq)
+        ops = [Delete(s) for s in seqs]
+        if durable or self.degraded:
+            self._commit(ops)
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._commit(ops)
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
 
     def outbox_mark_attempt(self, seq: int) -> int:
+        """Count a failed delivery; returns the attempts so far (0: no longer queued)."""
         if not self.degraded:
             try:
                 with self._tx() as db:
-                    db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
+                    MarkAttempt(seq).apply(db)
                     row = db.execute("SELECT attempts FROM outbox WHERE seq = ?", (seq,)).fetchone()
                 return 0 if row is None else int(row["attempts"])
             except StoreError as exc:
                 self._degrade(exc)
-        self._op("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
+        self._keep(MarkAttempt(seq))
         msg = self._mem_outbox.get(seq)
         if msg is not None:
-            self._mem_outbox[seq] = replace(msg, attempts=msg.attempts + 1)
-            return msg.attempts + 1
-        row = self._db.execute("SELECT attempts FROM outbox WHERE seq = ?", (seq,)).fetchone()
-        if row is None or seq in self._mem_gone:
-            return 0
-        attempts = self._mem_attempts.get(seq, int(row["attempts"])) + 1
-        self._mem_attempts[seq] = attempts
-        return attempts
+            return msg.attempts
+        return self._mem_attempts.get(seq, 0)
 
-    def outbox_count(self) -> int:
-        stored = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        return stored - len(self._mem_gone) + len(self._mem_outbox)
+    def outbox_count(self, backend: str | None = None) -> int:
+        """Queued messages of one backend, or of all."""
+        if backend is None:
+            stored = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            return stored - len(self._mem_gone) + len(self._mem_outbox)
+        stored = int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE backend = ?", (backend,)
+            ).fetchone()[0]
+        )
+        gone = 0
+        if self._mem_gone:
+            marks = ",".join("?" * len(self._mem_gone))
+            gone = int(
+                self._db.execute(
+                    f"SELECT COUNT(*) FROM outbox WHERE backend = ? AND seq IN ({marks})",
+                    (backend, *self._mem_gone),
+                ).fetchone()[0]
+            )
+        mem = sum(1 for m in self._mem_outbox.values() if m.backend == backend)
+        return stored - gone + mem
 
     # ------------------------------------------------------------------ degraded mode
 
@@ -826,19 +767,9 @@ class Store:
         return len(self._mem_outbox)
 
     def _degrade(self, exc: Exception) -> None:
-        """A transaction write failed: from now on keep transaction data in memory."""
+        """A write failed: from now on keep the writes in memory (and the spill file)."""
         if self.degraded:
             return
-        stored_tx = self._db.execute(
-            "SELECT MAX(n) FROM (SELECT MAX(tx_key) AS n FROM transactions"
-            " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'transactions')"
-        ).fetchone()[0]
-        stored_seq = self._db.execute(
-            "SELECT MAX(n) FROM (SELECT MAX(seq) AS n FROM outbox"
-            " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'outbox')"
-        ).fetchone()[0]
-        self._next_tx_key = max(int(stored_tx or 0), self._spilled_tx_key) + 1
-        self._next_seq = max(int(stored_seq or 0), self._spilled_seq) + 1
         self.degraded = True
         self.degraded_reason = str(exc)
         LOG.error(
@@ -857,8 +788,8 @@ class Store:
             return True
         try:
             with self._tx() as db:
-                for sql, params in self._ops.values():
-                    db.execute(sql, params)
+                for op in self._ops.values():
+                    op.apply(db)
                 if self._spill is not None and self._spill.generation:
                     self._mark_spill_applied(db, self._spill.generation)
                 # A write even with nothing to replay proves the disk takes data again.
@@ -877,110 +808,152 @@ class Store:
         )
         if self._spill is not None:
             self._spill.remove()
-        self._spilled_tx_key = self._spilled_seq = 0
         self._ops.clear()
-        self._mem_settings.clear()
-        self._setting_op.clear()
-        self._meter_op.clear()
+        self._progress_op.clear()
         self._insert_op.clear()
+        self._setting_op.clear()
         self._mem_tx.clear()
+        self._mem_settings.clear()
         self._mem_outbox.clear()
         self._mem_gone.clear()
         self._mem_attempts.clear()
+        self._mem_next_seq.clear()
+        self._high_tx_key = self._high_seq = 0
         self.degraded = False
         self.degraded_reason = ""
         for listener in list(self._listeners):
             listener(False)
         return True
 
-    def _op(self, sql: str, params: tuple[Any, ...]) -> int:
+    def _keep(self, op: Op) -> None:
+        """Keep a write that could not be committed: drop what it makes moot, record it
+        (and spill it), and show it in the overlay."""
+        if isinstance(op, Delete):
+            if op.seq in self._mem_outbox:
+                # Never written: forgetting its Enqueue is the whole delete.
+                del self._mem_outbox[op.seq]
+                self._drop_op(self._insert_op.pop(op.seq, None))
+                return
+            if op.seq in self._mem_gone or not self._stored_message(op.seq):
+                return
+        elif isinstance(op, MarkAttempt):
+            if op.seq not in self._mem_outbox and (
+                op.seq in self._mem_gone or not self._stored_message(op.seq)
+            ):
+                return
+        elif isinstance(op, TxProgress):
+            tx = self.get_transaction(op.tx_key)
+            if tx is None or not tx.open:
+                return
+            self._drop_op(self._progress_op.get(op.tx_key))  # only the latest reading matters
+        elif isinstance(op, PutSetting):
+            self._drop_op(self._setting_op.get(op.key))  # only the latest value matters
         op_id = next(self._op_ids)
-        self._ops[op_id] = (sql, params)
+        self._ops[op_id] = op
         if self._spill is not None:
-            self._spill.add(op_id, (sql, params))
-        return op_id
+            self._spill.add(op_id, op)
+        self._view(op_id, op)
+        if isinstance(op, Enqueue) and op.kind == EventKind.SAMPLES:
+            self._cap_memory_samples()
+
+    def _view(self, op_id: int, op: Op) -> None:
+        """Show a pending write in the overlay (also for writes read back from the spill)."""
+        if isinstance(op, BeginTx):
+            self._high_tx_key = max(self._high_tx_key, op.tx_key)
+            self._mem_tx[op.tx_key] = TxRecord(
+                tx_key=op.tx_key,
+                connector_id=op.connector_id,
+                id_tag=op.id_tag,
+                reservation_id=op.reservation_id,
+                meter_start_wh=op.meter_start_wh,
+                started_at=op.started_at,
+                last_meter_wh=op.meter_start_wh,
+                last_meter_at=op.started_at,
+                meter_stop_wh=None,
+                stopped_at=None,
+                stop_reason=None,
+                boot_id=op.boot_id,
+                tx_id=op.tx_id,
+            )
+        elif isinstance(op, TxProgress):
+            self._progress_op[op.tx_key] = op_id
+            tx = self.get_transaction(op.tx_key)
+            if tx is not None and tx.open:
+                self._mem_tx[tx.tx_key] = replace(
+                    tx, last_meter_wh=op.energy_wh, last_meter_at=op.at
+                )
+        elif isinstance(op, EndTx):
+            tx = self.get_transaction(op.tx_key)
+            if tx is not None and tx.open:
+                self._mem_tx[tx.tx_key] = replace(
+                    tx,
+                    meter_stop_wh=op.meter_stop_wh,
+                    stopped_at=op.stopped_at,
+                    stop_reason=op.reason,
+                    last_meter_wh=op.meter_stop_wh,
+                    last_meter_at=op.stopped_at,
+                )
+        elif isinstance(op, MapTxId):
+            tx = self.get_transaction(op.tx_key)
+            if tx is not None:
+                ids = {**tx.csms_tx_ids, op.backend: op.csms_tx_id}
+                self._mem_tx[tx.tx_key] = replace(tx, csms_tx_ids=ids)
+        elif isinstance(op, Enqueue):
+            self._high_seq = max(self._high_seq, op.seq)
+            self._mem_outbox[op.seq] = _queued(op)
+            self._insert_op[op.seq] = op_id
+            if op.tx_key is not None and op.tx_seq is not None:
+                key = (op.tx_key, op.backend)
+                self._mem_next_seq[key] = max(self.next_tx_seq(*key), op.tx_seq + 1)
+        elif isinstance(op, Delete):
+            if self._mem_outbox.pop(op.seq, None) is None:
+                self._mem_gone.add(op.seq)
+                self._mem_attempts.pop(op.seq, None)
+        elif isinstance(op, MarkAttempt):
+            msg = self._mem_outbox.get(op.seq)
+            if msg is not None:
+                self._mem_outbox[op.seq] = replace(msg, attempts=msg.attempts + 1)
+            elif op.seq not in self._mem_gone:
+                row = self._db.execute(
+                    "SELECT attempts FROM outbox WHERE seq = ?", (op.seq,)
+                ).fetchone()
+                if row is not None:
+                    stored = self._mem_attempts.get(op.seq, int(row[0]))
+                    self._mem_attempts[op.seq] = stored + 1
+        elif isinstance(op, PutSetting):
+            self._mem_settings[op.key] = op.value
+            self._setting_op[op.key] = op_id
+
+    def _stored_message(self, seq: int) -> bool:
+        row = self._db.execute("SELECT 1 FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        return row is not None
 
     def _drop_op(self, op_id: int | None) -> None:
         if op_id is not None and self._ops.pop(op_id, None) is not None and self._spill:
             self._spill.drop(op_id)
 
-    def _mem_enqueue(self, tx_key: int | None, action: str, payload: dict[str, Any]) -> int:
-        seq = self._next_seq
-        self._next_seq += 1
-        self._mem_outbox[seq] = QueuedMessage(seq, tx_key, action, payload, 0)
-        self._insert_op[seq] = self._op(
-            "INSERT INTO outbox (seq, tx_key, action, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-            (seq, tx_key, action, json.dumps(payload, separators=(",", ":")), time.time()),
-        )
-        if action == "MeterValues":
-            self._cap_memory_meter_values()
-        return seq
-
-    def _cap_memory_meter_values(self) -> None:
+    def _cap_memory_samples(self) -> None:
         """Bound the memory a long disk-full period takes: beyond MAX_MEMORY_METER_VALUES
-        unconfirmed MeterValues in memory, drop the oldest. Billing does not depend on them
-        (StopTransaction carries meterStop, and the transaction row the latest reading);
-        Start/StopTransaction are never dropped."""
-        meter_seqs = [s for s, m in self._mem_outbox.items() if m.action == "MeterValues"]
-        excess = len(meter_seqs) - MAX_MEMORY_METER_VALUES
-        for seq in meter_seqs[: max(0, excess)]:
+        unconfirmed samples in memory, drop the oldest. Billing does not depend on them
+        (the end carries the meter stop, and the transaction row the latest reading);
+        starts and ends are never dropped."""
+        sample_seqs = [s for s, m in self._mem_outbox.items() if m.kind is EventKind.SAMPLES]
+        excess = len(sample_seqs) - MAX_MEMORY_METER_VALUES
+        for seq in sample_seqs[: max(0, excess)]:
             del self._mem_outbox[seq]
             self._drop_op(self._insert_op.pop(seq, None))
             self.dropped_meter_values += 1
             if self.dropped_meter_values == 1 or self.dropped_meter_values % 1000 == 0:
                 LOG.error(
-                    "database still not writable: %d oldest queued MeterValues dropped to "
+                    "database still not writable: %d oldest queued samples dropped to "
                     "bound memory (%d kept)",
                     self.dropped_meter_values,
                     MAX_MEMORY_METER_VALUES,
                 )
 
-    def _mem_delete(self, seq: int) -> None:
-        if self._mem_outbox.pop(seq, None) is not None:
-            # Never written: forgetting its INSERT is the whole delete.
-            self._drop_op(self._insert_op.pop(seq, None))
-            return
-        exists = self._db.execute("SELECT 1 FROM outbox WHERE seq = ?", (seq,)).fetchone()
-        if exists is not None and seq not in self._mem_gone:
-            self._op("DELETE FROM outbox WHERE seq = ?", (seq,))
-            self._mem_gone.add(seq)
-            self._mem_attempts.pop(seq, None)
-
-    def _mem_update_meter(self, tx_key: int, energy_wh: int, at: str) -> None:
-        tx = self.get_transaction(tx_key)
-        if tx is None or not tx.open:
-            return
-        self._mem_tx[tx_key] = replace(tx, last_meter_wh=energy_wh, last_meter_at=at)
-        previous = self._meter_op.get(tx_key)
-        if previous is not None:
-            self._drop_op(previous)  # only the latest reading matters
-        self._meter_op[tx_key] = self._op(
-            "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ?"
-            " WHERE tx_key = ? AND stopped_at IS NULL",
-            (energy_wh, at, tx_key),
-        )
-
     def integrity_ok(self) -> bool:
         row = self._db.execute("PRAGMA quick_check").fetchone()
         return row is not None and row[0] == "ok"
-
-
-def _tx_record(row: sqlite3.Row) -> TxRecord:
-    return TxRecord(
-        tx_key=int(row["tx_key"]),
-        connector_id=int(row["connector_id"]),
-        id_tag=str(row["id_tag"]),
-        reservation_id=row["reservation_id"],
-        meter_start_wh=int(row["meter_start_wh"]),
-        started_at=str(row["started_at"]),
-        csms_tx_id=row["csms_tx_id"],
-        last_meter_wh=int(row["last_meter_wh"]),
-        last_meter_at=str(row["last_meter_at"]),
-        meter_stop_wh=row["meter_stop_wh"],
-        stopped_at=row["stopped_at"],
-        stop_reason=row["stop_reason"],
-        boot_id=str(row["boot_id"]),
-    )
 
 
 def open_store(path: str | Path, *, spill_dir: str | Path | None = None) -> Store:

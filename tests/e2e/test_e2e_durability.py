@@ -484,7 +484,7 @@ async def test_crash_while_offline_recovers_whole_transaction(
     assert h1.app.port.queued_messages() == 3
     await h1.app.stop(reason=None)
     tx = _open_tx(tmp_path)
-    assert tx.csms_tx_id is None
+    assert tx.shown_tx_id() is None
 
     csms.refuse_connections = False
     h2 = await charger(csms, ocpp=MV10, boot_id="boot-1")

@@ -30,6 +30,7 @@ from controller.runtime.clock import (
     kernel_ntp_synchronized,
 )
 from tests.conftest import STATION_ID, Harness, charger_config
+from tests.journal16 import confirm_start, start_msgs
 
 EPOCH = datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC)
 CSMS_TIME = datetime(2026, 6, 1, 10, 0, 0, tzinfo=UTC)
@@ -398,8 +399,9 @@ def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path
     message queued after the confirmation do not move."""
     from controller.core.port import Sample, TxStart, TxStop
     from controller.core.timestamps import iso_utc
-    from controller.ocpp16.journal import Journal
     from controller.ocpp16.settings import Settings, core_keys
+    from controller.ocpp16.txmessages import TxMessages16
+    from controller.storage.journal import TxJournal
     from controller.storage.store import Store
     from hal.base import MeterReading
 
@@ -412,19 +414,21 @@ def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path
         meter_start_wh=10,
         started_at="2026-05-01T08:00:00.000+00:00",
         reservation_id=None,
-        start_payload={
-            "connectorId": 2,
-            "idTag": "OLD",
-            "meterStart": 10,
-            "timestamp": "2026-05-01T08:00:00.000+00:00",
-        },
+        messages=start_msgs(
+            {
+                "connectorId": 2,
+                "idTag": "OLD",
+                "meterStart": 10,
+                "timestamp": "2026-05-01T08:00:00.000+00:00",
+            }
+        ),
         boot_id="b0",
     )
-    store.confirm_start(store.outbox_head().seq, earlier, 7)  # type: ignore[union-attr]
+    confirm_start(store, store.outbox_head().seq, earlier, 7)  # type: ignore[union-attr]
 
     base = FakeBase(EPOCH)
     clock = TrustedClock(base, ntp_synchronized=never_synced)
-    journal = Journal(store, settings, boot_id="b1", clock=clock)
+    journal = TxJournal(store, [TxMessages16(settings)], boot_id="b1", clock=clock)
 
     def now() -> str:
         return iso_utc(clock.utc_now())
@@ -432,7 +436,7 @@ def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path
     t_start = now()
     key = journal.start_transaction(TxStart(1, "CARD", 1000, t_start))
     base.advance(60)
-    journal.meter_values(1, key, [Sample(MeterReading(1100.0, 7000.0), now())])
+    journal.record_samples(1, key, [Sample(MeterReading(1100.0, 7000.0), now())])
     base.advance(60)
     journal.stop_transaction(key, TxStop(1200, now(), StopCause.LOCAL))
     journal.stop_transaction(
@@ -441,7 +445,8 @@ def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path
     )
     shift = CSMS_TIME - clock.utc_now()
     clock.confirm_from_csms(CSMS_TIME)
-    journal.meter_values(1, None, [Sample(MeterReading(1.0, 0.0), now())])  # not queued
+    t_late = now()
+    late = journal.start_transaction(TxStart(2, "NEW", 1, t_late))  # after: not moved
 
     def moved(text: str) -> str:
         return iso_utc(parse_ts(text) + shift)
@@ -453,6 +458,7 @@ def test_queued_offline_session_moves_onto_the_confirmed_timeline(tmp_path: Path
     ]
     assert sent[("StopTransaction", key)]["timestamp"] == iso_utc(CSMS_TIME)
     assert sent[("StopTransaction", earlier)]["timestamp"] == "2026-05-01T09:00:00.000+00:00"
+    assert sent[("StartTransaction", late)]["timestamp"] == t_late
     row = store.get_transaction(key)
     assert row is not None
     assert (row.started_at, row.stopped_at) == (moved(t_start), iso_utc(CSMS_TIME))

@@ -77,8 +77,8 @@ def _queued(h: Any) -> int:
 
 def tx_id_of(h: Any, connector_id: int = 1) -> int:
     tx = h.app.store.get_transaction(h.connector(connector_id).tx_key)
-    assert tx is not None and tx.csms_tx_id is not None
-    return int(tx.csms_tx_id)
+    assert tx is not None and tx.shown_tx_id() is not None
+    return int(tx.shown_tx_id())
 
 
 async def wait_stop(csms: DevCsms) -> Any:

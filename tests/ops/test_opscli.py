@@ -32,6 +32,7 @@ from controller.storage.migrations import SCHEMA_VERSION
 from controller.storage.sessions import sessions_csv
 from controller.storage.store import Store
 from tests.conftest import CARD, STATION_ID
+from tests.journal16 import confirm_start, enqueue, start_msgs, stop_msgs
 
 ROOT = Path(__file__).resolve().parents[2]
 EVSED = ROOT / ".venv" / "bin" / "evsed"
@@ -72,14 +73,14 @@ def begin(store: Store, connector: int, id_tag: str, meter_wh: int, at: str) -> 
         meter_start_wh=meter_wh,
         started_at=at,
         reservation_id=None,
-        start_payload=payload,
+        messages=start_msgs(payload),
     )
 
 
 def end(store: Store, tx_key: int, meter_wh: int, at: str, reason: str = "Local") -> None:
     payload = {"meterStop": meter_wh, "timestamp": at, "reason": reason}
     assert store.end_transaction(
-        tx_key, meter_stop_wh=meter_wh, stopped_at=at, reason=reason, stop_payload=payload
+        tx_key, meter_stop_wh=meter_wh, stopped_at=at, reason=reason, messages=stop_msgs(payload)
     )
 
 
@@ -89,7 +90,7 @@ def populate(store: Store) -> None:
     k1 = begin(store, 1, "04A1B2C3", 1000, "2026-01-01T12:00:00.000+00:00")
     start = store.outbox_head()
     assert start is not None
-    store.confirm_start(start.seq, k1, 501)
+    confirm_start(store, start.seq, k1, 501)
     end(store, k1, 6500, "2026-01-01T13:30:00.000+00:00")
     stop = store.outbox_head()
     assert stop is not None
@@ -98,14 +99,15 @@ def populate(store: Store) -> None:
     k2 = begin(store, 2, "=HYPERLINK(1)", 20000, "2026-01-02T23:50:00.000+00:00")
     head = store.outbox_head()
     assert head is not None
-    store.confirm_start(head.seq, k2, 502)
+    confirm_start(store, head.seq, k2, 502)
     end(store, k2, 20750, "2026-01-03T00:35:00.000+00:00", reason="EVDisconnected")
     # Its StopTransaction stays queued: the CSMS went away; two attempts so far.
     store.outbox_mark_attempt(store.outbox_head().seq)  # type: ignore[union-attr]
     store.outbox_mark_attempt(store.outbox_head().seq)  # type: ignore[union-attr]
 
     k3 = begin(store, 1, "DEADBEEF", 6500, "2026-01-03T08:00:00.000+00:00")
-    store.enqueue_tx_message(
+    enqueue(
+        store,
         k3,
         "MeterValues",
         {"connectorId": 1, "meterValue": []},

@@ -16,8 +16,17 @@ from controller.dev.devcsms import DevCsms
 from controller.runtime.station import STORAGE_PROBE_INTERVAL_S
 from controller.storage import store as store_mod
 from controller.storage.store import Store
+from tests.journal16 import confirm_start, enqueue, start_msgs, stop_msgs
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "COMMIT")
+
+
+def _csms_ids(store: Store) -> dict[int, str]:
+    """The CSMS transaction ids as written to the database (not the in-memory overlay)."""
+    rows = store._db.execute(
+        "SELECT tx_key, csms_tx_id FROM tx_backend WHERE csms_tx_id IS NOT NULL"
+    )
+    return {int(r[0]): str(r[1]) for r in rows}
 
 
 class FullDisk:
@@ -125,7 +134,7 @@ async def test_session_on_full_disk_then_recovery(
     assert (await api_status(h, http))["csms"]["storage"] == "ok"
     row = store._db.execute("SELECT * FROM transactions").fetchall()
     assert len(row) == 1
-    assert row[0]["csms_tx_id"] == tx_id and row[0]["stopped_at"] is not None
+    assert _csms_ids(store) == {1: str(tx_id)} and row[0]["stopped_at"] is not None
     assert row[0]["meter_stop_wh"] == stop.payload["meterStop"]
     assert store.outbox_count() == 0
     assert store._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
@@ -180,7 +189,7 @@ async def test_disk_fills_during_session(csms: DevCsms, charger: Any) -> None:
     rows = store._db.execute("SELECT * FROM transactions ORDER BY tx_key").fetchall()
     assert [r["tx_key"] for r in rows] == [1, 2]
     assert rows[0]["meter_stop_wh"] == stop.payload["meterStop"]
-    assert rows[1]["stopped_at"] is None and rows[1]["csms_tx_id"] is not None
+    assert rows[1]["stopped_at"] is None and 2 in _csms_ids(store)
     h.tap()
     await h.settle(lambda: len(h.frames("StopTransaction")) == 2)
     await h.settle(lambda: store.outbox_count() == 0)
@@ -193,24 +202,24 @@ def test_store_overlay_order_and_replay(tmp_path: Path) -> None:
     and flush() replays everything exactly once."""
     store = Store(tmp_path / "s.db")
     disk = FullDisk(store)
-    kw: dict[str, Any] = {"meter_start_wh": 0, "reservation_id": None, "start_payload": {}}
+    kw: dict[str, Any] = {"meter_start_wh": 0, "reservation_id": None, "messages": start_msgs({})}
     k1 = store.begin_transaction(connector_id=1, id_tag="A", started_at="t0", **kw)
     disk.full = True
-    store.enqueue_tx_message(k1, "MeterValues", {"n": 1}, energy_wh=5, at="t1")
+    enqueue(store, k1, "MeterValues", {"n": 1}, energy_wh=5, at="t1")
     k2 = store.begin_transaction(connector_id=2, id_tag="B", started_at="t2", **kw)
     assert store.degraded and k2 == k1 + 1
     assert store.end_transaction(
-        k1, meter_stop_wh=9, stopped_at="t3", reason="Local", stop_payload={}
+        k1, meter_stop_wh=9, stopped_at="t3", reason="Local", messages=stop_msgs({})
     )
     assert not store.end_transaction(
-        k1, meter_stop_wh=9, stopped_at="t3", reason="Local", stop_payload={}
+        k1, meter_stop_wh=9, stopped_at="t3", reason="Local", messages=stop_msgs({})
     )
     assert [t.tx_key for t in store.open_transactions()] == [k2]
     order = []
     while (msg := store.outbox_head()) is not None:
         order.append((msg.action, msg.tx_key))
         if msg.action == "StartTransaction" and msg.tx_key is not None:
-            store.confirm_start(msg.seq, msg.tx_key, 100 + msg.tx_key)
+            confirm_start(store, msg.seq, msg.tx_key, 100 + msg.tx_key)
         else:
             store.outbox_delete(msg.seq)
         if len(order) == 2:
@@ -224,8 +233,8 @@ def test_store_overlay_order_and_replay(tmp_path: Path) -> None:
     disk.full = False
     assert store.flush() and not store.degraded
     t1, t2 = store.get_transaction(k1), store.get_transaction(k2)
-    assert t1 is not None and t1.stopped_at == "t3" and t1.csms_tx_id == 100 + k1
-    assert t2 is not None and t2.open and t2.csms_tx_id == 100 + k2
+    assert t1 is not None and t1.stopped_at == "t3" and t1.shown_tx_id() == 100 + k1
+    assert t2 is not None and t2.open and t2.shown_tx_id() == 100 + k2
     assert store.outbox_count() == 0
     assert store.begin_transaction(connector_id=1, id_tag="C", started_at="t4", **kw) == k2 + 1
 
@@ -235,11 +244,11 @@ def test_outbox_batch_merges_memory_and_database_rows(tmp_path: Path) -> None:
     degraded, then the messages kept in memory, in enqueue order."""
     store = Store(tmp_path / "s.db")
     disk = FullDisk(store)
-    kw: dict[str, Any] = {"meter_start_wh": 0, "reservation_id": None, "start_payload": {}}
+    kw: dict[str, Any] = {"meter_start_wh": 0, "reservation_id": None, "messages": start_msgs({})}
     k1 = store.begin_transaction(connector_id=1, id_tag="A", started_at="t0", **kw)
-    store.enqueue_tx_message(k1, "MeterValues", {"n": 1}, energy_wh=5, at="t1")
+    enqueue(store, k1, "MeterValues", {"n": 1}, energy_wh=5, at="t1")
     disk.full = True
-    store.enqueue_tx_message(k1, "MeterValues", {"n": 2}, energy_wh=6, at="t2")
+    enqueue(store, k1, "MeterValues", {"n": 2}, energy_wh=6, at="t2")
     assert store.degraded
     head = store.outbox_head()
     assert head is not None and head.action == "StartTransaction"
@@ -266,15 +275,15 @@ def test_memory_journal_stays_bounded_on_a_long_full_disk(
     monkeypatch.setattr(store_mod, "MAX_MEMORY_METER_VALUES", 10)
     store = Store(tmp_path / "s.db")
     disk = FullDisk(store)
-    kw: dict[str, Any] = {"reservation_id": None, "start_payload": {"start": 1}}
+    kw: dict[str, Any] = {"reservation_id": None, "messages": start_msgs({"start": 1})}
     disk.full = True
     k1 = store.begin_transaction(
         connector_id=1, id_tag="A", started_at="t0", meter_start_wh=100, **kw
     )
     for i in range(1, 26):
-        store.enqueue_tx_message(k1, "MeterValues", {"n": i}, energy_wh=100 + i, at=f"m{i}")
+        enqueue(store, k1, "MeterValues", {"n": i}, energy_wh=100 + i, at=f"m{i}")
     assert store.end_transaction(
-        k1, meter_stop_wh=126, stopped_at="t9", reason="Local", stop_payload={"stop": 1}
+        k1, meter_stop_wh=126, stopped_at="t9", reason="Local", messages=stop_msgs({"stop": 1})
     )
     kept = [m.payload for m in store.outbox_batch(0, 100)]
     assert kept == [{"start": 1}] + [{"n": i} for i in range(16, 26)] + [{"stop": 1}]
@@ -284,15 +293,14 @@ def test_memory_journal_stays_bounded_on_a_long_full_disk(
     # Confirmed while in memory: nothing to write for them any more.
     head = store.outbox_head()
     assert head is not None
-    store.confirm_start(head.seq, k1, 77)
+    confirm_start(store, head.seq, k1, 77)
     store.outbox_delete_many([m.seq for m in store.outbox_batch(0, 5)], durable=False)
     assert len(store._ops) == 15 - 1 - 5 + 1  # the csms id UPDATE was added
     disk.full = False
     assert store.flush()
     rows = store._db.execute("SELECT * FROM transactions").fetchall()
-    assert [(r["meter_start_wh"], r["meter_stop_wh"], r["csms_tx_id"]) for r in rows] == [
-        (100, 126, 77)
-    ]
+    assert [(r["meter_start_wh"], r["meter_stop_wh"]) for r in rows] == [(100, 126)]
+    assert _csms_ids(store) == {k1: "77"}
     assert [m.payload for m in store.outbox_batch(0, 100)] == [{"n": i} for i in range(21, 26)] + [
         {"stop": 1}
     ]
@@ -318,12 +326,12 @@ def full_at_open(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
 
 
 def _offline_session_on_full_disk(store: Store) -> int:
-    kw: dict[str, Any] = {"reservation_id": None, "start_payload": {"start": 1}}
+    kw: dict[str, Any] = {"reservation_id": None, "messages": start_msgs({"start": 1})}
     key = store.begin_transaction(
         connector_id=1, id_tag="A", started_at="t0", meter_start_wh=100, boot_id="b1", **kw
     )
-    store.enqueue_tx_message(key, "MeterValues", {"n": 1}, energy_wh=150, at="t1")
-    store.enqueue_tx_message(key, "MeterValues", {"n": 2}, energy_wh=180, at="t2")
+    enqueue(store, key, "MeterValues", {"n": 1}, energy_wh=150, at="t1")
+    enqueue(store, key, "MeterValues", {"n": 2}, energy_wh=180, at="t2")
     return key
 
 
@@ -357,7 +365,7 @@ def test_restart_on_a_still_full_disk_keeps_the_spill_ahead_of_new_writes(
     first = _offline_session_on_full_disk(store)
     after = Store(tmp_path / "s.db", spill_dir=run_dir)  # still full
     assert after.degraded
-    kw: dict[str, Any] = {"reservation_id": None, "start_payload": {"start": 2}}
+    kw: dict[str, Any] = {"reservation_id": None, "messages": start_msgs({"start": 2})}
     second = after.begin_transaction(
         connector_id=2, id_tag="B", started_at="t5", meter_start_wh=7, boot_id="b2", **kw
     )
@@ -446,12 +454,12 @@ def test_restart_on_a_still_full_disk_sees_the_spilled_writes(
     kw: dict[str, Any] = {"reservation_id": None, "boot_id": "b1"}
     durable = store.begin_transaction(
         connector_id=1, id_tag="A", started_at="t0", meter_start_wh=10,
-        start_payload={"start": 1}, **kw,
+        messages=start_msgs({"start": 1}), **kw,
     )  # fmt: skip
     full_at_open["full"] = True
     head = store.outbox_head()
     assert head is not None
-    store.confirm_start(head.seq, durable, 77)  # confirmed while the disk is full
+    confirm_start(store, head.seq, durable, 77)  # confirmed while the disk is full
     store.record_meter(durable, 55, "t1")
     store.set_setting("availability.1", "Inoperative")
     in_memory = _offline_session_on_full_disk(store)
@@ -460,7 +468,7 @@ def test_restart_on_a_still_full_disk_sees_the_spilled_writes(
     after = Store(tmp_path / "s.db", spill_dir=run_dir)
     assert after.degraded
     tx = after.get_transaction(durable)
-    assert tx is not None and (tx.csms_tx_id, tx.last_meter_wh, tx.last_meter_at) == (
+    assert tx is not None and (tx.shown_tx_id(), tx.last_meter_wh, tx.last_meter_at) == (
         77,
         55,
         "t1",
@@ -472,13 +480,14 @@ def test_restart_on_a_still_full_disk_sees_the_spilled_writes(
     assert [m.tx_key for m in queued] == [in_memory] * 3
     assert after.outbox_count() == 3
     # Confirmed after the restart, then the disk takes data again: nothing twice.
-    after.confirm_start(queued[0].seq, in_memory, 78)
+    confirm_start(after, queued[0].seq, in_memory, 78)
     after.outbox_delete(queued[1].seq)
     full_at_open["full"] = False
     assert after.flush()
     assert [m.payload for m in after.outbox_batch(0, 10)] == [{"n": 2}]
-    rows = after._db.execute("SELECT tx_key, csms_tx_id, last_meter_wh FROM transactions")
-    assert [tuple(r) for r in rows] == [(durable, 77, 55), (in_memory, 78, 180)]
+    rows = after._db.execute("SELECT tx_key, last_meter_wh FROM transactions")
+    assert [tuple(r) for r in rows] == [(durable, 55), (in_memory, 180)]
+    assert _csms_ids(after) == {durable: "77", in_memory: "78"}
     assert not (run_dir / "s.db.spill").exists()
 
 

@@ -27,6 +27,8 @@ from controller.storage.migrations import (
     migrate,
 )
 from controller.storage.store import LocalListTooLong, Store, open_store
+from controller.storage.writes import EventKind
+from tests.journal16 import start_msgs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,10 +112,11 @@ def build_at(path: Path, version: int) -> None:
 
 
 def populate(path: Path) -> None:
-    """Realistic rows, in SQL every version so far understands: a closed session whose
-    StopTransaction is still queued, an open one started offline (no transactionId yet) with
-    queued Start and MeterValues, OCPP keys set by the CSMS, a local list and an
-    Authorization Cache with entries that differ only in case."""
+    """Realistic rows, in SQL every version before the current one understands: a closed
+    session whose StopTransaction is still queued, an open one started offline (no
+    transactionId yet) with queued Start and MeterValues, OCPP keys set by the CSMS, a
+    local list and an Authorization Cache (version 1: with entries that differ only in
+    case)."""
     db = _connect(path)
     db.execute("BEGIN")
     tx = (
@@ -155,6 +158,10 @@ def populate(path: Path) -> None:
         ("BEEF0002", "Accepted", None, None, 1772000000.0),
         ("12345678", "Accepted", None, None, 1771000000.0),
     ]
+    if current_version(db) >= 2:
+        # From version 2 on the cache compares idTags case-insensitively: one row per card,
+        # the ones that version 2's migration keeps.
+        cache = [cache[1], cache[4], cache[5]]
     db.executemany("INSERT INTO auth_cache VALUES (?, ?, ?, ?, ?)", cache)
     db.execute("COMMIT")
     db.close()
@@ -203,7 +210,7 @@ def db_path(tmp_path: Path) -> Path:
 
 def test_migrations_are_consecutive_from_one() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
 
 
 def test_frozen_v1_statements_create_the_legacy_schema(tmp_path: Path) -> None:
@@ -230,12 +237,29 @@ def test_migrate_populated_database_from(version: int, db_path: Path) -> None:
         # Transactions: the closed one complete, the open one still open and recoverable.
         closed, still_open = s.get_transaction(1), s.get_transaction(2)
         assert closed is not None and still_open is not None
-        assert (closed.csms_tx_id, closed.meter_stop_wh, closed.stop_reason) == (501, 8400, "Local")
+        assert (closed.shown_tx_id(), closed.meter_stop_wh, closed.stop_reason) == (
+            501,
+            8400,
+            "Local",
+        )
         assert [t.tx_key for t in s.open_transactions()] == [2]
         assert still_open.reservation_id == 7
         assert (still_open.last_meter_wh, still_open.last_meter_at) == (21500, T3)
-        assert still_open.boot_id == "b2" and still_open.csms_tx_id is None
+        assert still_open.boot_id == "b2" and still_open.shown_tx_id() is None
+        # Schema 3: the CSMS id is the 'csms' backend's (text), each transaction has its own
+        # unique text id, and the backend's next message of it is number 1.
+        assert closed.csms_tx_ids == {"csms": "501"} and still_open.csms_tx_ids == {}
+        assert len({closed.tx_id, still_open.tx_id}) == 2
+        assert all(len(t.tx_id) == 32 and int(t.tx_id, 16) >= 0 for t in (closed, still_open))
+        assert s.next_tx_seq(1, "csms") == s.next_tx_seq(2, "csms") == 1
         # The outbox, in order, with its attempt counts; new rows continue the sequences.
+        # Messages queued before schema 3 report their event kind and carry no number.
+        kinds = [(m.kind, m.tx_seq, m.backend) for m in s.outbox_batch(0, 10)]
+        assert kinds == [
+            (EventKind.ENDED, None, "csms"),
+            (EventKind.STARTED, None, "csms"),
+            (EventKind.SAMPLES, None, "csms"),
+        ]
         order = []
         while (msg := s.outbox_head()) is not None:
             order.append((msg.seq, msg.action, msg.tx_key, msg.attempts))
@@ -251,7 +275,7 @@ def test_migrate_populated_database_from(version: int, db_path: Path) -> None:
             meter_start_wh=8400,
             started_at=T3,
             reservation_id=None,
-            start_payload={},
+            messages=start_msgs({}),
         )
         assert key == 3
         head = s.outbox_head()
@@ -276,7 +300,8 @@ def test_migrate_populated_database_from(version: int, db_path: Path) -> None:
     finally:
         s.close()
     assert current_version(sqlite3.connect(db_path)) == SCHEMA_VERSION
-    assert [v for v, _ in version_rows(db_path)] == list(range(version, SCHEMA_VERSION + 1))
+    # A version-1 database gets its version row on upgrade; later ones were created with it.
+    assert [v for v, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
 
 
 @pytest.mark.parametrize("version", range(0, SCHEMA_VERSION))
@@ -621,8 +646,8 @@ def test_concurrent_open_migrates_once(db_path: Path) -> None:
     build_at(db_path, 1)
     first, second = _connect(db_path), _connect(db_path)
     migrate(first, str(db_path))
-    # ``second`` read version 1 before; applying migration 2 now must be a no-op.
+    # ``second`` read version 1 before; applying the last migration now must be a no-op.
     migrations._apply(second, str(db_path), MIGRATIONS[-1])
-    assert [v for v, _ in version_rows(db_path)] == [1, 2]
+    assert [v for v, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
     first.close()
     second.close()

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from controller.storage.store import Store, open_store
+from tests.journal16 import confirm_start, enqueue, start_msgs, stop_msgs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +43,7 @@ def _begin(store: Store, *, connector_id: int = 1, meter_start: int = 1000, boot
         meter_start_wh=meter_start,
         started_at=T0,
         reservation_id=None,
-        start_payload=_start_payload(meter_start),
+        messages=start_msgs(_start_payload(meter_start)),
         boot_id=boot_id,
     )
 
@@ -53,7 +54,7 @@ def _end(store: Store, tx_key: int, meter_stop: int = 1500, reason: str = "Local
         meter_stop_wh=meter_stop,
         stopped_at=T2,
         reason=reason,
-        stop_payload={"meterStop": meter_stop, "timestamp": T2, "reason": reason},
+        messages=stop_msgs({"meterStop": meter_stop, "timestamp": T2, "reason": reason}),
     )
 
 
@@ -95,7 +96,7 @@ def test_begin_transaction_writes_row_and_start_message(store: Store) -> None:
     assert tx is not None and tx.open
     assert tx.meter_start_wh == tx.last_meter_wh == 1000
     assert tx.last_meter_at == T0
-    assert tx.csms_tx_id is None
+    assert tx.shown_tx_id() is None
     assert tx.boot_id == "b1"
     head = store.outbox_head()
     assert head is not None
@@ -114,7 +115,7 @@ def test_begin_transaction_is_atomic(store: Store) -> None:
             meter_start_wh=1000,
             started_at=T0,
             reservation_id=None,
-            start_payload={"unserialisable": {1, 2}},
+            messages=start_msgs({"unserialisable": {1, 2}}),
         )
     assert store.open_transactions() == []
     assert store.transactions() == []
@@ -145,7 +146,7 @@ def test_end_transaction_failure_keeps_transaction_open(store: Store) -> None:
             meter_stop_wh=1500,
             stopped_at=T2,
             reason="Local",
-            stop_payload={"bad": object()},
+            messages=stop_msgs({"bad": object()}),
         )
     tx = store.get_transaction(key)
     assert tx is not None and tx.open and tx.meter_stop_wh is None
@@ -195,12 +196,12 @@ def test_record_meter_only_updates_open_transactions(store: Store) -> None:
 def test_enqueue_meter_values_persists_reading_in_same_commit(store: Store) -> None:
     """The reading used after a power loss is the one of the last queued MeterValues."""
     key = _begin(store)
-    seq = store.enqueue_tx_message(key, "MeterValues", _mv(1100), energy_wh=1100, at=T1)
+    seq = enqueue(store, key, "MeterValues", _mv(1100), energy_wh=1100, at=T1)
     assert seq > 0
     tx = store.get_transaction(key)
     assert tx is not None and (tx.last_meter_wh, tx.last_meter_at) == (1100, T1)
     # Without a reading, only the message is queued.
-    store.enqueue_tx_message(key, "MeterValues", _mv(1200))
+    enqueue(store, key, "MeterValues", _mv(1200))
     tx = store.get_transaction(key)
     assert tx is not None and tx.last_meter_wh == 1100
     assert store.outbox_count() == 3
@@ -209,7 +210,7 @@ def test_enqueue_meter_values_persists_reading_in_same_commit(store: Store) -> N
 def test_enqueue_is_atomic_with_reading(store: Store) -> None:
     key = _begin(store)
     with pytest.raises(TypeError):
-        store.enqueue_tx_message(key, "MeterValues", {"bad": {1}}, energy_wh=1300, at=T1)
+        enqueue(store, key, "MeterValues", {"bad": {1}}, energy_wh=1300, at=T1)
     tx = store.get_transaction(key)
     assert tx is not None and tx.last_meter_wh == 1000  # reading rolled back too
     assert store.outbox_count() == 1
@@ -221,10 +222,10 @@ def test_enqueue_is_atomic_with_reading(store: Store) -> None:
 def test_outbox_is_fifo_across_transactions(store: Store) -> None:
     """3.7: transaction-related messages go out in chronological order."""
     a = _begin(store, connector_id=1)
-    store.enqueue_tx_message(a, "MeterValues", _mv(1100), energy_wh=1100, at=T1)
+    enqueue(store, a, "MeterValues", _mv(1100), energy_wh=1100, at=T1)
     b = _begin(store, connector_id=2, meter_start=500)
-    store.enqueue_tx_message(b, "MeterValues", _mv(600), energy_wh=600, at=T1)
-    store.enqueue_tx_message(a, "MeterValues", _mv(1200), energy_wh=1200, at=T1)
+    enqueue(store, b, "MeterValues", _mv(600), energy_wh=600, at=T1)
+    enqueue(store, a, "MeterValues", _mv(1200), energy_wh=1200, at=T1)
     _end(store, a, 1300)
     _end(store, b, 700)
     order = []
@@ -248,7 +249,7 @@ def test_outbox_sequence_never_reused(store: Store) -> None:
     first = store.outbox_head()
     assert first is not None
     _drain(store)
-    seq = store.enqueue_tx_message(key, "MeterValues", _mv(1100))
+    seq = enqueue(store, key, "MeterValues", _mv(1100))
     assert seq > first.seq
 
 
@@ -271,25 +272,25 @@ def test_outbox_mark_attempt_counts_and_persists(db_path: Path) -> None:
 def test_confirm_start_maps_id_and_deletes_in_one_commit(store: Store) -> None:
     """6.46 StartTransaction.conf: the id mapping and the dequeue are one unit of work."""
     key = _begin(store)
-    store.enqueue_tx_message(key, "MeterValues", _mv(1100), energy_wh=1100, at=T1)
+    enqueue(store, key, "MeterValues", _mv(1100), energy_wh=1100, at=T1)
     head = store.outbox_head()
     assert head is not None and head.action == "StartTransaction"
 
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)
     try:
-        store.confirm_start(head.seq, key, 42)
+        confirm_start(store, head.seq, key, 42)
     finally:
         store._db.set_trace_callback(None)
     upper = [s.strip().upper() for s in statements]
     assert upper[0].startswith("BEGIN")
     assert upper[-1] == "COMMIT"
     assert sum(s == "COMMIT" for s in upper) == 1
-    assert any(s.startswith("UPDATE TRANSACTIONS") for s in upper)
+    assert any(s.startswith("INSERT INTO TX_BACKEND") for s in upper)
     assert any(s.startswith("DELETE FROM OUTBOX") for s in upper)
 
     tx = store.get_transaction(key)
-    assert tx is not None and tx.csms_tx_id == 42
+    assert tx is not None and tx.shown_tx_id() == 42
     nxt = store.outbox_head()
     assert nxt is not None and nxt.action == "MeterValues"
 
@@ -304,9 +305,9 @@ def test_confirm_start_rolls_back_both_on_failure(store: Store) -> None:
         " SELECT RAISE(ABORT, 'injected'); END"
     )
     with pytest.raises(sqlite3.DatabaseError):
-        store.confirm_start(head.seq, key, 7)
+        confirm_start(store, head.seq, key, 7)
     tx = store.get_transaction(key)
-    assert tx is not None and tx.csms_tx_id is None
+    assert tx is not None and tx.shown_tx_id() is None
     assert store.outbox_count() == 1
     store._db.execute("DROP TRIGGER fail_delete")
 
@@ -363,17 +364,17 @@ def test_auth_cache(db_path: Path) -> None:
 def test_everything_survives_reopen(db_path: Path) -> None:
     s = Store(db_path)
     a = _begin(s)
-    s.enqueue_tx_message(a, "MeterValues", _mv(1100), energy_wh=1100, at=T1)
+    enqueue(s, a, "MeterValues", _mv(1100), energy_wh=1100, at=T1)
     b = _begin(s, connector_id=2)
     _end(s, b, 1050)
     head = s.outbox_head()
     assert head is not None
-    s.confirm_start(head.seq, a, 17)
+    confirm_start(s, head.seq, a, 17)
     s.close()
 
     s = Store(db_path)
     tx_a = s.get_transaction(a)
-    assert tx_a is not None and tx_a.open and tx_a.csms_tx_id == 17
+    assert tx_a is not None and tx_a.open and tx_a.shown_tx_id() == 17
     assert tx_a.last_meter_wh == 1100
     assert [t.tx_key for t in s.open_transactions()] == [a]
     assert [(m[0]) for m in _drain(s)] == ["MeterValues", "StartTransaction", "StopTransaction"]
@@ -483,6 +484,7 @@ _CHILD = textwrap.dedent(
     """
     import json, sys, time
     from controller.storage.store import Store
+    from tests.journal16 import enqueue, start_msgs
 
     s = Store(sys.argv[1])
     mode = sys.argv[2]
@@ -490,23 +492,23 @@ _CHILD = textwrap.dedent(
         key = s.begin_transaction(
             connector_id=1, id_tag="04A1B2C3", meter_start_wh=1000,
             started_at="2026-01-01T12:00:00.000+00:00", reservation_id=None,
-            start_payload={"connectorId": 1, "idTag": "04A1B2C3", "meterStart": 1000,
-                           "timestamp": "2026-01-01T12:00:00.000+00:00"},
+            messages=start_msgs({"connectorId": 1, "idTag": "04A1B2C3", "meterStart": 1000,
+                                 "timestamp": "2026-01-01T12:00:00.000+00:00"}),
             boot_id="boot-x",
         )
-        s.enqueue_tx_message(key, "MeterValues", {"connectorId": 1, "meterValue": []},
-                             energy_wh=1234, at="2026-01-01T12:01:00.000+00:00")
+        enqueue(s, key, "MeterValues", {"connectorId": 1, "meterValue": []},
+                energy_wh=1234, at="2026-01-01T12:01:00.000+00:00")
         print(json.dumps({"tx_key": key}), flush=True)
         time.sleep(60)
     else:
         key = s.begin_transaction(
             connector_id=1, id_tag="04A1B2C3", meter_start_wh=0, started_at="t0",
-            reservation_id=None, start_payload={"n": 0},
+            reservation_id=None, messages=start_msgs({"n": 0}),
         )
         n = 0
         while True:
             n += 1
-            s.enqueue_tx_message(key, "MeterValues", {"n": n}, energy_wh=n, at=str(n))
+            enqueue(s, key, "MeterValues", {"n": n}, energy_wh=n, at=str(n))
             print(n, flush=True)
     """
 )
@@ -595,7 +597,7 @@ def test_outbox_batch_reads_ahead_in_order_and_deletes_in_one_commit(db_path: Pa
     store = Store(db_path)
     tx_key = _begin(store)
     for energy in range(1001, 1011):
-        store.enqueue_tx_message(tx_key, "MeterValues", _mv(energy), energy_wh=energy, at=T1)
+        enqueue(store, tx_key, "MeterValues", _mv(energy), energy_wh=energy, at=T1)
     _end(store, tx_key)
     first = store.outbox_batch(0, 4)
     assert [m.action for m in first] == ["StartTransaction"] + ["MeterValues"] * 3
