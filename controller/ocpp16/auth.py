@@ -1,19 +1,27 @@
 """Local authorization for OCPP 1.6 (section 3.5): Local Authorization List and Authorization
-Cache, and which of them (or the CSMS) decides about a presented idTag.
+Cache over the store.
 
-``decide`` is a pure function of the list entry, the cache entry, the connection state, the
-configuration and the time; ``LocalAuth`` feeds it from the store and keeps the cache and the
-list up to date (3.5.1 cache semantics, 5.15 SendLocalList, 5.10 GetLocalListVersion).
+The decision rules are version-neutral and pure (controller/core/authrules.py ``decide``);
+``LocalAuth`` feeds them from the store and the 1.6 keys and keeps the cache and the list up
+to date (3.5.1 cache semantics, 5.15 SendLocalList, 5.10 GetLocalListVersion).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from controller.core.authrules import (
+    ACCEPTED,
+    EXPIRED,
+    AuthConfig,
+    Entry,
+    Verdict,
+    cache_victims,
+    decide,
+)
 from controller.core.records import TagInfo
 from controller.csms.rpc import CallError
 from controller.ocpp16.rpc import (
@@ -21,151 +29,23 @@ from controller.ocpp16.rpc import (
     PROPERTY_CONSTRAINT_VIOLATION,
 )
 from controller.ocpp16.settings import Settings
-from controller.storage.store import CacheRow, LocalListTooLong, Store
+from controller.storage.store import LocalListTooLong, Store
 
 # Authorization Cache capacity (3.5.1: "If ... the Authorization Cache is full").
 CACHE_MAX_ENTRIES = 1000
 # A use of a cache entry is written back (for LRU eviction) at most this often.
 CACHE_TOUCH_GRANULARITY_S = 60.0
 
-ACCEPTED = "Accepted"
-EXPIRED = "Expired"
 
-
-@dataclass(frozen=True)
-class Entry:
-    """An IdTagInfo as held by the local list or the cache (7.27)."""
-
-    status: str
-    parent_id_tag: str | None = None
-    expiry_date: str | None = None
-
-    @classmethod
-    def of(cls, info: TagInfo | None) -> Entry | None:
-        return None if info is None else cls(*info)
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    """The configuration keys that steer local authorization (9.1, 9.2)."""
-
-    local_auth_list_enabled: bool = True
-    authorization_cache_enabled: bool = True
-    local_pre_authorize: bool = False
-    local_authorize_offline: bool = True
-    allow_offline_tx_for_unknown_id: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AuthConfig:
-        return cls(
-            local_auth_list_enabled=settings.get_bool("LocalAuthListEnabled"),
-            authorization_cache_enabled=settings.get_bool("AuthorizationCacheEnabled"),
-            local_pre_authorize=settings.get_bool("LocalPreAuthorize"),
-            local_authorize_offline=settings.get_bool("LocalAuthorizeOffline"),
-            allow_offline_tx_for_unknown_id=settings.get_bool("AllowOfflineTxForUnknownId"),
-        )
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What to do with a presented idTag.
-
-    ``ask``: send Authorize.req and let the CSMS decide (``accepted`` is then meaningless).
-    ``source``: "list", "cache", "offline-unknown", "offline" or "csms" (ask).
-    ``expire_cache``: the cache entry was Accepted but has expired; mark it Expired (3.5.1).
-    """
-
-    accepted: bool
-    status: str
-    parent_id_tag: str | None = None
-    source: str = "offline"
-    ask: bool = False
-    expire_cache: bool = False
-
-
-ASK = Verdict(False, "Invalid", source="csms", ask=True)
-
-
-def parse_time(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def effective_status(entry: Entry, now: datetime) -> str:
-    """The entry's status at ``now``: a passed (or unreadable) expiryDate makes it Expired
-    (3.5.1 "changed to expired"; 3.5.4 "apparently expired ... MUST also be rejected")."""
-    if entry.expiry_date is None or entry.status != ACCEPTED:
-        return entry.status
-    expiry = parse_time(entry.expiry_date)
-    if expiry is None or expiry <= now:
-        return EXPIRED
-    return entry.status
-
-
-def decide(
-    list_entry: Entry | None,
-    cache_entry: Entry | None,
-    *,
-    online: bool,
-    config: AuthConfig,
-    now: datetime,
-) -> Verdict:
-    """Decide locally about an idTag, or say that the CSMS must be asked.
-
-    * A disabled list (LocalAuthListEnabled=false) or cache (AuthorizationCacheEnabled=false)
-      is treated as absent. A list entry hides any cache entry (3.5.3 priority).
-    * Online, LocalPreAuthorize=true (9.1.13): a list entry decides on its own, whatever its
-      status (Blocked/Expired/Invalid/ConcurrentTx refuse without asking the CSMS); a valid
-      cache entry accepts at once. A NOT-valid cache entry is re-checked with the CSMS
-      (3.5.1 last bullet), as is an unknown idTag.
-    * Online, LocalPreAuthorize=false: always ask the CSMS.
-    * Offline: an entry that is not valid (status other than Accepted, or expired) refuses
-      (3.5.4 MUST). A valid entry accepts when LocalAuthorizeOffline=true (9.1.12).
-      AllowOfflineTxForUnknownId (3.5.4, 9.1.1) admits idTags in neither list nor cache; with
-      LocalAuthorizeOffline=false it also admits valid known ones (refusing a valid card
-      while admitting an unknown one would make no sense).
-    """
-    listed = list_entry if config.local_auth_list_enabled else None
-    cached = cache_entry if config.authorization_cache_enabled and listed is None else None
-    local = listed if listed is not None else cached
-    source = "list" if listed is not None else "cache"
-    if local is None:
-        if online:
-            return ASK
-        if config.allow_offline_tx_for_unknown_id:
-            return Verdict(True, ACCEPTED, None, "offline-unknown")
-        return Verdict(False, "Invalid", None, "offline")
-
-    status = effective_status(local, now)
-    expire_cache = source == "cache" and status == EXPIRED and local.status != EXPIRED
-    valid = status == ACCEPTED
-    if online:
-        if not config.local_pre_authorize or (source == "cache" and not valid):
-            return Verdict(False, status, None, "csms", ask=True, expire_cache=expire_cache)
-        return Verdict(valid, status, local.parent_id_tag, source, expire_cache=expire_cache)
-    if not valid:
-        return Verdict(False, status, local.parent_id_tag, source, expire_cache=expire_cache)
-    if config.local_authorize_offline:
-        return Verdict(True, status, local.parent_id_tag, source)
-    if config.allow_offline_tx_for_unknown_id:
-        return Verdict(True, ACCEPTED, local.parent_id_tag, "offline-unknown")
-    return Verdict(False, "Invalid", None, "offline")
-
-
-def cache_victims(rows: Sequence[CacheRow], count: int, now: datetime) -> list[str]:
-    """The ``count`` cache entries to drop for room (3.5.1): NOT-valid ones first (status
-    other than Accepted, or expired), then the least recently used valid ones."""
-    if count <= 0:
-        return []
-
-    def key(row: CacheRow) -> tuple[bool, float, str]:
-        valid = effective_status(Entry(row.status, row.parent_id_tag, row.expiry_date), now)
-        return valid == ACCEPTED, row.last_used, row.id_tag
-
-    return [row.id_tag for row in sorted(rows, key=key)[:count]]
+def auth_config(settings: Settings) -> AuthConfig:
+    """The OCPP 1.6 keys that steer local authorization (9.1, 9.2)."""
+    return AuthConfig(
+        local_auth_list_enabled=settings.get_bool("LocalAuthListEnabled"),
+        authorization_cache_enabled=settings.get_bool("AuthorizationCacheEnabled"),
+        local_pre_authorize=settings.get_bool("LocalPreAuthorize"),
+        local_authorize_offline=settings.get_bool("LocalAuthorizeOffline"),
+        allow_offline_tx_for_unknown_id=settings.get_bool("AllowOfflineTxForUnknownId"),
+    )
 
 
 class LocalAuth:
@@ -190,7 +70,7 @@ class LocalAuth:
 
     def decide(self, id_tag: str, *, online: bool) -> Verdict:
         """``decide`` fed from the store; marks expired cache entries and records cache use."""
-        config = AuthConfig.from_settings(self.settings)
+        config = auth_config(self.settings)
         listed = (
             Entry.of(self.store.local_list_get(id_tag)) if config.local_auth_list_enabled else None
         )
