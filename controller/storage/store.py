@@ -860,21 +860,7 @@ class Store:
         """Show a pending write in the overlay (also for writes read back from the spill)."""
         if isinstance(op, BeginTx):
             self._high_tx_key = max(self._high_tx_key, op.tx_key)
-            self._mem_tx[op.tx_key] = TxRecord(
-                tx_key=op.tx_key,
-                connector_id=op.connector_id,
-                id_tag=op.id_tag,
-                reservation_id=op.reservation_id,
-                meter_start_wh=op.meter_start_wh,
-                started_at=op.started_at,
-                last_meter_wh=op.meter_start_wh,
-                last_meter_at=op.started_at,
-                meter_stop_wh=None,
-                stopped_at=None,
-                stop_reason=None,
-                boot_id=op.boot_id,
-                tx_id=op.tx_id,
-            )
+            self._mem_tx[op.tx_key] = op.record()
         elif isinstance(op, TxProgress):
             self._progress_op[op.tx_key] = op_id
             tx = self.get_transaction(op.tx_key)

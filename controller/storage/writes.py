@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from sqlite3 import Connection
 from typing import Any
 
-from controller.core.records import DEFAULT_BACKEND
+from controller.core.records import DEFAULT_BACKEND, TxRecord
 
 
 class EventKind(enum.StrEnum):
@@ -56,6 +56,24 @@ class BeginTx:
     meter_start_wh: int
     started_at: str
     boot_id: str
+
+    def record(self) -> TxRecord:
+        """The transaction as this write leaves it (open, at its start reading)."""
+        return TxRecord(
+            tx_key=self.tx_key,
+            connector_id=self.connector_id,
+            id_tag=self.id_tag,
+            reservation_id=self.reservation_id,
+            meter_start_wh=self.meter_start_wh,
+            started_at=self.started_at,
+            last_meter_wh=self.meter_start_wh,
+            last_meter_at=self.started_at,
+            meter_stop_wh=None,
+            stopped_at=None,
+            stop_reason=None,
+            boot_id=self.boot_id,
+            tx_id=self.tx_id,
+        )
 
     def apply(self, db: Connection) -> None:
         db.execute(

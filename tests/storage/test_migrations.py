@@ -534,13 +534,9 @@ _KILL_CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("at", range(1, len(MIGRATIONS[-1].statements) + 1))
-def test_power_cut_mid_migration_leaves_old_version(at: int, db_path: Path) -> None:
-    """SIGKILL in the middle of the last migration (a real process, real WAL file): the next
-    open finds the old version with its data, and then migrates."""
-    build_at(db_path, SCHEMA_VERSION - 1)
-    populate(db_path)
-    cache_before, schema_before = _v1_cache(db_path), schema_of(db_path)
+def kill_mid_upgrade(db_path: Path, at: int) -> None:
+    """Upgrade ``db_path`` to the last schema in a real process and SIGKILL it before
+    statement ``at`` of the last migration (its dirty pages already in the WAL)."""
     child = subprocess.run(
         [sys.executable, "-c", _KILL_CHILD, str(db_path), str(at)],
         cwd=REPO,
@@ -549,6 +545,16 @@ def test_power_cut_mid_migration_leaves_old_version(at: int, db_path: Path) -> N
         timeout=60,
     )
     assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+
+
+@pytest.mark.parametrize("at", range(1, len(MIGRATIONS[-1].statements) + 1))
+def test_power_cut_mid_migration_leaves_old_version(at: int, db_path: Path) -> None:
+    """SIGKILL in the middle of the last migration (a real process, real WAL file): the next
+    open finds the old version with its data, and then migrates."""
+    build_at(db_path, SCHEMA_VERSION - 1)
+    populate(db_path)
+    cache_before, schema_before = _v1_cache(db_path), schema_of(db_path)
+    kill_mid_upgrade(db_path, at)
     assert Path(f"{db_path}-wal").exists()
     db = sqlite3.connect(db_path)
     assert current_version(db) == SCHEMA_VERSION - 1

@@ -14,10 +14,7 @@ connector 2 (Start, MeterValues, Stop queued, no id yet).
 from __future__ import annotations
 
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from controller.storage.migrations import MIGRATIONS, SCHEMA_VERSION, current_ve
 from controller.storage.store import Store
 from controller.storage.writes import EventKind
 from tests.conftest import STATION_ID
-from tests.storage.test_migrations import _KILL_CHILD
+from tests.storage.test_migrations import kill_mid_upgrade
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE = FIXTURES / "release-schema2.db"
@@ -46,16 +43,8 @@ def tx_frames(csms: DevCsms) -> list[Any]:
 
 
 def _kill_mid_upgrade(db_path: Path, at: int) -> None:
-    """Start the upgrade of ``db_path`` to the last schema in a real process and SIGKILL it
-    before statement ``at`` of the last migration (its dirty pages already in the WAL)."""
-    child = subprocess.run(
-        [sys.executable, "-c", _KILL_CHILD, str(db_path), str(at)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    """SIGKILL during the upgrade to schema 3: the file is still a sound schema-2 database."""
+    kill_mid_upgrade(db_path, at)
     db = sqlite3.connect(db_path)
     try:
         assert current_version(db) == SCHEMA_VERSION - 1
