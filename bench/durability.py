@@ -63,11 +63,12 @@ import controller.ocpp16.rpc as rpc_mod  # noqa: E402
 from controller.app import App  # noqa: E402
 from controller.config import parse  # noqa: E402
 from controller.core.port import Sample  # noqa: E402
+from controller.core.records import DEFAULT_BACKEND  # noqa: E402
 from controller.dev.devcsms import DevCsms  # noqa: E402
 from controller.ocpp16 import messages as build  # noqa: E402
-from controller.storage.store import open_store  # noqa: E402
+from controller.storage.store import Store, open_store  # noqa: E402
+from controller.storage.writes import EventKind, Outgoing  # noqa: E402
 from hal.base import MeterReading  # noqa: E402
-from tests.journal16 import confirm_start, enqueue, start_msgs, stop_msgs  # noqa: E402
 
 STATION_ID = "CP-BENCH"
 BOUND_STATION_ID = "CP-BOUND"
@@ -107,6 +108,28 @@ def _ts(i: int) -> str:
 # --------------------------------------------------------------------------- a) enqueue
 
 
+def _start(payload: dict[str, Any]) -> list[Outgoing]:
+    return [Outgoing(DEFAULT_BACKEND, "StartTransaction", payload, 0)]
+
+
+def _next(store: Store, tx_key: int, action: str, payload: dict[str, Any]) -> list[Outgoing]:
+    """The message with the transaction's next sequence number, as TxJournal numbers it."""
+    return [Outgoing(DEFAULT_BACKEND, action, payload, store.next_tx_seq(tx_key, DEFAULT_BACKEND))]
+
+
+def _queue_sample(
+    store: Store, tx_key: int, payload: dict[str, Any], energy_wh: int, at: str
+) -> None:
+    """What TxJournal.record_samples writes: the message and the reading in one commit."""
+    store.append_tx_event(
+        tx_key,
+        EventKind.SAMPLES,
+        _next(store, tx_key, "MeterValues", payload),
+        energy_wh=energy_wh,
+        at=at,
+    )
+
+
 def bench_enqueue(disk_dir: str, n: int) -> None:
     print(f"\n== a) durable enqueue latency ({n} commits per variant, WAL, synchronous=FULL)")
     for name, base in disk_dirs(disk_dir):
@@ -119,13 +142,13 @@ def bench_enqueue(disk_dir: str, n: int) -> None:
                 meter_start_wh=1000,
                 started_at=_ts(0),
                 reservation_id=None,
-                messages=start_msgs({"connectorId": 1, "idTag": CARD, "meterStart": 1000}),
+                messages=_start({"connectorId": 1, "idTag": CARD, "meterStart": 1000}),
             )
             enqueue: list[float] = []
             for i in range(n):
                 payload = meter_payload(1000 + i, _ts(i))
                 t0 = time.perf_counter()
-                enqueue(store, tx_key, "MeterValues", payload, energy_wh=1000 + i, at=_ts(i))
+                _queue_sample(store, tx_key, payload, 1000 + i, _ts(i))
                 enqueue.append(time.perf_counter() - t0)
             begin: list[float] = []
             end: list[float] = []
@@ -137,7 +160,7 @@ def bench_enqueue(disk_dir: str, n: int) -> None:
                     meter_start_wh=i,
                     started_at=_ts(i),
                     reservation_id=None,
-                    messages=start_msgs({"connectorId": 1, "idTag": CARD, "meterStart": i}),
+                    messages=_start({"connectorId": 1, "idTag": CARD, "meterStart": i}),
                 )
                 t1 = time.perf_counter()
                 store.end_transaction(
@@ -145,8 +168,11 @@ def bench_enqueue(disk_dir: str, n: int) -> None:
                     meter_stop_wh=i + 1,
                     stopped_at=_ts(i + 1),
                     reason="Local",
-                    messages=stop_msgs(
-                        {"meterStop": i + 1, "timestamp": _ts(i + 1), "reason": "Local"}
+                    messages=_next(
+                        store,
+                        key,
+                        "StopTransaction",
+                        {"meterStop": i + 1, "timestamp": _ts(i + 1), "reason": "Local"},
                     ),
                 )
                 t2 = time.perf_counter()
@@ -208,29 +234,25 @@ def fill_outbox(db_path: Path, n: int) -> None:
         meter_start_wh=1000,
         started_at=_ts(0),
         reservation_id=None,
-        messages=start_msgs(
-            {"connectorId": 1, "idTag": CARD, "meterStart": 1000, "timestamp": _ts(0)}
-        ),
+        messages=_start({"connectorId": 1, "idTag": CARD, "meterStart": 1000, "timestamp": _ts(0)}),
         boot_id="bench-fill",
     )
     head = store.outbox_head()
     assert head is not None
-    confirm_start(store, head.seq, tx_key, CSMS_TX_ID)
+    store.map_csms_tx_id(tx_key, DEFAULT_BACKEND, str(CSMS_TX_ID), delivered_seq=head.seq)
     for i in range(n):
-        enqueue(
-            store,
-            tx_key,
-            "MeterValues",
-            meter_payload(1000 + i, _ts(i)),
-            energy_wh=1000 + i,
-            at=_ts(i),
-        )
+        _queue_sample(store, tx_key, meter_payload(1000 + i, _ts(i)), 1000 + i, _ts(i))
     store.end_transaction(
         tx_key,
         meter_stop_wh=1000 + n,
         stopped_at=_ts(n),
         reason="Local",
-        messages=stop_msgs({"meterStop": 1000 + n, "timestamp": _ts(n), "reason": "Local"}),
+        messages=_next(
+            store,
+            tx_key,
+            "StopTransaction",
+            {"meterStop": 1000 + n, "timestamp": _ts(n), "reason": "Local"},
+        ),
     )
     assert store.outbox_count() == n + 1
     store.close()

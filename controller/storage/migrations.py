@@ -96,7 +96,9 @@ SELECT id_tag, status, parent_id_tag, expiry_date, last_used FROM (
 )
 
 # Version 3: a version-neutral transaction journal for several protocols and backends.
-# - transactions.tx_id: the charger's own text id (OCPP 2.0.1 transactionId), unique.
+# - transactions.tx_id: the charger's own text id (OCPP 2.0.1 transactionId): 128 random
+#   bits, unique without an index (one would cost every begin a B-tree write; the only
+#   lookups by it are among the few open transactions).
 # - tx_backend: per transaction and backend, that backend's id of it (the OCPP 1.6 integer
 #   transactionId becomes text here) and the sequence number of its next message (2.0.1
 #   seqNo, advanced in the commit that queues the message).
@@ -104,11 +106,12 @@ SELECT id_tag, status, parent_id_tag, expiry_date, last_used FROM (
 #   samples, ended) so that the store never decides by a protocol's action name;
 #   outbox.tx_seq: its sequence number (NULL for messages queued before this version).
 # The single backend of earlier versions is 'csms'; its next sequence number is 1 (its
-# StartTransaction, delivered or queued, was message 0).
+# StartTransaction, delivered or queued, was message 0). No index on outbox.backend: a
+# backend's queue is read from its last seq on in rowid order, and a second index would
+# cost every durable enqueue and delete another B-tree update.
 V3_STATEMENTS: tuple[str, ...] = (
     "ALTER TABLE transactions ADD COLUMN tx_id TEXT",
     "UPDATE transactions SET tx_id = lower(hex(randomblob(16)))",
-    "CREATE UNIQUE INDEX transactions_tx_id ON transactions (tx_id)",
     """CREATE TABLE tx_backend (
     tx_key INTEGER NOT NULL REFERENCES transactions (tx_key),
     backend TEXT NOT NULL,
@@ -124,7 +127,6 @@ SELECT tx_key, 'csms', CAST(csms_tx_id AS TEXT), 1 FROM transactions""",
     "ALTER TABLE outbox ADD COLUMN tx_seq INTEGER",
     """UPDATE outbox SET kind = CASE action WHEN 'StartTransaction' THEN 'started'
     WHEN 'MeterValues' THEN 'samples' WHEN 'StopTransaction' THEN 'ended' END""",
-    "CREATE INDEX outbox_backend ON outbox (backend, seq)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -38,6 +38,10 @@ from controller.storage.writes import (
 
 LOG = logging.getLogger(__name__)
 
+# Compact JSON as stored in the outbox; one encoder, not one per call (json.dumps with
+# arguments builds a new encoder every time: measurable on the durable enqueue path).
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
 #: Unconfirmed MeterValues kept in memory while the database is not writable (about 1.5 KiB
 #: each): 5000 is 3.5 days of 60 s samples on one connector while also offline.
 MAX_MEMORY_METER_VALUES = 5000
@@ -160,10 +164,15 @@ class Store:
         self._mem_outbox: dict[int, QueuedMessage] = {}  # queued while degraded, by seq
         self._mem_gone: set[int] = set()  # database outbox rows deleted while degraded
         self._mem_attempts: dict[int, int] = {}  # attempts of database rows while degraded
-        self._mem_next_seq: dict[tuple[int, str], int] = {}  # (tx_key, backend) -> tx_seq
-        # Highest keys the pending writes use: new keys continue after them.
-        self._high_tx_key = 0
-        self._high_seq = 0
+        # Keys and sequence numbers are handed out from memory (this process is the only
+        # writer): no query per write. The highest keys in use, the database's or pending.
+        self._high_tx_key = self._stored_max(
+            "SELECT MAX(tx_key) AS n FROM transactions", "transactions"
+        )
+        self._high_seq = self._stored_max("SELECT MAX(seq) AS n FROM outbox", "outbox")
+        # (tx_key, backend) -> the sequence number of the backend's next message of that
+        # transaction; read once per transaction (next_tx_seq), then kept up to date.
+        self._next_seq: dict[tuple[int, str], int] = {}
         self._listeners: list[Callable[[bool], None]] = []
         self._spill: SpillFile | None = None
         if spill_dir is not None and self.path != ":memory:":
@@ -219,6 +228,11 @@ class Store:
             self._spill.close()
             os.replace(self._spill.path, aside)
             return
+        # The spilled writes used keys beyond what was read at open.
+        self._high_tx_key = self._stored_max(
+            "SELECT MAX(tx_key) AS n FROM transactions", "transactions"
+        )
+        self._high_seq = self._stored_max("SELECT MAX(seq) AS n FROM outbox", "outbox")
         LOG.warning(
             "%d pending writes from before the restart (database was not writable) applied",
             len(ops),
@@ -325,18 +339,33 @@ class Store:
             started_at=started_at,
             boot_id=boot_id,
         )
+        for m in messages:
+            self._next_seq[(tx_key, m.backend)] = 0  # a new transaction: nothing to look up
         self._commit([begin, *self._enqueues(tx_key, EventKind.STARTED, messages)])
         return tx_key
 
     def next_tx_seq(self, tx_key: int, backend: str) -> int:
-        """The sequence number the backend's next message of this transaction gets."""
-        mem = self._mem_next_seq.get((tx_key, backend))
-        if mem is not None:
-            return mem
+        """The sequence number the backend's next message of this transaction gets: one
+        past its highest queued message, or past the highest one ever removed (a removal
+        records it in tx_backend.next_seq in the same commit)."""
+        key = (tx_key, backend)
+        cached = self._next_seq.get(key)
+        if cached is not None:
+            return cached
         row = self._db.execute(
-            "SELECT next_seq FROM tx_backend WHERE tx_key = ? AND backend = ?", (tx_key, backend)
+            "SELECT MAX(n) FROM (SELECT next_seq AS n FROM tx_backend"
+            " WHERE tx_key = ?1 AND backend = ?2 UNION ALL SELECT MAX(tx_seq) + 1 FROM outbox"
+            " WHERE tx_key = ?1 AND backend = ?2)",
+            key,
         ).fetchone()
-        return 0 if row is None else int(row[0])
+        stored = 0 if row[0] is None else int(row[0])
+        pending = [
+            m.tx_seq + 1
+            for m in self._mem_outbox.values()
+            if m.tx_seq is not None and (m.tx_key, m.backend) == key
+        ]
+        self._next_seq[key] = max([stored, *pending])
+        return self._next_seq[key]
 
     def record_meter(self, tx_key: int, energy_wh: int, at: str) -> None:
         """Persist the latest reading of an open transaction (used after power loss)."""
@@ -374,11 +403,13 @@ class Store:
         Returns False (and queues nothing) when it was already closed: a transaction
         never ends twice.
         """
-        tx = self.get_transaction(tx_key)
-        if tx is None or not tx.open:
+        if not self._is_open(tx_key):
             return False
         end = EndTx(tx_key, meter_stop_wh, stopped_at, reason)
         self._commit([end, *self._enqueues(tx_key, EventKind.ENDED, messages)])
+        # An ended transaction gets no more messages: keep the counters of open ones only.
+        for key in [k for k in self._next_seq if k[0] == tx_key]:
+            del self._next_seq[key]
         return True
 
     def map_csms_tx_id(
@@ -390,6 +421,14 @@ class Store:
         if delivered_seq is not None:
             ops.append(Delete(delivered_seq))
         self._commit(ops)
+
+    def _is_open(self, tx_key: int) -> bool:
+        if tx_key in self._mem_tx:
+            return self._mem_tx[tx_key].open
+        row = self._db.execute(
+            "SELECT 1 FROM transactions WHERE tx_key = ? AND stopped_at IS NULL", (tx_key,)
+        ).fetchone()
+        return row is not None
 
     def get_transaction(self, tx_key: int) -> TxRecord | None:
         if tx_key in self._mem_tx:
@@ -414,37 +453,36 @@ class Store:
         by_key.update(self._mem_tx)
         return [by_key[k] for k in sorted(by_key)]
 
+    def _stored_max(self, sql: str, table: str) -> int:
+        """The highest key of ``table`` ever used (AUTOINCREMENT remembers deleted ones)."""
+        row = self._db.execute(
+            f"SELECT MAX(n) FROM ({sql} UNION ALL SELECT seq FROM sqlite_sequence WHERE name = ?)",
+            (table,),
+        ).fetchone()
+        return int(row[0] or 0)
+
     def _next_tx_key(self) -> int:
-        stored = self._db.execute(
-            "SELECT MAX(n) FROM (SELECT MAX(tx_key) AS n FROM transactions"
-            " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'transactions')"
-        ).fetchone()[0]
-        return max(int(stored or 0), self._high_tx_key) + 1
+        self._high_tx_key += 1
+        return self._high_tx_key
 
     def _enqueues(
         self, tx_key: int | None, kind: EventKind, messages: Sequence[Outgoing]
     ) -> list[Enqueue]:
         if not messages:
             return []
-        stored = self._db.execute(
-            "SELECT MAX(n) FROM (SELECT MAX(seq) AS n FROM outbox"
-            " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'outbox')"
-        ).fetchone()[0]
-        first = max(int(stored or 0), self._high_seq) + 1
+        first = self._high_seq + 1
+        self._high_seq += len(messages)
         now = time.time()
-        return [
-            Enqueue(
-                seq=first + i,
-                backend=m.backend,
-                tx_key=tx_key,
-                tx_seq=m.tx_seq,
-                kind=kind.value,
-                action=m.action,
-                payload=json.dumps(m.payload, separators=(",", ":")),
-                created_at=now,
+        enqueues = []
+        for i, m in enumerate(messages):
+            payload = _encode_json(m.payload)
+            enqueues.append(
+                Enqueue(first + i, m.backend, tx_key, m.tx_seq, kind, m.action, payload, now)
             )
-            for i, m in enumerate(messages)
-        ]
+            if tx_key is not None and m.tx_seq is not None:
+                key = (tx_key, m.backend)
+                self._next_seq[key] = max(self.next_tx_seq(*key), m.tx_seq + 1)
+        return enqueues
 
     def shift_timestamps(
         self,
@@ -817,8 +855,6 @@ class Store:
         self._mem_outbox.clear()
         self._mem_gone.clear()
         self._mem_attempts.clear()
-        self._mem_next_seq.clear()
-        self._high_tx_key = self._high_seq = 0
         self.degraded = False
         self.degraded_reason = ""
         for listener in list(self._listeners):
@@ -859,7 +895,7 @@ class Store:
     def _view(self, op_id: int, op: Op) -> None:
         """Show a pending write in the overlay (also for writes read back from the spill)."""
         if isinstance(op, BeginTx):
-            self._high_tx_key = max(self._high_tx_key, op.tx_key)
+            self._high_tx_key = max(self._high_tx_key, op.tx_key)  # keys from the spill
             self._mem_tx[op.tx_key] = op.record()
         elif isinstance(op, TxProgress):
             self._progress_op[op.tx_key] = op_id
@@ -885,12 +921,12 @@ class Store:
                 ids = {**tx.csms_tx_ids, op.backend: op.csms_tx_id}
                 self._mem_tx[tx.tx_key] = replace(tx, csms_tx_ids=ids)
         elif isinstance(op, Enqueue):
-            self._high_seq = max(self._high_seq, op.seq)
+            self._high_seq = max(self._high_seq, op.seq)  # seqs from the spill
             self._mem_outbox[op.seq] = _queued(op)
             self._insert_op[op.seq] = op_id
             if op.tx_key is not None and op.tx_seq is not None:
                 key = (op.tx_key, op.backend)
-                self._mem_next_seq[key] = max(self.next_tx_seq(*key), op.tx_seq + 1)
+                self._next_seq[key] = max(self.next_tx_seq(*key), op.tx_seq + 1)
         elif isinstance(op, Delete):
             if self._mem_outbox.pop(op.seq, None) is None:
                 self._mem_gone.add(op.seq)

@@ -151,8 +151,8 @@ class MapTxId:
 
 @dataclass(frozen=True)
 class Enqueue:
-    """A message into a backend's outbox; with ``tx_seq`` it also advances that backend's
-    sequence counter of the transaction in the same commit (None: queued before schema 3)."""
+    """A message into a backend's outbox; ``tx_seq`` is its number within the transaction
+    (None: queued before schema 3). While it is queued it is the backend's highest number."""
 
     seq: int
     backend: str
@@ -178,20 +178,24 @@ class Enqueue:
                 self.created_at,
             ),
         )
-        if self.tx_key is not None and self.tx_seq is not None:
-            db.execute(
-                "INSERT INTO tx_backend (tx_key, backend, next_seq) VALUES (?, ?, ?)"
-                " ON CONFLICT (tx_key, backend)"
-                " DO UPDATE SET next_seq = MAX(next_seq, excluded.next_seq)",
-                (self.tx_key, self.backend, self.tx_seq + 1),
-            )
 
 
 @dataclass(frozen=True)
 class Delete:
+    """A delivered (or given up) message leaves its outbox; its number is remembered in the
+    same commit, so that the transaction's next message of that backend never reuses it."""
+
     seq: int
 
     def apply(self, db: Connection) -> None:
+        db.execute(
+            "INSERT INTO tx_backend (tx_key, backend, next_seq)"
+            " SELECT tx_key, backend, tx_seq + 1 FROM outbox"
+            " WHERE seq = ? AND tx_key IS NOT NULL AND tx_seq IS NOT NULL"
+            " ON CONFLICT (tx_key, backend) DO UPDATE SET"
+            " next_seq = MAX(next_seq, excluded.next_seq)",
+            (self.seq,),
+        )
         db.execute("DELETE FROM outbox WHERE seq = ?", (self.seq,))
 
 

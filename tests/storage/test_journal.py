@@ -132,10 +132,11 @@ def test_sequence_numbers_survive_a_restart(tmp_path: Path) -> None:
 
 
 def test_sequence_numbers_continue_on_a_full_disk_and_after_it(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Degraded mode keeps the counters in memory with the messages; the replay writes
     both, and numbering goes on without a gap or a repeat."""
+    store = Store(tmp_path / "evsed.db")
     journal, _ = _journal(store, with_16=False)
     key = journal.start_transaction(TxStart(1, "04A1B2C3", 1000, T0))
     original = Store._tx
@@ -155,11 +156,17 @@ def test_sequence_numbers_continue_on_a_full_disk_and_after_it(
     full["on"] = False
     assert store.flush()
     journal.stop_transaction(key, TxStop(1400, T0, StopCause.LOCAL))
-    assert [m.tx_seq for m in store.outbox_batch(0, 10, "energy")] == [0, 1, 2, 3]
-    tx_row = store._db.execute(
-        "SELECT next_seq FROM tx_backend WHERE tx_key = ? AND backend = 'energy'", (key,)
-    ).fetchone()
-    assert tx_row[0] == 4
+    queued = store.outbox_batch(0, 10, "energy")
+    assert [m.tx_seq for m in queued] == [0, 1, 2, 3]
+    # Delivered messages leave the queue; their numbers are never handed out again, also
+    # not by the next process.
+    store.outbox_delete_many([m.seq for m in queued])
+    store.close()
+    again = Store(tmp_path / "evsed.db")
+    try:
+        assert again.next_tx_seq(key, "energy") == 4
+    finally:
+        again.close()
 
 
 def test_without_backends_the_session_is_recorded_and_nothing_queued(store: Store) -> None:
