@@ -496,6 +496,9 @@ class Station:
                 c.status_since_s = self.clock.monotonic_s()
                 self._show_indicator(c)
                 self._report_status(c, phase, condition)
+            case sm.SessionEvent():
+                if self.port is not None:
+                    self.port.session_event(c.connector_id, command, self._now_iso())
         for listener in self._listeners:
             listener(c.connector_id, command)
 
