@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from controller.config import StandaloneConfig
-from controller.core.connector import Phase
+from controller.core.connector import Phase, SessionEvent
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.storage.journal import TxJournal
 from controller.storage.store import Store
 from hal.base import FaultKind
+
+LOG = logging.getLogger(__name__)
 
 
 class StandalonePort:
@@ -34,6 +38,10 @@ class StandalonePort:
         self, connector_id: int, phase: Phase, condition: FaultKind | None, at: str
     ) -> None:
         """Nobody to tell; the local API shows the status."""
+
+    def session_event(self, connector_id: int, event: SessionEvent, at: str) -> None:
+        """Nobody to tell; kept in the debug log."""
+        LOG.debug("connector %d: %s at %s", connector_id, event, at)
 
     async def authorize(self, id_tag: str) -> AuthDecision:
         if self.config.free_vend or id_tag.upper() in self.config.id_tags:

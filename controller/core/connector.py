@@ -1,7 +1,8 @@
 """Pure charging state machine of one connector: (state, event) -> (new state, commands).
 
-It speaks the charger's own words (connector phase, stop cause, fault kind); each protocol
-adapter maps them onto its messages (controller/ocpp16/status.py for OCPP 1.6).
+It speaks the charger's own words (connector phase, session events, stop cause, fault kind);
+each protocol adapter maps them onto its messages (controller/ocpp16/status.py for OCPP 1.6;
+a 2.0.1 adapter derives TransactionEvent trigger reasons from the session events).
 """
 
 from __future__ import annotations
@@ -44,6 +45,36 @@ class StopCause(enum.StrEnum):
     SOFT_RESET = "SoftReset"
     UNLOCK_COMMAND = "UnlockCommand"
     DE_AUTHORIZED = "DeAuthorized"
+
+
+class SessionEventKind(enum.StrEnum):
+    """What happened in a charging session, as the charger sees it (EVerest's session
+    events). Each adapter turns them into its own messages; the comment names the OCPP
+    2.0.1 trigger reason each one leads to."""
+
+    EV_CONNECTED = "EVConnected"  # cable plugged in (pilot left A): CablePluggedIn
+    EV_DISCONNECTED = "EVDisconnected"  # cable out (pilot back to A): EVCommunicationLost
+    # A driver (card) or the CSMS (remote start) authorized a session: Authorized / RemoteStart
+    AUTHORIZED = "Authorized"
+    # An authorization that started no transaction was dropped (second tap, unplug, fault,
+    # inoperative, stop request); ``timed_out``: ConnectionTimeOut, EVConnectTimeout
+    AUTHORIZATION_CANCELLED = "AuthorizationCancelled"
+    STOP_AUTHORIZED = "StopAuthorized"  # a card ended the running transaction
+    # The CSMS invalidated the running transaction's idTag; it goes on: Deauthorized
+    DEAUTHORIZED = "Deauthorized"
+    TRANSACTION_STARTED = "TransactionStarted"
+    TRANSACTION_ENDED = "TransactionEnded"
+    # The transaction's charging state (ChargingStateChanged): announced right after the
+    # start and on every change until the end; flowing exactly while the contactor is closed
+    ENERGY_FLOWING = "EnergyFlowing"
+    ENERGY_PAUSED = "EnergyPaused"
+
+
+class PausedBy(enum.StrEnum):
+    """Which side holds energy back in a running transaction (2.0.1 chargingState)."""
+
+    EV = "EV"  # energy offered, the vehicle does not ask for it (pilot B), or unplugged
+    EVSE = "EVSE"  # nothing offered: limit, invalidated idTag, fault, pilot error, inoperative
 
 
 # ----------------------------------------------------------------------------- events
@@ -238,6 +269,41 @@ class PhaseChanged:
     condition: FaultKind | None = None
 
 
+@dataclass(frozen=True)
+class SessionEvent:
+    """Something happened in the connector's session: adapters report it (2.0.1
+    TransactionEvent trigger reasons); it moves no hardware.
+
+    Fields beyond ``kind`` are set for the kinds named next to them.
+    """
+
+    kind: SessionEventKind
+    # AUTHORIZED, AUTHORIZATION_CANCELLED, STOP_AUTHORIZED, TRANSACTION_STARTED,
+    # TRANSACTION_ENDED (the card that ended it, None when not ended by a card)
+    id_tag: str | None = None
+    parent_id_tag: str | None = None  # AUTHORIZED (local authorization only)
+    remote: bool = False  # AUTHORIZED: by the CSMS (remote start), not at the reader
+    timed_out: bool = False  # AUTHORIZATION_CANCELLED: nobody plugged in in time
+    reservation_id: int | None = None  # TRANSACTION_STARTED: the reservation it ends
+    # TRANSACTION_STARTED: re-attached after a restart; the backend knows it already
+    resumed: bool = False
+    cause: StopCause | None = None  # TRANSACTION_ENDED, always
+    paused_by: PausedBy | None = None  # ENERGY_PAUSED, always
+    # ENERGY_PAUSED: the fault (or pilot error) that holds energy back (AbnormalCondition)
+    condition: FaultKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is SessionEventKind.TRANSACTION_ENDED and self.cause is None:
+            raise ValueError("TRANSACTION_ENDED needs its StopCause")
+        if self.kind is SessionEventKind.ENERGY_PAUSED and self.paused_by is None:
+            raise ValueError("ENERGY_PAUSED needs the side that pauses")
+        if (
+            self.kind in (SessionEventKind.AUTHORIZED, SessionEventKind.STOP_AUTHORIZED)
+            and self.id_tag is None
+        ):
+            raise ValueError(f"{self.kind} needs the idTag")
+
+
 Command = (
     SwitchContactor
     | SetCurrentLimit
@@ -247,6 +313,7 @@ Command = (
     | StartTx
     | StopTx
     | PhaseChanged
+    | SessionEvent
 )
 
 # ----------------------------------------------------------------------------- state
@@ -301,17 +368,13 @@ def derive_phase(s: ConnectorState) -> tuple[Phase, FaultKind | None]:
         return Phase.FAULTED, s.fault
     pilot_error = s.vehicle in (VehicleState.E, VehicleState.F)
     if s.tx_active:
-        # A pilot error is a warning, not a fault, and the charger (board silent, pilot
-        # error) is the side that cannot offer energy: suspended by the EVSE.
-        if pilot_error:
-            return Phase.SUSPENDED_EVSE, FaultKind.EV_COMMUNICATION
-        if contactor_permitted(s):
+        by = paused_by(s)
+        if by is None:
             return Phase.CHARGING, None
-        if not s.vehicle.plugged:
-            return Phase.SUSPENDED_EV, None  # EV side unplugged, transaction kept
-        if offered_current_a(s) <= 0:
-            return Phase.SUSPENDED_EVSE, None
-        return Phase.SUSPENDED_EV, None
+        if pilot_error:
+            # A pilot error is a warning, not a fault (shown with SuspendedEVSE).
+            return Phase.SUSPENDED_EVSE, FaultKind.EV_COMMUNICATION
+        return (Phase.SUSPENDED_EV if by is PausedBy.EV else Phase.SUSPENDED_EVSE), None
     if not s.operative:
         return Phase.UNAVAILABLE, None
     if s.finishing and s.vehicle.plugged:
@@ -323,6 +386,28 @@ def derive_phase(s: ConnectorState) -> tuple[Phase, FaultKind | None]:
     if s.vehicle.plugged or s.authorized_tag is not None or s.authorizing is not None:
         return Phase.PREPARING, None
     return Phase.AVAILABLE, None
+
+
+def paused_by(s: ConnectorState) -> PausedBy | None:
+    """In a running transaction, the side that holds energy back; None while it flows."""
+    if s.fault is not None or s.vehicle in (VehicleState.E, VehicleState.F):
+        # The charger (board silent, pilot error, fault) is the side that cannot offer.
+        return PausedBy.EVSE
+    if contactor_permitted(s):
+        return None
+    if not s.vehicle.plugged:
+        return PausedBy.EV  # EV side unplugged, transaction kept
+    if offered_current_a(s) <= 0:
+        return PausedBy.EVSE
+    return PausedBy.EV
+
+
+def _charging_state(s: ConnectorState) -> tuple[PausedBy | None, FaultKind | None] | None:
+    """What ENERGY_FLOWING / ENERGY_PAUSED announce: None without a transaction."""
+    if not s.tx_active:
+        return None
+    by = paused_by(s)
+    return by, (None if by is None else s.condition)
 
 
 def initial_state(
@@ -355,7 +440,9 @@ def step(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Command]
     """Apply one event; return the new state and the commands the runtime must execute.
 
     Commands come in a safe order: the contactor opens before anything else happens and
-    closes only after everything else (e.g. transaction start, lock) has been issued.
+    closes only after everything else (e.g. transaction start, lock) has been issued. Only
+    notifications follow a closing: the charging state (ENERGY_*), then PhaseChanged. The
+    other session events sit where they happen, e.g. TRANSACTION_STARTED right after StartTx.
     """
     new, cmds = _apply(s, event)
     return _settle(s, new, cmds)
@@ -377,6 +464,11 @@ def _start_if_ready(s: ConnectorState, cmds: list[Command]) -> ConnectorState:
             return s  # reserved for somebody else (5.13)
         rid = s.reservation_id if s.reserved_for is not None else None
         cmds.append(StartTx(s.authorized_tag, rid))
+        cmds.append(
+            SessionEvent(
+                SessionEventKind.TRANSACTION_STARTED, id_tag=s.authorized_tag, reservation_id=rid
+            )
+        )
         if not s.locked:
             cmds.append(Lock())
         return replace(
@@ -395,6 +487,7 @@ def _end_tx(
 ) -> ConnectorState:
     # The contactor is opened by _settle, ahead of the StopTx command.
     cmds.append(StopTx(reason, id_tag))
+    cmds.append(SessionEvent(SessionEventKind.TRANSACTION_ENDED, id_tag=id_tag, cause=reason))
     s = replace(
         s,
         tx_active=False,
@@ -418,6 +511,24 @@ def _end_tx(
     return s
 
 
+def _drop_authorization(s: ConnectorState, cmds: list[Command], timed_out: bool = False) -> None:
+    """Announce that the caller drops an authorization that started no transaction."""
+    if s.authorized_tag is not None and not s.tx_active:
+        cmds.append(
+            SessionEvent(
+                SessionEventKind.AUTHORIZATION_CANCELLED,
+                id_tag=s.authorized_tag,
+                timed_out=timed_out,
+            )
+        )
+
+
+def _stop_authorized(s: ConnectorState, tag: str, cmds: list[Command]) -> ConnectorState:
+    """A card (the starting one, or one with the same parent idTag) ends the transaction."""
+    cmds.append(SessionEvent(SessionEventKind.STOP_AUTHORIZED, id_tag=tag))
+    return _end_tx(s, StopCause.LOCAL, cmds, tag)
+
+
 def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Command]]:
     cmds: list[Command] = []
     match event:
@@ -425,21 +536,25 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             was_plugged = s.vehicle.plugged
             s = replace(s, vehicle=vs)
             if was_plugged and not vs.plugged:
+                cmds.append(SessionEvent(SessionEventKind.EV_DISCONNECTED))
                 if s.tx_active and s.stop_on_ev_disconnect:
                     s = _end_tx(s, StopCause.EV_DISCONNECTED, cmds)
                 s = replace(s, finishing=False)
                 if not s.tx_active:
+                    _drop_authorization(s, cmds)
                     s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
                     if s.locked and s.unlock_on_ev_disconnect:
                         cmds.append(Unlock())
                         s = replace(s, locked=False)
             else:
+                if vs.plugged and not was_plugged:
+                    cmds.append(SessionEvent(SessionEventKind.EV_CONNECTED))
                 # Also after a pilot error (E/F) recovers to B/C.
                 s = _start_if_ready(s, cmds)
         case TokenPresented(id_tag=tag):
             if s.tx_active:
                 if tag == s.authorized_tag:
-                    s = _end_tx(s, StopCause.LOCAL, cmds, tag)
+                    s = _stop_authorized(s, tag, cmds)
                 elif s.authorizing is None:
                     # A different card may stop it if it shares the parent idTag.
                     cmds.append(RequestAuthorization(tag))
@@ -447,6 +562,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             elif s.authorized_tag is not None:
                 if tag == s.authorized_tag:
                     # Second tap before plugging in cancels the pending authorization.
+                    _drop_authorization(s, cmds)
                     s = replace(
                         s, authorized_tag=None, authorized_parent=None, authorized_at_s=None
                     )
@@ -471,10 +587,13 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     and s.authorized_parent is not None
                     and parent == s.authorized_parent
                 ):
-                    s = _end_tx(s, StopCause.LOCAL, cmds, tag)
+                    s = _stop_authorized(s, tag, cmds)
             elif ok and s.operative and s.fault is None and s.authorized_tag is None:
                 s = replace(
                     s, authorized_tag=tag, authorized_parent=parent, authorized_at_s=s.now_s
+                )
+                cmds.append(
+                    SessionEvent(SessionEventKind.AUTHORIZED, id_tag=tag, parent_id_tag=parent)
                 )
                 s = _start_if_ready(s, cmds)
         case RemoteStart(id_tag=tag):
@@ -484,11 +603,13 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 and (s.reserved_for is None or s.reserved_for == tag)
             ):
                 s = replace(s, authorized_tag=tag, authorized_parent=None, authorized_at_s=s.now_s)
+                cmds.append(SessionEvent(SessionEventKind.AUTHORIZED, id_tag=tag, remote=True))
                 s = _start_if_ready(s, cmds)
         case StopRequest(reason=reason):
             if s.tx_active:
                 s = _end_tx(s, reason, cmds)
             else:
+                _drop_authorization(s, cmds)
                 s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
             if reason is StopCause.UNLOCK_COMMAND and s.locked:
                 cmds.append(Unlock())
@@ -498,6 +619,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             if fault is not None:
                 s = replace(s, reserved_for=None, reservation_id=None)  # 5.13
                 if not s.tx_active:
+                    _drop_authorization(s, cmds)
                     s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
         case AvailabilityChanged(operative=op):
             if s.tx_active and not op:
@@ -505,6 +627,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             else:
                 s = replace(s, operative=op, pending_operative=None)
                 if not op:
+                    _drop_authorization(s, cmds)
                     s = replace(
                         s,
                         authorized_tag=None,
@@ -528,6 +651,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 and now - s.authorized_at_s >= s.connection_timeout_s
             ):
                 # ConnectionTimeOut (9.1.6): the driver never plugged in.
+                _drop_authorization(s, cmds, timed_out=True)
                 s = replace(s, authorized_tag=None, authorized_parent=None, authorized_at_s=None)
         case Deauthorized(energy_limit_wh=limit):
             if s.tx_active:
@@ -535,6 +659,8 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     # A second invalidation never extends the allowance.
                     old = s.energy_limit_wh
                     limit = None if old is None or limit is None else min(old, limit)
+                else:
+                    cmds.append(SessionEvent(SessionEventKind.DEAUTHORIZED))
                 s = replace(s, deauthorized=True, energy_limit_wh=limit)
         case EnergyMeasured(energy_wh=energy):
             if (
@@ -557,6 +683,9 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 and s.operative
                 and s.fault is None
             ):
+                cmds.append(
+                    SessionEvent(SessionEventKind.TRANSACTION_STARTED, id_tag=tag, resumed=True)
+                )
                 if not s.locked:
                     cmds.append(Lock())
                 s = replace(
@@ -600,6 +729,16 @@ def _settle(
     phase, condition = derive_phase(s)
     notify: list[Command] = []
     if (phase, condition) != (old.phase, old.condition):
-        notify.append(PhaseChanged(phase, condition))
         s = replace(s, phase=phase, condition=condition)
+    # The charging state changes with the contactor and the offer, decided just above.
+    charging = _charging_state(s)
+    if charging is not None and charging != _charging_state(old):
+        by, why = charging
+        notify.append(
+            SessionEvent(SessionEventKind.ENERGY_FLOWING)
+            if by is None
+            else SessionEvent(SessionEventKind.ENERGY_PAUSED, paused_by=by, condition=why)
+        )
+    if (phase, condition) != (old.phase, old.condition):
+        notify.append(PhaseChanged(phase, condition))
     return s, head + cmds + tail + notify

@@ -40,7 +40,8 @@ class StationControl(Protocol):
     """What a protocol adapter or the local API may ask of the station runtime.
 
     Nothing outside ``controller/runtime`` reads the station's internals; an import-linter
-    contract keeps ``runtime.station`` to the runtime and the composition root.
+    contract keeps ``runtime.station`` and its collaborators to the runtime and the
+    composition root.
     """
 
     boot_id: str

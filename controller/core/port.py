@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.core.connector import Phase, StopCause
+from controller.core.connector import Phase, SessionEvent, StopCause
 from hal.base import FaultKind, MeterReading
 
 
@@ -70,6 +70,12 @@ class CsmsPort(Protocol):
         self, connector_id: int, phase: Phase, condition: FaultKind | None, at: str
     ) -> None:
         """The connector's phase or condition changed (``at``: when, UTC ISO 8601)."""
+        ...
+
+    def session_event(self, connector_id: int, event: SessionEvent, at: str) -> None:
+        """Something happened in the connector's session (``at``: when, UTC ISO 8601), in
+        the order the state machine emitted it; a 2.0.1 adapter derives its TransactionEvent
+        trigger reasons and charging states from these."""
         ...
 
     async def authorize(self, id_tag: str) -> AuthDecision: ...

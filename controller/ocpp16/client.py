@@ -249,6 +249,11 @@ class Ocpp16Client:
         )
         self._status_wakeup.set()
 
+    def session_event(self, connector_id: int, event: sm.SessionEvent, at: str) -> None:
+        """OCPP 1.6 has no message for session events: its StartTransaction, StopTransaction
+        and StatusNotification come from the other port calls."""
+        LOG.debug("connector %d: %s at %s", connector_id, event.kind.value, at)
+
     def _force_status(self, connector_id: int, status: str, error_code: str) -> None:
         """Report the current status now (keeping the start time if it is already queued)."""
         pending = self._pending_status.get(connector_id)

@@ -25,6 +25,7 @@ from controller.core.connector import (
     RemoteStart,
     RequestAuthorization,
     ReservationChanged,
+    SessionEvent,
     SetCurrentLimit,
     SettingsChanged,
     StartTx,
@@ -38,9 +39,9 @@ from controller.core.connector import (
     VehicleChanged,
     can_start_remotely,
     derive_phase,
-    step,
 )
 from controller.core.connector import initial_state as _initial_state
+from controller.core.connector import step as _step
 from hal.base import FaultKind, VehicleState
 
 A, B, C, D, E, F = (
@@ -61,6 +62,13 @@ def initial_state(**kwargs: object) -> ConnectorState:
 
 
 CLOSE = SwitchContactor(True)
+
+
+def step(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Command]]:
+    """``step`` without the session events: these tests pin the commands that move hardware
+    and report status; tests/core/test_session_events.py pins the session events."""
+    s, cmds = _step(s, event)
+    return s, [c for c in cmds if not isinstance(c, SessionEvent)]
 
 
 def run(s: ConnectorState, *events: Event) -> tuple[ConnectorState, list[Command]]:

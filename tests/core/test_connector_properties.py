@@ -3,7 +3,8 @@
 A hypothesis RuleBasedStateMachine drives ``step`` with arbitrary events and executes the
 returned commands against a model of the hardware (contactor, lock, offered current), the
 way the runtime does. An independent shadow model, built only from the events and the
-emitted commands, restates the safety rule without reading the state machine's fields.
+emitted commands, restates the safety rule without reading the state machine's fields, and
+follows the session events an adapter would see (``check_session_event``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,21 @@ from controller.core.connector import (
     Command,
     ConnectorState,
     CurrentLimitChanged,
+    Deauthorized,
+    EnergyMeasured,
     Event,
     FaultChanged,
     Lock,
     MeterReady,
+    PausedBy,
     Phase,
     PhaseChanged,
     RemoteStart,
     RequestAuthorization,
     ReservationChanged,
+    ResumeTx,
+    SessionEvent,
+    SessionEventKind,
     SetCurrentLimit,
     SettingsChanged,
     StartTx,
@@ -71,6 +78,7 @@ MAX_CURRENTS = [32.0, 32.0, 16.0, 6.0, 5.0, 0.0]
 # IEC 61851-1: the control pilot cannot advertise less than 6 A; restated, not imported.
 IEC_MIN_CURRENT_A = 6.0
 PILOT_ERROR = (VehicleState.E, VehicleState.F)
+ENERGIES = [0.0, 100.0, 499.9, 500.0, 500.1, 1000.0, 50.0]
 
 tags = st.sampled_from(TAGS)
 # Weighted towards the states in which charging happens; faults and E/F stay common enough.
@@ -141,6 +149,16 @@ class Model:
     unlock_on_ev_disconnect: bool = True
     # the meter has answered once (MeterReady): before that nothing can be billed
     meter_ready: bool = False
+    # what the session events have told an adapter so far
+    ev_connected: bool = False
+    session_auth: str | None = None  # AUTHORIZED, not yet used by a transaction or dropped
+    session_tx: bool = False  # TRANSACTION_STARTED, not yet ENDED
+    # last ENERGY_* of the open transaction: None = flowing, else who pauses it
+    charging: tuple[PausedBy | None, FaultKind | None] | None = None
+    session_starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.ev_connected = self.vehicle.plugged
 
     def shadow_limit_a(self) -> float:
         return self.max_current_a if self.limit_a is None else min(self.max_current_a, self.limit_a)
@@ -212,7 +230,12 @@ def check_step(
                 assert i_open < i, cmds
     if SwitchContactor(True) in cmds:
         i_close = cmds.index(SwitchContactor(True))
-        assert all(isinstance(c, PhaseChanged) for c in cmds[i_close + 1 :]), cmds
+        # ... followed only by notifications: the charging state, then the phase.
+        assert all(
+            isinstance(c, PhaseChanged)
+            or (isinstance(c, SessionEvent) and c.kind is SessionEventKind.ENERGY_FLOWING)
+            for c in cmds[i_close + 1 :]
+        ), cmds
 
     # (e) exactly one PhaseChanged per status change, none otherwise, always the new status.
     notes = [c for c in cmds if isinstance(c, PhaseChanged)]
@@ -222,8 +245,10 @@ def check_step(
         assert notes == [], (ev, cmds)
     assert (new.phase, new.condition) == derive_phase(new)
 
-    for c in cmds:
+    for i, c in enumerate(cmds):
         match c:
+            case SessionEvent():
+                check_session_event(model, ev, cmds, i)
             case SwitchContactor(on=on):
                 assert model.contactor != on, f"redundant {c}"
                 model.contactor = on
@@ -268,6 +293,27 @@ def check_step(
                 pass
     assert model.starts - model.stops == (1 if model.tx_open else 0)
 
+    # Session events: transactions and plug state as announced equal those commanded; the
+    # announced charging state of an open transaction is "flowing" iff the contactor is closed.
+    assert model.session_tx == model.tx_open, (ev, cmds)
+    assert model.session_starts == model.starts, (ev, cmds)
+    assert model.ev_connected == model.vehicle.plugged, (ev, cmds)
+    if model.session_tx:
+        assert model.charging is not None, ("charging state never announced", ev, cmds)
+        assert (model.charging[0] is None) == model.contactor, (ev, cmds)
+    # An announced authorization is pending exactly while the state holds one without a
+    # transaction: none is dropped or replaced without a word.
+    pending = new.authorized_tag if not new.tx_active else None
+    assert model.session_auth == pending, (ev, cmds, new)
+    # A stop with an idTag is a card's stop: announced as STOP_AUTHORIZED, and only then.
+    by_card = [c.id_tag for c in cmds if isinstance(c, StopTx) and c.id_tag is not None]
+    stop_auth = [
+        c.id_tag
+        for c in cmds
+        if isinstance(c, SessionEvent) and c.kind is SessionEventKind.STOP_AUTHORIZED
+    ]
+    assert by_card == stop_auth, cmds
+
     # (h) 4.10: a transaction that ends with the cable unplugged at the EV side releases the
     # lock, except for reason EVDisconnected with UnlockConnectorOnEVSideDisconnect=false.
     stops = [c for c in cmds if isinstance(c, StopTx)]
@@ -278,6 +324,77 @@ def check_step(
             assert not model.locked, (ev, cmds)
 
     check_state(model, new)
+
+
+def check_session_event(model: Model, ev: Event, cmds: list[Command], i: int) -> None:
+    """One session event at position ``i`` of ``cmds``, after the commands before it ran."""
+    se = cmds[i]
+    assert isinstance(se, SessionEvent)
+    kind = se.kind
+    if kind is SessionEventKind.EV_CONNECTED:
+        # EV_CONNECTED and EV_DISCONNECTED alternate, each on the pilot leaving / reaching A.
+        assert not model.ev_connected and isinstance(ev, VehicleChanged) and ev.state.plugged
+        model.ev_connected = True
+    elif kind is SessionEventKind.EV_DISCONNECTED:
+        assert model.ev_connected and isinstance(ev, VehicleChanged) and not ev.state.plugged
+        model.ev_connected = False
+    elif kind is SessionEventKind.AUTHORIZED:
+        # At most one authorization at a time, never during a transaction, only for a tag
+        # the backend (or the reader's answer) granted; ``remote`` says which.
+        assert model.session_auth is None and not model.session_tx, (ev, cmds)
+        assert isinstance(ev, AuthResult | RemoteStart) and se.id_tag == ev.id_tag, (ev, se)
+        assert se.id_tag in model.granted
+        assert se.remote == isinstance(ev, RemoteStart)
+        model.session_auth = se.id_tag
+    elif kind is SessionEventKind.AUTHORIZATION_CANCELLED:
+        assert model.session_auth is not None and se.id_tag == model.session_auth, (ev, se)
+        assert not model.session_tx
+        assert se.timed_out == isinstance(ev, Tick)
+        model.session_auth = None
+    elif kind is SessionEventKind.TRANSACTION_STARTED:
+        # TRANSACTION_STARTED and TRANSACTION_ENDED alternate: at most one is open.
+        assert not model.session_tx, ("second TRANSACTION_STARTED", ev, cmds)
+        if se.resumed:
+            assert isinstance(ev, ResumeTx) and se.id_tag == ev.id_tag
+            assert not any(isinstance(c, StartTx) for c in cmds)
+        else:
+            # Right after the StartTx it announces, for the authorization announced before.
+            assert i > 0 and cmds[i - 1] == StartTx(se.id_tag or "", se.reservation_id), cmds
+            assert model.session_auth == se.id_tag, (model.session_auth, se)
+        model.session_auth = None
+        model.session_tx, model.charging = True, None
+        model.session_starts += 1
+    elif kind is SessionEventKind.TRANSACTION_ENDED:
+        assert model.session_tx, ("TRANSACTION_ENDED without a start", ev, cmds)
+        # Every end carries its StopCause, the one of the StopTx just before it.
+        assert isinstance(se.cause, StopCause)
+        assert i > 0 and cmds[i - 1] == StopTx(se.cause, se.id_tag), cmds
+        assert not model.contactor
+        model.session_tx, model.charging = False, None
+    elif kind is SessionEventKind.STOP_AUTHORIZED:
+        # A card ends the open transaction in the same step, reason Local, with its idTag.
+        assert model.session_tx
+        assert isinstance(ev, TokenPresented | AuthResult) and se.id_tag == ev.id_tag
+        ended = [
+            c
+            for c in cmds[i + 1 :]
+            if isinstance(c, SessionEvent) and c.kind is SessionEventKind.TRANSACTION_ENDED
+        ]
+        assert ended and ended[0].cause is StopCause.LOCAL and ended[0].id_tag == se.id_tag
+    elif kind is SessionEventKind.DEAUTHORIZED:
+        assert model.session_tx and isinstance(ev, Deauthorized)
+    elif kind is SessionEventKind.ENERGY_FLOWING:
+        # Energy flows only in an open transaction with the contactor (just) closed.
+        assert model.session_tx and model.contactor, (ev, cmds)
+        assert model.charging != (None, None), ("repeated ENERGY_FLOWING", ev, cmds)
+        model.charging = (None, None)
+    elif kind is SessionEventKind.ENERGY_PAUSED:
+        assert model.session_tx and not model.contactor, (ev, cmds)
+        assert se.paused_by is not None
+        assert model.charging != (se.paused_by, se.condition), ("repeated", ev, cmds)
+        if se.condition is not None:
+            assert se.paused_by is PausedBy.EVSE
+        model.charging = (se.paused_by, se.condition)
 
 
 def check_state(model: Model, s: ConnectorState) -> None:
@@ -368,7 +485,7 @@ class ConnectorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.s = initial_state()
-        self.model = Model()
+        self.model = InvalidIdModel()
         self.now = 0.0
         self.trace: list[Event] = []
 
@@ -387,7 +504,7 @@ class ConnectorMachine(RuleBasedStateMachine):
             vehicle=vehicle,
             meter_ready=meter_ready,
         )
-        self.model = Model(
+        self.model = InvalidIdModel(
             vehicle=vehicle,
             operative=operative,
             max_current_a=max_current_a,
@@ -399,7 +516,7 @@ class ConnectorMachine(RuleBasedStateMachine):
         old = self.s
         self.s, cmds = step(old, ev)
         self.trace.append(ev)
-        check_step(self.model, old, ev, self.s, cmds)
+        check_invalid_id_step(self.model, old, ev, self.s, cmds)
 
     @rule(vs=vehicle_states)
     def vehicle(self, vs: VehicleState) -> None:
@@ -477,6 +594,24 @@ class ConnectorMachine(RuleBasedStateMachine):
     )
     def settings_changed(self, timeout: float, stop: bool, unlock: bool) -> None:
         self.apply(SettingsChanged(timeout, stop, unlock))
+
+    @rule(limit=st.one_of(st.none(), st.sampled_from(ENERGIES)))
+    def deauthorized(self, limit: float | None) -> None:
+        self.apply(Deauthorized(limit))
+
+    @rule(energy=st.sampled_from(ENERGIES))
+    def energy(self, energy: float) -> None:
+        self.apply(EnergyMeasured(energy))
+
+    @rule(
+        tag=tags,
+        parent=st.sampled_from(PARENTS),
+        deauth=st.booleans(),
+        limit=st.one_of(st.none(), st.sampled_from(ENERGIES)),
+    )
+    def resume(self, tag: str, parent: str | None, deauth: bool, limit: float | None) -> None:
+        """A transaction a restart left open (the runtime sends this once, at start)."""
+        self.apply(ResumeTx(tag, parent, deauth, limit))
 
     @invariant()
     def consistent(self) -> None:
@@ -736,10 +871,6 @@ def test_becoming_unavailable_or_faulted_ends_reservation(evs: list[Event]) -> N
 # ResumeTx re-attaches a transaction a restart left open. The shadow model restates when
 # energy may flow: an invalidated idTag only within a remaining allowance.
 
-from controller.core.connector import Deauthorized, EnergyMeasured, ResumeTx  # noqa: E402
-
-ENERGIES = [0.0, 100.0, 499.9, 500.0, 500.1, 1000.0, 50.0]
-
 
 @dataclass
 class InvalidIdModel(Model):
@@ -790,7 +921,11 @@ def check_invalid_id_step(
     new: ConnectorState,
     cmds: list[Command],
 ) -> None:
-    was_open = model.tx_open
+    was_open, was_deauthorized = model.tx_open, model.deauthorized
+    # The first invalidation of an open transaction is announced (DEAUTHORIZED), once.
+    newly = isinstance(ev, Deauthorized) and was_open and not was_deauthorized
+    kinds = [c.kind for c in cmds if isinstance(c, SessionEvent)]
+    assert (SessionEventKind.DEAUTHORIZED in kinds) == newly, (ev, cmds)
     if isinstance(ev, ResumeTx):
         model.observe_event(ev)
         assert not any(isinstance(c, StartTx | StopTx) for c in cmds), cmds
@@ -879,7 +1014,8 @@ def test_deauthorized_example_allowance_then_suspended() -> None:
         s, _ = step(s, ev)
     assert s.contactor_closed
     s, cmds = step(s, Deauthorized(1500.0))
-    assert s.contactor_closed and cmds == []  # allowance left
+    # Allowance left: energy goes on; only the adapter hears of it.
+    assert s.contactor_closed and cmds == [SessionEvent(SessionEventKind.DEAUTHORIZED)]
     s, cmds = step(s, EnergyMeasured(1499.0))
     assert s.contactor_closed
     s, cmds = step(s, EnergyMeasured(1500.0))
