@@ -29,6 +29,7 @@ TX defaults (K08.FR.06 for evse 0); TX profiles never apply there.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,33 +193,41 @@ def _profile_pieces(
     source = Source(
         _SOURCE_KIND[profile.purpose], profile.profile_id, profile.stack_level, profile.connector_id
     )
-    converted = []
-    for period in periods:
+    offsets = [period.start_s * _US_PER_S for period in periods]
+    # Converted lazily: a short window (limit_at) touches one period of 48.
+    converted: dict[int, tuple[Decimal, int, Decimal | None]] = {}
+
+    def convert(i: int) -> tuple[Decimal, int, Decimal | None]:
+        period = periods[i]
         phases = min(period.phases or DEFAULT_PHASES, phases_cap)
-        native = period.limit
-        limit_a = (
-            native if schedule.unit is RateUnit.A else watts_to_amps(native, phases, voltage_v)
-        )
+        if schedule.unit is RateUnit.A:
+            return period.limit, phases, schedule.min_rate
         min_rate = schedule.min_rate
-        if min_rate is not None and schedule.unit is RateUnit.W:
+        if min_rate is not None:
             min_rate = watts_to_amps(min_rate, phases, voltage_v)
-        converted.append((period.start_s * _US_PER_S, limit_a, native, phases, min_rate))
+        return watts_to_amps(period.limit, phases, voltage_v), phases, min_rate
+
     pieces: list[_Piece] = []
-    last = len(converted) - 1
+    last = len(offsets) - 1
     for origin in origins:
         end = hi if span_us is None else min(hi, origin + span_us)
         if end <= lo or origin >= hi:
             continue
-        for i, (offset_us, limit_a, native, phases, min_rate) in enumerate(converted):
-            t0 = origin + offset_us
+        i = max(0, bisect_right(offsets, lo - origin) - 1)
+        while i <= last:
+            t0 = origin + offsets[i]
             if t0 >= end:
                 break  # K01.FR.11: periods past the duration are not executed
-            t1 = end if i == last else min(end, origin + converted[i + 1][0])
+            t1 = end if i == last else min(end, origin + offsets[i + 1])
             a, b = max(t0, lo), min(t1, hi)
             if a < b:
+                if i not in converted:
+                    converted[i] = convert(i)
+                limit_a, phases, min_rate = converted[i]
                 pieces.append(
-                    _Piece(a, b, limit_a, native, schedule.unit, phases, min_rate, source)
+                    _Piece(a, b, limit_a, periods[i].limit, schedule.unit, phases, min_rate, source)
                 )
+            i += 1
     return pieces
 
 
