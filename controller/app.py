@@ -134,6 +134,8 @@ class App:
                     indicator=devices.get("indicator"),
                     fault=devices.get("fault"),
                     max_current_a=cc.max_current_a,
+                    phases=cc.phases,
+                    nominal_voltage_v=cc.nominal_voltage_v,
                 )
             )
         reader = None

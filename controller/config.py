@@ -38,6 +38,10 @@ class ConnectorConfig:
     connector_id: int
     max_current_a: float
     devices: dict[str, DeviceConfig]
+    # Phases wired to the connector and the nominal line voltage: what a charging limit in
+    # W means in A (OCPP 1.6 7.12: the set voltage for the area, not the measured one).
+    phases: int = 3
+    nominal_voltage_v: float = 230.0
 
 
 @dataclass(frozen=True)
@@ -310,7 +314,7 @@ def parse(data: dict[str, Any]) -> Config:
         key = f"connectors.{index}"
         if not isinstance(raw, dict):
             raise ConfigError(key, "must be a [[connectors]] table")
-        _unknown(raw, {"max_current_a", *DEVICE_ROLES}, key)
+        _unknown(raw, {"max_current_a", "phases", "nominal_voltage_v", *DEVICE_ROLES}, key)
         devices = {}
         for role in DEVICE_ROLES:
             if role in raw:
@@ -320,7 +324,11 @@ def parse(data: dict[str, Any]) -> Config:
                     f"{key}.{role}", f'missing; add [connectors.{role}] with driver = "..."'
                 )
         max_a = _num(raw, "max_current_a", f"{key}.max_current_a", 32.0, 6.0, 80.0)
-        connectors.append(ConnectorConfig(index, max_a, devices))
+        phases = raw.get("phases", 3)
+        if phases not in (1, 3) or isinstance(phases, bool):
+            raise ConfigError(f"{key}.phases", "must be 1 or 3")
+        voltage_v = _num(raw, "nominal_voltage_v", f"{key}.nominal_voltage_v", 230.0, 100.0, 400.0)
+        connectors.append(ConnectorConfig(index, max_a, devices, int(phases), voltage_v))
 
     ocpp = _table(data, "ocpp", "ocpp")
     keys: dict[str, KeyDef] = {k.name: k for k in core_keys(len(connectors))}

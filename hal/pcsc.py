@@ -181,12 +181,13 @@ class PcscTokenReader(TokenReader):
                 continue
             with self._lock:
                 self._context = context
-            self.connected.set()
             if outage_logged:
                 log.info("connected to pcscd again")
                 outage_logged = False
             else:
                 log.debug("connected to pcscd")
+            # Set after the log line: whoever waits for ``connected`` also sees it reported.
+            self.connected.set()
             try:
                 self._watch(context)
             except _ContextLost as exc:

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from controller.core.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
+from controller.core.composite import CompositeSchedule
 from controller.core.connector import Phase, StopCause
 from hal.base import FaultKind, MeterReading
 
@@ -32,6 +34,7 @@ class ConnectorView:
     tx_key: int | None
     plugged: bool
     offered_current_a: float
+    offered_power_w: float
     # The latest reading; None while the meter does not answer (no sample is invented).
     live_reading: MeterReading | None
 
@@ -57,7 +60,12 @@ class StationControl(Protocol):
         """The connector a remote start would use; None when none can take it."""
         ...
 
-    def begin_remote(self, connector_id: int, id_tag: str) -> None: ...
+    def begin_remote(
+        self, connector_id: int, id_tag: str, tx_profile: ChargingProfile | None = None
+    ) -> None:
+        """Start the authorized remote session; ``tx_profile`` (validated) becomes the TX
+        profile of the transaction it starts."""
+        ...
 
     def stop_transaction(self, tx_key: int, cause: StopCause) -> bool:
         """Stop a running transaction; False when no connector runs it."""
@@ -79,6 +87,35 @@ class StationControl(Protocol):
 
     def set_connector_fault(self, connector_id: int, fault: FaultKind | None) -> None:
         """A fault from outside the connector's own inputs (API, simulation)."""
+        ...
+
+    # ------------------------------------------------------------------ smart charging
+
+    def running_transactions(self) -> dict[int, int]:
+        """connector id -> tx_key of every running transaction."""
+        ...
+
+    def installed_profiles(self) -> tuple[ChargingProfile, ...]: ...
+
+    def install_profile(self, profile: ChargingProfile) -> None:
+        """A validated profile; it replaces what it replaces and applies at once."""
+        ...
+
+    def clear_profiles(
+        self,
+        *,
+        profile_id: int | None = None,
+        connector_id: int | None = None,
+        purpose: ProfilePurpose | None = None,
+        stack_level: int | None = None,
+    ) -> int:
+        """Remove the profiles matching every given criterion; how many."""
+        ...
+
+    def composite_schedule(
+        self, connector_id: int, duration_s: int, unit: RateUnit | None = None
+    ) -> CompositeSchedule:
+        """From now; connector 0 is the station."""
         ...
 
     def snapshot(self) -> dict[str, Any]:

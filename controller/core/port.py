@@ -27,6 +27,8 @@ class Sample:
     timestamp: str
     context: str = "Sample.Periodic"
     offered_current_a: float | None = None
+    # The power that current allows on the connector's phases at the nominal voltage.
+    offered_power_w: float | None = None
 
 
 @dataclass(frozen=True)

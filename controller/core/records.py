@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from controller.core.charging_profiles import ChargingProfile
 
 #: The name of the backend when only one is configured (and of the one before schema 3).
 DEFAULT_BACKEND = "csms"
@@ -88,3 +90,13 @@ class StationRecords(Protocol):
     def cache_get(self, id_tag: str) -> TagInfo | None: ...
 
     def local_list_get(self, id_tag: str) -> TagInfo | None: ...
+
+    def profiles(self, backend: str = DEFAULT_BACKEND) -> list[ChargingProfile]:
+        """The backend's installed charging profiles."""
+        ...
+
+    def save_profiles(
+        self, backend: str, put: Sequence[ChargingProfile] = (), drop: Iterable[int] = ()
+    ) -> None:
+        """Install ``put`` and remove the profile ids ``drop`` in one commit."""
+        ...

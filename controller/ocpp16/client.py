@@ -14,6 +14,13 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from controller.core import connector as sm
+from controller.core.charging_profiles import (
+    ChargingProfile,
+    ProfileRules,
+    RateUnit,
+    install_profile,
+    validate_profile,
+)
 from controller.core.control import StationControl
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.core.records import DEFAULT_BACKEND
@@ -31,6 +38,7 @@ from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConne
 from controller.csms.timesync import TimeSync
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16
+from controller.ocpp16 import smartcharging as sc16
 from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
 from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION
@@ -702,16 +710,115 @@ class Ocpp16Client:
         cid = self.station.remote_start(requested, p["idTag"])
         if cid is None:
             return {"status": "Rejected"}
-        self._tasks.spawn(self._remote_start(cid, p["idTag"]), name="remote-start")
+        tx_profile = None
+        if "chargingProfile" in p:
+            tx_profile = self._remote_start_profile(p["chargingProfile"], cid)
+            if tx_profile is None:
+                return {"status": "Rejected"}
+        self._tasks.spawn(self._remote_start(cid, p["idTag"], tx_profile), name="remote-start")
         return {"status": "Accepted"}
 
-    async def _remote_start(self, connector_id: int, id_tag: str) -> None:
+    def _remote_start_profile(
+        self, raw: dict[str, Any], connector_id: int
+    ) -> ChargingProfile | None:
+        """5.11: the chargingProfile of a remote start is a TxProfile for the transaction it
+        starts; checked now as if that transaction ran (None: answer Rejected)."""
+        if raw["chargingProfilePurpose"] != "TxProfile":
+            LOG.warning("RemoteStartTransaction rejected: its chargingProfile is not a TxProfile")
+            return None
+        pending = -1  # stands for the transaction this remote start will begin
+        try:
+            profile = sc16.parse_profile(raw, connector_id, pending)
+        except sc16.BadProfile as exc:
+            LOG.warning("RemoteStartTransaction rejected: %s", exc)
+            return None
+        reason = validate_profile(
+            profile, self._profile_rules(), running_tx={connector_id: pending}
+        )
+        if reason is not None:
+            LOG.warning("RemoteStartTransaction rejected: chargingProfile %s", reason)
+            return None
+        return replace(profile, tx_key=None)
+
+    async def _remote_start(
+        self, connector_id: int, id_tag: str, tx_profile: ChargingProfile | None = None
+    ) -> None:
         if self.settings.get_bool("AuthorizeRemoteTxRequests"):
             decision = await self.authorize(id_tag)
             if not decision.accepted:
                 LOG.info("remote start for %s not authorized", id_tag)
                 return
-        self.station.begin_remote(connector_id, id_tag)
+        self.station.begin_remote(connector_id, id_tag, tx_profile)
+
+    # ------------------------------------------------------------------ smart charging
+
+    def _profile_rules(self) -> ProfileRules:
+        return sc16.rules(self.settings, len(self.station.connector_ids()))
+
+    def _tx_key_of(self, transaction_id: int) -> int | None:
+        """The running transaction the CSMS knows as ``transaction_id``."""
+        for tx_key in self.station.running_transactions().values():
+            tx = self.store.get_transaction(tx_key)
+            if tx is not None and tx.csms_tx_id(self.backend) == str(transaction_id):
+                return tx_key
+        return None
+
+    @_route("SetChargingProfile")
+    async def _on_SetChargingProfile(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        # Errata 3.39: an unknown connectorId is a PropertyConstraintViolation CALLERROR.
+        cid = self._connector_id(p, allow_zero=True)
+        raw = p["csChargingProfiles"]
+        running = self.station.running_transactions()
+        tx_key: int | None = None
+        if raw["chargingProfilePurpose"] == "TxProfile":
+            # 7.8: transactionId MAY name the transaction; without it, the one running on
+            # the connector. A transactionId of no running transaction binds to nothing
+            # that runs: Rejected (3.13.1).
+            if "transactionId" in raw:
+                tx_key = self._tx_key_of(int(raw["transactionId"])) or -1
+            else:
+                tx_key = running.get(cid)
+        try:
+            profile = sc16.parse_profile(raw, cid, tx_key)
+        except sc16.BadProfile as exc:
+            LOG.warning("SetChargingProfile rejected: %s", exc)
+            return {"status": "Rejected"}
+        reason = validate_profile(profile, self._profile_rules(), running_tx=running)
+        if reason is None:
+            after = install_profile(self.station.installed_profiles(), profile)
+            limit = self.settings.get_int("MaxChargingProfilesInstalled")
+            if len(after) > limit:
+                reason = f"more than MaxChargingProfilesInstalled ({limit}) profiles"
+        if reason is not None:
+            LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, reason)
+            return {"status": "Rejected"}
+        self.station.install_profile(profile)
+        return {"status": "Accepted"}
+
+    @_route("ClearChargingProfile")
+    async def _on_ClearChargingProfile(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        if "id" in p:
+            # Errata 3.26: "If id is specified, then all other fields are ignored."
+            cleared = self.station.clear_profiles(profile_id=int(p["id"]))
+        else:
+            purpose = p.get("chargingProfilePurpose")
+            cleared = self.station.clear_profiles(
+                connector_id=p.get("connectorId"),
+                purpose=None if purpose is None else sc16.PURPOSES[purpose],
+                stack_level=p.get("stackLevel"),
+            )
+        return {"status": "Accepted" if cleared else "Unknown"}
+
+    @_route("GetCompositeSchedule")
+    async def _on_GetCompositeSchedule(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        cid = p["connectorId"]
+        if not 0 <= cid <= len(self.station.connector_ids()):
+            return {"status": "Rejected"}
+        unit = p.get("chargingRateUnit")
+        schedule = self.station.composite_schedule(
+            cid, int(p["duration"]), None if unit is None else RateUnit(unit)
+        )
+        return sc16.composite_payload(schedule, cid)
 
     @_route("RemoteStopTransaction")
     async def _on_RemoteStopTransaction(  # noqa: N802
@@ -796,7 +903,9 @@ class Ocpp16Client:
                 # Nothing is sent for a silent meter: a sample is a measurement.
                 live = view.live_reading
                 if (cid in (None, 0) or view.connector_id == cid) and live is not None:
-                    sample = Sample(live, now, "Trigger", view.offered_current_a)
+                    sample = Sample(
+                        live, now, "Trigger", view.offered_current_a, view.offered_power_w
+                    )
                     values = build.meter_value(
                         sample, self.settings.get_csl("MeterValuesSampledData")
                     )

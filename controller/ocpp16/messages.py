@@ -43,6 +43,15 @@ def sampled_values(sample: Sample, measurands: list[str]) -> list[dict[str, Any]
                     "unit": "A",
                 }
             )
+        elif measurand == "Power.Offered" and sample.offered_power_w is not None:
+            out.append(
+                {
+                    **base,
+                    "value": _fmt(sample.offered_power_w),
+                    "measurand": measurand,
+                    "unit": "W",
+                }
+            )
         elif measurand.startswith("Current.Import"):
             for index, amps in enumerate(r.current_a, start=1):
                 phase = f"L{index}"

@@ -48,12 +48,17 @@ SUPPORTED_MEASURANDS = frozenset(
         "Power.Active.Import",
         "Current.Import",
         "Current.Offered",
+        "Power.Offered",
         "Voltage",
         "Frequency",
     }
 )
 PHASE_ROTATIONS = frozenset({"NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR"})
-FEATURE_PROFILES = ("Core", "LocalAuthListManagement", "RemoteTrigger")
+FEATURE_PROFILES = ("Core", "LocalAuthListManagement", "RemoteTrigger", "SmartCharging")
+# Smart Charging (9.4): what SetChargingProfile may use. 48 periods: a day in half hours.
+CHARGE_PROFILE_MAX_STACK_LEVEL = 10
+CHARGING_SCHEDULE_MAX_PERIODS = 48
+MAX_CHARGING_PROFILES_INSTALLED = 20
 # Local Auth List Management (9.2): list capacity, also the most one SendLocalList may carry
 # (a Full update must fit in one message).
 LOCAL_AUTH_LIST_MAX_LENGTH = 1000
@@ -113,7 +118,12 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("AuthorizationCacheEnabled", "bool", "true"),
         KeyDef("AuthorizeRemoteTxRequests", "bool", "false"),
         KeyDef("ClockAlignedDataInterval", "int", "0", min_value=0, max_value=86400),
+        KeyDef("ChargeProfileMaxStackLevel", "int", str(CHARGE_PROFILE_MAX_STACK_LEVEL), True),
+        KeyDef("ChargingScheduleAllowedChargingRateUnit", "csl", "Current,Power", True),
+        KeyDef("ChargingScheduleMaxPeriods", "int", str(CHARGING_SCHEDULE_MAX_PERIODS), True),
         KeyDef("ConnectionTimeOut", "int", "60", min_value=0, max_value=3600),
+        # No phase relay driver yet: switching 3 to 1 phases is not offered.
+        KeyDef("ConnectorSwitch3to1PhaseSupported", "bool", "false", readonly=True),
         KeyDef(
             "ConnectorPhaseRotation",
             "csl",
@@ -130,6 +140,7 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("LocalPreAuthorize", "bool", "false"),
         # 9.1.14: Wh still delivered after StartTransaction.conf rejected the idTag (when
         # StopTransactionOnInvalidId is false); 0 = suspend at once.
+        KeyDef("MaxChargingProfilesInstalled", "int", str(MAX_CHARGING_PROFILES_INSTALLED), True),
         KeyDef("MaxEnergyOnInvalidId", "int", "0", min_value=0, max_value=1_000_000),
         KeyDef(
             "MeterValuesAlignedData",

@@ -29,6 +29,8 @@ class ConnectorHardware:
     indicator: Indicator | None = None
     fault: FaultInput | None = None
     max_current_a: float = 32.0
+    phases: int = 3  # wired phases: converts a power limit into current per phase
+    nominal_voltage_v: float = 230.0
 
 
 @dataclass
@@ -52,6 +54,11 @@ class ConnectorRuntime:
     meter_failures: int = 0  # failed reads since the last good one
     faults: dict[str, FaultKind] = field(default_factory=dict)  # source -> fault
     status_since_s: float = 0.0
+
+    @property
+    def offered_power_w(self) -> float:
+        """Power.Offered: the offered current on every wired phase at the nominal voltage."""
+        return self.state.offered_current_a * self.hw.phases * self.hw.nominal_voltage_v
 
     @property
     def live_reading(self) -> MeterReading | None:

@@ -118,7 +118,9 @@ class Metering:
         if now_s - c.last_sample_s < interval_s - self._tick_interval_s / 2:
             return
         c.last_sample_s = now_s
-        sample = Sample(reading, c.reading_at, "Sample.Periodic", c.state.offered_current_a)
+        sample = Sample(
+            reading, c.reading_at, "Sample.Periodic", c.state.offered_current_a, c.offered_power_w
+        )
         self._port().meter_values(c.connector_id, c.tx_key, [sample])
         keep_for_stop(c, sample)
 

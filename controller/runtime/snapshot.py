@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from controller.core.composite import EffectiveLimit
 from controller.core.control import ConnectorView
 from controller.core.port import CsmsPort
 from controller.core.records import StationRecords
@@ -23,6 +24,7 @@ def view(c: ConnectorRuntime) -> ConnectorView:
         tx_key=c.tx_key,
         plugged=c.state.vehicle.plugged,
         offered_current_a=c.state.offered_current_a,
+        offered_power_w=c.offered_power_w,
         live_reading=c.live_reading,
     )
 
@@ -34,6 +36,7 @@ def snapshot(
     clock: Clock,
     port: CsmsPort | None,
     faults: Iterable[FaultEvent],
+    limits: Callable[[int], EffectiveLimit | None] = lambda _cid: None,
 ) -> dict[str, Any]:
     """The data behind GET /api/status; ``faults`` newest first."""
     out = []
@@ -49,6 +52,10 @@ def snapshot(
                 "vehicle_state": c.state.vehicle.value,
                 "contactor_closed": c.hw.contactor.closed,
                 "offered_current_a": c.state.offered_current_a,
+                # The charging limit and where it comes from (a charging profile or the
+                # hardware maximum); below 6 A nothing is offered (SuspendedEVSE).
+                "limit_a": None if (lim := limits(c.connector_id)) is None else float(lim.limit_a),
+                "limit_source": None if lim is None else lim.source.kind.value,
                 "transaction_id": None if tx is None else tx.shown_tx_id(),
                 "transaction_key": c.tx_key,
                 "id_tag": c.tx_id_tag if c.tx_key is not None else None,

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from controller.core import connector as sm
+from controller.core.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
+from controller.core.composite import CompositeSchedule
 from controller.core.control import AvailabilityResult, ConnectorView, UnlockResult
 from controller.core.policy import ChargingPolicy
 from controller.core.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
@@ -19,6 +23,7 @@ from controller.runtime.clock import Clock
 from controller.runtime.connector import ConnectorHardware, ConnectorRuntime
 from controller.runtime.control import Control
 from controller.runtime.faults import FaultEvent, Faults
+from controller.runtime.limits import SmartCharging
 from controller.runtime.metering import STORAGE_PROBE_INTERVAL_S, Metering
 from controller.runtime.recovery import Recovery
 from controller.runtime.tasks import TaskGroup
@@ -87,6 +92,8 @@ class Station:
         self._tasks = TaskGroup("station")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[Callable[[int, sm.Command], None]] = []
+        self._events: deque[tuple[int, sm.Event]] = deque()  # see dispatch()
+        self._dispatching = False
         self.started = False
         # False while a CSMS is configured but not connected (the client says so); a
         # standalone charger has none to miss.
@@ -120,6 +127,9 @@ class Station:
             dispatch=self.dispatch,
             recovery=self.recovery,
             stopping=self._stops_pending,
+        )
+        self.smart = SmartCharging(
+            records=store, clock=clock, connectors=self.connectors, dispatch=self.dispatch
         )
         add_trust_listener = getattr(clock, "add_trust_listener", None)
         if add_trust_listener is not None:
@@ -177,6 +187,7 @@ class Station:
             self.reader.start(on_token)
         self.last_tick_s = self.clock.monotonic_s()
         self._tasks.spawn(self._tick_loop(), name="tick", critical=True)
+        self._tasks.spawn(self.smart.run(), name="smart-charging", critical=True)
         self.started = True
 
     async def stop(self, reason: sm.StopCause | None = None) -> None:
@@ -223,6 +234,33 @@ class Station:
     # ------------------------------------------------------------------ events
 
     def dispatch(self, connector_id: int, event: sm.Event) -> None:
+        """Feed an event to the connector's state machine and execute its commands.
+
+        Run to completion: an event raised while commands are executing (a fault from a
+        failing driver, a limit from a transaction that just started) is queued and
+        stepped after the current step's commands, never in the middle of them, so the
+        hardware always follows the states in order and no stale command of an earlier
+        state runs after a later one.
+        """
+        self._events.append((connector_id, event))
+        if self._dispatching:
+            return
+        self._dispatching = True
+        failure: BaseException | None = None
+        try:
+            while self._events:
+                cid, next_event = self._events.popleft()
+                try:
+                    self._step(cid, next_event)
+                except Exception as exc:  # the next queued events still run
+                    LOG.exception("connector %d: executing %s failed", cid, next_event)
+                    failure = failure or exc
+        finally:
+            self._dispatching = False
+        if failure is not None:
+            raise failure
+
+    def _step(self, connector_id: int, event: sm.Event) -> None:
         c = self.connectors[connector_id]
         old = c.state
         c.state, commands = sm.step(c.state, event)
@@ -305,7 +343,13 @@ class Station:
                 c.status_since_s = self.clock.monotonic_s()
                 self._show_indicator(c)
                 self._report_status(c, phase, condition)
-            case sm.SessionEvent():
+            case sm.SessionEvent(kind=kind):
+                if kind is sm.SessionEventKind.TRANSACTION_STARTED and c.tx_key is not None:
+                    self.smart.transaction_started(
+                        c.connector_id, c.tx_key, self._tx_started_at(c.tx_key)
+                    )
+                elif kind is sm.SessionEventKind.AUTHORIZATION_CANCELLED:
+                    self.smart.set_pending_tx_profile(c.connector_id, None)
                 if self.port is not None:
                     self.port.session_event(c.connector_id, command, self._now_iso())
         for listener in self._listeners:
@@ -385,6 +429,7 @@ class Station:
             return
         c.tx_key = None
         marked, c.deauth_marked = c.deauth_marked, False
+        self.smart.transaction_ended(tx_key)
         self._tasks.spawn(
             self._finish_stop(c, tx_key, reason, id_tag, list(c.samples), marked),
             name="stop-tx",
@@ -521,8 +566,52 @@ class Station:
     def remote_start(self, connector_id: int | None, id_tag: str) -> int | None:
         return self.control.remote_start(connector_id, id_tag)
 
-    def begin_remote(self, connector_id: int, id_tag: str) -> None:
+    def begin_remote(
+        self, connector_id: int, id_tag: str, tx_profile: ChargingProfile | None = None
+    ) -> None:
+        self.smart.set_pending_tx_profile(connector_id, tx_profile)
         self.control.begin_remote(connector_id, id_tag)
+
+    # ------------------------------------------------------------------ smart charging
+
+    def running_transactions(self) -> dict[int, int]:
+        return {cid: c.tx_key for cid, c in self.connectors.items() if c.tx_key is not None}
+
+    def installed_profiles(self) -> tuple[ChargingProfile, ...]:
+        return self.smart.profiles
+
+    def install_profile(self, profile: ChargingProfile) -> None:
+        self.smart.install(profile)
+
+    def clear_profiles(
+        self,
+        *,
+        profile_id: int | None = None,
+        connector_id: int | None = None,
+        purpose: ProfilePurpose | None = None,
+        stack_level: int | None = None,
+    ) -> int:
+        return self.smart.clear(
+            profile_id=profile_id,
+            connector_id=connector_id,
+            purpose=purpose,
+            stack_level=stack_level,
+        )
+
+    def composite_schedule(
+        self, connector_id: int, duration_s: int, unit: RateUnit | None = None
+    ) -> CompositeSchedule:
+        return self.smart.composite(connector_id, duration_s, unit)
+
+    def _tx_started_at(self, tx_key: int) -> datetime:
+        """When the transaction started (its record; now if unreadable)."""
+        tx = self.store.get_transaction(tx_key)
+        if tx is not None:
+            try:
+                return datetime.fromisoformat(tx.started_at.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+        return self.clock.utc_now()
 
     def stop_transaction(self, tx_key: int, reason: sm.StopCause) -> bool:
         return self.control.stop_transaction(tx_key, reason)
@@ -561,4 +650,5 @@ class Station:
             clock=self.clock,
             port=self.port,
             faults=reversed(self.faults.history),
+            limits=self.smart.limit,
         )

@@ -129,6 +129,22 @@ SELECT tx_key, 'csms', CAST(csms_tx_id AS TEXT), 1 FROM transactions""",
     WHEN 'MeterValues' THEN 'samples' WHEN 'StopTransaction' THEN 'ended' END""",
 )
 
+# Version 4: installed charging profiles (smart charging), per backend: each backend's profile
+# ids are its own. ``body`` is the version-neutral profile as JSON (storage/profiles.py); the
+# other columns are what replacing and clearing select by.
+V4_STATEMENTS: tuple[str, ...] = (
+    """CREATE TABLE charging_profiles (
+    backend TEXT NOT NULL,
+    profile_id INTEGER NOT NULL,
+    connector_id INTEGER NOT NULL,
+    purpose TEXT NOT NULL,
+    stack_level INTEGER NOT NULL,
+    tx_key INTEGER,
+    body TEXT NOT NULL,
+    PRIMARY KEY (backend, profile_id)
+) WITHOUT ROWID""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline schema (evsed before migrations)", V1_STATEMENTS),
     Migration(2, "auth_cache idTags compare case-insensitively (CiString20)", V2_STATEMENTS),
@@ -137,6 +153,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "version-neutral journal: text transaction ids per backend, outbox per backend",
         V3_STATEMENTS,
     ),
+    Migration(4, "installed charging profiles per backend", V4_STATEMENTS),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,5 +1,5 @@
-"""Durable SQLite store: settings, the transaction journal with each backend's outbox, the
-Authorization Cache and the Local Authorization List."""
+"""Durable SQLite store: settings, the transaction journal with each backend's outbox,
+installed charging profiles, the Authorization Cache and the Local Authorization List."""
 
 from __future__ import annotations
 
@@ -15,15 +15,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from controller.core.charging_profiles import ChargingProfile
 from controller.core.records import DEFAULT_BACKEND, StoreError, TagInfo, TxRecord
 
 # The schema is defined (and changed) only in controller/storage/migrations.py.
 from controller.core.timestamps import shift_iso, shift_timestamps
 from controller.storage.migrations import SchemaError, migrate
+from controller.storage.profiles import profile_from_json, profile_to_json
 from controller.storage.spill import SpillFile
 from controller.storage.writes import (
     BeginTx,
     Delete,
+    DropProfile,
     EndTx,
     Enqueue,
     EventKind,
@@ -31,6 +34,7 @@ from controller.storage.writes import (
     MarkAttempt,
     Op,
     Outgoing,
+    PutProfile,
     PutSetting,
     TxProgress,
     new_tx_id,
@@ -161,6 +165,8 @@ class Store:
         # The overlay: what the pending writes changed.
         self._mem_tx: dict[int, TxRecord] = {}  # created or changed while degraded
         self._mem_settings: dict[str, str | None] = {}  # set (None: deleted)
+        # (backend, profile id) -> body (None: removed)
+        self._mem_profiles: dict[tuple[str, int], str | None] = {}
         self._mem_outbox: dict[int, QueuedMessage] = {}  # queued while degraded, by seq
         self._mem_gone: set[int] = set()  # database outbox rows deleted while degraded
         self._mem_attempts: dict[int, int] = {}  # attempts of database rows while degraded
@@ -544,6 +550,55 @@ class Store:
                 changed += 1
         return changed
 
+    # ------------------------------------------------------------------ charging profiles
+
+    def profiles(self, backend: str = DEFAULT_BACKEND) -> list[ChargingProfile]:
+        """The backend's installed charging profiles (with those kept in memory while the
+        disk is full); a damaged row is logged and skipped."""
+        rows = {
+            int(r["profile_id"]): str(r["body"])
+            for r in self._db.execute(
+                "SELECT profile_id, body FROM charging_profiles WHERE backend = ?", (backend,)
+            )
+        }
+        for (b, profile_id), body in self._mem_profiles.items():
+            if b != backend:
+                continue
+            if body is None:
+                rows.pop(profile_id, None)
+            else:
+                rows[profile_id] = body
+        out = []
+        for profile_id, body in sorted(rows.items()):
+            try:
+                out.append(profile_from_json(body))
+            except (ValueError, KeyError, TypeError) as exc:
+                LOG.error("charging profile %d unreadable (%s): ignored", profile_id, exc)
+        return out
+
+    def save_profiles(
+        self,
+        backend: str,
+        put: Sequence[ChargingProfile] = (),
+        drop: Iterable[int] = (),
+    ) -> None:
+        """Install ``put`` and remove the profile ids ``drop``, in one commit."""
+        ops: list[Op] = [DropProfile(backend, profile_id) for profile_id in drop]
+        ops += [
+            PutProfile(
+                backend=backend,
+                profile_id=p.profile_id,
+                connector_id=p.connector_id,
+                purpose=p.purpose.value,
+                stack_level=p.stack_level,
+                tx_key=p.tx_key,
+                body=profile_to_json(p),
+            )
+            for p in put
+        ]
+        if ops:
+            self._commit(ops)
+
     # ------------------------------------------------------------------ authorization cache
 
     def cache_get(self, id_tag: str) -> tuple[str, str | None, str | None] | None:
@@ -852,6 +907,7 @@ class Store:
         self._setting_op.clear()
         self._mem_tx.clear()
         self._mem_settings.clear()
+        self._mem_profiles.clear()
         self._mem_outbox.clear()
         self._mem_gone.clear()
         self._mem_attempts.clear()
@@ -945,6 +1001,10 @@ class Store:
         elif isinstance(op, PutSetting):
             self._mem_settings[op.key] = op.value
             self._setting_op[op.key] = op_id
+        elif isinstance(op, PutProfile):
+            self._mem_profiles[(op.backend, op.profile_id)] = op.body
+        elif isinstance(op, DropProfile):
+            self._mem_profiles[(op.backend, op.profile_id)] = None
 
     def _stored_message(self, seq: int) -> bool:
         row = self._db.execute("SELECT 1 FROM outbox WHERE seq = ?", (seq,)).fetchone()

@@ -225,11 +225,76 @@ class PutSetting:
             )
 
 
-Op = BeginTx | TxProgress | EndTx | MapTxId | Enqueue | Delete | MarkAttempt | PutSetting
+@dataclass(frozen=True)
+class PutProfile:
+    """Install (or replace) a backend's charging profile; ``body`` is its JSON."""
+
+    backend: str
+    profile_id: int
+    connector_id: int
+    purpose: str
+    stack_level: int
+    tx_key: int | None
+    body: str
+
+    def apply(self, db: Connection) -> None:
+        db.execute(
+            "INSERT INTO charging_profiles (backend, profile_id, connector_id, purpose,"
+            " stack_level, tx_key, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (backend, profile_id) DO UPDATE SET connector_id ="
+            " excluded.connector_id, purpose = excluded.purpose, stack_level ="
+            " excluded.stack_level, tx_key = excluded.tx_key, body = excluded.body",
+            (
+                self.backend,
+                self.profile_id,
+                self.connector_id,
+                self.purpose,
+                self.stack_level,
+                self.tx_key,
+                self.body,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class DropProfile:
+    backend: str
+    profile_id: int
+
+    def apply(self, db: Connection) -> None:
+        db.execute(
+            "DELETE FROM charging_profiles WHERE backend = ? AND profile_id = ?",
+            (self.backend, self.profile_id),
+        )
+
+
+Op = (
+    BeginTx
+    | TxProgress
+    | EndTx
+    | MapTxId
+    | Enqueue
+    | Delete
+    | MarkAttempt
+    | PutSetting
+    | PutProfile
+    | DropProfile
+)
 
 _TYPES: dict[str, type[Op]] = {
     cls.__name__: cls
-    for cls in (BeginTx, TxProgress, EndTx, MapTxId, Enqueue, Delete, MarkAttempt, PutSetting)
+    for cls in (
+        BeginTx,
+        TxProgress,
+        EndTx,
+        MapTxId,
+        Enqueue,
+        Delete,
+        MarkAttempt,
+        PutSetting,
+        PutProfile,
+        DropProfile,
+    )
 }
 
 

@@ -164,10 +164,6 @@ async def test_unknown_action_not_implemented(
             {"location": "https://example.com/fw", "retrieveDate": "2026-01-01T13:00:00Z"},
             id="UpdateFirmware",
         ),
-        pytest.param("ClearChargingProfile", {}, id="ClearChargingProfile"),
-        pytest.param(
-            "GetCompositeSchedule", {"connectorId": 1, "duration": 60}, id="GetCompositeSchedule"
-        ),
         # CP -> CSMS actions: known OCPP 1.6 actions, but not something a CP receives.
         pytest.param(
             "BootNotification",

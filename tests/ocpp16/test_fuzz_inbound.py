@@ -341,6 +341,8 @@ def allowed_callerror(action: str, payload: dict[str, Any], code: str) -> bool:
             return not 0 <= cid <= CONNECTORS
         if action == "RemoteStartTransaction":
             return not 1 <= cid <= CONNECTORS
+        if action == "SetChargingProfile":
+            return not 0 <= cid <= CONNECTORS  # errata 3.39
     if code == rpc.OCCURENCE_CONSTRAINT_VIOLATION and action == "GetConfiguration":
         return len(payload.get("key") or []) > MAX_CONFIG_KEYS
     if action == "SendLocalList":

@@ -51,13 +51,19 @@ DEFAULTS_2 = {
     "StopTxnAlignedDataMaxLength": "10",
     "StopTxnSampledData": "Energy.Active.Import.Register",
     "StopTxnSampledDataMaxLength": "10",
-    "SupportedFeatureProfiles": "Core,LocalAuthListManagement,RemoteTrigger",
+    "SupportedFeatureProfiles": "Core,LocalAuthListManagement,RemoteTrigger,SmartCharging",
     "SupportedFeatureProfilesMaxLength": "6",
     "TransactionMessageAttempts": "5",
     "TransactionMessageRetryInterval": "30",
     "UnlockConnectorOnEVSideDisconnect": "true",
     "WebSocketPingInterval": "60",
     "AuthorizationKey": "",
+    # Smart Charging (9.4)
+    "ChargeProfileMaxStackLevel": "10",
+    "ChargingScheduleAllowedChargingRateUnit": "Current,Power",
+    "ChargingScheduleMaxPeriods": "48",
+    "ConnectorSwitch3to1PhaseSupported": "false",
+    "MaxChargingProfilesInstalled": "20",
 }
 
 # Keys that OCPP 1.6 section 9.1 marks as required for the Core profile.
@@ -86,6 +92,11 @@ REQUIRED_CORE = {
 }
 
 READ_ONLY = {
+    "ChargeProfileMaxStackLevel",
+    "ChargingScheduleAllowedChargingRateUnit",
+    "ChargingScheduleMaxPeriods",
+    "ConnectorSwitch3to1PhaseSupported",
+    "MaxChargingProfilesInstalled",
     "ConnectorPhaseRotationMaxLength",
     "GetConfigurationMaxKeys",
     "LocalAuthListMaxLength",
@@ -140,6 +151,7 @@ def test_typed_getters(store: Store) -> None:
         "Core",
         "LocalAuthListManagement",
         "RemoteTrigger",
+        "SmartCharging",
     ]
 
 
@@ -293,7 +305,7 @@ def test_every_supported_measurand_accepted(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "measurand",
-    ["SoC", "Temperature", "Power.Offered", "RPM", "Power.Factor", "Energy.Active.Import.Interval"],
+    ["SoC", "Temperature", "RPM", "Power.Factor", "Energy.Active.Import.Interval"],
 )
 def test_unsupported_measurands_rejected(store: Store, measurand: str) -> None:
     """README: anything outside the supported list is Rejected (9.1.17)."""

@@ -118,24 +118,53 @@ def populate(path: Path) -> None:
     local list and an Authorization Cache (version 1: with entries that differ only in
     case)."""
     db = _connect(path)
+    version = current_version(db)
     db.execute("BEGIN")
-    tx = (
-        "INSERT INTO transactions (tx_key, connector_id, id_tag, reservation_id, meter_start_wh,"
-        " started_at, csms_tx_id, last_meter_wh, last_meter_at, meter_stop_wh, stopped_at,"
-        " stop_reason, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    db.execute(tx, (1, 1, "04A1B2C3", None, 1000, T0, 501, 8400, T1, 8400, T1, "Local", "b1"))
-    db.execute(tx, (2, 2, "DEADBEEF", 7, 20000, T2, None, 21500, T3, None, None, None, "b2"))
-    outbox = (
-        "INSERT INTO outbox (seq, tx_key, action, payload, attempts, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)"
-    )
     stop = {"transactionId": 501, "meterStop": 8400, "timestamp": T1, "reason": "Local"}
     start = {"connectorId": 2, "idTag": "DEADBEEF", "meterStart": 20000, "timestamp": T2}
     mv = {"connectorId": 2, "meterValue": [{"timestamp": T3, "sampledValue": [{"value": "1"}]}]}
-    db.execute(outbox, (11, 1, "StopTransaction", json.dumps(stop), 3, 1772355000.0))
-    db.execute(outbox, (12, 2, "StartTransaction", json.dumps(start), 0, 1772474400.0))
-    db.execute(outbox, (13, 2, "MeterValues", json.dumps(mv), 1, 1772475600.0))
+    if version < 3:
+        tx = (
+            "INSERT INTO transactions (tx_key, connector_id, id_tag, reservation_id,"
+            " meter_start_wh, started_at, csms_tx_id, last_meter_wh, last_meter_at,"
+            " meter_stop_wh, stopped_at, stop_reason, boot_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        db.execute(tx, (1, 1, "04A1B2C3", None, 1000, T0, 501, 8400, T1, 8400, T1, "Local", "b1"))
+        db.execute(tx, (2, 2, "DEADBEEF", 7, 20000, T2, None, 21500, T3, None, None, None, "b2"))
+        outbox = (
+            "INSERT INTO outbox (seq, tx_key, action, payload, attempts, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        rows: list[tuple[Any, ...]] = [
+            (11, 1, "StopTransaction", json.dumps(stop), 3, 1772355000.0),
+            (12, 2, "StartTransaction", json.dumps(start), 0, 1772474400.0),
+            (13, 2, "MeterValues", json.dumps(mv), 1, 1772475600.0),
+        ]
+    else:
+        # Schema 3: the charger's own ids, the CSMS id per backend, kinds on the outbox.
+        tx = (
+            "INSERT INTO transactions (tx_key, tx_id, connector_id, id_tag, reservation_id,"
+            " meter_start_wh, started_at, last_meter_wh, last_meter_at, meter_stop_wh,"
+            " stopped_at, stop_reason, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        db.execute(
+            tx, (1, "a" * 32, 1, "04A1B2C3", None, 1000, T0, 8400, T1, 8400, T1, "Local", "b1")
+        )
+        db.execute(
+            tx, (2, "b" * 32, 2, "DEADBEEF", 7, 20000, T2, 21500, T3, None, None, None, "b2")
+        )
+        db.execute("INSERT INTO tx_backend VALUES (1, 'csms', '501', 1), (2, 'csms', NULL, 1)")
+        outbox = (
+            "INSERT INTO outbox (seq, tx_key, action, payload, attempts, created_at, kind)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+        rows = [
+            (11, 1, "StopTransaction", json.dumps(stop), 3, 1772355000.0, "ended"),
+            (12, 2, "StartTransaction", json.dumps(start), 0, 1772474400.0, "started"),
+            (13, 2, "MeterValues", json.dumps(mv), 1, 1772475600.0, "samples"),
+        ]
+    db.executemany(outbox, rows)
     settings = [
         ("cfg.HeartbeatInterval", "900"),
         ("cfg.AuthorizationKey", "0123456789abcdef"),
@@ -210,7 +239,7 @@ def db_path(tmp_path: Path) -> Path:
 
 def test_migrations_are_consecutive_from_one() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
 
 
 def test_frozen_v1_statements_create_the_legacy_schema(tmp_path: Path) -> None:
@@ -520,25 +549,27 @@ _KILL_CHILD = textwrap.dedent(
     import os, signal, sqlite3, sys
     from controller.storage.migrations import MIGRATIONS, Migration, migrate
 
-    path, at = sys.argv[1], int(sys.argv[2])
+    path, at, version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA cache_size=1")  # spill dirty pages to the WAL before the commit
     db.create_function("power_cut", 0, lambda: os.kill(os.getpid(), signal.SIGKILL))
-    last = MIGRATIONS[-1]
-    steps = last.statements[:at] + ("SELECT power_cut()",) + last.statements[at:]
-    migrate(db, path, MIGRATIONS[:-1] + (Migration(last.version, last.description, steps),))
+    chain = list(MIGRATIONS)
+    target = chain[version - 1]
+    steps = target.statements[:at] + ("SELECT power_cut()",) + target.statements[at:]
+    chain[version - 1] = Migration(target.version, target.description, steps)
+    migrate(db, path, tuple(chain))
     print("not killed", flush=True)
     """
 )
 
 
-def kill_mid_upgrade(db_path: Path, at: int) -> None:
+def kill_mid_upgrade(db_path: Path, at: int, version: int = SCHEMA_VERSION) -> None:
     """Upgrade ``db_path`` to the last schema in a real process and SIGKILL it before
-    statement ``at`` of the last migration (its dirty pages already in the WAL)."""
+    statement ``at`` of migration ``version`` (its dirty pages already in the WAL)."""
     child = subprocess.run(
-        [sys.executable, "-c", _KILL_CHILD, str(db_path), str(at)],
+        [sys.executable, "-c", _KILL_CHILD, str(db_path), str(at), str(version)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from controller.dev.devcsms import DevCsms
-from controller.storage.migrations import MIGRATIONS, SCHEMA_VERSION, current_version
+from controller.storage.migrations import MIGRATIONS, current_version
 from controller.storage.store import Store
 from controller.storage.writes import EventKind
 from tests.conftest import STATION_ID
@@ -43,11 +43,12 @@ def tx_frames(csms: DevCsms) -> list[Any]:
 
 
 def _kill_mid_upgrade(db_path: Path, at: int) -> None:
-    """SIGKILL during the upgrade to schema 3: the file is still a sound schema-2 database."""
-    kill_mid_upgrade(db_path, at)
+    """SIGKILL during the upgrade to schema 3 (the journal): the file is still a sound
+    schema-2 database."""
+    kill_mid_upgrade(db_path, at, version=3)
     db = sqlite3.connect(db_path)
     try:
-        assert current_version(db) == SCHEMA_VERSION - 1
+        assert current_version(db) == 2
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         db.close()
@@ -55,7 +56,7 @@ def _kill_mid_upgrade(db_path: Path, at: int) -> None:
 
 # None: a clean upgrade; a number: killed before that statement of migration 3 (after the
 # new column, after the id table is filled, after the old column is dropped, at the end).
-KILLED_AT = [None, 1, 5, 6, len(MIGRATIONS[-1].statements)]
+KILLED_AT = [None, 1, 5, 6, len(MIGRATIONS[2].statements)]
 
 
 @pytest.mark.parametrize("killed_at", KILLED_AT)

@@ -35,6 +35,8 @@ CONNECTOR_FIELDS = {
     "vehicle_state",
     "contactor_closed",
     "offered_current_a",
+    "limit_a",
+    "limit_source",
     "transaction_id",
     "transaction_key",
     "id_tag",
