@@ -150,7 +150,10 @@ class SmartCharging:
         if pending is not None:
             self.install(replace(pending, connector_id=connector_id, tx_key=tx_key))
         else:
-            self.refresh()
+            # Nothing new applies at once (TX defaults already did; a Relative schedule
+            # counted from "now" until this start is the same): the running task
+            # re-evaluates right after this step, off the tap-to-contactor path.
+            self._wakeup.set()
 
     def transaction_ended(self, tx_key: int) -> None:
         """Its TX profiles cease to be valid (1.6 7.10) and are removed."""
@@ -160,7 +163,7 @@ class SmartCharging:
             gone = {p.profile_id for p in self._profiles} - {p.profile_id for p in kept}
             self._save(kept, drop=gone)
         else:
-            self.refresh()
+            self._wakeup.set()  # re-evaluated by the running task, off the stop path
 
     # ------------------------------------------------------------------ limits
 

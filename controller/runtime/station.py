@@ -343,11 +343,12 @@ class Station:
                 c.status_since_s = self.clock.monotonic_s()
                 self._show_indicator(c)
                 self._report_status(c, phase, condition)
-            case sm.SessionEvent(kind=kind):
+            case sm.SessionEvent(kind=kind, resumed=resumed):
                 if kind is sm.SessionEventKind.TRANSACTION_STARTED and c.tx_key is not None:
-                    self.smart.transaction_started(
-                        c.connector_id, c.tx_key, self._tx_started_at(c.tx_key)
+                    started_at = (
+                        self._tx_started_at(c.tx_key) if resumed else self.clock.utc_now()
                     )
+                    self.smart.transaction_started(c.connector_id, c.tx_key, started_at)
                 elif kind is sm.SessionEventKind.AUTHORIZATION_CANCELLED:
                     self.smart.set_pending_tx_profile(c.connector_id, None)
                 if self.port is not None:

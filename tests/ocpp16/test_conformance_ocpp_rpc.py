@@ -438,6 +438,49 @@ async def soft_reset_during_transaction(h: Any, csms: NodeCsms) -> int:
     return tx_id
 
 
+async def smart_charging(h: Any, csms: NodeCsms) -> int:
+    """Smart Charging 3.13 / 5.5 / 5.7 / 5.16 in a session: a TxDefaultProfile on connector 0,
+    a TxProfile for the running transaction, GetCompositeSchedule in A and W (the answers are
+    checked against the schemas by ocpp-rpc), ClearChargingProfile; the pilot follows."""
+    tx_id = await plug_and_tap(h, csms)
+
+    def body(profile_id: int, purpose: str, limit: float, **extra: Any) -> dict[str, Any]:
+        return {
+            "chargingProfileId": profile_id,
+            "stackLevel": 1,
+            "chargingProfilePurpose": purpose,
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}],
+            },
+            **extra,
+        }
+
+    default = {"connectorId": 0, "csChargingProfiles": body(1, "TxDefaultProfile", 12.5)}
+    assert await csms.call("SetChargingProfile", default) == {"status": "Accepted"}
+    tx = {"connectorId": 1, "csChargingProfiles": body(2, "TxProfile", 8, transactionId=tx_id)}
+    assert await csms.call("SetChargingProfile", tx) == {"status": "Accepted"}
+    await h.settle(lambda: h.rig(1).vehicle.max_current_a == 8.0)
+    for unit in ("A", "W"):
+        composite = await csms.call(
+            "GetCompositeSchedule", {"connectorId": 1, "duration": 600, "chargingRateUnit": unit}
+        )
+        assert composite["status"] == "Accepted"
+        assert composite["chargingSchedule"]["chargingRateUnit"] == unit
+    clear = {"chargingProfilePurpose": "TxProfile"}
+    assert await csms.call("ClearChargingProfile", clear) == {"status": "Accepted"}
+    await h.settle(lambda: h.rig(1).vehicle.max_current_a == 12.5)
+    assert await csms.call("ClearChargingProfile", {}) == {"status": "Accepted"}
+    stops = csms.count("StopTransaction")
+    h.tap()
+    await csms.wait_call("StopTransaction", after=stops)
+    h.unplug()
+    await h.advance(1)
+    await drained(h)
+    return tx_id
+
+
 def describe(violations: list[dict[str, Any]]) -> str:
     return "\n".join(json.dumps(v, sort_keys=True) for v in violations)
 
@@ -458,6 +501,7 @@ async def test_end_to_end_against_ocpp_rpc_strict_csms(node_csms: NodeCsms, char
     tx_ids.append(await outage_mid_transaction(h, csms))
     await fault(h, csms)
     tx_ids.append(await soft_reset_during_transaction(h, csms))
+    tx_ids.append(await smart_charging(h, csms))
 
     stats = await csms.stats()
     assert stats["violations"] == [], "schema/protocol violations:\n" + describe(
@@ -469,9 +513,9 @@ async def test_end_to_end_against_ocpp_rpc_strict_csms(node_csms: NodeCsms, char
     assert stats["callErrorsReceived"] == {}
     assert stats["answered"] == stats["sent"]
 
-    assert len(set(tx_ids)) == len(tx_ids) == 4
-    assert stats["received"]["StartTransaction"] == 4
-    assert stats["received"]["StopTransaction"] == 4
+    assert len(set(tx_ids)) == len(tx_ids) == 5
+    assert stats["received"]["StartTransaction"] == 5
+    assert stats["received"]["StopTransaction"] == 5
     assert stats["received"]["BootNotification"] == 1
     assert stats["duplicateStarts"] == 0
     assert stats["stopsForUnknownTx"] == []
