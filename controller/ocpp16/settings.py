@@ -53,7 +53,7 @@ SUPPORTED_MEASURANDS = frozenset(
     }
 )
 PHASE_ROTATIONS = frozenset({"NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR"})
-FEATURE_PROFILES = ("Core", "LocalAuthListManagement", "RemoteTrigger")
+FEATURE_PROFILES = ("Core", "LocalAuthListManagement", "RemoteTrigger", "Reservation")
 # Local Auth List Management (9.2): list capacity, also the most one SendLocalList may carry
 # (a Full update must fit in one message).
 LOCAL_AUTH_LIST_MAX_LENGTH = 1000
@@ -148,6 +148,8 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("MeterValueSampleInterval", "int", "60", min_value=0, max_value=86400),
         KeyDef("MinimumStatusDuration", "int", "0", min_value=0, max_value=3600),
         KeyDef("NumberOfConnectors", "int", n, readonly=True),
+        # 9.3.1 Reservation profile: ReserveNow for connector 0 ("any connector") is supported.
+        KeyDef("ReserveConnectorZeroSupported", "bool", "true", readonly=True),
         KeyDef("ResetRetries", "int", "3", min_value=0, max_value=10),
         KeyDef("SendLocalListMaxLength", "int", str(LOCAL_AUTH_LIST_MAX_LENGTH), readonly=True),
         KeyDef("StopTransactionOnEVSideDisconnect", "bool", "true"),

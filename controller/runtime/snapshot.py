@@ -12,6 +12,7 @@ from controller.core.timestamps import iso_utc
 from controller.runtime.clock import Clock
 from controller.runtime.connector import ConnectorRuntime
 from controller.runtime.faults import FaultEvent
+from controller.runtime.reservations import Reservations
 
 
 def view(c: ConnectorRuntime) -> ConnectorView:
@@ -34,6 +35,7 @@ def snapshot(
     clock: Clock,
     port: CsmsPort | None,
     faults: Iterable[FaultEvent],
+    reservations: Reservations | None = None,
 ) -> dict[str, Any]:
     """The data behind GET /api/status; ``faults`` newest first."""
     out = []
@@ -41,6 +43,7 @@ def snapshot(
         tx = store.get_transaction(c.tx_key) if c.tx_key is not None else None
         energy_wh = c.reading.energy_wh if c.reading else None
         live = c.live_reading
+        held = reservations.on_connector(c.connector_id) if reservations is not None else None
         out.append(
             {
                 "connector": c.connector_id,
@@ -62,6 +65,16 @@ def snapshot(
                 "power_w": round(live.power_w, 1) if live else None,
                 "meter_ok": live is not None,
                 "meter_reading_at": c.reading_at,
+                # The reservation this connector keeps (its own, or one for any connector).
+                "reservation": None
+                if held is None
+                else {
+                    "reservation_id": held.reservation_id,
+                    "id_tag": held.id_tag,
+                    "parent_id_tag": held.parent_id_tag,
+                    "expiry": iso_utc(held.expiry),
+                    "any_connector": held.any_connector,
+                },
             }
         )
     return {

@@ -13,6 +13,7 @@ from controller.core.control import AvailabilityResult, ConnectorView, UnlockRes
 from controller.core.policy import ChargingPolicy
 from controller.core.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
 from controller.core.records import StationRecords, StoreError
+from controller.core.reservations import CancelResult, Reservation, ReserveResult, same_token
 from controller.core.timestamps import iso_utc
 from controller.runtime import snapshot as snap
 from controller.runtime.clock import Clock
@@ -21,6 +22,7 @@ from controller.runtime.control import Control
 from controller.runtime.faults import FaultEvent, Faults
 from controller.runtime.metering import STORAGE_PROBE_INTERVAL_S, Metering
 from controller.runtime.recovery import Recovery
+from controller.runtime.reservations import Reservations
 from controller.runtime.tasks import TaskGroup
 from hal.base import FaultKind, IndicatorState, TokenReader, VehicleState
 
@@ -121,6 +123,13 @@ class Station:
             recovery=self.recovery,
             stopping=self._stops_pending,
         )
+        self.reservations = Reservations(
+            connectors=self.connectors,
+            store=store,
+            clock=clock,
+            dispatch=self.dispatch,
+            station_operative=lambda: self.control.station_operative,
+        )
         add_trust_listener = getattr(clock, "add_trust_listener", None)
         if add_trust_listener is not None:
             add_trust_listener(self.metering.on_time_confirmed)
@@ -150,6 +159,7 @@ class Station:
             c.hw.contactor.set_closed(False)  # fail safe, whatever the driver did
             await self.metering.poll(c)
         resumable = self.recovery.open_transactions(resume=self.resume_transactions)
+        self.reservations.restore()  # before the boot statuses: Reserved persists (B11.FR.05)
         for c in self.connectors.values():
             self._apply_policy(c)
             c.status_since_s = self.clock.monotonic_s()
@@ -232,6 +242,8 @@ class Station:
             LOG.info("connector %d: contactor permitted by %s", connector_id, event)
         for command in commands:
             self._execute(c, command)
+        # A fault, an availability change or a session may end or move a reservation.
+        self.reservations.sync()
 
     def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
         c = self.connectors[connector_id]
@@ -253,7 +265,8 @@ class Station:
             if c.state.tx_active and c.state.authorized_tag == id_tag:
                 return c.connector_id
         for c in conns:  # a reserved connector for this card
-            if c.state.reserved_for == id_tag and not c.state.tx_active:
+            reserved = c.state.reserved_for
+            if reserved is not None and same_token(reserved, id_tag) and not c.state.tx_active:
                 return c.connector_id
         for c in conns:  # plugged in and waiting
             s = c.state
@@ -262,6 +275,10 @@ class Station:
         for c in conns:  # tap first, plug later
             s = c.state
             if s.phase is sm.Phase.AVAILABLE:
+                return c.connector_id
+        for c in conns:  # reserved for a group: maybe this card's parent idTag (5.13)
+            s = c.state
+            if s.reserved_parent is not None and s.authorizing is None and s.operative:
                 return c.connector_id
         for c in conns:  # any running transaction: maybe a group card to stop it
             if c.state.tx_active:
@@ -299,6 +316,8 @@ class Station:
                 self._tasks.spawn(self._authorize(c.connector_id, tag), name="authorize")
             case sm.StartTx(id_tag=tag, reservation_id=rid):
                 self._start_tx(c, tag, rid)
+                if rid is not None:
+                    self.reservations.used(rid)  # 5.13 (1): the transaction ends it
             case sm.StopTx(reason=reason, id_tag=tag):
                 self._stop_tx(c, reason, tag)
             case sm.PhaseChanged(phase=phase, condition=condition):
@@ -337,6 +356,9 @@ class Station:
             LOG.exception("authorization of %s failed", id_tag)
             decision = AuthDecision(False, "Invalid", source="error")
         LOG.info("card %s: %s (%s)", id_tag, decision.status, decision.source)
+        if decision.accepted:
+            # A reservation for any connector that admits this driver is used here.
+            self.reservations.claim(connector_id, id_tag, decision.parent_id_tag)
         self.dispatch(
             connector_id, sm.AuthResult(id_tag, decision.accepted, decision.parent_id_tag)
         )
@@ -470,6 +492,7 @@ class Station:
                 self.metering.maybe_sample(c, now_s)
                 self.metering.maybe_persist(c, now_s)
             self.metering.maybe_probe_storage(now_s)
+            self.reservations.tick(self.clock.utc_now())
             self.metering.maybe_aligned(self.clock.utc_now())
             self.last_tick_s = self.clock.monotonic_s()
 
@@ -522,6 +545,7 @@ class Station:
         return self.control.remote_start(connector_id, id_tag)
 
     def begin_remote(self, connector_id: int, id_tag: str) -> None:
+        self.reservations.claim(connector_id, id_tag, None)
         self.control.begin_remote(connector_id, id_tag)
 
     def stop_transaction(self, tx_key: int, reason: sm.StopCause) -> bool:
@@ -538,6 +562,14 @@ class Station:
 
     async def unlock(self, connector_id: int) -> UnlockResult:
         return await self.control.unlock(connector_id)
+
+    def reserve(self, reservation: Reservation, *, any_connector_supported: bool) -> ReserveResult:
+        return self.reservations.reserve(
+            reservation, any_connector_supported=any_connector_supported
+        )
+
+    def cancel_reservation(self, reservation_id: int) -> CancelResult:
+        return self.reservations.cancel(reservation_id)
 
     def set_csms_online(self, online: bool) -> None:
         """The CSMS connection went up or down: an idle connector's light says "offline"
@@ -561,4 +593,5 @@ class Station:
             clock=self.clock,
             port=self.port,
             faults=reversed(self.faults.history),
+            reservations=self.reservations,
         )

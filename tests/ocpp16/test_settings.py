@@ -43,6 +43,7 @@ DEFAULTS_2 = {
     "MeterValueSampleInterval": "60",
     "MinimumStatusDuration": "0",
     "NumberOfConnectors": "2",
+    "ReserveConnectorZeroSupported": "true",  # 9.3.1, Reservation profile
     "ResetRetries": "3",
     "SendLocalListMaxLength": "1000",
     "StopTransactionOnEVSideDisconnect": "true",
@@ -51,7 +52,7 @@ DEFAULTS_2 = {
     "StopTxnAlignedDataMaxLength": "10",
     "StopTxnSampledData": "Energy.Active.Import.Register",
     "StopTxnSampledDataMaxLength": "10",
-    "SupportedFeatureProfiles": "Core,LocalAuthListManagement,RemoteTrigger",
+    "SupportedFeatureProfiles": "Core,LocalAuthListManagement,RemoteTrigger,Reservation",
     "SupportedFeatureProfilesMaxLength": "6",
     "TransactionMessageAttempts": "5",
     "TransactionMessageRetryInterval": "30",
@@ -92,6 +93,7 @@ READ_ONLY = {
     "MeterValuesAlignedDataMaxLength",
     "MeterValuesSampledDataMaxLength",
     "NumberOfConnectors",
+    "ReserveConnectorZeroSupported",
     "SendLocalListMaxLength",
     "StopTxnAlignedDataMaxLength",
     "StopTxnSampledDataMaxLength",
@@ -140,6 +142,7 @@ def test_typed_getters(store: Store) -> None:
         "Core",
         "LocalAuthListManagement",
         "RemoteTrigger",
+        "Reservation",
     ]
 
 
