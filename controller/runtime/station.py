@@ -261,28 +261,49 @@ class Station:
 
     def _connector_for_token(self, id_tag: str) -> int | None:
         conns = list(self.connectors.values())
+
+        def mine(c: ConnectorRuntime) -> bool:  # reserved for this card
+            reserved = c.state.reserved_for
+            return reserved is not None and same_token(reserved, id_tag) and not c.state.tx_active
+
+        def waiting(c: ConnectorRuntime) -> bool:  # plugged in, waiting for a card
+            s = c.state
+            return s.vehicle.plugged and not s.tx_active and not s.finishing and s.operative
+
+        def own_reservation(c: ConnectorRuntime) -> bool:  # not one for any connector
+            r = self.reservations.on_connector(c.connector_id)
+            return r is not None and not r.any_connector
+
         for c in conns:  # the card that started a transaction stops it
             if c.state.tx_active and c.state.authorized_tag == id_tag:
                 return c.connector_id
-        for c in conns:  # a reserved connector for this card
-            reserved = c.state.reserved_for
-            if reserved is not None and same_token(reserved, id_tag) and not c.state.tx_active:
-                return c.connector_id
-        for c in conns:  # plugged in and waiting
-            s = c.state
-            if s.vehicle.plugged and not s.tx_active and not s.finishing and s.operative:
-                return c.connector_id
-        for c in conns:  # tap first, plug later
-            s = c.state
-            if s.phase is sm.Phase.AVAILABLE:
-                return c.connector_id
-        for c in conns:  # reserved for a group: maybe this card's parent idTag (5.13)
-            s = c.state
-            if s.reserved_parent is not None and s.authorizing is None and s.operative:
-                return c.connector_id
-        for c in conns:  # any running transaction: maybe a group card to stop it
-            if c.state.tx_active:
-                return c.connector_id
+        candidates = (
+            # plugged in and reserved for this card
+            lambda c: waiting(c) and mine(c),
+            # the connector reserved for this card (ReserveNow for that connector)
+            lambda c: mine(c) and own_reservation(c),
+            # plugged in and waiting (a reservation for any connector is used there, too)
+            lambda c: waiting(c) and (c.state.reserved_for is None or c.state.reserved_parent),
+            # the connector kept for this card by a reservation for any connector
+            mine,
+            # plugged in but reserved for another driver: refused there (5.13)
+            waiting,
+            # tap first, plug later
+            lambda c: c.state.phase is sm.Phase.AVAILABLE,
+            # reserved for a group: maybe this card's parent idTag (5.13)
+            lambda c: (
+                c.state.reserved_parent is not None
+                and c.state.authorizing is None
+                and c.state.operative
+                and not c.state.tx_active
+            ),
+            # any running transaction: maybe a group card to stop it
+            lambda c: c.state.tx_active,
+        )
+        for wanted in candidates:
+            for c in conns:
+                if wanted(c):
+                    return c.connector_id
         return None
 
     # ------------------------------------------------------------------ commands

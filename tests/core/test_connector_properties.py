@@ -755,8 +755,8 @@ def _reservation_id_only_for_reserved_tag(evs: list[Event]) -> None:
     def on_step(old: ConnectorState, ev: Event, new: ConnectorState, cmds: list[Command]) -> None:
         for c in cmds:
             if isinstance(c, StartTx) and c.reservation_id is not None:
-                group = reserved["parent"] is not None and old.authorized_parent == (
-                    reserved["parent"]
+                group = (
+                    reserved["parent"] is not None and old.authorized_parent == (reserved["parent"])
                 )
                 by_parent = group or (
                     isinstance(ev, AuthResult) and ev.parent_id_tag == reserved["parent"]
