@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from controller.core.reservations import same_token
 from controller.core.safety import contactor_permitted, offered_current_a
 from hal.base import FaultKind, VehicleState
 
@@ -129,10 +130,12 @@ class AvailabilityChanged:
 
 @dataclass(frozen=True)
 class ReservationChanged:
-    """Reserve for ``id_tag`` (None cancels or expires the reservation)."""
+    """Reserve for ``id_tag`` (None cancels or expires the reservation); a card whose parent
+    idTag is ``parent_id_tag`` may use it too (5.13)."""
 
     id_tag: str | None
     reservation_id: int | None = None
+    parent_id_tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,7 @@ class ConnectorState:
     meter_ready: bool = False
     reserved_for: str | None = None
     reservation_id: int | None = None
+    reserved_parent: str | None = None  # the reservation's parent idTag (group reservation)
     limit_a: float | None = None  # smart-charging limit; None = no limit
     # Authorization
     authorizing: str | None = None  # idTag waiting for AuthResult
@@ -379,7 +383,9 @@ def derive_phase(s: ConnectorState) -> tuple[Phase, FaultKind | None]:
         return Phase.UNAVAILABLE, None
     if s.finishing and s.vehicle.plugged:
         return Phase.FINISHING, None
-    if s.reserved_for is not None and not s.vehicle.plugged and s.authorized_tag is None:
+    if s.reserved_for is not None and s.authorized_tag is None and not pilot_error:
+        # Only the reserved driver moves it on (1.6 4.9 G2 "Reservation identity is
+        # presented"); a cable plugged in meanwhile does not (2.0.1 errata G01.FR.09).
         return Phase.RESERVED, None
     if pilot_error:
         return Phase.PREPARING, FaultKind.EV_COMMUNICATION
@@ -426,6 +432,34 @@ def initial_state(
     return replace(s, phase=phase, condition=condition)
 
 
+def reservation_admits(s: ConnectorState, id_tag: str, parent_id_tag: str | None) -> bool:
+    """Whether the connector's reservation (if any) lets this driver charge (5.13): the
+    reserved idTag, or a card with the reservation's parent idTag."""
+    if s.reserved_for is None:
+        return True
+    if same_token(id_tag, s.reserved_for):
+        return True
+    return (
+        s.reserved_parent is not None
+        and parent_id_tag is not None
+        and same_token(parent_id_tag, s.reserved_parent)
+    )
+
+
+def idle(s: ConnectorState) -> bool:
+    """A new user could start here (status Available, but for a reservation): operative, no
+    fault, no transaction or session being prepared or finished, nothing plugged in."""
+    return (
+        s.operative
+        and s.fault is None
+        and not s.tx_active
+        and not s.finishing
+        and s.authorized_tag is None
+        and s.authorizing is None
+        and s.vehicle is VehicleState.A
+    )
+
+
 def can_start_remotely(s: ConnectorState) -> bool:
     """Whether RemoteStartTransaction for this connector would be Accepted."""
     return (
@@ -460,7 +494,7 @@ def _start_if_ready(s: ConnectorState, cmds: list[Command]) -> ConnectorState:
         and s.operative
         and s.fault is None
     ):
-        if s.reserved_for is not None and s.reserved_for != s.authorized_tag:
+        if not reservation_admits(s, s.authorized_tag, s.authorized_parent):
             return s  # reserved for somebody else (5.13)
         rid = s.reservation_id if s.reserved_for is not None else None
         cmds.append(StartTx(s.authorized_tag, rid))
@@ -477,6 +511,7 @@ def _start_if_ready(s: ConnectorState, cmds: list[Command]) -> ConnectorState:
             finishing=False,
             reserved_for=None,
             reservation_id=None,
+            reserved_parent=None,
             locked=True,
         )
     return s
@@ -507,7 +542,7 @@ def _end_tx(
     if s.pending_operative is not None:
         s = replace(s, operative=s.pending_operative, pending_operative=None)
         if not s.operative:
-            s = replace(s, reserved_for=None, reservation_id=None)  # 5.13
+            s = replace(s, reserved_for=None, reservation_id=None, reserved_parent=None)  # 5.13
     return s
 
 
@@ -572,7 +607,14 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 and s.fault is None
                 and s.authorizing is None
                 and s.vehicle not in (VehicleState.E, VehicleState.F)
-                and (s.reserved_for is None or s.reserved_for == tag)
+                and (
+                    s.reserved_for is None
+                    or same_token(tag, s.reserved_for)
+                    # Another card of the group may use it: its parent idTag comes with the
+                    # authorization (list, cache or Authorize.conf; 5.13). Without a parent
+                    # in the reservation another card is refused without asking anyone.
+                    or s.reserved_parent is not None
+                )
             ):
                 cmds.append(RequestAuthorization(tag))
                 s = replace(s, authorizing=tag)
@@ -588,7 +630,13 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     and parent == s.authorized_parent
                 ):
                     s = _stop_authorized(s, tag, cmds)
-            elif ok and s.operative and s.fault is None and s.authorized_tag is None:
+            elif (
+                ok
+                and s.operative
+                and s.fault is None
+                and s.authorized_tag is None
+                and reservation_admits(s, tag, parent)
+            ):
                 s = replace(
                     s, authorized_tag=tag, authorized_parent=parent, authorized_at_s=s.now_s
                 )
@@ -600,7 +648,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             if (
                 can_start_remotely(s)
                 and s.authorized_tag is None
-                and (s.reserved_for is None or s.reserved_for == tag)
+                and reservation_admits(s, tag, None)
             ):
                 s = replace(s, authorized_tag=tag, authorized_parent=None, authorized_at_s=s.now_s)
                 cmds.append(SessionEvent(SessionEventKind.AUTHORIZED, id_tag=tag, remote=True))
@@ -617,7 +665,7 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
         case FaultChanged(fault=fault):
             s = replace(s, fault=fault)
             if fault is not None:
-                s = replace(s, reserved_for=None, reservation_id=None)  # 5.13
+                s = replace(s, reserved_for=None, reservation_id=None, reserved_parent=None)  # 5.13
                 if not s.tx_active:
                     _drop_authorization(s, cmds)
                     s = replace(s, authorized_tag=None, authorizing=None, authorized_at_s=None)
@@ -635,9 +683,15 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                         authorized_at_s=None,
                         reserved_for=None,
                         reservation_id=None,
+                        reserved_parent=None,
                     )
-        case ReservationChanged(id_tag=tag, reservation_id=rid):
-            s = replace(s, reserved_for=tag, reservation_id=rid if tag is not None else None)
+        case ReservationChanged(id_tag=tag, reservation_id=rid, parent_id_tag=parent):
+            s = replace(
+                s,
+                reserved_for=tag,
+                reservation_id=rid if tag is not None else None,
+                reserved_parent=parent if tag is not None else None,
+            )
             s = _start_if_ready(s, cmds)  # an authorized, plugged driver may go now
         case CurrentLimitChanged(limit_a=limit):
             s = replace(s, limit_a=max(0.0, limit))

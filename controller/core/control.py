@@ -9,7 +9,18 @@ from typing import Any, Protocol
 from controller.core.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
 from controller.core.composite import CompositeSchedule
 from controller.core.connector import Phase, StopCause
+from controller.core.reservations import CancelResult, Reservation, ReserveResult
 from hal.base import FaultKind, MeterReading
+
+__all__ = [
+    "AvailabilityResult",
+    "CancelResult",
+    "ConnectorView",
+    "ReserveResult",
+    "Reservation",
+    "StationControl",
+    "UnlockResult",
+]
 
 
 class AvailabilityResult(enum.StrEnum):
@@ -80,6 +91,13 @@ class StationControl(Protocol):
         ...
 
     async def unlock(self, connector_id: int) -> UnlockResult: ...
+
+    def reserve(self, reservation: Reservation, *, any_connector_supported: bool) -> ReserveResult:
+        """Make (or, same reservation id, replace) a reservation; connector 0 = any connector,
+        refused unless ``any_connector_supported`` (the adapter's configuration says)."""
+        ...
+
+    def cancel_reservation(self, reservation_id: int) -> CancelResult: ...
 
     async def stop_all(self, cause: StopCause) -> None: ...
 

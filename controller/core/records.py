@@ -64,8 +64,8 @@ def shown_tx_id(text: str | None) -> int | str | None:
 class StationRecords(Protocol):
     """The durable records the station runtime reads and writes (controller.storage.store
     implements it): transactions left open by a crash, the persisted reading of a running
-    one, availability and invalidation marks, and the authorization data it looks parents
-    up in. Writes raise ``StoreError`` only when even the in-memory fallback failed.
+    one, availability and invalidation marks, reservations, and the authorization data it
+    looks parents up in. Writes raise ``StoreError`` only when even the in-memory fallback failed.
     """
 
     @property
@@ -86,6 +86,8 @@ class StationRecords(Protocol):
     def set_setting(self, key: str, value: str) -> None: ...
 
     def delete_setting(self, key: str) -> None: ...
+
+    def settings_with_prefix(self, prefix: str) -> dict[str, str]: ...
 
     def cache_get(self, id_tag: str) -> TagInfo | None: ...
 

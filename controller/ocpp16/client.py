@@ -14,6 +14,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from controller.core import connector as sm
+from controller.core.authrules import parse_time
 from controller.core.charging_profiles import (
     ChargingProfile,
     ProfileRules,
@@ -21,7 +22,7 @@ from controller.core.charging_profiles import (
     install_profile,
     validate_profile,
 )
-from controller.core.control import StationControl
+from controller.core.control import Reservation, StationControl
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.core.records import DEFAULT_BACKEND
 from controller.core.timestamps import iso_utc
@@ -41,7 +42,7 @@ from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import smartcharging as sc16
 from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
-from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION
+from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION, TYPE_CONSTRAINT_VIOLATION
 from controller.ocpp16.settings import Settings
 from controller.ocpp16.txmessages import TxMessages16
 from controller.runtime.clock import Clock
@@ -700,6 +701,34 @@ class Ocpp16Client:
     async def _on_DataTransfer(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"status": "UnknownVendorId"}
 
+    # --- Reservation profile (5.13 ReserveNow, 5.1 CancelReservation). The rules (who may
+    # use it, expiry, what connector 0 keeps) are the core's: controller/core/reservations.py.
+
+    @_route("ReserveNow")
+    async def _on_ReserveNow(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        cid = self._connector_id(p, allow_zero=True)
+        expiry = parse_time(p["expiryDate"])
+        if expiry is None:
+            raise CallError(TYPE_CONSTRAINT_VIOLATION, "expiryDate is not a dateTime")
+        reservation = Reservation(
+            reservation_id=int(p["reservationId"]),
+            connector_id=cid,
+            id_tag=p["idTag"],
+            expiry=expiry,
+            parent_id_tag=p.get("parentIdTag"),
+        )
+        result = self.station.reserve(
+            reservation,
+            any_connector_supported=self.settings.get_bool("ReserveConnectorZeroSupported"),
+        )
+        return {"status": result.value}
+
+    @_route("CancelReservation")
+    async def _on_CancelReservation(  # noqa: N802
+        self, p: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {"status": self.station.cancel_reservation(int(p["reservationId"])).value}
+
     @_route("RemoteStartTransaction")
     async def _on_RemoteStartTransaction(  # noqa: N802
         self, p: dict[str, Any]
@@ -932,6 +961,7 @@ class Ocpp16Client:
         await self._tasks.cancel_all()
 
 
-# CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage and
-# the Local Auth List Management profile (GetLocalListVersion, SendLocalList).
+# CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage, the
+# Local Auth List Management profile (GetLocalListVersion, SendLocalList) and the
+# Reservation profile (ReserveNow, CancelReservation).
 SUPPORTED_ACTIONS = frozenset(_ROUTES)

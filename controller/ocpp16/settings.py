@@ -54,7 +54,13 @@ SUPPORTED_MEASURANDS = frozenset(
     }
 )
 PHASE_ROTATIONS = frozenset({"NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR"})
-FEATURE_PROFILES = ("Core", "LocalAuthListManagement", "RemoteTrigger", "SmartCharging")
+FEATURE_PROFILES = (
+    "Core",
+    "LocalAuthListManagement",
+    "RemoteTrigger",
+    "SmartCharging",
+    "Reservation",
+)
 # Smart Charging (9.4): what SetChargingProfile may use. 48 periods: a day in half hours.
 CHARGE_PROFILE_MAX_STACK_LEVEL = 10
 CHARGING_SCHEDULE_MAX_PERIODS = 48
@@ -159,6 +165,8 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("MeterValueSampleInterval", "int", "60", min_value=0, max_value=86400),
         KeyDef("MinimumStatusDuration", "int", "0", min_value=0, max_value=3600),
         KeyDef("NumberOfConnectors", "int", n, readonly=True),
+        # 9.3.1 Reservation profile: ReserveNow for connector 0 ("any connector") is supported.
+        KeyDef("ReserveConnectorZeroSupported", "bool", "true", readonly=True),
         KeyDef("ResetRetries", "int", "3", min_value=0, max_value=10),
         KeyDef("SendLocalListMaxLength", "int", str(LOCAL_AUTH_LIST_MAX_LENGTH), readonly=True),
         KeyDef("StopTransactionOnEVSideDisconnect", "bool", "true"),

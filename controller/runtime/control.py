@@ -56,8 +56,8 @@ class Control:
         )
         for c in candidates:
             if sm.can_start_remotely(c.state) and c.state.authorized_tag is None:
-                if c.state.reserved_for is not None and c.state.reserved_for != id_tag:
-                    continue
+                if not sm.reservation_admits(c.state, id_tag, None):
+                    continue  # reserved for another driver (5.13)
                 return c.connector_id
         return None
 

@@ -13,6 +13,7 @@ from controller.core.timestamps import iso_utc
 from controller.runtime.clock import Clock
 from controller.runtime.connector import ConnectorRuntime
 from controller.runtime.faults import FaultEvent
+from controller.runtime.reservations import Reservations
 
 
 def view(c: ConnectorRuntime) -> ConnectorView:
@@ -37,6 +38,7 @@ def snapshot(
     port: CsmsPort | None,
     faults: Iterable[FaultEvent],
     limits: Callable[[int], EffectiveLimit | None] = lambda _cid: None,
+    reservations: Reservations | None = None,
 ) -> dict[str, Any]:
     """The data behind GET /api/status; ``faults`` newest first."""
     out = []
@@ -44,6 +46,7 @@ def snapshot(
         tx = store.get_transaction(c.tx_key) if c.tx_key is not None else None
         energy_wh = c.reading.energy_wh if c.reading else None
         live = c.live_reading
+        held = reservations.on_connector(c.connector_id) if reservations is not None else None
         out.append(
             {
                 "connector": c.connector_id,
@@ -69,6 +72,16 @@ def snapshot(
                 "power_w": round(live.power_w, 1) if live else None,
                 "meter_ok": live is not None,
                 "meter_reading_at": c.reading_at,
+                # The reservation this connector keeps (its own, or one for any connector).
+                "reservation": None
+                if held is None
+                else {
+                    "reservation_id": held.reservation_id,
+                    "id_tag": held.id_tag,
+                    "parent_id_tag": held.parent_id_tag,
+                    "expiry": iso_utc(held.expiry),
+                    "any_connector": held.any_connector,
+                },
             }
         )
     return {

@@ -17,6 +17,7 @@ from controller.core.control import AvailabilityResult, ConnectorView, UnlockRes
 from controller.core.policy import ChargingPolicy
 from controller.core.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
 from controller.core.records import StationRecords, StoreError
+from controller.core.reservations import CancelResult, Reservation, ReserveResult, same_token
 from controller.core.timestamps import iso_utc
 from controller.runtime import snapshot as snap
 from controller.runtime.clock import Clock
@@ -26,6 +27,7 @@ from controller.runtime.faults import FaultEvent, Faults
 from controller.runtime.limits import SmartCharging
 from controller.runtime.metering import STORAGE_PROBE_INTERVAL_S, Metering
 from controller.runtime.recovery import Recovery
+from controller.runtime.reservations import Reservations
 from controller.runtime.tasks import TaskGroup
 from hal.base import FaultKind, IndicatorState, TokenReader, VehicleState
 
@@ -131,6 +133,13 @@ class Station:
         self.smart = SmartCharging(
             records=store, clock=clock, connectors=self.connectors, dispatch=self.dispatch
         )
+        self.reservations = Reservations(
+            connectors=self.connectors,
+            store=store,
+            clock=clock,
+            dispatch=self.dispatch,
+            station_operative=lambda: self.control.station_operative,
+        )
         add_trust_listener = getattr(clock, "add_trust_listener", None)
         if add_trust_listener is not None:
             add_trust_listener(self.metering.on_time_confirmed)
@@ -160,6 +169,7 @@ class Station:
             c.hw.contactor.set_closed(False)  # fail safe, whatever the driver did
             await self.metering.poll(c)
         resumable = self.recovery.open_transactions(resume=self.resume_transactions)
+        self.reservations.restore()  # before the boot statuses: Reserved persists (B11.FR.05)
         for c in self.connectors.values():
             self._apply_policy(c)
             c.status_since_s = self.clock.monotonic_s()
@@ -257,6 +267,10 @@ class Station:
                     failure = failure or exc
         finally:
             self._dispatching = False
+        # A fault, an availability change or a session may end or move a reservation. Once
+        # the queue is empty, so that what it dispatches is stepped at once (its own
+        # dispatches re-enter here; sync() guards against running twice).
+        self.reservations.sync()
         if failure is not None:
             raise failure
 
@@ -287,23 +301,49 @@ class Station:
 
     def _connector_for_token(self, id_tag: str) -> int | None:
         conns = list(self.connectors.values())
+
+        def mine(c: ConnectorRuntime) -> bool:  # reserved for this card
+            reserved = c.state.reserved_for
+            return reserved is not None and same_token(reserved, id_tag) and not c.state.tx_active
+
+        def waiting(c: ConnectorRuntime) -> bool:  # plugged in, waiting for a card
+            s = c.state
+            return s.vehicle.plugged and not s.tx_active and not s.finishing and s.operative
+
+        def own_reservation(c: ConnectorRuntime) -> bool:  # not one for any connector
+            r = self.reservations.on_connector(c.connector_id)
+            return r is not None and not r.any_connector
+
         for c in conns:  # the card that started a transaction stops it
             if c.state.tx_active and c.state.authorized_tag == id_tag:
                 return c.connector_id
-        for c in conns:  # a reserved connector for this card
-            if c.state.reserved_for == id_tag and not c.state.tx_active:
-                return c.connector_id
-        for c in conns:  # plugged in and waiting
-            s = c.state
-            if s.vehicle.plugged and not s.tx_active and not s.finishing and s.operative:
-                return c.connector_id
-        for c in conns:  # tap first, plug later
-            s = c.state
-            if s.phase is sm.Phase.AVAILABLE:
-                return c.connector_id
-        for c in conns:  # any running transaction: maybe a group card to stop it
-            if c.state.tx_active:
-                return c.connector_id
+        candidates = (
+            # plugged in and reserved for this card
+            lambda c: waiting(c) and mine(c),
+            # the connector reserved for this card (ReserveNow for that connector)
+            lambda c: mine(c) and own_reservation(c),
+            # plugged in and waiting (a reservation for any connector is used there, too)
+            lambda c: waiting(c) and (c.state.reserved_for is None or c.state.reserved_parent),
+            # the connector kept for this card by a reservation for any connector
+            mine,
+            # plugged in but reserved for another driver: refused there (5.13)
+            waiting,
+            # tap first, plug later
+            lambda c: c.state.phase is sm.Phase.AVAILABLE,
+            # reserved for a group: maybe this card's parent idTag (5.13)
+            lambda c: (
+                c.state.reserved_parent is not None
+                and c.state.authorizing is None
+                and c.state.operative
+                and not c.state.tx_active
+            ),
+            # any running transaction: maybe a group card to stop it
+            lambda c: c.state.tx_active,
+        )
+        for wanted in candidates:
+            for c in conns:
+                if wanted(c):
+                    return c.connector_id
         return None
 
     # ------------------------------------------------------------------ commands
@@ -337,6 +377,8 @@ class Station:
                 self._tasks.spawn(self._authorize(c.connector_id, tag), name="authorize")
             case sm.StartTx(id_tag=tag, reservation_id=rid):
                 self._start_tx(c, tag, rid)
+                if rid is not None:
+                    self.reservations.used(rid)  # 5.13 (1): the transaction ends it
             case sm.StopTx(reason=reason, id_tag=tag):
                 self._stop_tx(c, reason, tag)
             case sm.PhaseChanged(phase=phase, condition=condition):
@@ -345,9 +387,7 @@ class Station:
                 self._report_status(c, phase, condition)
             case sm.SessionEvent(kind=kind, resumed=resumed):
                 if kind is sm.SessionEventKind.TRANSACTION_STARTED and c.tx_key is not None:
-                    started_at = (
-                        self._tx_started_at(c.tx_key) if resumed else self.clock.utc_now()
-                    )
+                    started_at = self._tx_started_at(c.tx_key) if resumed else self.clock.utc_now()
                     self.smart.transaction_started(c.connector_id, c.tx_key, started_at)
                 elif kind is sm.SessionEventKind.AUTHORIZATION_CANCELLED:
                     self.smart.set_pending_tx_profile(c.connector_id, None)
@@ -382,6 +422,9 @@ class Station:
             LOG.exception("authorization of %s failed", id_tag)
             decision = AuthDecision(False, "Invalid", source="error")
         LOG.info("card %s: %s (%s)", id_tag, decision.status, decision.source)
+        if decision.accepted:
+            # A reservation for any connector that admits this driver is used here.
+            self.reservations.claim(connector_id, id_tag, decision.parent_id_tag)
         self.dispatch(
             connector_id, sm.AuthResult(id_tag, decision.accepted, decision.parent_id_tag)
         )
@@ -516,6 +559,7 @@ class Station:
                 self.metering.maybe_sample(c, now_s)
                 self.metering.maybe_persist(c, now_s)
             self.metering.maybe_probe_storage(now_s)
+            self.reservations.tick(self.clock.utc_now())
             self.metering.maybe_aligned(self.clock.utc_now())
             self.last_tick_s = self.clock.monotonic_s()
 
@@ -571,6 +615,7 @@ class Station:
         self, connector_id: int, id_tag: str, tx_profile: ChargingProfile | None = None
     ) -> None:
         self.smart.set_pending_tx_profile(connector_id, tx_profile)
+        self.reservations.claim(connector_id, id_tag, None)
         self.control.begin_remote(connector_id, id_tag)
 
     # ------------------------------------------------------------------ smart charging
@@ -629,6 +674,14 @@ class Station:
     async def unlock(self, connector_id: int) -> UnlockResult:
         return await self.control.unlock(connector_id)
 
+    def reserve(self, reservation: Reservation, *, any_connector_supported: bool) -> ReserveResult:
+        return self.reservations.reserve(
+            reservation, any_connector_supported=any_connector_supported
+        )
+
+    def cancel_reservation(self, reservation_id: int) -> CancelResult:
+        return self.reservations.cancel(reservation_id)
+
     def set_csms_online(self, online: bool) -> None:
         """The CSMS connection went up or down: an idle connector's light says "offline"
         (cards then only work from the local list / cache) instead of "available"."""
@@ -652,4 +705,5 @@ class Station:
             port=self.port,
             faults=reversed(self.faults.history),
             limits=self.smart.limit,
+            reservations=self.reservations,
         )

@@ -106,6 +106,7 @@ events: st.SearchStrategy[Event] = st.one_of(
         ReservationChanged,
         st.one_of(st.none(), tags),
         st.one_of(st.none(), st.integers(1, 3)),
+        st.sampled_from(PARENTS),
     ),
     st.builds(CurrentLimitChanged, limits),
     # Tick here carries a time *increment*; ``run_events`` turns it into a monotonic clock.
@@ -146,6 +147,9 @@ class Model:
     # shadow of the reservation (5.13) and of the EV-side disconnect settings (4.10)
     reserved_tag: str | None = None
     reservation_id: int | None = None
+    reserved_parent: str | None = None  # a group reservation: cards of this parent may use it
+    # parents an accepted authorization answer gave each requested tag
+    parents: dict[str, set[str | None]] = field(default_factory=dict)
     unlock_on_ev_disconnect: bool = True
     # the meter has answered once (MeterReady): before that nothing can be billed
     meter_ready: bool = False
@@ -176,7 +180,7 @@ class Model:
         )
 
     def cancel_reservation(self) -> None:
-        self.reserved_tag, self.reservation_id = None, None
+        self.reserved_tag, self.reservation_id, self.reserved_parent = None, None, None
 
     def observe_event(self, ev: Event) -> None:
         match ev:
@@ -194,14 +198,16 @@ class Model:
                 else:
                     self.operative = False
                     self.cancel_reservation()  # 5.13 (3): Unavailable terminates it
-            case ReservationChanged(id_tag=tag, reservation_id=rid):
+            case ReservationChanged(id_tag=tag, reservation_id=rid, parent_id_tag=parent):
                 self.reserved_tag = tag
                 self.reservation_id = rid if tag is not None else None
+                self.reserved_parent = parent if tag is not None else None
             case SettingsChanged(unlock_on_ev_disconnect=unlock):
                 self.unlock_on_ev_disconnect = unlock
-            case AuthResult(id_tag=tag, accepted=ok):
+            case AuthResult(id_tag=tag, accepted=ok, parent_id_tag=parent):
                 if ok and tag in self.requested:
                     self.granted.add(tag)
+                    self.parents.setdefault(tag, set()).add(parent)
             case RemoteStart(id_tag=tag):
                 self.granted.add(tag)
             case CurrentLimitChanged(limit_a=limit):
@@ -271,10 +277,14 @@ def check_step(
                 assert model.operative and model.fault is None
                 assert model.vehicle.plugged
                 assert model.vehicle not in PILOT_ERROR
-                # 5.13: no transaction for another idTag on a reserved connector; the
-                # reservationId only (and always) for the reserved idTag; it ends the reservation.
+                # 5.13: no transaction for another idTag on a reserved connector, except a
+                # card whose authorization gave the reservation's parent idTag; the
+                # reservationId only (and always) for them; it ends the reservation.
                 if model.reserved_tag is not None:
-                    assert tag == model.reserved_tag, (c, model.reserved_tag)
+                    group = model.reserved_parent is not None and model.reserved_parent in (
+                        model.parents.get(tag, set())
+                    )
+                    assert tag == model.reserved_tag or group, (c, model.reserved_tag)
                     assert rid == model.reservation_id, (c, model.reservation_id)
                 else:
                     assert rid is None, c
@@ -407,6 +417,7 @@ def check_state(model: Model, s: ConnectorState) -> None:
     assert model.fault == s.fault
     assert model.operative == s.operative
     assert (model.reserved_tag, model.reservation_id) == (s.reserved_for, s.reservation_id)
+    assert model.reserved_parent == s.reserved_parent
     # A running transaction always holds the cable.
     if model.tx_open:
         assert model.locked
@@ -574,9 +585,13 @@ class ConnectorMachine(RuleBasedStateMachine):
     def availability(self, op: bool) -> None:
         self.apply(AvailabilityChanged(op))
 
-    @rule(tag=st.one_of(st.none(), tags), rid=st.one_of(st.none(), st.integers(1, 3)))
-    def reservation(self, tag: str | None, rid: int | None) -> None:
-        self.apply(ReservationChanged(tag, rid))
+    @rule(
+        tag=st.one_of(st.none(), tags),
+        rid=st.one_of(st.none(), st.integers(1, 3)),
+        parent=st.sampled_from(PARENTS),
+    )
+    def reservation(self, tag: str | None, rid: int | None, parent: str | None) -> None:
+        self.apply(ReservationChanged(tag, rid, parent))
 
     @rule(limit=limits)
     def current_limit(self, limit: float) -> None:
@@ -733,17 +748,26 @@ def test_closed_contactor_always_opens_before_stop(
 
 
 def _reservation_id_only_for_reserved_tag(evs: list[Event]) -> None:
-    """5.13: the reservationId goes in StartTx only for the reserved idTag."""
-    reserved: dict[str, str | None] = {"tag": None}
+    """5.13: the reservationId goes in StartTx only for the reserved idTag, or for a card
+    authorized with the reservation's parent idTag."""
+    reserved: dict[str, str | None] = {"tag": None, "parent": None}
 
     def on_step(old: ConnectorState, ev: Event, new: ConnectorState, cmds: list[Command]) -> None:
         for c in cmds:
             if isinstance(c, StartTx) and c.reservation_id is not None:
-                assert c.id_tag == reserved["tag"], (c, reserved["tag"])
+                group = (
+                    reserved["parent"] is not None and old.authorized_parent == (reserved["parent"])
+                )
+                by_parent = group or (
+                    isinstance(ev, AuthResult) and ev.parent_id_tag == reserved["parent"]
+                )
+                assert c.id_tag == reserved["tag"] or by_parent, (c, reserved)
         if isinstance(ev, ReservationChanged):
             reserved["tag"] = ev.id_tag
+            reserved["parent"] = ev.parent_id_tag if ev.id_tag is not None else None
         if any(isinstance(c, StartTx) for c in cmds):
             reserved["tag"] = new.reserved_for
+            reserved["parent"] = new.reserved_parent
 
     run_events(evs, on_step=on_step)
 

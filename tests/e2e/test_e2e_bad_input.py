@@ -147,17 +147,6 @@ async def test_unknown_action_not_implemented(
 @pytest.mark.parametrize(
     ("action", "payload"),
     [
-        pytest.param(
-            "ReserveNow",
-            {
-                "connectorId": 1,
-                "expiryDate": "2026-01-01T13:00:00Z",
-                "idTag": CARD,
-                "reservationId": 1,
-            },
-            id="ReserveNow",
-        ),
-        pytest.param("CancelReservation", {"reservationId": 1}, id="CancelReservation"),
         pytest.param("GetDiagnostics", {"location": "ftp://example.com/diag"}, id="GetDiagnostics"),
         pytest.param(
             "UpdateFirmware",

@@ -4,10 +4,11 @@ schemas bundled with ocpp-rpc), not on the Python ``ocpp`` library evsed itself 
 
 One end-to-end run covers boot + status, a local session with MeterValues, remote start/stop,
 GetConfiguration, ChangeConfiguration, ChangeAvailability, TriggerMessage, UnlockConnector,
-DataTransfer, a CSMS outage mid-transaction (queued messages replayed), a fault and a soft
-Reset. At the end the CSMS's own bookkeeping must show zero schema violations in either
-direction, never more than one outstanding CALL from the station (OCPP-J 1.6 section 4.1.1),
-and exactly one StartTransaction and one StopTransaction per transaction.
+DataTransfer, ReserveNow and CancelReservation (a reservation used), a CSMS outage
+mid-transaction (queued messages replayed), a fault and a soft Reset. At the end the CSMS's
+own bookkeeping must show zero schema violations in either direction, never more than one
+outstanding CALL from the station (OCPP-J 1.6 section 4.1.1), and exactly one
+StartTransaction and one StopTransaction per transaction.
 
 Needs ``node`` and ``npm ci`` in tests/conformance (skipped otherwise).
 """
@@ -21,11 +22,13 @@ import json
 import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller.core.timestamps import iso_utc
 from tests.conftest import CARD, STATION_ID
 
 CONFORMANCE_DIR = Path(__file__).resolve().parents[1] / "conformance"
@@ -362,6 +365,39 @@ async def unlock_and_data_transfer(h: Any, csms: NodeCsms) -> None:
     assert result["status"] in {"Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId"}
 
 
+async def reservations(h: Any, csms: NodeCsms) -> int:
+    """5.13 ReserveNow (connector 1 and connector 0), 5.1 CancelReservation (known and
+    unknown id), StatusNotification Reserved, and a reservation used: StartTransaction with
+    its reservationId (4.8)."""
+    until = iso_utc(h.clock.utc_now() + timedelta(hours=1))
+    reserve = {"connectorId": 1, "expiryDate": until, "idTag": CARD, "reservationId": 71}
+    n = csms.count("StatusNotification")
+    assert await csms.call("ReserveNow", reserve) == {"status": "Accepted"}
+    await csms.wait_call("StatusNotification", status_of(1, "Reserved"), after=n)
+    assert await csms.call("CancelReservation", {"reservationId": 999}) == {"status": "Rejected"}
+    n = csms.count("StatusNotification")
+    assert await csms.call("CancelReservation", {"reservationId": 71}) == {"status": "Accepted"}
+    await csms.wait_call("StatusNotification", status_of(1, "Available"), after=n)
+    anywhere = {**reserve, "connectorId": 0, "reservationId": 72, "parentIdTag": "FLEET"}
+    assert await csms.call("ReserveNow", anywhere) == {"status": "Accepted"}
+    assert await csms.call("CancelReservation", {"reservationId": 72}) == {"status": "Accepted"}
+    n = csms.count("StatusNotification")
+    assert await csms.call("ReserveNow", {**reserve, "reservationId": 73}) == {"status": "Accepted"}
+    await csms.wait_call("StatusNotification", status_of(1, "Reserved"), after=n)
+    starts = csms.count("StartTransaction")
+    tx_id = await plug_and_tap(h, csms)
+    start = await csms.wait_call("StartTransaction", after=starts)
+    assert (start["idTag"], start["reservationId"]) == (CARD, 73)
+    await h.advance(10)
+    stops = csms.count("StopTransaction")
+    h.tap()
+    await csms.wait_call("StopTransaction", after=stops)
+    h.unplug()
+    await h.advance(1)
+    await drained(h)
+    return tx_id
+
+
 async def outage_mid_transaction(h: Any, csms: NodeCsms) -> int:
     """3.7: the CSMS drops the station mid-transaction and refuses it for a while; charging
     goes on, MeterValues and the local StopTransaction are queued and replayed in order."""
@@ -498,10 +534,11 @@ async def test_end_to_end_against_ocpp_rpc_strict_csms(node_csms: NodeCsms, char
     await availability(h, csms)
     await trigger_message(h, csms)
     await unlock_and_data_transfer(h, csms)
+    tx_ids.append(await reservations(h, csms))
     tx_ids.append(await outage_mid_transaction(h, csms))
     await fault(h, csms)
-    tx_ids.append(await soft_reset_during_transaction(h, csms))
     tx_ids.append(await smart_charging(h, csms))
+    tx_ids.append(await soft_reset_during_transaction(h, csms))
 
     stats = await csms.stats()
     assert stats["violations"] == [], "schema/protocol violations:\n" + describe(
@@ -513,9 +550,9 @@ async def test_end_to_end_against_ocpp_rpc_strict_csms(node_csms: NodeCsms, char
     assert stats["callErrorsReceived"] == {}
     assert stats["answered"] == stats["sent"]
 
-    assert len(set(tx_ids)) == len(tx_ids) == 5
-    assert stats["received"]["StartTransaction"] == 5
-    assert stats["received"]["StopTransaction"] == 5
+    assert len(set(tx_ids)) == len(tx_ids) == 6
+    assert stats["received"]["StartTransaction"] == 6
+    assert stats["received"]["StopTransaction"] == 6
     assert stats["received"]["BootNotification"] == 1
     assert stats["duplicateStarts"] == 0
     assert stats["stopsForUnknownTx"] == []
@@ -524,7 +561,7 @@ async def test_end_to_end_against_ocpp_rpc_strict_csms(node_csms: NodeCsms, char
     for tx_id, tx in transactions.items():
         assert (tx["starts"], tx["stops"]) == (1, 1), f"transaction {tx_id}: {tx}"
     assert transactions[tx_ids[0]]["meterValues"] >= 3
-    assert transactions[tx_ids[2]]["meterValues"] >= 3
+    assert transactions[tx_ids[3]]["meterValues"] >= 3  # the outage
 
 
 async def test_the_checker_catches_violations(node_csms: NodeCsms) -> None:

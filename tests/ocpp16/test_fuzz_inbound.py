@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import string
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +34,7 @@ from ocpp.messages import MessageType, get_validator
 from ocpp.v16.enums import Action
 
 from controller.core import connector as sm
+from controller.core.authrules import parse_time
 from controller.dev.devcsms import DevCsms
 from controller.ocpp16 import rpc
 from controller.ocpp16.client import SUPPORTED_ACTIONS
@@ -343,6 +344,10 @@ def allowed_callerror(action: str, payload: dict[str, Any], code: str) -> bool:
             return not 1 <= cid <= CONNECTORS
         if action == "SetChargingProfile":
             return not 0 <= cid <= CONNECTORS  # errata 3.39
+        if action == "ReserveNow":
+            return not 0 <= cid <= CONNECTORS
+    if code == rpc.TYPE_CONSTRAINT_VIOLATION and action == "ReserveNow":
+        return parse_time(payload["expiryDate"]) is None  # not a dateTime evsed can read
     if code == rpc.OCCURENCE_CONSTRAINT_VIOLATION and action == "GetConfiguration":
         return len(payload.get("key") or []) > MAX_CONFIG_KEYS
     if action == "SendLocalList":
@@ -370,6 +375,12 @@ def check_result(action: str, payload: dict[str, Any], result: dict[str, Any]) -
             assert result["status"] == "Rejected", result  # errata 3.35: already Accepted
     if action == "DataTransfer":
         assert result["status"] == "UnknownVendorId", result
+    if action == "ReserveNow":
+        expiry = parse_time(payload["expiryDate"])
+        if expiry is not None and expiry <= datetime(2026, 1, 1, tzinfo=UTC):
+            assert result["status"] == "Rejected", result  # expired on arrival
+    if action == "CancelReservation":
+        assert result["status"] in ("Accepted", "Rejected"), result
     if action == "GetConfiguration":
         known = {e["key"] for e in result.get("configurationKey", [])}
         unknown = set(result.get("unknownKey", []))

@@ -43,6 +43,7 @@ DEFAULTS_2 = {
     "MeterValueSampleInterval": "60",
     "MinimumStatusDuration": "0",
     "NumberOfConnectors": "2",
+    "ReserveConnectorZeroSupported": "true",  # 9.3.1, Reservation profile
     "ResetRetries": "3",
     "SendLocalListMaxLength": "1000",
     "StopTransactionOnEVSideDisconnect": "true",
@@ -51,7 +52,9 @@ DEFAULTS_2 = {
     "StopTxnAlignedDataMaxLength": "10",
     "StopTxnSampledData": "Energy.Active.Import.Register",
     "StopTxnSampledDataMaxLength": "10",
-    "SupportedFeatureProfiles": "Core,LocalAuthListManagement,RemoteTrigger,SmartCharging",
+    "SupportedFeatureProfiles": (
+        "Core,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"
+    ),
     "SupportedFeatureProfilesMaxLength": "6",
     "TransactionMessageAttempts": "5",
     "TransactionMessageRetryInterval": "30",
@@ -103,6 +106,7 @@ READ_ONLY = {
     "MeterValuesAlignedDataMaxLength",
     "MeterValuesSampledDataMaxLength",
     "NumberOfConnectors",
+    "ReserveConnectorZeroSupported",
     "SendLocalListMaxLength",
     "StopTxnAlignedDataMaxLength",
     "StopTxnSampledDataMaxLength",
@@ -152,6 +156,7 @@ def test_typed_getters(store: Store) -> None:
         "LocalAuthListManagement",
         "RemoteTrigger",
         "SmartCharging",
+        "Reservation",
     ]
 
 

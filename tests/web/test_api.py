@@ -45,6 +45,7 @@ CONNECTOR_FIELDS = {
     "power_w",
     "meter_ok",  # False while the meter does not answer (power_w is then None)
     "meter_reading_at",  # when energy_wh was read (UTC); None before the first reading
+    "reservation",  # the reservation the connector keeps (id, idTag, expiry), else None
 }
 CSMS_FIELDS = {"state", "queued_messages", "storage", "last_message_at", "last_message_age_s"}
 CSMS_STATES = {"connecting", "booting", "pending", "rejected", "accepted", "offline", "standalone"}
