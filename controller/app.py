@@ -136,6 +136,7 @@ class App:
                     max_current_a=cc.max_current_a,
                     phases=cc.phases,
                     nominal_voltage_v=cc.nominal_voltage_v,
+                    line=cc.line,
                 )
             )
         reader = None
@@ -180,6 +181,7 @@ class App:
             boot_id=self.boot_id,
             tick_interval_s=cfg.tick_interval_s,
             resume_transactions=cfg.resume_transactions,
+            site=cfg.site,
         )
         policy16.follow(settings, self.station.set_policy)
         if cfg.csms is not None:

@@ -1,4 +1,5 @@
-"""The `evsed` command line: run, check-config, hw-test, demo, dev-csms, status and sim controls."""
+"""The `evsed` command line: run, check-config, hw-test, demo, dev-csms, status, schedule and sim
+controls."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller.config import ConfigError, load
@@ -248,6 +250,48 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_schedule(data: dict[str, Any]) -> list[str]:
+    """The human-readable `evsed schedule` from GET /api/schedule/N."""
+    cid = data.get("connector")
+    unit = str(data.get("unit", "A"))
+    start_text = str(data.get("start", ""))
+    try:
+        start: datetime | None = datetime.fromisoformat(start_text.replace("Z", "+00:00"))
+    except ValueError:
+        start = None
+    duration_s = int(data.get("duration_s") or 0)
+    what = "the station" if cid == 0 else f"connector {cid}"
+    lines = [
+        f"composite schedule of {what} from {start_text} for "
+        f"{duration_s // 3600} h {duration_s % 3600 // 60:02d} min ({duration_s} s), in {unit}"
+    ]
+    lines.append(f"  {'from (UTC)':<20} {'offset':>9}  {'limit':>10}  phases")
+    for period in data.get("periods", []):
+        offset_s = float(period.get("start_s", 0))
+        at = (
+            ""
+            if start is None
+            else (start + timedelta(seconds=offset_s)).strftime("%Y-%m-%d %H:%M:%S")
+        )
+        hours, rest = divmod(int(offset_s), 3600)
+        offset = f"+{hours}:{rest // 60:02d}:{rest % 60:02d}"
+        limit = f"{float(period.get('limit', 0)):.1f} {unit}"
+        lines.append(f"  {at:<20} {offset:>9}  {limit:>10}  {period.get('phases')}")
+    if data.get("min_rate") is not None:
+        lines.append(f"  minChargingRate {float(data['min_rate']):.1f} {unit}")
+    return lines
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    path = f"/api/schedule/{args.connector}?duration={args.duration}&unit={args.unit}"
+    data = _request(_api_base(args), path, token=_api_token(args))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print("\n".join(format_schedule(data)))
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     base, token = _api_base(args), _api_token(args)
     if args.sim_cmd == "plug":
@@ -396,11 +440,23 @@ def build_parser() -> argparse.ArgumentParser:
     api_opts.add_argument("-c", "--config", default=argparse.SUPPRESS)
     for name, fn, helptext in (
         ("status", cmd_status, "show the running charger's status"),
+        ("schedule", cmd_schedule, "print a connector's composite schedule (0 = the station)"),
         ("sim", cmd_sim, "drive the simulated hardware"),
     ):
         p = sub.add_parser(name, help=helptext, parents=[api_opts])
         p.set_defaults(fn=fn)
         if name == "status":
+            p.add_argument("--json", action="store_true")
+        elif name == "schedule":
+            p.add_argument("connector", type=int, help="connector id, 0 = the station")
+            p.add_argument(
+                "--duration",
+                type=int,
+                default=86400,
+                metavar="S",
+                help="seconds from now (default 86400, at most 604800)",
+            )
+            p.add_argument("--unit", choices=["A", "W"], default="A")
             p.add_argument("--json", action="store_true")
         else:
             ssub = p.add_subparsers(dest="sim_cmd", required=True)

@@ -6,10 +6,12 @@ import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from controller.core.loadshare import DEFAULT_FALLBACK_A, SiteConfig
 from controller.ocpp16.settings import InvalidValue, KeyDef, core_keys, normalise
 
 DEVICE_ROLES = ("contactor", "meter", "vehicle", "lock", "indicator", "fault")
@@ -42,6 +44,8 @@ class ConnectorConfig:
     # W means in A (OCPP 1.6 7.12: the set voltage for the area, not the measured one).
     phases: int = 3
     nominal_voltage_v: float = 230.0
+    # The supply line a single-phase connector is wired to (1..3): what [site] limits it uses.
+    line: int = 1
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class Config:
     api_token: str | None = field(default=None, repr=False)
     # Loopback clients may read status (and control without a token) unauthenticated.
     api_trust_loopback: bool = True
+    # Local load management: [site] (None: no site limit; local limits fall back to 6 A).
+    site: SiteConfig = field(default_factory=SiteConfig)
 
     @property
     def uses_simulation(self) -> bool:
@@ -173,11 +179,53 @@ def _api_token(api: dict[str, Any]) -> str | None:
     return value
 
 
+SITE_MAX_A = 2000.0
+
+
+def _site(data: dict[str, Any]) -> SiteConfig:
+    """[site]: max_current_a (one number for every line, or [L1, L2, L3]) and
+    fallback_current_a."""
+    site = _table(data, "site", "site")
+    _unknown(site, {"max_current_a", "fallback_current_a"}, "site")
+    limits: dict[int, Decimal] | None = None
+    raw = site.get("max_current_a")
+    if raw is not None:
+        values = raw if isinstance(raw, list) else [raw] * 3
+        if len(values) != 3 or any(
+            isinstance(v, bool) or not isinstance(v, int | float) for v in values
+        ):
+            raise ConfigError(
+                "site.max_current_a",
+                "must be a number of amperes per line (e.g. 32) or three, one per line "
+                "(e.g. [32, 32, 25])",
+            )
+        for v in values:
+            if not 6 <= v <= SITE_MAX_A:
+                raise ConfigError(
+                    "site.max_current_a", f"{v} is out of range; use 6 .. {SITE_MAX_A:g} A"
+                )
+        limits = {line: Decimal(str(v)) for line, v in enumerate(values, start=1)}
+    fallback = _num(
+        site, "fallback_current_a", "site.fallback_current_a", float(DEFAULT_FALLBACK_A), 0, 80
+    )
+    return SiteConfig(limits, Decimal(str(fallback)))
+
+
 def parse(data: dict[str, Any]) -> Config:
     """Validate a parsed TOML document."""
     _unknown(
         data,
-        {"station", "csms", "standalone", "api", "reader", "connectors", "ocpp", "logging"},
+        {
+            "station",
+            "csms",
+            "standalone",
+            "api",
+            "reader",
+            "connectors",
+            "ocpp",
+            "logging",
+            "site",
+        },
         "",
     )
     station = _table(data, "station", "station", required=True)
@@ -314,7 +362,7 @@ def parse(data: dict[str, Any]) -> Config:
         key = f"connectors.{index}"
         if not isinstance(raw, dict):
             raise ConfigError(key, "must be a [[connectors]] table")
-        _unknown(raw, {"max_current_a", "phases", "nominal_voltage_v", *DEVICE_ROLES}, key)
+        _unknown(raw, {"max_current_a", "phases", "nominal_voltage_v", "line", *DEVICE_ROLES}, key)
         devices = {}
         for role in DEVICE_ROLES:
             if role in raw:
@@ -328,7 +376,14 @@ def parse(data: dict[str, Any]) -> Config:
         if phases not in (1, 3) or isinstance(phases, bool):
             raise ConfigError(f"{key}.phases", "must be 1 or 3")
         voltage_v = _num(raw, "nominal_voltage_v", f"{key}.nominal_voltage_v", 230.0, 100.0, 400.0)
-        connectors.append(ConnectorConfig(index, max_a, devices, int(phases), voltage_v))
+        line = raw.get("line", 1)
+        if isinstance(line, bool) or line not in (1, 2, 3):
+            raise ConfigError(f"{key}.line", "must be 1, 2 or 3 (the supply line L1..L3)")
+        if phases == 3 and "line" in raw:
+            raise ConfigError(
+                f"{key}.line", "only for phases = 1: a three-phase connector uses every line"
+            )
+        connectors.append(ConnectorConfig(index, max_a, devices, int(phases), voltage_v, int(line)))
 
     ocpp = _table(data, "ocpp", "ocpp")
     keys: dict[str, KeyDef] = {k.name: k for k in core_keys(len(connectors))}
@@ -372,6 +427,7 @@ def parse(data: dict[str, Any]) -> Config:
         resume_transactions=resume,
         api_token=api_token,
         api_trust_loopback=trust_loopback,
+        site=_site(data),
     )
 
 

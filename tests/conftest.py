@@ -25,6 +25,7 @@ def charger_config(
     connectors: int = 1,
     ocpp: dict[str, Any] | None = None,
     password: str | None = None,
+    site: dict[str, Any] | None = None,
     **csms_extra: Any,
 ) -> dict[str, Any]:
     """A complete simulated-charger configuration dict (parse() it to get a Config)."""
@@ -46,6 +47,8 @@ def charger_config(
         ],
         "ocpp": {"MeterValueSampleInterval": 60, "HeartbeatInterval": 3600, **(ocpp or {})},
     }
+    if site is not None:
+        data["site"] = site
     if csms_url is not None:
         data["csms"] = {
             "url": csms_url,

@@ -65,6 +65,10 @@ class LimitSource(enum.StrEnum):
     EXTERNAL_CONSTRAINTS = "ExternalConstraints"
     TX_DEFAULT = "TxDefault"
     TX = "Tx"
+    # Not from a charging profile (the runtime's own limits, runtime/limits.py):
+    SITE_SHARE = "SiteShare"  # the connector's share of [site] max_current_a
+    LOCAL_LIMIT = "LocalLimit"  # POST /api/limit, refreshed within its timeout
+    LOCAL_FALLBACK = "LocalLimitFallback"  # a local limit not refreshed in time
 
 
 @dataclass(frozen=True)

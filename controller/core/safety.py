@@ -49,18 +49,24 @@ def energy_allowed(s: ConnectorState) -> bool:
     return not s.deauthorized or s.energy_limit_wh is not None
 
 
-def offered_current_a(s: ConnectorState) -> float:
-    """Current offered to the vehicle: the limit while a transaction may draw energy, else 0."""
-    if not (
+def wants_current(s: ConnectorState) -> bool:
+    """Whether current would be offered given a limit of 6 A or more: a transaction that may
+    draw energy and a vehicle plugged in without a pilot error (charging, or paused by the
+    EV). What a site limit is shared among (core/loadshare.py)."""
+    return (
         s.tx_active
         and s.meter_ready
         and s.authorized_tag is not None
         and energy_allowed(s)
         and s.operative
         and s.fault is None
-    ):
-        return 0.0
-    if s.vehicle in (VehicleState.A, VehicleState.E, VehicleState.F):
+        and s.vehicle not in (VehicleState.A, VehicleState.E, VehicleState.F)
+    )
+
+
+def offered_current_a(s: ConnectorState) -> float:
+    """Current offered to the vehicle: the limit while a transaction may draw energy, else 0."""
+    if not wants_current(s):
         return 0.0
     limit = s.max_current_a if s.limit_a is None else min(s.max_current_a, s.limit_a)
     return limit if limit >= MIN_CURRENT_A else 0.0

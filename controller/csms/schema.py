@@ -19,8 +19,15 @@ def _exact_multiple_of(
     the shortest decimal that reads back as the same float, i.e. what the peer wrote."""
     if not validator.is_type(instance, "number"):
         return
-    if Decimal(repr(instance)) % Decimal(repr(divisor)) != 0:
+    if _decimal(instance) % _decimal(divisor) != 0:
         yield SchemaError(f"{instance!r} is not a multiple of {divisor!r}")
+
+
+def _decimal(number: Any) -> Decimal:
+    # The ocpp library caches its schemas, and loads some (SetChargingProfile,
+    # RemoteStartTransaction) with parse_float=Decimal: in a process that also runs the
+    # library's CSMS, the divisor may already be a Decimal.
+    return number if isinstance(number, Decimal) else Decimal(repr(number))
 
 
 ExactDraft4Validator = validators.extend(Draft4Validator, {"multipleOf": _exact_multiple_of})

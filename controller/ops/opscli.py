@@ -249,7 +249,17 @@ _STATION_FIELDS = (
     "tick_interval_s",
     "resume_transactions",
 )
-_TABLES = ("station", "csms", "standalone", "api", "logging", "reader", "ocpp", "connectors")
+_TABLES = (
+    "station",
+    "csms",
+    "standalone",
+    "api",
+    "logging",
+    "site",
+    "reader",
+    "ocpp",
+    "connectors",
+)
 
 
 def _place(name: str) -> tuple[str, str]:
@@ -293,6 +303,12 @@ def effective_config(config: Config) -> dict[str, Any]:
             ]
         elif f.name == "ocpp_overrides":
             out["ocpp"] = _plain(value)
+        elif f.name == "site":
+            limits = value.max_current_a
+            out["site"] = {
+                "max_current_a": None if limits is None else [float(v) for v in limits.values()],
+                "fallback_current_a": float(value.fallback_current_a),
+            }
         else:
             table, key = _place(f.name)
             out.setdefault(table, {})[key] = _plain(value)

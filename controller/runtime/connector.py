@@ -31,6 +31,12 @@ class ConnectorHardware:
     max_current_a: float = 32.0
     phases: int = 3  # wired phases: converts a power limit into current per phase
     nominal_voltage_v: float = 230.0
+    line: int = 1  # the supply line a single-phase connector is wired to ([site] limits)
+
+    @property
+    def lines(self) -> frozenset[int]:
+        """The supply lines the connector draws from."""
+        return frozenset({1, 2, 3}) if self.phases == 3 else frozenset({self.line})
 
 
 @dataclass

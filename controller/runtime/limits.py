@@ -1,14 +1,16 @@
-"""Smart charging at runtime: the installed charging profiles, and each connector's current
-limit from their composite schedule, applied at every period boundary, lowered before raised."""
+"""Smart charging at runtime: the installed charging profiles, local limits and the site
+share, and each connector's current limit from them, applied at every period boundary and
+every change, lowered before raised."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from controller.core import connector as sm
 from controller.core.charging_profiles import (
@@ -22,12 +24,16 @@ from controller.core.charging_profiles import (
 from controller.core.composite import (
     CompositeSchedule,
     EffectiveLimit,
+    LimitSource,
+    Source,
     composite_schedule,
     expired,
     limit_at,
     next_change_s,
 )
+from controller.core.loadshare import MIN_SHARE_A, Demand, SiteConfig, allocate, draw_cap
 from controller.core.records import DEFAULT_BACKEND, StationRecords, StoreError
+from controller.core.safety import wants_current
 from controller.runtime.clock import Clock
 from controller.runtime.connector import ConnectorRuntime
 
@@ -37,10 +43,47 @@ LOG = logging.getLogger(__name__)
 #: through the clock's trust listener, but a step the listener does not see (a confirmed
 #: clock corrected again) is caught within this.
 MAX_SLEEP_S = 3600.0
+#: While more than one connector shares a site limit, what each EV draws is checked this
+#: often (an EV drawing clearly less than offered leaves the rest to the others). With one
+#: or no session there is nothing to share and no timer: an idle charger does not wake up.
+SITE_RECHECK_S = 30.0
+#: A draw is judged only once the offer stood this long (an EV ramps up over seconds).
+DRAW_SETTLE_S = 20.0
+#: Slack for comparing injected-clock instants (float sums).
+_EPS_S = 1e-6
 
 
 def _voltage(c: ConnectorRuntime) -> Decimal:
     return Decimal(str(c.hw.nominal_voltage_v))
+
+
+@dataclass(frozen=True)
+class LocalLimit:
+    """A limit set through the local API (POST /api/limit): ``limit_a`` until
+    ``set_at_s + timeout_s`` (monotonic), the site's fallback current after that."""
+
+    limit_a: Decimal
+    timeout_s: float
+    set_at_s: float
+
+    @property
+    def expires_at_s(self) -> float:
+        return self.set_at_s + self.timeout_s
+
+    def expired(self, now_s: float) -> bool:
+        return now_s >= self.expires_at_s - _EPS_S
+
+
+def drawn_a(c: ConnectorRuntime) -> Decimal | None:
+    """What the EV draws per phase now (the highest measured phase current; from the
+    power where the meter has no currents); None while the meter is silent."""
+    reading = c.live_reading
+    if reading is None:
+        return None
+    if reading.current_a:
+        return Decimal(str(max(reading.current_a)))
+    per_phase_w = c.hw.nominal_voltage_v * c.hw.phases
+    return Decimal(str(round(reading.power_w / per_phase_w, 2)))
 
 
 class SmartCharging:
@@ -68,6 +111,7 @@ class SmartCharging:
         connectors: Mapping[int, ConnectorRuntime],
         dispatch: Callable[[int, sm.Event], None],
         backend: str = DEFAULT_BACKEND,
+        site: SiteConfig | None = None,
     ) -> None:
         self._records = records
         self._clock = clock
@@ -79,6 +123,17 @@ class SmartCharging:
         # Connector -> TX profile from a remote start, installed when its transaction starts.
         self._pending_tx_profile: dict[int, ChargingProfile] = {}
         self._applied: dict[int, EffectiveLimit] = {}
+        self._site = site or SiteConfig()
+        # Local limits (POST /api/limit): connector -> limit; 0 = the whole station.
+        self._local: dict[int, LocalLimit] = {}
+        # Connectors that want current -> the order they began wanting it (first come, first
+        # served when the site cannot give everyone 6 A).
+        self._order: dict[int, int] = {}
+        self._seq = 0
+        self._draw_caps: dict[int, Decimal] = {}  # EVs drawing clearly less than offered
+        self._offer_since_s: dict[int, float] = {}  # when each limit last changed
+        self._recheck_at_s: float | None = None  # next look at the draws (while shared)
+        self._fell_back: set[int] = set()  # local limits at their fallback (logged once)
         self._wakeup = asyncio.Event()
         add_listener = getattr(clock, "add_trust_listener", None)
         if add_listener is not None:
@@ -230,21 +285,38 @@ class SmartCharging:
                 self._records.save_profiles(self._backend, [], [p.profile_id for p in stale])
             except StoreError:
                 LOG.exception("expired charging profiles could not be removed")
-        new = {cid: self._limit(c, now) for cid, c in self._connectors.items()}
-        lowered, raised = [], []
-        for cid, limit in new.items():
-            before = self._applied.get(cid)
-            if before is not None and before.limit_a == limit.limit_a:
-                self._applied[cid] = limit  # same current; the source may differ
-                continue
-            if before is None or limit.limit_a < before.limit_a:
-                lowered.append(cid)
-            else:
-                raised.append(cid)
+        now_s = self._clock.monotonic_s()
+        for cid, local in self._local.items():
+            if local.expired(now_s) and cid not in self._fell_back:
+                self._fell_back.add(cid)
+                LOG.warning(
+                    "local limit for %s not refreshed within %g s: falling back to %s A",
+                    "the station" if cid == 0 else f"connector {cid}",
+                    local.timeout_s,
+                    self._site.fallback_current_a,
+                )
+        lowered, raised = self._plan(now)
         # Every decrease reaches the hardware before any increase (issue 12 item 3).
         for cid in lowered + raised:
-            limit = new[cid]
+            self._dispatch(cid, sm.CurrentLimitChanged(float(self._applied[cid].limit_a)))
+
+    def _plan(
+        self, now: datetime, trial: Mapping[int, sm.ConnectorState] | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Compute every connector's limit (``trial``: states about to be, see
+        ``make_room``), record it as applied and return the connectors whose current
+        changes: (lowered, raised)."""
+        new = self._targets(now, trial or {})
+        now_s = self._clock.monotonic_s()
+        lowered: list[int] = []
+        raised: list[int] = []
+        for cid, limit in new.items():
+            before = self._applied.get(cid)
             self._applied[cid] = limit
+            if before is not None and before.limit_a == limit.limit_a:
+                continue  # same current; the source may differ
+            (lowered if before is None or limit.limit_a < before.limit_a else raised).append(cid)
+            self._offer_since_s[cid] = now_s
             LOG.info(
                 "connector %d: current limit %s A (%s)",
                 cid,
@@ -252,7 +324,208 @@ class SmartCharging:
                 limit.source.kind.value,
                 extra={"connector": cid},
             )
-            self._dispatch(cid, sm.CurrentLimitChanged(float(limit.limit_a)))
+        return lowered, raised
+
+    def make_room(
+        self, connector_id: int, trial: sm.ConnectorState
+    ) -> tuple[list[tuple[int, sm.Event]], list[tuple[int, sm.Event]]]:
+        """A connector is about to want current (``trial`` is its next state): its share
+        and the others' new limits, so that the station applies the lowered ones (and the
+        newcomer's, which offers nothing yet) before the step and the raised ones after
+        it; the newcomer then starts at its share, never above it, and never without one.
+        """
+        lowered, raised = self._plan(self._clock.utc_now(), {connector_id: trial})
+        self._wakeup.set()  # the run loop re-arms its timers
+
+        def event(cid: int) -> tuple[int, sm.Event]:
+            return cid, sm.CurrentLimitChanged(float(self._applied[cid].limit_a))
+
+        first = [event(cid) for cid in lowered]
+        then = [event(cid) for cid in raised if cid != connector_id]
+        if connector_id in raised:
+            first.append(event(connector_id))
+        return first, then
+
+    # ------------------------------------------------------------------ site and local limits
+
+    @property
+    def shares_site(self) -> bool:
+        """Whether the connectors share a limit: [site] max_current_a or a station-wide
+        local limit."""
+        return self._site.max_current_a is not None or 0 in self._local
+
+    def set_local_limit(self, connector_id: int, limit_a: Decimal, timeout_s: float) -> None:
+        """A local limit for a connector (0: the station, shared like the site limit) that
+        falls back to ``[site] fallback_current_a`` unless set again within ``timeout_s``."""
+        now_s = self._clock.monotonic_s()
+        before = self._local.get(connector_id)
+        self._local[connector_id] = LocalLimit(limit_a, timeout_s, now_s)
+        self._fell_back.discard(connector_id)
+        # A home energy manager refreshes every few seconds: only news is logged at INFO.
+        news = before is None or before.limit_a != limit_a or before.expired(now_s)
+        LOG.log(
+            logging.INFO if news else logging.DEBUG,
+            "local limit for %s: %s A for %g s (then %s A)",
+            "the station" if connector_id == 0 else f"connector {connector_id}",
+            limit_a,
+            timeout_s,
+            self._site.fallback_current_a,
+        )
+        self.refresh()
+
+    def clear_local_limit(self, connector_id: int) -> bool:
+        """Remove a local limit; False if there was none."""
+        self._fell_back.discard(connector_id)
+        if self._local.pop(connector_id, None) is None:
+            return False
+        LOG.info("local limit for connector %d cleared", connector_id)
+        self.refresh()
+        return True
+
+    def local_limits(self) -> dict[int, dict[str, Any]]:
+        """The local limits for the status: connector (0 = station) -> details."""
+        now_s = self._clock.monotonic_s()
+        out = {}
+        for cid, local in sorted(self._local.items()):
+            value, kind = self._local_value(local, now_s)
+            out[cid] = {
+                "limit_a": float(local.limit_a),
+                "timeout_s": local.timeout_s,
+                "expires_in_s": round(max(0.0, local.expires_at_s - now_s), 1),
+                "fallback": kind is LimitSource.LOCAL_FALLBACK,
+                "effective_a": float(value),
+            }
+        return out
+
+    @property
+    def fallback_current_a(self) -> Decimal:
+        return self._site.fallback_current_a
+
+    def _local_value(self, local: LocalLimit, now_s: float) -> tuple[Decimal, LimitSource]:
+        if local.expired(now_s):
+            return self._site.fallback_current_a, LimitSource.LOCAL_FALLBACK
+        return local.limit_a, LimitSource.LOCAL_LIMIT
+
+    def _capped(
+        self, limit: EffectiveLimit, c: ConnectorRuntime, value_a: Decimal, kind: LimitSource
+    ) -> EffectiveLimit:
+        """``limit`` lowered to ``value_a`` by a limit that is not a charging profile."""
+        return replace(
+            limit,
+            limit_a=value_a,
+            limit_w=value_a * limit.phases * _voltage(c),
+            source=Source(kind),
+            below_min_rate=limit.min_rate_a is not None and value_a < limit.min_rate_a,
+            below_pilot_minimum=value_a < MIN_SHARE_A,
+        )
+
+    def _pool(self, now_s: float) -> tuple[dict[int, Decimal], LimitSource] | None:
+        """The per-line limit the connectors share and what sets it; None: nothing shared."""
+        site = self._site.max_current_a
+        station = self._local.get(0)
+        if site is None and station is None:
+            return None
+        lines = dict(site) if site is not None else {}
+        kind = LimitSource.SITE_SHARE
+        if station is not None:
+            value, local_kind = self._local_value(station, now_s)
+            for line in (1, 2, 3):
+                if line not in lines or value < lines[line]:
+                    lines[line] = value
+                    kind = local_kind
+        return lines, kind
+
+    def _targets(
+        self, now: datetime, trial: Mapping[int, sm.ConnectorState]
+    ) -> dict[int, EffectiveLimit]:
+        """Each connector's limit: min(hardware, composite schedule, local limit, site
+        share)."""
+        now_s = self._clock.monotonic_s()
+        own: dict[int, EffectiveLimit] = {}
+        for cid, c in self._connectors.items():
+            limit = self._limit(c, now)
+            local = self._local.get(cid)
+            if local is not None:
+                value, kind = self._local_value(local, now_s)
+                if value < limit.limit_a:
+                    limit = self._capped(limit, c, value, kind)
+            own[cid] = limit
+        pool = self._pool(now_s)
+        if pool is None:
+            self._order.clear()
+            self._draw_caps.clear()
+            self._recheck_at_s = None
+            return own
+        lines, pool_kind = pool
+        states = {cid: trial.get(cid, c.state) for cid, c in self._connectors.items()}
+        wanting = [cid for cid, st in states.items() if wants_current(st)]
+        for cid in list(self._order):
+            if cid not in wanting:
+                del self._order[cid]
+                self._draw_caps.pop(cid, None)
+        for cid in wanting:
+            if cid not in self._order:
+                self._seq += 1
+                self._order[cid] = self._seq
+        # EVs asking for energy first, then those paused by the EV; first come first.
+        ranked = sorted(
+            wanting, key=lambda cid: (not states[cid].vehicle.requests_energy, self._order[cid])
+        )
+        shared = len(wanting) > 1
+        if not shared:
+            self._recheck_at_s = None
+        elif self._recheck_at_s is None:
+            self._recheck_at_s = now_s + SITE_RECHECK_S
+        demands = []
+        for cid in ranked:
+            cap = own[cid].limit_a
+            if shared:
+                if not states[cid].vehicle.requests_energy:
+                    # Paused by the EV: the pilot minimum, so it can resume; the rest goes
+                    # to those charging (reallocated the moment it asks again).
+                    cap = min(cap, MIN_SHARE_A)
+                drawn_cap = self._draw_caps.get(cid)
+                if drawn_cap is not None:
+                    cap = min(cap, drawn_cap)
+            demands.append(Demand(cid, cap, self._connectors[cid].hw.lines))
+        shares = allocate(lines, demands)
+        out = {}
+        for cid, limit in own.items():
+            share = shares.get(cid, Decimal(0))
+            if share < limit.limit_a:
+                limit = self._capped(limit, self._connectors[cid], share, pool_kind)
+            out[cid] = limit
+        return out
+
+    def _recheck_draws(self, now_s: float) -> None:
+        """Cap the offer of an EV that draws clearly less than it is offered (its draw
+        plus a headroom), uncap one that uses its cap (core/loadshare.py ``draw_cap``)."""
+        self._recheck_at_s = now_s + SITE_RECHECK_S
+        for cid in self._order:
+            c = self._connectors[cid]
+            st = c.state
+            if not (st.contactor_closed and st.vehicle.requests_energy):
+                continue
+            if now_s - self._offer_since_s.get(cid, now_s) < DRAW_SETTLE_S - _EPS_S:
+                continue  # the EV may still be ramping
+            drawn = drawn_a(c)
+            if drawn is None:
+                continue
+            offered = Decimal(str(st.offered_current_a))
+            cap = draw_cap(offered, drawn, self._draw_caps.get(cid))
+            if cap != self._draw_caps.get(cid):
+                LOG.info(
+                    "connector %d: EV draws %s A of %s A offered: %s",
+                    cid,
+                    drawn,
+                    offered,
+                    "uncapped" if cap is None else f"offer capped at {cap} A",
+                    extra={"connector": cid},
+                )
+            if cap is None:
+                self._draw_caps.pop(cid, None)
+            else:
+                self._draw_caps[cid] = cap
 
     def _next_boundary_s(self, now: datetime) -> float | None:
         """Seconds until the first instant any connector's limit changes."""
@@ -275,15 +548,31 @@ class SmartCharging:
                 soonest = change
         return soonest
 
+    def _next_wake_s(self, now: datetime, now_s: float) -> float:
+        """Until the next schedule boundary, local-limit timeout or draw check."""
+        delays = [MAX_SLEEP_S]
+        boundary = self._next_boundary_s(now)
+        if boundary is not None:
+            delays.append(boundary)
+        delays += [
+            local.expires_at_s - now_s for local in self._local.values() if not local.expired(now_s)
+        ]
+        if self._recheck_at_s is not None:
+            delays.append(max(0.0, self._recheck_at_s - now_s))
+        return min(delays)
+
     async def run(self) -> None:
-        """Apply limits at every boundary of the composite schedules; sleep in between
-        (no polling: one wake-up per boundary or change)."""
+        """Apply limits at every boundary of the composite schedules, local-limit timeout
+        and (while a site limit is shared) draw check; sleep in between (no polling: one
+        wake-up per boundary or change)."""
         while True:
             self._wakeup.clear()
             now = self._clock.utc_now()
+            now_s = self._clock.monotonic_s()
+            if self._recheck_at_s is not None and now_s >= self._recheck_at_s - _EPS_S:
+                self._recheck_draws(now_s)
             self._apply(now)
-            delay_s = self._next_boundary_s(now)
-            await self._sleep_or_wake(MAX_SLEEP_S if delay_s is None else min(delay_s, MAX_SLEEP_S))
+            await self._sleep_or_wake(self._next_wake_s(now, now_s))
 
     async def _sleep_or_wake(self, delay_s: float) -> None:
         waiters = [

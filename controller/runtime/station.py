@@ -8,22 +8,26 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from controller.core import connector as sm
 from controller.core.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
 from controller.core.composite import CompositeSchedule
 from controller.core.control import AvailabilityResult, ConnectorView, UnlockResult
+from controller.core.loadshare import SiteConfig
 from controller.core.policy import ChargingPolicy
 from controller.core.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
 from controller.core.records import StationRecords, StoreError
 from controller.core.reservations import CancelResult, Reservation, ReserveResult, same_token
+from controller.core.safety import wants_current
 from controller.core.timestamps import iso_utc
 from controller.runtime import snapshot as snap
 from controller.runtime.clock import Clock
 from controller.runtime.connector import ConnectorHardware, ConnectorRuntime
 from controller.runtime.control import Control
 from controller.runtime.faults import FaultEvent, Faults
+from controller.runtime.history import SessionHistory
 from controller.runtime.limits import SmartCharging
 from controller.runtime.metering import STORAGE_PROBE_INTERVAL_S, Metering
 from controller.runtime.recovery import Recovery
@@ -75,6 +79,7 @@ class Station:
         boot_id: str = "",
         tick_interval_s: float = 1.0,
         resume_transactions: bool = False,
+        site: SiteConfig | None = None,
     ) -> None:
         self.policy = policy
         self.resume_transactions = resume_transactions
@@ -95,6 +100,8 @@ class Station:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[Callable[[int, sm.Command], None]] = []
         self._events: deque[tuple[int, sm.Event]] = deque()  # see dispatch()
+        # The running session's power and offered power over time (status page chart).
+        self._history: dict[int, SessionHistory] = {}
         self._dispatching = False
         self.started = False
         # False while a CSMS is configured but not connected (the client says so); a
@@ -131,7 +138,11 @@ class Station:
             stopping=self._stops_pending,
         )
         self.smart = SmartCharging(
-            records=store, clock=clock, connectors=self.connectors, dispatch=self.dispatch
+            records=store,
+            clock=clock,
+            connectors=self.connectors,
+            dispatch=self.dispatch,
+            site=site,
         )
         self.reservations = Reservations(
             connectors=self.connectors,
@@ -276,6 +287,28 @@ class Station:
 
     def _step(self, connector_id: int, event: sm.Event) -> None:
         c = self.connectors[connector_id]
+        shared = self.smart.shares_site and not isinstance(event, sm.CurrentLimitChanged)
+        if shared and not wants_current(c.state):
+            trial, _ = sm.step(c.state, event)  # pure: nothing executed
+            if wants_current(trial):
+                # A session begins to want current under a shared (site) limit: the others
+                # are lowered and its share set before this step offers anything.
+                first, then = self.smart.make_room(connector_id, trial)
+                for cid, limit_event in first:
+                    self._step_only(cid, limit_event)
+                for cid, limit_event in then:
+                    self._events.append((cid, limit_event))  # after this step
+        old = self._step_only(connector_id, event)
+        if shared and (
+            wants_current(old) != wants_current(c.state)
+            or old.vehicle.requests_energy != c.state.vehicle.requests_energy
+        ):
+            # Ended, paused or resumed: share again (the raised limits queue after this).
+            self.smart.refresh()
+
+    def _step_only(self, connector_id: int, event: sm.Event) -> sm.ConnectorState:
+        """Step one state machine and execute its commands; the state before."""
+        c = self.connectors[connector_id]
         old = c.state
         c.state, commands = sm.step(c.state, event)
         if c.state.condition != old.condition:
@@ -284,6 +317,7 @@ class Station:
             LOG.info("connector %d: contactor permitted by %s", connector_id, event)
         for command in commands:
             self._execute(c, command)
+        return old
 
     def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
         c = self.connectors[connector_id]
@@ -558,10 +592,31 @@ class Station:
                 self.dispatch(c.connector_id, sm.Tick(now_s))
                 self.metering.maybe_sample(c, now_s)
                 self.metering.maybe_persist(c, now_s)
+                self._record_history(c, now_s)
             self.metering.maybe_probe_storage(now_s)
             self.reservations.tick(self.clock.utc_now())
             self.metering.maybe_aligned(self.clock.utc_now())
             self.last_tick_s = self.clock.monotonic_s()
+
+    def _record_history(self, c: ConnectorRuntime, now_s: float) -> None:
+        if c.tx_key is None:
+            self._history.pop(c.connector_id, None)
+            return
+        history = self._history.get(c.connector_id)
+        if history is None or history.tx_key != c.tx_key:
+            tx = self.store.get_transaction(c.tx_key)
+            started_at = tx.started_at if tx is not None else self._now_iso()
+            history = SessionHistory(c.tx_key, c.tx_started_s, started_at)
+            self._history[c.connector_id] = history
+        live = c.live_reading
+        history.add(now_s, None if live is None else live.power_w, c.offered_power_w)
+
+    def session_history(self, connector_id: int) -> dict[str, Any] | None:
+        """The running session's power against its offered power (None: no session)."""
+        history = self._history.get(connector_id)
+        if history is None or self.connectors[connector_id].tx_key != history.tx_key:
+            return None
+        return history.as_json()
 
     def persist_interval_s(self) -> int:
         return self.metering.persist_interval_s()
@@ -649,6 +704,19 @@ class Station:
     ) -> CompositeSchedule:
         return self.smart.composite(connector_id, duration_s, unit)
 
+    def set_local_limit(self, connector_id: int, limit_a: Decimal, timeout_s: float) -> None:
+        """A local limit (home energy manager, PV script) on a connector or, with 0, the
+        station; it falls back to ``[site] fallback_current_a`` unless set again within
+        ``timeout_s``."""
+        self.smart.set_local_limit(connector_id, limit_a, timeout_s)
+
+    def clear_local_limit(self, connector_id: int) -> bool:
+        return self.smart.clear_local_limit(connector_id)
+
+    @property
+    def fallback_current_a(self) -> Decimal:
+        return self.smart.fallback_current_a
+
     def _tx_started_at(self, tx_key: int) -> datetime:
         """When the transaction started (its record; now if unreadable)."""
         tx = self.store.get_transaction(tx_key)
@@ -707,3 +775,7 @@ class Station:
             limits=self.smart.limit,
             reservations=self.reservations,
         )
+
+    def local_limits(self) -> list[dict[str, Any]]:
+        """The local limits set through the API (GET /api/limit)."""
+        return [{"connector": cid, **details} for cid, details in self.smart.local_limits().items()]

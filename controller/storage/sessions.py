@@ -1,11 +1,12 @@
-"""Charging sessions as rows for people: the JSON of GET /api/transactions and the CSV export."""
+"""Charging sessions as rows for people: the JSON of GET /api/transactions, the CSV export and
+the energy per day."""
 
 from __future__ import annotations
 
 import csv
 import io
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from controller.core.records import TxRecord
@@ -124,3 +125,21 @@ def sessions_csv(records: Iterable[TxRecord]) -> str:
 
 def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def daily_energy(records: Iterable[TxRecord], today: date, days: int = 30) -> list[dict[str, Any]]:
+    """Energy per UTC day for the ``days`` days up to ``today``, oldest first, every day
+    present (0 without sessions): each session counts on the day it started, with its
+    energy so far if still open (the status page's bar chart)."""
+    first = today - timedelta(days=days - 1)
+    energy = {first + timedelta(days=i): [0, 0] for i in range(days)}
+    for t in records:
+        day = start_date(t)
+        if day is None or day not in energy:
+            continue
+        energy[day][0] += max(0, session_energy_wh(t))
+        energy[day][1] += 1
+    return [
+        {"date": day.isoformat(), "energy_wh": wh, "sessions": n}
+        for day, (wh, n) in sorted(energy.items())
+    ]

@@ -7,18 +7,21 @@ import hmac
 import inspect
 import ipaddress
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from controller.core import connector as sm
+from controller.core.charging_profiles import RateUnit
 from controller.core.timestamps import iso_utc
-from controller.storage.sessions import session_row, sessions_between, sessions_csv
+from controller.storage.sessions import daily_energy, session_row, sessions_between, sessions_csv
 from hal.base import FAULT_KIND_NAMES, FaultKind, VehicleState
 
 if TYPE_CHECKING:
@@ -30,6 +33,16 @@ LOG = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096
 # Sessions a CSV export reads at most (a home charger makes a few thousand a year).
 CSV_MAX_SESSIONS = 100_000
+# Sessions the energy-per-day chart reads at most (30 days of a busy public charger).
+DAILY_MAX_SESSIONS = 5000
+DAILY_DAYS = 30
+# Local limits (POST /api/limit): bounds of the body's values.
+LOCAL_LIMIT_MAX_A = 1000.0
+LOCAL_TIMEOUT_DEFAULT_S = 60.0
+LOCAL_TIMEOUT_MAX_S = 86_400.0
+# GET /api/schedule: the window, as GetCompositeSchedule's duration.
+SCHEDULE_DEFAULT_S = 86_400
+SCHEDULE_MAX_S = 7 * 86_400
 # A refused request is logged at most this often (a LAN client guessing tokens must not
 # fill the SD card with log lines).
 REFUSAL_LOG_INTERVAL_S = 60.0
@@ -69,6 +82,17 @@ def _int(body: dict[str, Any], name: str, default: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"{name!r} must be an integer")
     return value
+
+
+def _number(body: dict[str, Any], name: str, lo: float, hi: float, default: float | None) -> float:
+    value = body.get(name, default)
+    if value is None:
+        raise BadRequest(f"{name!r} is required: a number {lo:g} .. {hi:g}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequest(f"{name!r} must be a number {lo:g} .. {hi:g}")
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name!r} is out of range: {value!r}; use {lo:g} .. {hi:g}")
+    return float(value)
 
 
 # ---------------------------------------------------------------------- access policy
@@ -233,6 +257,12 @@ class Api:
             web.post(r"/api/connectors/{connector:\d+}/stop", self.stop_session),
             web.post(r"/api/connectors/{connector:\d+}/availability", self.availability),
             web.post(r"/api/connectors/{connector:\d+}/unlock", self.unlock),
+            web.get(r"/api/connectors/{connector:\d+}/history", self.history),
+            web.get("/api/limit", self.get_limit),
+            web.post("/api/limit", self.set_limit),
+            web.delete("/api/limit", self.clear_limit),
+            web.get(r"/api/schedule/{connector:\d+}", self.schedule),
+            web.get("/api/energy/daily", self.energy_daily),
         ]
         if config.uses_simulation:
             # Simulation control exists only on a simulated charger: on real hardware these
@@ -449,6 +479,131 @@ class Api:
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
+
+    async def history(self, request: web.Request) -> web.Response:
+        """The running session's power against its offered power (bounded, in memory)."""
+        try:
+            connector_id = self._connector(request)
+        except BadRequest as exc:
+            return self._error(400, str(exc))
+        assert self.app.station is not None
+        data = self.app.station.session_history(connector_id)
+        return web.json_response({"connector": connector_id, "session": data})
+
+    async def energy_daily(self, request: web.Request) -> web.Response:
+        """Energy per UTC day of the last 30 days (sessions by their start day)."""
+        assert self.app.store is not None
+        today = self.app.clock.utc_now().date()
+        records = self.app.store.transactions(limit=DAILY_MAX_SESSIONS)
+        return web.json_response({"unit": "Wh", "days": daily_energy(records, today, DAILY_DAYS)})
+
+    async def schedule(self, request: web.Request) -> web.Response:
+        """GET /api/schedule/{connector}?duration=86400&unit=A: the composite schedule
+        (charging profiles and the hardware maximum; connector 0 = the station) from now."""
+        assert self.app.station is not None
+        station = self.app.station
+        connector_id = int(request.match_info["connector"])
+        if connector_id != 0 and connector_id not in station.connector_ids():
+            return self._error(
+                404, f"unknown connector {connector_id}; use 0 .. {len(station.connector_ids())}"
+            )
+        text = request.query.get("duration", str(SCHEDULE_DEFAULT_S))
+        if not text.isdigit() or not 1 <= int(text) <= SCHEDULE_MAX_S:
+            return self._error(
+                400, f"'duration' must be whole seconds 1 .. {SCHEDULE_MAX_S} (7 days)"
+            )
+        unit_text = request.query.get("unit", "A")
+        if unit_text not in ("A", "W"):
+            return self._error(400, "'unit' must be A or W")
+        result = station.composite_schedule(connector_id, int(text), RateUnit(unit_text))
+        return web.json_response(
+            {
+                "connector": connector_id,
+                "start": iso_utc(result.start),
+                "duration_s": result.duration_s,
+                "unit": result.unit.value,
+                "periods": [
+                    {"start_s": p.start_s, "limit": float(p.limit), "phases": p.phases}
+                    for p in result.periods
+                ],
+                "min_rate": None if result.min_rate is None else float(result.min_rate),
+            }
+        )
+
+    # ------------------------------------------------------------------ local limit
+
+    def _limit_target(self, body: dict[str, Any], request: web.Request) -> int:
+        assert self.app.station is not None
+        ids = self.app.station.connector_ids()
+        if "connector" in request.query:
+            text = request.query["connector"]
+            if not text.isdigit():
+                raise BadRequest(f"'connector' must be 0 (the station) .. {len(ids)}")
+            body = {**body, "connector": int(text)}
+        connector_id = body.get("connector", 0)
+        if connector_id is None:
+            connector_id = 0
+        if (
+            isinstance(connector_id, bool)
+            or not isinstance(connector_id, int)
+            or not (connector_id == 0 or connector_id in ids)
+        ):
+            raise BadRequest(f"'connector' must be 0 (the station) .. {len(ids)}")
+        return int(connector_id)
+
+    async def get_limit(self, request: web.Request) -> web.Response:
+        """The local limits in force and the fallback current."""
+        station = self.app.station
+        assert station is not None
+        return web.json_response(
+            {
+                "fallback_current_a": float(station.fallback_current_a),
+                "limits": station.local_limits(),
+            }
+        )
+
+    async def set_limit(self, request: web.Request) -> web.Response:
+        """POST /api/limit {"connector": 1, "limit_a": 10.5, "timeout_s": 60}: a local limit
+        that falls back to [site] fallback_current_a unless refreshed within timeout_s."""
+
+        def act(body: dict[str, Any]) -> dict[str, Any]:
+            unknown = sorted(set(body) - {"connector", "limit_a", "timeout_s"})
+            if unknown:
+                raise BadRequest(
+                    f"unknown field {unknown[0]!r}; allowed: connector, limit_a, timeout_s"
+                )
+            connector_id = self._limit_target(body, request)
+            limit_a = _number(body, "limit_a", 0, LOCAL_LIMIT_MAX_A, None)
+            timeout_s = _number(body, "timeout_s", 1, LOCAL_TIMEOUT_MAX_S, LOCAL_TIMEOUT_DEFAULT_S)
+            station = self.app.station
+            assert station is not None
+            amps = Decimal(str(limit_a))
+            station.set_local_limit(connector_id, amps, timeout_s)
+            LOG.debug("API: local limit %s A on %d for %g s", amps, connector_id, timeout_s)
+            return {
+                "connector": connector_id,
+                "limit_a": float(amps),
+                "timeout_s": timeout_s,
+                "fallback_a": float(station.fallback_current_a),
+            }
+
+        return await self._run(request, act)
+
+    async def clear_limit(self, request: web.Request) -> web.Response:
+        """DELETE /api/limit (body or query ``connector``, default 0): remove the local limit."""
+
+        def act(body: dict[str, Any]) -> dict[str, Any]:
+            unknown = sorted(set(body) - {"connector"})
+            if unknown:
+                raise BadRequest(f"unknown field {unknown[0]!r}; allowed: connector")
+            connector_id = self._limit_target(body, request)
+            assert self.app.station is not None
+            return {
+                "connector": connector_id,
+                "cleared": self.app.station.clear_local_limit(connector_id),
+            }
+
+        return await self._run(request, act, optional_body=True)
 
     # ------------------------------------------------------------------ control
 

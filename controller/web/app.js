@@ -7,6 +7,20 @@
   const OFFLINE_POLL_MS = 5000;
   const HIDDEN_POLL_MS = 10000; // tab in the background
   const SESSIONS_EVERY_MS = 15000;
+  const HISTORY_EVERY_MS = 5000; // the running session's chart
+  const DAILY_EVERY_MS = 300000; // energy per day
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  // Where a connector's limit comes from (limit_source in /api/status).
+  const SOURCES = {
+    Hardware: "hardware maximum",
+    SiteShare: "site share",
+    LocalLimit: "local limit",
+    LocalLimitFallback: "local limit not refreshed: fallback",
+    StationMax: "schedule: station maximum",
+    ExternalConstraints: "schedule: external constraints",
+    TxDefault: "schedule: default profile",
+    Tx: "schedule: transaction profile",
+  };
   const CONFIRM_MS = 4000;
   const TOKEN_KEY = "evsed.api.token";
   const MAX_SESSIONS = 10;
@@ -25,6 +39,9 @@
   let auth = null; // the last /api/auth answer
   let txSignature = null; // transaction keys last seen: a change reloads the sessions
   let sessionsAt = 0;
+  let dailyAt = 0;
+  const historyAt = new Map(); // connector -> when its chart was last fetched
+  const historyTx = new Map(); // connector -> the transaction its chart shows
   let pollTimer = null;
 
   class AuthError extends Error {}
@@ -167,6 +184,10 @@
     put(field(node, "power"), kw(c.power_w), c.power_w);
     put(field(node, "energy"), kwh(c.energy_wh, 1), c.energy_wh);
     put(field(node, "offered"), isNum(c.offered_current_a) ? number(c.offered_current_a, 0) + " A" : "–", c.offered_current_a);
+    const limit = field(node, "limit");
+    const source = SOURCES[c.limit_source] || c.limit_source;
+    put(limit, isNum(c.limit_a) ? number(c.limit_a, 1) + " A (" + source + ")" : null, c.limit_a);
+    limit.dataset.source = c.limit_source ? String(c.limit_source) : "";
     const running = c.transaction_key !== null && c.transaction_key !== undefined;
     let tx = "–";
     if (running) tx = c.transaction_id !== null ? String(c.transaction_id) : "local " + c.transaction_key + " (CSMS id pending)";
@@ -181,6 +202,111 @@
     availability.dataset.type = unavailable ? "Operative" : "Inoperative";
     availability.dataset.label = unavailable ? "Make available" : "Make unavailable";
     if (availability.dataset.armed !== "1") availability.textContent = availability.dataset.label;
+  }
+
+  // ------------------------------------------------------------------ charts (inline SVG)
+
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    return node;
+  }
+
+  function caption(text) {
+    const p = document.createElement("p");
+    p.className = "chart-caption";
+    p.textContent = text;
+    return p;
+  }
+
+  // The running session: measured power (solid) against the offered limit (dashed, a step
+  // line: offered current x phases x nominal voltage), from its start until now.
+  function renderHistory(id, data) {
+    const box = field(card(id), "chart");
+    const session = data && data.session;
+    const points = session && Array.isArray(session.points) ? session.points.filter((p) => isNum(p.t_s)) : [];
+    if (!points.length) {
+      box.hidden = true;
+      box.replaceChildren();
+      return;
+    }
+    const W = 300;
+    const H = 100;
+    const tMax = Math.max(60, ...points.map((p) => p.t_s));
+    const wMax = Math.max(1000, ...points.map((p) => Math.max(isNum(p.offered_w) ? p.offered_w : 0, isNum(p.power_w) ? p.power_w : 0)));
+    const x = (t) => ((t / tMax) * W).toFixed(1);
+    const y = (w) => (H - (w / wMax) * (H - 4)).toFixed(1);
+    const offered = [];
+    let last = null;
+    for (const p of points) {
+      if (!isNum(p.offered_w)) continue;
+      if (last !== null) offered.push(x(p.t_s) + "," + y(last));
+      offered.push(x(p.t_s) + "," + y(p.offered_w));
+      last = p.offered_w;
+    }
+    if (last !== null) offered.push(W + "," + y(last));
+    const power = points.filter((p) => isNum(p.power_w)).map((p) => x(p.t_s) + "," + y(p.power_w));
+    const chart = svg("svg", {
+      viewBox: "0 0 " + W + " " + H,
+      preserveAspectRatio: "none",
+      role: "img",
+      "aria-label": "Power and offered limit of the running session",
+    });
+    chart.dataset.points = String(points.length);
+    const line = (cls, pts) => svg("polyline", { class: cls, points: pts.join(" "), "vector-effect": "non-scaling-stroke" });
+    if (offered.length) chart.appendChild(line("offered-line", offered));
+    if (power.length) chart.appendChild(line("power-line", power));
+    box.replaceChildren(chart, caption("Power (solid) and offered limit (dashed) over " + duration(tMax) + "; top " + kw(wMax)));
+    box.hidden = false;
+  }
+
+  async function refreshHistories(connectors) {
+    for (const c of connectors) {
+      const id = Number(c.connector);
+      if (!Number.isInteger(id)) continue;
+      const tx = c.transaction_key;
+      if (tx === null || tx === undefined) {
+        historyTx.delete(id);
+        renderHistory(id, null);
+        continue;
+      }
+      if (historyTx.get(id) === tx && Date.now() - (historyAt.get(id) || 0) < HISTORY_EVERY_MS) continue;
+      historyAt.set(id, Date.now());
+      historyTx.set(id, tx);
+      renderHistory(id, await getJson("/api/connectors/" + id + "/history"));
+    }
+  }
+
+  // Energy per day of the last 30 days (sessions by their start day, UTC): one bar each.
+  function renderDaily(data) {
+    const days = data && Array.isArray(data.days) ? data.days.filter((d) => isNum(d.energy_wh)) : [];
+    const W = 300;
+    const H = 100;
+    const max = Math.max(1000, ...days.map((d) => d.energy_wh));
+    const width = days.length ? W / days.length : W;
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none" });
+    let total = 0;
+    days.forEach((d, i) => {
+      total += d.energy_wh;
+      const h = (d.energy_wh / max) * (H - 4);
+      const bar = svg("rect", {
+        class: i === days.length - 1 ? "bar bar-today" : "bar",
+        x: (i * width + 0.5).toFixed(2),
+        y: (H - h).toFixed(2),
+        width: Math.max(0.5, width - 1).toFixed(2),
+        height: h.toFixed(2),
+      });
+      bar.dataset.date = String(d.date);
+      bar.dataset.value = String(d.energy_wh);
+      const title = svg("title");
+      title.textContent = d.date + ": " + kwh(d.energy_wh, 2) + " (" + d.sessions + " sessions)";
+      bar.appendChild(title);
+      chart.appendChild(bar);
+    });
+    chart.dataset.days = String(days.length);
+    $("daily-chart").replaceChildren(chart);
+    const first = days.length ? days[0].date : "–";
+    put($("daily-caption"), kwh(total, 1) + " since " + first + " (UTC days); top of the scale " + kwh(max, 1), total);
   }
 
   // Stop and unlock interrupt someone's charging: a second tap within 4 s confirms.
@@ -397,11 +523,17 @@
         for (const c of status.connectors) renderConnector(c);
         renderFaults(status.faults || []);
         const signature = status.connectors.map((c) => c.transaction_key).join(",");
-        if (signature !== txSignature || Date.now() - sessionsAt > SESSIONS_EVERY_MS) {
+        const changed = signature !== txSignature;
+        if (changed || Date.now() - sessionsAt > SESSIONS_EVERY_MS) {
           renderSessions(await getJson("/api/transactions"));
           txSignature = signature;
           sessionsAt = Date.now();
         }
+        if (changed || Date.now() - dailyAt > DAILY_EVERY_MS) {
+          dailyAt = Date.now();
+          renderDaily(await getJson("/api/energy/daily"));
+        }
+        await refreshHistories(status.connectors);
         $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
         document.body.dataset.loaded = "1";
       }

@@ -540,3 +540,21 @@ def test_decimal_multiple_of_accepted_outbound() -> None:
             },
         },
     )
+
+
+def test_exact_multiple_of_with_a_decimal_divisor() -> None:
+    """The ocpp library caches some schemas loaded with parse_float=Decimal (SetChargingProfile,
+    RemoteStartTransaction); a process that also runs the library's CSMS may hand that schema
+    to the charger's validator: ``multipleOf`` must still compare exactly (it raised
+    decimal.InvalidOperation, an InternalError to the CSMS)."""
+    from decimal import Decimal
+
+    from controller.csms.schema import exact_validator
+
+    schema = {
+        "type": "object",
+        "properties": {"x": {"type": "number", "multipleOf": Decimal("0.1")}},
+    }
+    validator = exact_validator(schema)
+    assert validator.is_valid({"x": 10.2}) and validator.is_valid({"x": 7})
+    assert not validator.is_valid({"x": 10.25})

@@ -494,6 +494,7 @@ def test_config_show_covers_every_config_field(config: Path) -> None:
         "standalone",
         "api",
         "logging",
+        "site",
         "reader",
         "ocpp",
         "connectors",

@@ -351,6 +351,77 @@ async def test_page_shows_a_live_session(
     assert await page.console_errors() == []
 
 
+async def test_page_shows_limit_source_and_charts(
+    page: Page, charger: Callable[..., Any], csms: DevCsms
+) -> None:
+    """Each connector's limit with its source; the running session's power against the
+    offered limit (inline SVG, no library); the energy per day of the last 30 days."""
+    ch: Charger = await charger()
+    await page.get(ch.base + "/")
+    await page.until(lambda: page.js("return document.body.dataset.loaded === '1'"), "loaded")
+    await page.until(
+        lambda: page.js("return document.querySelectorAll('#daily-chart svg rect').length === 30"),
+        "30 daily bars",
+    )
+    assert not await page.visible(f"{C1} [data-field=chart]")  # no session, no chart
+
+    await start_session(ch)
+    await page.until(lambda: _eq(page.text(f"{C1} [data-field=status]"), "Charging"), "Charging")
+    await page.until(
+        lambda: _eq(page.text(f"{C1} [data-field=limit]"), "16.0 A (hardware maximum)"),
+        "hardware limit",
+    )
+    # A home energy manager sets 10 A: the page names the local limit as the source.
+    result = await ch.post("/api/limit", {"connector": 1, "limit_a": 10, "timeout_s": 600})
+    assert result["ok"] is True
+    await page.until(
+        lambda: _eq(page.text(f"{C1} [data-field=limit]"), "10.0 A (local limit)"), "local limit"
+    )
+    assert await page.text(f"{C1} [data-field=offered]") == "10 A"
+    assert await page.js(
+        f"return document.querySelector('{C1} [data-field=limit]').dataset.source"
+    ) == ("LocalLimit")
+
+    # The chart: the offered limit as a step line and the measured power, drawn in SVG.
+    async def charted() -> bool:
+        return bool(
+            await page.js(
+                f"const s = document.querySelector('{C1} [data-field=chart] svg');"
+                "return !!s && Number(s.dataset.points) >= 2"
+                " && !!s.querySelector('polyline.offered-line')"
+                " && !!s.querySelector('polyline.power-line');"
+            )
+        )
+
+    await page.until(charted, "session chart", timeout_s=30)
+    assert await page.visible(f"{C1} [data-field=chart]")
+    assert "offered limit" in await page.text(f"{C1} [data-field=chart] .chart-caption")
+    await page.screenshot("status-page-limit-chart")
+
+    await ch.post("/api/sim/unplug", {"connector": 1})
+    await page.until(
+        lambda: _eq(page.text(f"{C1} [data-field=status]"), "Available"), "Available again"
+    )
+    await page.until(
+        lambda: page.js(f"return document.querySelector('{C1} [data-field=chart]').hidden"),
+        "chart hidden after the session",
+    )
+    # Today's bar holds the session's energy (reloaded: the stop is recorded by then).
+    await asyncio.sleep(0.5)
+    await page.get(ch.base + "/")
+
+    async def today_has_energy() -> bool:
+        value = await page.js(
+            "const bars = document.querySelectorAll('#daily-chart svg rect');"
+            "return bars.length ? Number(bars[bars.length - 1].dataset.value) : 0;"
+        )
+        return bool(value and value > 0)
+
+    await page.until(today_has_energy, "energy today")
+    assert "kWh since" in await page.text("#daily-caption")
+    assert await page.console_errors() == []
+
+
 async def _eq(text: Any, expected: str) -> bool:
     return bool(await text == expected)
 
@@ -465,6 +536,7 @@ def test_status_page_urls_are_plain_http_only() -> None:
     """The page loads nothing from outside the charger (it may be offline)."""
     web = REPO / "controller" / "web"
     for name in ("index.html", "app.js", "style.css"):
-        text = (web / name).read_text(encoding="utf-8")
+        # The SVG namespace name of the charts is an identifier, never fetched.
+        text = (web / name).read_text(encoding="utf-8").replace('"http://www.w3.org/2000/svg"', "")
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
     assert "innerHTML" not in (web / "app.js").read_text(encoding="utf-8")
