@@ -103,6 +103,8 @@ class Station:
         # The running session's power and offered power over time (status page chart).
         self._history: dict[int, SessionHistory] = {}
         self._dispatching = False
+        self._stepping = False  # executing a step's commands (see _now_iso)
+        self._step_iso: str | None = None
         self.started = False
         # False while a CSMS is configured but not connected (the client says so); a
         # standalone charger has none to miss.
@@ -315,8 +317,15 @@ class Station:
             self.faults.note(c, c.state.condition)
         if c.state.contactor_closed and not old.contactor_closed:
             LOG.info("connector %d: contactor permitted by %s", connector_id, event)
-        for command in commands:
-            self._execute(c, command)
+        outer = self._stepping
+        self._stepping = True
+        try:
+            for command in commands:
+                self._execute(c, command)
+        finally:
+            self._stepping = outer
+            if not outer:
+                self._step_iso = None
         return old
 
     def _on_vehicle(self, connector_id: int, state: VehicleState) -> None:
@@ -464,7 +473,14 @@ class Station:
         )
 
     def _now_iso(self) -> str:
-        return iso_utc(self.clock.utc_now())
+        """Now as UTC ISO 8601; one instant for all commands of one step (a status, a start
+        and its session events happen at the same time, and are stamped once)."""
+        if self._step_iso is not None:
+            return self._step_iso
+        now = iso_utc(self.clock.utc_now())
+        if self._stepping:
+            self._step_iso = now
+        return now
 
     def _start_tx(self, c: ConnectorRuntime, id_tag: str, reservation_id: int | None) -> None:
         assert self.port is not None
