@@ -46,6 +46,7 @@ from controller.core.charging_profiles import (  # noqa: E402
     SchedulePeriod,
 )
 from controller.core.composite import composite_schedule, limit_at, next_change_s  # noqa: E402
+from controller.core.loadshare import Demand, allocate  # noqa: E402
 
 NOW = datetime(2026, 3, 4, 13, 7, 30, tzinfo=UTC)
 DAY = 86_400
@@ -194,6 +195,22 @@ def main(argv: list[str] | None = None) -> int:
                 **kw,  # type: ignore[arg-type]
             )
 
+    site_a = {line: Decimal(63) for line in (1, 2, 3)}
+
+    def site_round() -> None:
+        """What the runtime computes at a boundary with a site limit: each connector's
+        own limit from its schedule, then the fair shares of the site current."""
+        demands = [
+            Demand(
+                c,
+                limit_at(
+                    eight, c, NOW, tx_key=c, tx_start=NOW - timedelta(minutes=5 * c), **kw
+                ).limit_a,  # type: ignore[arg-type]
+            )
+            for c in range(1, 9)
+        ]
+        allocate(site_a, demands)
+
     figures = [
         (
             "1 connector, 20 profiles: composite_schedule 24 h, A",
@@ -212,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: next_change_s(one, 1, NOW, **tx_kw),  # type: ignore[arg-type]
         ),
         ("8 connectors, 20 profiles: composite 24 h of 0..8", eight_round),
+        ("8 connectors under a site limit: limits now (limit_at + share)", site_round),
     ]
     print(
         f"composite schedule: {len(one)} profiles x {PERIODS} periods, {rounds} rounds, "
