@@ -137,6 +137,9 @@ class App:
                     phases=cc.phases,
                     nominal_voltage_v=cc.nominal_voltage_v,
                     line=cc.line,
+                    phase_switch=devices.get("phase_switch"),
+                    phase_switch_pause_s=cc.phase_switch_pause_s,
+                    phase_switch_settle_s=cc.phase_switch_settle_s,
                 )
             )
         reader = None
@@ -166,7 +169,14 @@ class App:
         if isinstance(self.clock, TrustedClock):
             self.clock.attach_store(SettingsTimeStore(self.store))
             self._tasks.spawn(self.clock.keeper(), name="clock-keeper")
-        settings = Settings(self.store, core_keys(len(cfg.connectors)), cfg.ocpp_overrides)
+        settings = Settings(
+            self.store,
+            core_keys(
+                len(cfg.connectors),
+                phase_switch=any(cc.has_phase_switch for cc in cfg.connectors),
+            ),
+            cfg.ocpp_overrides,
+        )
         self.settings = settings
         hardware, reader = self._build_devices()
         self.hardware = hardware
@@ -334,6 +344,7 @@ class App:
                 c.hw.lock,
                 c.hw.indicator,
                 c.hw.fault,
+                c.hw.phase_switch,
             ]
             for device in devices:
                 if device is None:

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from controller.core.loadshare import DEFAULT_FALLBACK_A, SiteConfig
 from controller.ocpp16.settings import InvalidValue, KeyDef, core_keys, normalise
 
-DEVICE_ROLES = ("contactor", "meter", "vehicle", "lock", "indicator", "fault")
+DEVICE_ROLES = ("contactor", "meter", "vehicle", "lock", "indicator", "fault", "phase_switch")
 REQUIRED_ROLES = ("contactor", "meter", "vehicle")
 _STATION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,48}")
 
@@ -44,8 +44,17 @@ class ConnectorConfig:
     # W means in A (OCPP 1.6 7.12: the set voltage for the area, not the measured one).
     phases: int = 3
     nominal_voltage_v: float = 230.0
-    # The supply line a single-phase connector is wired to (1..3): what [site] limits it uses.
+    # The supply line a single-phase connector is wired to (1..3): what [site] limits it uses
+    # (with a phase switch: the line left when one phase is switched in).
     line: int = 1
+    # [connectors.phase_switch] pause_s / settle_s: nothing offered and the contactor open
+    # this long before the relay moves, and this long after it before offering again.
+    phase_switch_pause_s: float = 3.0
+    phase_switch_settle_s: float = 1.0
+
+    @property
+    def has_phase_switch(self) -> bool:
+        return "phase_switch" in self.devices
 
 
 @dataclass(frozen=True)
@@ -379,11 +388,39 @@ def parse(data: dict[str, Any]) -> Config:
         line = raw.get("line", 1)
         if isinstance(line, bool) or line not in (1, 2, 3):
             raise ConfigError(f"{key}.line", "must be 1, 2 or 3 (the supply line L1..L3)")
-        if phases == 3 and "line" in raw:
+        switch = devices.get("phase_switch")
+        pause_s, settle_s = 3.0, 1.0
+        if switch is not None:
+            if phases != 3:
+                raise ConfigError(
+                    f"{key}.phase_switch",
+                    "a phase switch selects 1 or 3 phases: set phases = 3 (the wired phases)",
+                )
+            pkey = f"{key}.phase_switch"
+            pause_s = _num(switch.settings, "pause_s", f"{pkey}.pause_s", 3.0, 1.0, 60.0)
+            settle_s = _num(switch.settings, "settle_s", f"{pkey}.settle_s", 1.0, 0.0, 10.0)
+            driver_settings = {
+                k: v for k, v in switch.settings.items() if k not in ("pause_s", "settle_s")
+            }
+            devices["phase_switch"] = DeviceConfig(switch.driver, driver_settings, switch.key)
+        if phases == 3 and "line" in raw and switch is None:
             raise ConfigError(
-                f"{key}.line", "only for phases = 1: a three-phase connector uses every line"
+                f"{key}.line",
+                "only for phases = 1 or with a phase switch: a three-phase connector uses "
+                "every line",
             )
-        connectors.append(ConnectorConfig(index, max_a, devices, int(phases), voltage_v, int(line)))
+        connectors.append(
+            ConnectorConfig(
+                index,
+                max_a,
+                devices,
+                int(phases),
+                voltage_v,
+                int(line),
+                phase_switch_pause_s=pause_s,
+                phase_switch_settle_s=settle_s,
+            )
+        )
 
     ocpp = _table(data, "ocpp", "ocpp")
     keys: dict[str, KeyDef] = {k.name: k for k in core_keys(len(connectors))}

@@ -121,6 +121,26 @@ class Contactor(abc.ABC):
         self.set_closed(False)
 
 
+class PhaseSwitch(abc.ABC):
+    """The phase relay of one connector: selects one phase or all three.
+
+    Must implement: ``set_phases`` (1 or 3; synchronous and fast) and ``phases`` (the
+    position last commanded). A driver MUST start in a defined position and say it through
+    ``phases``; it need not know when switching is safe: the caller switches it only while
+    the contactor is open and no current is offered.
+    """
+
+    @abc.abstractmethod
+    def set_phases(self, phases: int) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def phases(self) -> int: ...
+
+    def close_driver(self) -> None:  # noqa: B027 - optional hook
+        """Release the hardware."""
+
+
 class EnergyMeter(abc.ABC):
     """The energy meter of one connector.
 

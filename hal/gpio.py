@@ -22,6 +22,7 @@ from hal.base import (
     FaultKind,
     Indicator,
     IndicatorState,
+    PhaseSwitch,
     VehicleCallback,
     VehicleInterface,
     VehicleState,
@@ -578,6 +579,44 @@ class GpioIndicator(Indicator):
             self._claim.release()
 
 
+# --- phase switch ------------------------------------------------------------------------
+
+
+class GpioPhaseSwitch(PhaseSwitch):
+    """A 1p/3p relay on one output: driven selects one phase, released all three (the
+    wired default, also where it rests when evsed stops or the Pi loses power).
+
+    The driver switches when told: that the contactor is open and nothing offered is the
+    caller's rule (controller/core/connector.py), not this class's.
+    """
+
+    def __init__(self, output: Any, claim: _PinClaim | None = None) -> None:
+        self._output = output
+        self._claim = claim
+        self._lock = threading.Lock()
+        output.off()  # all three phases until told otherwise
+
+    def set_phases(self, phases: int) -> None:
+        if phases not in (1, 3):
+            raise ValueError(f"phases must be 1 or 3, got {phases!r}")
+        with self._lock:
+            if phases == 1:
+                self._output.on()
+            else:
+                self._output.off()
+
+    @property
+    def phases(self) -> int:
+        return 1 if self._output.value else 3
+
+    def close_driver(self) -> None:
+        with self._lock:
+            _close_all([self._output])
+            if self._claim is not None:
+                self._claim.release()
+                self._claim = None
+
+
 # --- plug-detect vehicle -----------------------------------------------------------------
 
 
@@ -723,6 +762,23 @@ def _create_contactor(settings: Mapping[str, Any], ctx: DriverContext) -> GpioCo
         _close_all(devices)
         claim.release()
         raise _hardware_error(ctx, name, exc) from exc
+
+
+@register_driver("phase_switch", "gpio")
+def _create_phase_switch(settings: Mapping[str, Any], ctx: DriverContext) -> GpioPhaseSwitch:
+    reject_unknown(settings, {"pin_factory", "pin", "active_high"}, ctx)
+    pin = _setting_pin(settings, "pin", ctx)
+    active_high = setting_bool(settings, "active_high", True, ctx)
+    factory = get_pin_factory(settings, ctx)
+    claim = _PinClaim(ctx, {"pin": pin})
+    try:
+        output = DigitalOutputDevice(
+            pin, active_high=active_high, initial_value=False, pin_factory=factory
+        )
+    except (GPIOZeroError, OSError) as exc:
+        claim.release()
+        raise _hardware_error(ctx, "pin", exc) from exc
+    return GpioPhaseSwitch(output, claim=claim)
 
 
 @register_driver("fault", "gpio")

@@ -17,11 +17,21 @@ from hal.base import (
     EnergyMeter,
     FaultInput,
     Indicator,
+    PhaseSwitch,
     TokenReader,
     VehicleInterface,
 )
 
-DRIVER_ROLES: Final = ("contactor", "meter", "reader", "vehicle", "lock", "indicator", "fault")
+DRIVER_ROLES: Final = (
+    "contactor",
+    "meter",
+    "reader",
+    "vehicle",
+    "lock",
+    "indicator",
+    "fault",
+    "phase_switch",
+)
 
 # Modules whose import registers drivers. They are imported on first use of the registry,
 # not at import time, because they import this module themselves (a top-level import here
@@ -57,6 +67,7 @@ _ROLE_TYPES: Final[dict[str, type]] = {
     "lock": ConnectorLock,
     "indicator": Indicator,
     "fault": FaultInput,
+    "phase_switch": PhaseSwitch,
 }
 
 # Keys every driver section may carry: "driver" selects the factory, so the config

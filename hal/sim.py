@@ -23,6 +23,7 @@ from hal.base import (
     Indicator,
     IndicatorState,
     MeterReading,
+    PhaseSwitch,
     TokenCallback,
     TokenReader,
     VehicleCallback,
@@ -88,6 +89,7 @@ class SimRig:
         self.lock: SimLock | None = None
         self.indicator: SimIndicator | None = None
         self.fault: SimFaultInput | None = None
+        self.phase_switch: SimPhaseSwitch | None = None
         self.configure(voltage_v=voltage_v, phases=phases)
 
     def configure(self, voltage_v: float | None = None, phases: int | None = None) -> None:
@@ -482,6 +484,32 @@ class SimIndicator(Indicator):
         self.history.append(state)
 
 
+class SimPhaseSwitch(PhaseSwitch):
+    """A simulated 1p/3p relay: it sets the rig's phases (the power the car draws per
+    ampere) and records every move with the rig's clock and the contactor's position."""
+
+    def __init__(self, rig: SimRig) -> None:
+        self._rig = rig
+        self._phases = rig.phases
+        # (monotonic_s, phases, contactor physically closed) per move
+        self.history: list[tuple[float, int, bool]] = []
+        rig.phase_switch = self
+
+    def set_phases(self, phases: int) -> None:
+        if phases not in (1, 3):
+            raise ValueError(f"phases must be 1 or 3, got {phases!r}")
+        if phases == self._phases:
+            return
+        self._rig.configure(phases=phases)
+        self._phases = phases
+        closed = self._rig.contactor is not None and self._rig.contactor.physically_closed
+        self.history.append((self._rig.monotonic_s(), phases, closed))
+
+    @property
+    def phases(self) -> int:
+        return self._phases
+
+
 class SimFaultInput(FaultInput):
     """A safety input whose fault is injected by tests or the simulation control API."""
 
@@ -536,6 +564,12 @@ def _create_vehicle(settings: Mapping[str, Any], ctx: DriverContext) -> SimVehic
 def _create_contactor(settings: Mapping[str, Any], ctx: DriverContext) -> SimContactor:
     reject_unknown(settings, {"welded"}, ctx)
     return SimContactor(get_rig(ctx), welded=setting_bool(settings, "welded", False, ctx))
+
+
+@register_driver("phase_switch", "sim")
+def _create_phase_switch(settings: Mapping[str, Any], ctx: DriverContext) -> SimPhaseSwitch:
+    reject_unknown(settings, set(), ctx)
+    return SimPhaseSwitch(get_rig(ctx))
 
 
 @register_driver("meter", "sim")

@@ -26,9 +26,11 @@ def charger_config(
     ocpp: dict[str, Any] | None = None,
     password: str | None = None,
     site: dict[str, Any] | None = None,
+    connector_extra: dict[str, Any] | None = None,
     **csms_extra: Any,
 ) -> dict[str, Any]:
-    """A complete simulated-charger configuration dict (parse() it to get a Config)."""
+    """A complete simulated-charger configuration dict (parse() it to get a Config);
+    ``connector_extra`` is merged into every connector."""
     data: dict[str, Any] = {
         "station": {"id": STATION_ID, "storage": str(tmp_path / "evsed.db")},
         "api": {"host": "127.0.0.1", "port": 0},
@@ -42,6 +44,7 @@ def charger_config(
                 "lock": {"driver": "sim"},
                 "indicator": {"driver": "sim"},
                 "fault": {"driver": "sim"},
+                **(connector_extra or {}),
             }
             for _ in range(connectors)
         ],

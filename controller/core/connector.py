@@ -146,6 +146,15 @@ class CurrentLimitChanged:
 
 
 @dataclass(frozen=True)
+class PhasesWanted:
+    """The number of phases the composite schedule asks for (its ``numberPhases``; the
+    wired phases without a profile). Only a connector with a phase switch acts on it: 1
+    selects one phase, anything else all three (the relay knows no other position)."""
+
+    phases: int
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passes; ``now_s`` is the injected monotonic clock."""
 
@@ -214,6 +223,7 @@ Event = (
     | AvailabilityChanged
     | ReservationChanged
     | CurrentLimitChanged
+    | PhasesWanted
     | Tick
     | SettingsChanged
     | Deauthorized
@@ -228,6 +238,14 @@ Event = (
 @dataclass(frozen=True)
 class SwitchContactor:
     on: bool
+
+
+@dataclass(frozen=True)
+class SwitchPhases:
+    """Move the phase relay to ``phases`` (1 or 3). Issued only after the contactor has
+    been open and nothing offered for the connector's ``phase_switch_pause_s``."""
+
+    phases: int
 
 
 @dataclass(frozen=True)
@@ -309,6 +327,7 @@ class SessionEvent:
 
 Command = (
     SwitchContactor
+    | SwitchPhases
     | SetCurrentLimit
     | Lock
     | Unlock
@@ -320,6 +339,18 @@ Command = (
 )
 
 # ----------------------------------------------------------------------------- state
+
+#: Defaults of a connector's phase switch timing ([[connectors]] phase_switch_pause_s /
+#: phase_switch_settle_s; README "Phase switching" says why).
+PHASE_SWITCH_PAUSE_S = 3.0
+PHASE_SWITCH_SETTLE_S = 1.0
+
+
+class SwitchStage(enum.StrEnum):
+    """Where a phase switch is: nothing offered and the contactor open throughout."""
+
+    PAUSING = "pausing"  # waiting phase_switch_pause_s with nothing offered
+    SETTLING = "settling"  # relay moved; waiting phase_switch_settle_s before offering again
 
 
 @dataclass(frozen=True)
@@ -363,6 +394,18 @@ class ConnectorState:
     stop_on_ev_disconnect: bool = True
     unlock_on_ev_disconnect: bool = True
     now_s: float = 0.0
+    # Phase switching (a connector with a phase relay): the phases switched in now, the
+    # phases the schedule wants, and the switch in progress. While ``switching`` is set no
+    # current is offered and the contactor stays open (core/safety.py).
+    phase_switch: bool = False
+    phases: int = 3
+    phases_wanted: int = 3
+    switching: SwitchStage | None = None
+    # When the stage began (injected monotonic clock); None: at the next Tick (a pause
+    # begun between ticks is counted from the next one, so it is never shorter).
+    switching_since_s: float | None = None
+    phase_switch_pause_s: float = PHASE_SWITCH_PAUSE_S
+    phase_switch_settle_s: float = PHASE_SWITCH_SETTLE_S
 
 
 def derive_phase(s: ConnectorState) -> tuple[Phase, FaultKind | None]:
@@ -423,9 +466,23 @@ def initial_state(
     vehicle: VehicleState = VehicleState.A,
     now_s: float = 0.0,
     meter_ready: bool = False,
+    phases: int = 3,
+    phase_switch: bool = False,
+    phase_switch_pause_s: float = PHASE_SWITCH_PAUSE_S,
+    phase_switch_settle_s: float = PHASE_SWITCH_SETTLE_S,
 ) -> ConnectorState:
+    """``phases``: the phases switched in at start (the wired ones, or where the phase
+    relay is); ``phase_switch``: the connector has a phase relay."""
     s = ConnectorState(
-        max_current_a=max_current_a, operative=operative, now_s=now_s, meter_ready=meter_ready
+        max_current_a=max_current_a,
+        operative=operative,
+        now_s=now_s,
+        meter_ready=meter_ready,
+        phases=phases,
+        phases_wanted=phases,
+        phase_switch=phase_switch,
+        phase_switch_pause_s=phase_switch_pause_s,
+        phase_switch_settle_s=phase_switch_settle_s,
     )
     s = replace(s, vehicle=vehicle)
     phase, condition = derive_phase(s)
@@ -695,6 +752,9 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             s = _start_if_ready(s, cmds)  # an authorized, plugged driver may go now
         case CurrentLimitChanged(limit_a=limit):
             s = replace(s, limit_a=max(0.0, limit))
+        case PhasesWanted(phases=n):
+            if s.phase_switch:
+                s = replace(s, phases_wanted=1 if n == 1 else 3)
         case Tick(now_s=now):
             s = replace(s, now_s=now)
             if (
@@ -707,6 +767,8 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 # ConnectionTimeOut (9.1.6): the driver never plugged in.
                 _drop_authorization(s, cmds, timed_out=True)
                 s = replace(s, authorized_tag=None, authorized_parent=None, authorized_at_s=None)
+            if s.switching is not None and s.switching_since_s is None:
+                s = replace(s, switching_since_s=now)  # the pause counts from here
         case Deauthorized(energy_limit_wh=limit):
             if s.tx_active:
                 if s.deauthorized:
@@ -761,7 +823,45 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                 stop_on_ev_disconnect=event.stop_on_ev_disconnect,
                 unlock_on_ev_disconnect=event.unlock_on_ev_disconnect,
             )
+    if s.phase_switch:
+        s = _advance_phase_switch(s, isinstance(event, Tick), cmds)
     return s, cmds
+
+
+def _advance_phase_switch(s: ConnectorState, tick: bool, cmds: list[Command]) -> ConnectorState:
+    """Begin, go on with or give up a phase switch.
+
+    The relay moves only once nothing has been offered and the contactor has been open for
+    ``phase_switch_pause_s`` (counted on ticks; a pause begun between ticks counts from the
+    next one); then ``phase_switch_settle_s`` passes before current is offered again and the
+    contactor closes by the normal rules. Wanting the old phases back during the pause ends
+    it without switching. A latched contactor fault (PowerSwitchFailure: maybe welded) holds
+    the relay where it is: it must never switch a live circuit.
+    """
+    now = s.now_s
+    if s.switching is SwitchStage.SETTLING:
+        assert s.switching_since_s is not None
+        if now - s.switching_since_s < s.phase_switch_settle_s:
+            return s
+        s = replace(s, switching=None, switching_since_s=None)
+    if s.switching is None:
+        if s.phases_wanted == s.phases or s.fault is FaultKind.POWER_SWITCH:
+            return s
+        # Begin: this step's _settle opens the contactor and withdraws the offer.
+        return replace(s, switching=SwitchStage.PAUSING, switching_since_s=now if tick else None)
+    # PAUSING
+    if s.phases_wanted == s.phases:
+        return replace(s, switching=None, switching_since_s=None)  # not needed any more
+    if (
+        s.switching_since_s is None
+        or now - s.switching_since_s < s.phase_switch_pause_s
+        or s.fault is FaultKind.POWER_SWITCH
+        or s.contactor_closed
+        or s.offered_current_a > 0
+    ):
+        return s
+    cmds.append(SwitchPhases(s.phases_wanted))
+    return replace(s, phases=s.phases_wanted, switching=SwitchStage.SETTLING, switching_since_s=now)
 
 
 def _settle(

@@ -6,9 +6,11 @@ Every layer that keeps a connector safe, and where it lives:
    commands the contactor closed: a running transaction, its idTag not invalidated (or
    within its MaxEnergyOnInvalidId allowance), a meter that has answered since start (no
    reading, no energy), the vehicle asking for energy (pilot C/D), the connector operative,
-   no fault, and at least 6 A to offer. ``core/connector.py`` ``_settle`` puts an opening
-   first and a closing last among a step's commands, and a lowered current before anything
-   else (a raise after).
+   no fault, no phase switch in progress, and at least 6 A to offer. ``core/connector.py``
+   ``_settle`` puts an opening first and a closing last among a step's commands, and a
+   lowered current before anything else (a raise after). The phase relay (``SwitchPhases``)
+   moves only after the contactor has been open and nothing offered for the connector's
+   pause, never in a step that closes.
 2. No close without a durable transaction: ``runtime/station.py`` refuses to switch on while
    no transaction is recorded (StartTransaction is committed, fsync, before the pilot offers
    current) and raises InternalError instead.
@@ -66,8 +68,8 @@ def wants_current(s: ConnectorState) -> bool:
 
 def offered_current_a(s: ConnectorState) -> float:
     """Current offered to the vehicle: the limit while a transaction may draw energy, else 0."""
-    if not wants_current(s):
-        return 0.0
+    if not wants_current(s) or s.switching is not None:
+        return 0.0  # nothing while the phase relay is about to move, moves or settles
     limit = s.max_current_a if s.limit_a is None else min(s.max_current_a, s.limit_a)
     return limit if limit >= MIN_CURRENT_A else 0.0
 
@@ -82,5 +84,6 @@ def contactor_permitted(s: ConnectorState) -> bool:
         and s.vehicle.requests_energy
         and s.operative
         and s.fault is None
+        and s.switching is None
         and offered_current_a(s) > 0
     )

@@ -471,6 +471,15 @@ class Ocpp16Client:
         LOG.debug("CALL %s", action, extra={"action": action})
         return await rpc.call(action, payload, prevalidated=prevalidated)
 
+    async def _triggered_heartbeat(self) -> None:
+        """TriggerMessage(Heartbeat): its currentTime confirms the clock like any other."""
+        try:
+            result = await self._call("Heartbeat", {})
+        except (CallError, CallTimeout, ConnectionLost) as exc:
+            LOG.info("Heartbeat not delivered: %s", exc, extra={"action": "Heartbeat"})
+            return
+        self.time.note_server_time(result.get("currentTime"))
+
     async def _send_best_effort(self, action: str, payload: dict[str, Any]) -> None:
         try:
             await self._call(action, self.time.guard(action, payload))
@@ -921,7 +930,7 @@ class Ocpp16Client:
                     )
             self._status_wakeup.set()
         elif requested == "Heartbeat":
-            self._tasks.spawn(self._send_best_effort("Heartbeat", {}), name="trigger")
+            self._tasks.spawn(self._triggered_heartbeat(), name="trigger")
         elif requested == "BootNotification":
             if self._accepted_once:
                 return {"status": "Rejected"}  # errata 3.35: not after it was Accepted

@@ -115,9 +115,10 @@ def _auth_key(value: str) -> None:
         raise InvalidValue("16 to 40 printable ASCII characters")
 
 
-def core_keys(number_of_connectors: int) -> list[KeyDef]:
+def core_keys(number_of_connectors: int, *, phase_switch: bool = False) -> list[KeyDef]:
     """Every key this controller implements (Core and Local Auth List Management profiles),
-    with its default value."""
+    with its default value. ``phase_switch``: a connector has a 1p/3p relay
+    (ConnectorSwitch3to1PhaseSupported, read-only, follows the configuration)."""
     n = str(number_of_connectors)
     return [
         KeyDef("AllowOfflineTxForUnknownId", "bool", "false"),
@@ -129,7 +130,12 @@ def core_keys(number_of_connectors: int) -> list[KeyDef]:
         KeyDef("ChargingScheduleMaxPeriods", "int", str(CHARGING_SCHEDULE_MAX_PERIODS), True),
         KeyDef("ConnectionTimeOut", "int", "60", min_value=0, max_value=3600),
         # No phase relay driver yet: switching 3 to 1 phases is not offered.
-        KeyDef("ConnectorSwitch3to1PhaseSupported", "bool", "false", readonly=True),
+        KeyDef(
+            "ConnectorSwitch3to1PhaseSupported",
+            "bool",
+            "true" if phase_switch else "false",
+            readonly=True,
+        ),
         KeyDef(
             "ConnectorPhaseRotation",
             "csl",

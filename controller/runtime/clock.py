@@ -52,6 +52,11 @@ class ManualClock(Clock):
         heapq.heappush(self._sleepers, (self._mono_s + max(0.0, delay_s), next(self._seq), fut))
         await fut
 
+    def step_wall(self, to: datetime) -> None:
+        """Set the wall clock, as NTP or an operator steps a system clock; monotonic time
+        does not move."""
+        self._wall = to
+
     async def advance(self, delta_s: float, step_s: float = 1.0) -> None:
         """Move time forward in steps, letting woken tasks run between steps."""
         target = self._mono_s + delta_s

@@ -14,13 +14,15 @@ from hal.base import (
     FaultKind,
     Indicator,
     MeterReading,
+    PhaseSwitch,
     VehicleInterface,
 )
 
 
 @dataclass
 class ConnectorHardware:
-    """The devices of one connector; lock, indicator and fault input are optional."""
+    """The devices of one connector; lock, indicator, fault input and phase switch are
+    optional."""
 
     contactor: Contactor
     meter: EnergyMeter
@@ -32,10 +34,13 @@ class ConnectorHardware:
     phases: int = 3  # wired phases: converts a power limit into current per phase
     nominal_voltage_v: float = 230.0
     line: int = 1  # the supply line a single-phase connector is wired to ([site] limits)
+    phase_switch: PhaseSwitch | None = None  # a 1p/3p relay (phases = 3 wired)
+    phase_switch_pause_s: float = 3.0
+    phase_switch_settle_s: float = 1.0
 
     @property
     def lines(self) -> frozenset[int]:
-        """The supply lines the connector draws from."""
+        """The supply lines the connector is wired to."""
         return frozenset({1, 2, 3}) if self.phases == 3 else frozenset({self.line})
 
 
@@ -62,9 +67,20 @@ class ConnectorRuntime:
     status_since_s: float = 0.0
 
     @property
+    def phases(self) -> int:
+        """The phases switched in now: the wired ones, or where the phase switch is."""
+        return self.state.phases
+
+    @property
+    def lines(self) -> frozenset[int]:
+        """The supply lines the connector draws from now (one with one phase switched in)."""
+        return frozenset({1, 2, 3}) if self.phases == 3 else frozenset({self.hw.line})
+
+    @property
     def offered_power_w(self) -> float:
-        """Power.Offered: the offered current on every wired phase at the nominal voltage."""
-        return self.state.offered_current_a * self.hw.phases * self.hw.nominal_voltage_v
+        """Power.Offered: the offered current on every phase switched in, at the nominal
+        voltage."""
+        return self.state.offered_current_a * self.phases * self.hw.nominal_voltage_v
 
     @property
     def live_reading(self) -> MeterReading | None:

@@ -82,7 +82,7 @@ def drawn_a(c: ConnectorRuntime) -> Decimal | None:
         return None
     if reading.current_a:
         return Decimal(str(max(reading.current_a)))
-    per_phase_w = c.hw.nominal_voltage_v * c.hw.phases
+    per_phase_w = c.hw.nominal_voltage_v * c.phases
     return Decimal(str(round(reading.power_w / per_phase_w, 2)))
 
 
@@ -222,18 +222,31 @@ class SmartCharging:
 
     # ------------------------------------------------------------------ limits
 
-    def _limit(self, c: ConnectorRuntime, at: datetime) -> EffectiveLimit:
+    def _limit(
+        self, c: ConnectorRuntime, at: datetime, phases: int | None = None
+    ) -> EffectiveLimit:
+        """The composite limit at ``at``; W converted with the phases switched in now
+        (``phases``: another number, e.g. the wired phases to learn what is wanted)."""
         tx_key = c.tx_key
         return limit_at(
             self._profiles,
             c.connector_id,
             at,
             hardware_limit_a=Decimal(str(c.hw.max_current_a)),
-            phases=c.hw.phases,
+            phases=c.phases if phases is None else phases,
             voltage_v=_voltage(c),
             tx_key=tx_key,
             tx_start=None if tx_key is None else self._tx_start.get(tx_key),
         )
+
+    def wanted_phases(self, c: ConnectorRuntime, at: datetime) -> int:
+        """The phases the composite schedule asks for (numberPhases, at most the wired
+        phases; the wired phases without a profile)."""
+        if c.phases == c.hw.phases:
+            limit = self._applied.get(c.connector_id)
+            if limit is not None:
+                return limit.phases
+        return self._limit(c, at, c.hw.phases).phases
 
     def limit(self, connector_id: int) -> EffectiveLimit | None:
         """The limit last applied to the connector (None before the first evaluation)."""
@@ -299,6 +312,12 @@ class SmartCharging:
         # Every decrease reaches the hardware before any increase (issue 12 item 3).
         for cid in lowered + raised:
             self._dispatch(cid, sm.CurrentLimitChanged(float(self._applied[cid].limit_a)))
+        # numberPhases picks the phase relay's position (issue 12 item 4).
+        for cid, c in self._connectors.items():
+            if c.hw.phase_switch is not None:
+                wanted = self.wanted_phases(c, now)
+                if wanted != c.state.phases_wanted:
+                    self._dispatch(cid, sm.PhasesWanted(wanted))
 
     def _plan(
         self, now: datetime, trial: Mapping[int, sm.ConnectorState] | None = None
@@ -487,7 +506,7 @@ class SmartCharging:
                 drawn_cap = self._draw_caps.get(cid)
                 if drawn_cap is not None:
                     cap = min(cap, drawn_cap)
-            demands.append(Demand(cid, cap, self._connectors[cid].hw.lines))
+            demands.append(Demand(cid, cap, self._connectors[cid].lines))
         shares = allocate(lines, demands)
         out = {}
         for cid, limit in own.items():

@@ -92,8 +92,15 @@ class Station:
         self.connectors: dict[int, ConnectorRuntime] = {}
         for index, hw in enumerate(connectors, start=1):
             operative = store.get_setting(f"availability.{index}") != "Inoperative"
+            switch = hw.phase_switch
             state = sm.initial_state(
-                max_current_a=hw.max_current_a, operative=operative, now_s=clock.monotonic_s()
+                max_current_a=hw.max_current_a,
+                operative=operative,
+                now_s=clock.monotonic_s(),
+                phases=switch.phases if switch is not None else hw.phases,
+                phase_switch=switch is not None,
+                phase_switch_pause_s=hw.phase_switch_pause_s,
+                phase_switch_settle_s=hw.phase_switch_settle_s,
             )
             self.connectors[index] = ConnectorRuntime(index, hw, state)
         self._tasks = TaskGroup("station")
@@ -404,6 +411,8 @@ class Station:
                     self._loop.call_soon(self.faults.set, c, "store", FaultKind.INTERNAL)
                 else:
                     self._switch(c, on)
+            case sm.SwitchPhases(phases=n):
+                self._switch_phases(c, n)
             case sm.SetCurrentLimit(current_a=amps):
                 try:
                     c.hw.vehicle.set_max_current_a(amps)
@@ -451,6 +460,26 @@ class Station:
             # Defer: we are inside dispatch; the fault opens the contactor in the model.
             assert self._loop is not None
             self._loop.call_soon(self.faults.set, c, "contactor", FaultKind.POWER_SWITCH)
+
+    def _switch_phases(self, c: ConnectorRuntime, phases: int) -> None:
+        """Move the phase relay (the state machine has kept the contactor open and offered
+        nothing for the pause); the limits are then computed again for the new phases."""
+        assert c.hw.phase_switch is not None
+        LOG.info(
+            "connector %d: switching to %d phase%s",
+            c.connector_id,
+            phases,
+            "" if phases == 1 else "s",
+            extra={"connector": c.connector_id},
+        )
+        try:
+            c.hw.phase_switch.set_phases(phases)
+        except Exception:
+            LOG.exception("connector %d: phase switch failed", c.connector_id)
+            # Deferred like a contactor failure: we are inside dispatch.
+            assert self._loop is not None
+            self._loop.call_soon(self.faults.set, c, "phase_switch", FaultKind.POWER_SWITCH)
+        self.smart.refresh()  # W limits and shares follow the phases switched in
 
     async def _move_lock(self, c: ConnectorRuntime, lock: bool) -> None:
         assert c.hw.lock is not None

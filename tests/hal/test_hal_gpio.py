@@ -19,6 +19,7 @@ from hal.gpio import (
     GpioFaultInput,
     GpioIndicator,
     GpioLock,
+    GpioPhaseSwitch,
     GpioPlugVehicle,
 )
 from hal.registry import DriverConfigError, DriverContext, create_driver
@@ -50,7 +51,7 @@ class Rig:
 
     def close(self) -> None:
         for device in self.devices:
-            if isinstance(device, GpioContactor):
+            if isinstance(device, GpioContactor | GpioPhaseSwitch):
                 device.close_driver()
             else:
                 device.close()
@@ -534,3 +535,56 @@ def test_pin_factory_setting_mock_is_shared_and_must_agree() -> None:
     assert "connectors.1.contactor.pin_factory" in str(exc.value)
     contactor.close_driver()
     fault.close()
+
+
+# --- phase switch ------------------------------------------------------------------------
+
+RELAY = 23
+
+
+def test_phase_switch_starts_on_three_phases_and_drives_the_relay_for_one(rig: Rig) -> None:
+    switch = rig.create("phase_switch", {"pin": RELAY})
+    relay = rig.pin(RELAY)
+    assert relay.state == 0 and switch.phases == 3  # released: all three phases
+    switch.set_phases(1)
+    assert relay.state == 1 and switch.phases == 1
+    switch.set_phases(1)  # repeated: no extra edge
+    switch.set_phases(3)
+    assert switch.phases == 3
+    with pytest.raises(ValueError, match="1 or 3"):
+        switch.set_phases(2)
+    assert levels(relay) == [False, True, False]
+    switch.close_driver()
+    switch.close_driver()  # twice is harmless
+    # The pin is free again.
+    rig.create("contactor", {"pin": RELAY}, connector_id=2)
+
+
+def test_phase_switch_active_low(rig: Rig) -> None:
+    switch = rig.create("phase_switch", {"pin": RELAY, "active_high": False})
+    relay = rig.pin(RELAY)
+    assert relay.state == 1 and switch.phases == 3  # relay off while the pin is high
+    switch.set_phases(1)
+    assert relay.state == 0 and switch.phases == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "text"),
+    [
+        ({}, "pin", "required"),
+        ({"pin": 23, "pause_s": 3}, "pause_s", "unknown"),
+        ({"pin": 23, "active_high": "no"}, "active_high", "true"),
+    ],
+)
+def test_phase_switch_config_errors(
+    rig: Rig, settings: dict[str, Any], key: str, text: str
+) -> None:
+    message = config_error(rig, "phase_switch", settings)
+    assert message.startswith(f"connectors.1.phase_switch.{key}:"), message
+    assert text in message
+
+
+def test_phase_switch_pin_shared_with_the_contactor_is_refused(rig: Rig) -> None:
+    rig.create("contactor", {"pin": COIL})
+    message = config_error(rig, "phase_switch", {"pin": COIL})
+    assert message.startswith("connectors.1.phase_switch.pin: GPIO 17 is already used by")

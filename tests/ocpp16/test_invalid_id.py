@@ -48,8 +48,8 @@ def max_energy_key(monkeypatch: pytest.MonkeyPatch) -> None:
     defines it (a no-op once it does)."""
     real = settings_mod.core_keys
 
-    def keys(number_of_connectors: int) -> list[KeyDef]:
-        out = real(number_of_connectors)
+    def keys(number_of_connectors: int, **options: Any) -> list[KeyDef]:
+        out = real(number_of_connectors, **options)
         if not any(k.name == "MaxEnergyOnInvalidId" for k in out):
             out.append(KeyDef("MaxEnergyOnInvalidId", "int", "0", min_value=0))
         return out

@@ -518,3 +518,48 @@ def _mutated_valid(draw: st.DrawFn) -> dict[str, Any]:
 @given(_mutated_valid())
 def test_mutated_valid_documents_raise_only_config_error(data: dict[str, Any]) -> None:
     _check(data)
+
+
+# --------------------------------------------------------------------------- phase switch
+
+
+def test_phase_switch_defaults_and_settings() -> None:
+    data = base()
+    cfg = parse(data)
+    assert not cfg.connectors[0].has_phase_switch
+    data["connectors"][0]["phase_switch"] = {"driver": "sim"}
+    cc = parse(data).connectors[0]
+    assert cc.has_phase_switch
+    assert (cc.phase_switch_pause_s, cc.phase_switch_settle_s) == (3.0, 1.0)
+    data["connectors"][0]["phase_switch"] = {"driver": "gpio", "pin": 23, "pause_s": 10}
+    data["connectors"][0]["line"] = 2  # the line left on one phase
+    cc = parse(data).connectors[0]
+    assert cc.phase_switch_pause_s == 10.0 and cc.line == 2
+    # pause_s / settle_s are the controller's, not passed to the driver.
+    assert cc.devices["phase_switch"].settings == {"pin": 23}
+
+
+@pytest.mark.parametrize(
+    ("section", "extra", "key"),
+    [
+        ({"driver": "sim", "pause_s": 0.5}, {}, "connectors.1.phase_switch.pause_s"),
+        ({"driver": "sim", "pause_s": "3"}, {}, "connectors.1.phase_switch.pause_s"),
+        ({"driver": "sim", "settle_s": 11}, {}, "connectors.1.phase_switch.settle_s"),
+        ({"driver": "sim"}, {"phases": 1}, "connectors.1.phase_switch"),
+        ({"pin": 23}, {}, "connectors.1.phase_switch.driver"),
+        ("gpio", {}, "connectors.1.phase_switch"),
+    ],
+)
+def test_phase_switch_errors_name_the_key(section: Any, extra: dict[str, Any], key: str) -> None:
+    data = base()
+    data["connectors"][0]["phase_switch"] = section
+    data["connectors"][0].update(extra)
+    assert_error(data, key)
+
+
+def test_connector_switch_key_follows_the_config() -> None:
+    keys = {k.name: k for k in core_keys(1, phase_switch=True)}
+    assert keys["ConnectorSwitch3to1PhaseSupported"].default == "true"
+    assert keys["ConnectorSwitch3to1PhaseSupported"].readonly
+    keys = {k.name: k for k in core_keys(1)}
+    assert keys["ConnectorSwitch3to1PhaseSupported"].default == "false"
