@@ -53,6 +53,12 @@ DRAW_SETTLE_S = 20.0
 _EPS_S = 1e-6
 
 
+# Purposes that limit the whole charge point (connector 0) rather than one connector.
+_STATION_PURPOSES = frozenset({ProfilePurpose.STATION_MAX, ProfilePurpose.EXTERNAL_CONSTRAINTS})
+# "No hardware limit" for the station maximum alone: whatever the profile says applies.
+_UNLIMITED_A = Decimal(1_000_000)
+
+
 def _voltage(c: ConnectorRuntime) -> Decimal:
     return Decimal(str(c.hw.nominal_voltage_v))
 
@@ -369,9 +375,32 @@ class SmartCharging:
 
     @property
     def shares_site(self) -> bool:
-        """Whether the connectors share a limit: [site] max_current_a or a station-wide
-        local limit."""
-        return self._site.max_current_a is not None or 0 in self._local
+        """Whether the connectors share a limit: [site] max_current_a, a station-wide local
+        limit, or a station maximum profile (ChargePointMaxProfile)."""
+        return (
+            self._site.max_current_a is not None
+            or 0 in self._local
+            or any(p.purpose in _STATION_PURPOSES for p in self._profiles)
+        )
+
+    def _station_max_a(self, now: datetime) -> Decimal | None:
+        """The station maximum at ``now`` (ChargePointMaxProfile / 2.0.1 station maximum and
+        external constraints, connector 0), per phase: a limit for the whole charge point
+        (1.6 3.13.1 "for the overall Charge Point"), so the connectors share it like the
+        site current instead of each getting all of it. None: no such profile applies."""
+        station = [p for p in self._profiles if p.purpose in _STATION_PURPOSES]
+        if not station:
+            return None
+        connectors = list(self._connectors.values())
+        limit = limit_at(
+            station,
+            0,
+            now,
+            hardware_limit_a=_UNLIMITED_A,
+            phases=max(c.hw.phases for c in connectors),
+            voltage_v=max(_voltage(c) for c in connectors),
+        )
+        return None if limit.source.kind is LimitSource.HARDWARE else limit.limit_a
 
     def set_local_limit(self, connector_id: int, limit_a: Decimal, timeout_s: float) -> None:
         """A local limit for a connector (0: the station, shared like the site limit) that
@@ -438,20 +467,27 @@ class SmartCharging:
             below_pilot_minimum=value_a < MIN_SHARE_A,
         )
 
-    def _pool(self, now_s: float) -> tuple[dict[int, Decimal], LimitSource] | None:
+    def _pool(
+        self, now_s: float, now: datetime
+    ) -> tuple[dict[int, Decimal], LimitSource] | None:
         """The per-line limit the connectors share and what sets it; None: nothing shared."""
         site = self._site.max_current_a
         station = self._local.get(0)
-        if site is None and station is None:
+        station_max = self._station_max_a(now)
+        if site is None and station is None and station_max is None:
             return None
         lines = dict(site) if site is not None else {}
         kind = LimitSource.SITE_SHARE
+        caps: list[tuple[Decimal, LimitSource]] = []
         if station is not None:
-            value, local_kind = self._local_value(station, now_s)
+            caps.append(self._local_value(station, now_s))
+        if station_max is not None:
+            caps.append((station_max, LimitSource.STATION_MAX))
+        for value, cap_kind in caps:
             for line in (1, 2, 3):
                 if line not in lines or value < lines[line]:
                     lines[line] = value
-                    kind = local_kind
+                    kind = cap_kind
         return lines, kind
 
     def _targets(
@@ -469,7 +505,7 @@ class SmartCharging:
                 if value < limit.limit_a:
                     limit = self._capped(limit, c, value, kind)
             own[cid] = limit
-        pool = self._pool(now_s)
+        pool = self._pool(now_s, now)
         if pool is None:
             self._order.clear()
             self._draw_caps.clear()

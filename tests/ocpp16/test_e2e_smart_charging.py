@@ -340,3 +340,25 @@ async def test_two_connectors_lower_before_raise(csms: DevCsms, charger: Any) ->
     await until_offered(h, 14.0, 1)
     await until_offered(h, 8.0, 2)
     assert order == [(2, 8.0), (1, 14.0)]
+
+
+async def test_station_maximum_is_shared_by_the_connectors(csms: DevCsms, charger: Any) -> None:
+    """3.13.1: a ChargePointMaxProfile limits the charge point as a whole: two charging
+    connectors share it (their sum never above it) instead of each getting all of it; one
+    alone gets all of it again; clearing it gives each its hardware maximum. OCTT TC_058."""
+    h = await charger(csms, connectors=2)
+    await start_session(h, csms, 1)
+    await start_session(h, csms, 2, card="0B0B0B0B")
+    body = profile(50, "ChargePointMaxProfile", [(0, 20)], kind="Relative")
+    assert await set_profile(csms, 0, body) == "Accepted"
+    await until_offered(h, 10.0, 1)
+    await until_offered(h, 10.0, 2)
+    assert offered(h, 1) + offered(h, 2) <= 20.0
+    status = h.station.snapshot()["connectors"]
+    assert [c["limit_source"] for c in status] == ["StationMax", "StationMax"]
+    h.tap("0B0B0B0B")  # connector 2's session ends: connector 1 may use all of it
+    await h.settle(lambda: h.connector(2).tx_key is None)
+    await until_offered(h, 16.0, 1)  # min(hardware 16 A, station 20 A)
+    assert (await req(csms, "ClearChargingProfile", {"id": 50})) == {"status": "Accepted"}
+    await h.advance(1)
+    assert offered(h, 1) == 16.0
