@@ -14,6 +14,7 @@ from typing import Any
 from controller.config import Config
 from controller.core import connector as sm
 from controller.core.port import CsmsPort
+from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import ConnectionOptions
 from controller.ocpp16 import policy as policy16
@@ -23,6 +24,7 @@ from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog
 from controller.runtime.clock import Clock, TrustedClock
 from controller.runtime.station import ConnectorHardware, Station
 from controller.runtime.tasks import TaskGroup
+from controller.security.log import SecurityLog
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
 from controller.storage.store import Store, open_store
@@ -104,6 +106,7 @@ class App:
         self.hardware: list[ConnectorHardware] = []
         self.port: CsmsPort | None = None
         self.client: Ocpp16Client | None = None
+        self.security_log: SecurityLog | None = None
         self.api: Any = None
         self.reset_requested: str | None = None
         # sd_notify: from $NOTIFY_SOCKET / $WATCHDOG_USEC unless given (tests).
@@ -174,8 +177,14 @@ class App:
             core_keys(
                 len(cfg.connectors),
                 phase_switch=any(cc.has_phase_switch for cc in cfg.connectors),
+                security_profile=cfg.csms.security_profile if cfg.csms else 1,
             ),
             cfg.ocpp_overrides,
+        )
+        self.security_log = SecurityLog(
+            Path(cfg.security.dir) / "security.log",
+            clock=self.clock,
+            max_bytes=cfg.security.log_max_kb * 1024,
         )
         self.settings = settings
         hardware, reader = self._build_devices()
@@ -217,12 +226,15 @@ class App:
                 rng=self.rng,
                 on_frame=self.on_frame,
                 on_reset=self._on_reset,
+                security_log=self.security_log,
             )
             self.port = self.client
         else:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
         self.station.attach_port(self.port)
+        # Queued before anything else of this boot (the client's listener is attached).
+        self.security_log.record(SecurityEventKind.STARTUP_OF_THE_DEVICE)
         await self.station.start()
         if self.client is not None:
             self._tasks.spawn(self.client.run(), name="ocpp", critical=True)

@@ -61,10 +61,47 @@ class ConnectorConfig:
 class CsmsConfig:
     url: str
     ocpp_version: str = "1.6"
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     response_timeout_s: float = 30.0
+    # Security whitepaper 2.1: 1 = Basic auth over ws://, 2 = TLS + Basic auth, 3 = mutual
+    # TLS. The first-boot value; the CSMS may only raise it (SecurityProfile key, A05).
+    security_profile: int = 1
+    # PEM files for the first boot: the CSMS root certificate(s) (installed as
+    # CentralSystemRootCertificate) and the charger's certificate chain and key (profile 3).
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """[security]: where certificates and the security log live, and the log's bound."""
+
+    dir: str = "/var/lib/evsed/security"
+    log_max_kb: int = 256
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """[maintenance]: firmware updates, diagnostics and Reset.
+
+    ``firmware_dir``: downloads and staged versions. ``installer``: an operator's command for
+    firmware that is not an evsed wheel, as an argument list where ``{file}`` is replaced by
+    the downloaded file's path (never a shell, never text from the CSMS). ``venv_root``: where
+    the default installer puts evsed versions side by side. ``ready_deadline_s``: how long a
+    new version has to report ready before the previous one comes back. ``hard_reset``:
+    "reboot" (the board, through the service manager) or "restart" (the service only).
+    ``diagnostics_max_kb``: the largest diagnostics archive uploaded.
+    """
+
+    firmware_dir: str = "/var/lib/evsed/firmware"
+    installer: tuple[str, ...] | None = None
+    venv_root: str = "/opt/evsed"
+    ready_deadline_s: float = 300.0
+    hard_reset: str = "restart"
+    diagnostics_max_kb: int = 4096
 
 
 @dataclass(frozen=True)
@@ -101,6 +138,8 @@ class Config:
     api_trust_loopback: bool = True
     # Local load management: [site] (None: no site limit; local limits fall back to 6 A).
     site: SiteConfig = field(default_factory=SiteConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
     @property
     def uses_simulation(self) -> bool:
@@ -234,6 +273,8 @@ def parse(data: dict[str, Any]) -> Config:
             "ocpp",
             "logging",
             "site",
+            "security",
+            "maintenance",
         },
         "",
     )
@@ -287,6 +328,10 @@ def parse(data: dict[str, Any]) -> Config:
                 "reconnect_min_s",
                 "reconnect_max_s",
                 "response_timeout_s",
+                "security_profile",
+                "ca_bundle",
+                "client_cert",
+                "client_key",
             },
             "csms",
         )
@@ -309,8 +354,21 @@ def parse(data: dict[str, Any]) -> Config:
         hi = _num(csms_t, "reconnect_max_s", "csms.reconnect_max_s", 60.0, 0.01, 3600)
         if hi < lo:
             raise ConfigError("csms.reconnect_max_s", "must be >= csms.reconnect_min_s")
+        profile = _security_profile(csms_t, parsed.scheme, password)
+        ca_bundle = _path(csms_t, "ca_bundle", "csms.ca_bundle")
+        client_cert = _path(csms_t, "client_cert", "csms.client_cert")
+        client_key = _path(csms_t, "client_key", "csms.client_key")
+        if (client_cert is None) != (client_key is None):
+            raise ConfigError(
+                "csms.client_key" if client_key is None else "csms.client_cert",
+                "client_cert and client_key come together (the chain and its private key)",
+            )
         csms = CsmsConfig(
             url=url,
+            security_profile=profile,
+            ca_bundle=ca_bundle,
+            client_cert=client_cert,
+            client_key=client_key,
             password=password or None,
             reconnect_min_s=lo,
             reconnect_max_s=hi,
@@ -465,6 +523,92 @@ def parse(data: dict[str, Any]) -> Config:
         api_token=api_token,
         api_trust_loopback=trust_loopback,
         site=_site(data),
+        security=_security(data, storage),
+        maintenance=_maintenance(data, storage),
+    )
+
+
+def _path(data: dict[str, Any], name: str, key: str) -> str | None:
+    value = _str(data, name, key)
+    if value is not None and not value.strip():
+        raise ConfigError(key, "empty path; remove the key or name a file")
+    return value
+
+
+def _security_profile(csms_t: dict[str, Any], scheme: str, password: str | None) -> int:
+    """[csms] security_profile: 1 with ws://, 2 or 3 with wss:// (A00.FR.311: no plain
+    WebSocket once TLS is required); without the key, wss:// means 2 and ws:// means 1."""
+    default = 2 if scheme == "wss" else 1
+    value = csms_t.get("security_profile", default)
+    if isinstance(value, bool) or value not in (1, 2, 3):
+        raise ConfigError("csms.security_profile", "must be 1, 2 or 3 (without quotes)")
+    if value >= 2 and scheme != "wss":
+        raise ConfigError(
+            "csms.security_profile",
+            f"profile {value} needs TLS: use a wss:// URL (or profile 1 on a trusted network)",
+        )
+    if value == 1 and scheme == "wss":
+        raise ConfigError(
+            "csms.security_profile", "a wss:// URL is profile 2 or 3; profile 1 is ws://"
+        )
+    if value == 3 and not (csms_t.get("client_cert") and csms_t.get("client_key")):
+        raise ConfigError(
+            "csms.client_cert",
+            "security profile 3 needs the charger's certificate: set client_cert and client_key",
+        )
+    return int(value)
+
+
+def _security(data: dict[str, Any], storage: str) -> SecurityConfig:
+    sec = _table(data, "security", "security")
+    _unknown(sec, {"dir", "log_max_kb"}, "security")
+    default_dir = str(Path(storage).parent / "security")
+    directory = _path(sec, "dir", "security.dir") or default_dir
+    log_kb = int(_num(sec, "log_max_kb", "security.log_max_kb", 256, 8, 65536))
+    return SecurityConfig(dir=directory, log_max_kb=log_kb)
+
+
+def _maintenance(data: dict[str, Any], storage: str) -> MaintenanceConfig:
+    mt = _table(data, "maintenance", "maintenance")
+    _unknown(
+        mt,
+        {
+            "firmware_dir",
+            "installer",
+            "venv_root",
+            "ready_deadline_s",
+            "hard_reset",
+            "diagnostics_max_kb",
+        },
+        "maintenance",
+    )
+    default_dir = str(Path(storage).parent / "firmware")
+    installer = mt.get("installer")
+    if installer is not None:
+        if (
+            not isinstance(installer, list)
+            or not installer
+            or not all(isinstance(a, str) and a for a in installer)
+        ):
+            raise ConfigError(
+                "maintenance.installer",
+                'an argument list, e.g. ["/usr/local/sbin/flash-board", "{file}"] (no shell)',
+            )
+        installer = tuple(installer)
+    hard = _str(mt, "hard_reset", "maintenance.hard_reset", "restart")
+    if hard not in ("reboot", "restart"):
+        raise ConfigError("maintenance.hard_reset", 'use "reboot" or "restart"')
+    return MaintenanceConfig(
+        firmware_dir=_path(mt, "firmware_dir", "maintenance.firmware_dir") or default_dir,
+        installer=installer,
+        venv_root=_path(mt, "venv_root", "maintenance.venv_root") or "/opt/evsed",
+        ready_deadline_s=_num(
+            mt, "ready_deadline_s", "maintenance.ready_deadline_s", 300.0, 10.0, 3600.0
+        ),
+        hard_reset=hard,
+        diagnostics_max_kb=int(
+            _num(mt, "diagnostics_max_kb", "maintenance.diagnostics_max_kb", 4096, 64, 1 << 20)
+        ),
     )
 
 

@@ -37,6 +37,9 @@ class OutboxRules:
     max_attempts: Callable[[], int]
     retry_interval_s: Callable[[], int]
     forget_ids: Callable[[], None] = lambda: None
+    # The CSMS refused ``msg`` for good (e.g. NotImplemented for an optional message such as
+    # a security event): drop it at once instead of blocking the queue with retries.
+    refused_for_good: Callable[[QueuedMessage, CallError], bool] = lambda msg, exc: False
 
 
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -128,6 +131,10 @@ class OutboxPump:
                     continue
                 except CallError as exc:
                     self.flush()
+                    if rules.refused_for_good(msg, exc):
+                        self._store.outbox_delete(msg.seq)
+                        ahead.popleft()
+                        continue
                     attempts = self._store.outbox_mark_attempt(msg.seq)
                     if attempts == 0:
                         # No longer queued (the memory cap of a full disk dropped it while

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from controller.core.charging_profiles import (
 from controller.core.control import Reservation, StationControl
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.core.records import DEFAULT_BACKEND
+from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import (
     ConnectionOptions,
@@ -42,11 +43,14 @@ from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import smartcharging as sc16
 from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
+from controller.ocpp16.routes import ROUTES, TRIGGERS, route
 from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION, TYPE_CONSTRAINT_VIOLATION
+from controller.ocpp16.security_events import SecurityEvents16
 from controller.ocpp16.settings import Settings
 from controller.ocpp16.txmessages import TxMessages16
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
+from controller.security.log import SecurityLog
 from controller.storage.journal import TxJournal
 from controller.storage.store import QueuedMessage, Store
 from hal.base import FaultKind
@@ -56,20 +60,9 @@ LOG = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp1.6"
 
 # CSMS requests are declared routes: a handler per action, registered by @_route on the
-# client's methods (SUPPORTED_ACTIONS, after the class, is what was registered).
-_Handler = Callable[["Ocpp16Client", dict[str, Any]], Awaitable[dict[str, Any]]]
-_ROUTES: dict[str, _Handler] = {}
-
-
-def _route(action: str) -> Callable[[_Handler], _Handler]:
-    if action not in rpc16.ACTIONS:
-        raise ValueError(f"{action!r} is not an OCPP 1.6 action")
-
-    def register(handler: _Handler) -> _Handler:
-        _ROUTES[action] = handler
-        return handler
-
-    return register
+# client's methods and by the feature modules (routes.py); SUPPORTED_ACTIONS, after the
+# class, is what was registered.
+_route = route
 
 
 # Connector 0 while the database cannot be written (disk full): errorCode OtherError.
@@ -119,6 +112,7 @@ class Ocpp16Client:
         on_frame: Callable[[str, str], None] | None = None,
         on_reset: Callable[[str], None] | None = None,
         backend: str = DEFAULT_BACKEND,
+        security_log: SecurityLog | None = None,
     ) -> None:
         self.identity = identity
         self.options = options
@@ -162,6 +156,7 @@ class Ocpp16Client:
             call=lambda action, payload: self._call(action, payload),
             on_time=self.time.note_server_time,
         )
+        self.security_events = SecurityEvents16(self.journal, backend, self._wake_pump)
         self.pump = OutboxPump(
             store=store,
             backend=backend,
@@ -173,13 +168,20 @@ class Ocpp16Client:
                 max_attempts=lambda: settings.get_int("TransactionMessageAttempts"),
                 retry_interval_s=lambda: settings.get_int("TransactionMessageRetryInterval"),
                 forget_ids=self._tx_ids.clear,
+                refused_for_good=self.security_events.refused_for_good,
             ),
         )
+        self.security_log = security_log
+        if security_log is not None:
+            security_log.add_listener(self.security_events)
         settings.on_change(self._on_setting)
         store.add_listener(self._on_storage)
         add_trust_listener = getattr(clock, "add_trust_listener", None)
         if add_trust_listener is not None:  # after the journal's: it rewrites the outbox
             add_trust_listener(self._on_time_confirmed)
+
+    def _wake_pump(self) -> None:
+        self.pump.wake()
 
     @property
     def _state(self) -> str:
@@ -643,7 +645,7 @@ class Ocpp16Client:
     async def _handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         LOG.debug("CALL %s from the CSMS", action, extra={"action": action})
         # RpcConnection answers NotImplemented / NotSupported before a handler is looked up.
-        return await _ROUTES[action](self, payload)
+        return await ROUTES[action](self, payload)
 
     def _connector_id(self, payload: dict[str, Any], *, allow_zero: bool) -> int:
         cid = payload["connectorId"]
@@ -889,6 +891,8 @@ class Ocpp16Client:
                 break
             await asyncio.sleep(0.1)
         LOG.warning("%s reset requested by the CSMS", kind)
+        if self.security_log is not None:
+            self.security_log.record(SecurityEventKind.RESET_OR_REBOOT, f"{kind} reset by the CSMS")
         if self._on_reset is not None:
             self._on_reset(kind)
 
@@ -960,6 +964,8 @@ class Ocpp16Client:
                         self._tasks.spawn(
                             self._send_best_effort("MeterValues", payload), name="trigger"
                         )
+        elif requested in TRIGGERS:
+            return {"status": TRIGGERS[requested](self, cid, False)}
         else:
             return {"status": "NotImplemented"}
         return {"status": "Accepted"}
@@ -973,4 +979,4 @@ class Ocpp16Client:
 # CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage, the
 # Local Auth List Management profile (GetLocalListVersion, SendLocalList) and the
 # Reservation profile (ReserveNow, CancelReservation).
-SUPPORTED_ACTIONS = frozenset(_ROUTES)
+SUPPORTED_ACTIONS = frozenset(ROUTES)

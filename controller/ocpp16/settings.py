@@ -115,12 +115,51 @@ def _auth_key(value: str) -> None:
         raise InvalidValue("16 to 40 printable ASCII characters")
 
 
-def core_keys(number_of_connectors: int, *, phase_switch: bool = False) -> list[KeyDef]:
-    """Every key this controller implements (Core and Local Auth List Management profiles),
-    with its default value. ``phase_switch``: a connector has a 1p/3p relay
-    (ConnectorSwitch3to1PhaseSupported, read-only, follows the configuration)."""
+def _cpo_name(value: str) -> None:
+    # It becomes the O RDN of the CSR (A03.FR.13): printable, at most 64 characters (X.520).
+    if len(value) > 64 or not value.isprintable():
+        raise InvalidValue("at most 64 printable characters")
+
+
+# Security whitepaper section 7: CertificateSigned.req carries at most 10,000 characters.
+CERTIFICATE_SIGNED_MAX_CHAIN_SIZE = 10000
+# CentralSystemRootCertificate + ManufacturerRootCertificate entries (7.4).
+CERTIFICATE_STORE_MAX_LENGTH = 20
+FILE_TRANSFER_PROTOCOLS = "HTTP,HTTPS,FTP,FTPS"
+
+
+def security_keys(security_profile: int) -> list[KeyDef]:
+    """The security whitepaper's keys (section 7) plus SupportedFileTransferProtocols.
+    ``security_profile``: the first-boot SecurityProfile ([csms] security_profile); a value
+    the CSMS set is kept in the database and wins."""
+    return [
+        KeyDef("AdditionalRootCertificateCheck", "bool", "false", readonly=True),
+        KeyDef(
+            "CertificateSignedMaxChainSize",
+            "int",
+            str(CERTIFICATE_SIGNED_MAX_CHAIN_SIZE),
+            readonly=True,
+        ),
+        KeyDef(
+            "CertificateStoreMaxLength", "int", str(CERTIFICATE_STORE_MAX_LENGTH), readonly=True
+        ),
+        KeyDef("CpoName", "str", "", validator=_cpo_name),
+        # Only raised, never lowered over OCPP (A05.FR.01); prerequisites are checked by the
+        # guard the connection registers (Settings.add_guard).
+        KeyDef("SecurityProfile", "int", str(security_profile), min_value=0, max_value=3),
+        KeyDef("SupportedFileTransferProtocols", "csl", FILE_TRANSFER_PROTOCOLS, readonly=True),
+    ]
+
+
+def core_keys(
+    number_of_connectors: int, *, phase_switch: bool = False, security_profile: int = 1
+) -> list[KeyDef]:
+    """Every key this controller implements (Core and Local Auth List Management profiles,
+    the security whitepaper's), with its default value. ``phase_switch``: a connector has a
+    1p/3p relay (ConnectorSwitch3to1PhaseSupported, read-only, follows the configuration)."""
     n = str(number_of_connectors)
     return [
+        *security_keys(security_profile),
         KeyDef("AllowOfflineTxForUnknownId", "bool", "false"),
         KeyDef("AuthorizationCacheEnabled", "bool", "true"),
         KeyDef("AuthorizeRemoteTxRequests", "bool", "false"),
@@ -192,14 +231,9 @@ def core_keys(number_of_connectors: int, *, phase_switch: bool = False) -> list[
         KeyDef(
             "WebSocketPingInterval", "int", "60", reboot_required=True, min_value=0, max_value=3600
         ),
-        KeyDef(
-            "AuthorizationKey",
-            "str",
-            "",
-            write_only=True,
-            reboot_required=True,
-            validator=_auth_key,
-        ),
+        # Accepted, then the charger reconnects with it (A01: the CSMS stops accepting the old
+        # password once it saw Accepted).
+        KeyDef("AuthorizationKey", "str", "", write_only=True, validator=_auth_key),
     ]
 
 
@@ -242,6 +276,7 @@ class Settings:
         self._keys = {k.name: k for k in keys}
         self._values = {k.name: k.default for k in keys}
         self._listeners: list[Callable[[str, str], None]] = []
+        self._guards: dict[str, Callable[[str, str], str | None]] = {}
         for name, raw in (overrides or {}).items():
             if name not in self._keys:
                 raise InvalidValue(f"unknown OCPP configuration key {name!r}")
@@ -276,6 +311,12 @@ class Settings:
     def on_change(self, listener: Callable[[str, str], None]) -> None:
         self._listeners.append(listener)
 
+    def add_guard(self, name: str, guard: Callable[[str, str], str | None]) -> None:
+        """``guard(old, new)`` decides a CSMS change of ``name`` beyond its type and range:
+        it returns why the change is Rejected, or None to accept it (SecurityProfile: only
+        raised, and only with the new profile's prerequisites in place)."""
+        self._guards[name] = guard
+
     def change(self, name: str, value: str) -> str:
         """Apply ChangeConfiguration: Accepted, Rejected, RebootRequired or NotSupported."""
         key = self._keys.get(name)
@@ -288,6 +329,12 @@ class Settings:
         except InvalidValue as exc:
             LOG.info("ChangeConfiguration %s rejected: %s", name, exc)
             return "Rejected"
+        guard = self._guards.get(name)
+        if guard is not None:
+            reason = guard(self._values[name], canonical)
+            if reason is not None:
+                LOG.info("ChangeConfiguration %s rejected: %s", name, reason)
+                return "Rejected"
         self._store.set_setting(_PREFIX + name, canonical)
         self._values[name] = canonical
         for listener in self._listeners:

@@ -256,6 +256,8 @@ _TABLES = (
     "api",
     "logging",
     "site",
+    "security",
+    "maintenance",
     "reader",
     "ocpp",
     "connectors",
@@ -292,7 +294,7 @@ def effective_config(config: Config) -> dict[str, Any]:
     out: dict[str, Any] = {t: {} for t in _TABLES}
     for f in fields(config):
         value = getattr(config, f.name)
-        if f.name in ("csms", "standalone"):
+        if f.name in ("csms", "standalone", "security", "maintenance"):
             out[f.name] = None if value is None else _plain(value)
         elif f.name == "reader":
             out["reader"] = None if value is None else _device(value)

@@ -467,9 +467,7 @@ class SmartCharging:
             below_pilot_minimum=value_a < MIN_SHARE_A,
         )
 
-    def _pool(
-        self, now_s: float, now: datetime
-    ) -> tuple[dict[int, Decimal], LimitSource] | None:
+    def _pool(self, now_s: float, now: datetime) -> tuple[dict[int, Decimal], LimitSource] | None:
         """The per-line limit the connectors share and what sets it; None: nothing shared."""
         site = self._site.max_current_a
         station = self._local.get(0)

@@ -167,6 +167,17 @@ class TxJournal:
         if self._untrusted():
             self._untrusted_seqs.extend(seqs)
 
+    def enqueue(self, kind: EventKind, messages: Sequence[Outgoing]) -> None:
+        """Queue messages of no transaction (security events) with the same guarantee; their
+        timestamps move with the transactions' when an untrusted clock is confirmed."""
+        try:
+            seqs = self.store.enqueue(kind, messages)
+        except StoreError:
+            LOG.exception("could not queue %s", ", ".join(m.action for m in messages))
+            return
+        if self._untrusted():
+            self._untrusted_seqs.extend(seqs)
+
     def _render(self, tx_key: int, render: Callable[[TxRenderer, int], Rendered]) -> list[Outgoing]:
         """Each backend's message for the event, numbered with its next sequence number."""
         out = []

@@ -395,6 +395,13 @@ class Store:
         self._commit(ops)
         return [e.seq for e in enqueues]
 
+    def enqueue(self, kind: EventKind, messages: Sequence[Outgoing]) -> list[int]:
+        """Queue messages that belong to no transaction (security events) in one commit,
+        delivered like transaction messages; returns the outbox seqs."""
+        enqueues = self._enqueues(None, kind, messages)
+        self._commit(enqueues)
+        return [e.seq for e in enqueues]
+
     def end_transaction(
         self,
         tx_key: int,

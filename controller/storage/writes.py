@@ -21,6 +21,9 @@ class EventKind(enum.StrEnum):
     STARTED = "started"
     SAMPLES = "samples"
     ENDED = "ended"
+    # Not of a transaction, but delivered with the same guarantee: queued durably, in order,
+    # removed on confirmation (security whitepaper A04.FR.02).
+    SECURITY = "security"
 
 
 @dataclass(frozen=True)

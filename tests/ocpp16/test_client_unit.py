@@ -43,7 +43,7 @@ async def test_url_appends_quoted_station_id_and_basic_auth(charger: Any, tmp_pa
     header = client._headers()["Authorization"]
     assert base64.b64decode(header.removeprefix("Basic ")).decode() == "CP/1 x:pw:1"
     # A CSMS-provided AuthorizationKey wins over the configured password.
-    assert h.app.settings.change("AuthorizationKey", "00112233445566778899") == ("RebootRequired")
+    assert h.app.settings.change("AuthorizationKey", "00112233445566778899") == "Accepted"
     header = client._headers()["Authorization"]
     assert base64.b64decode(header[6:]).decode() == "CP/1 x:00112233445566778899"
     assert STATION_ID == "CP-TEST"

@@ -527,8 +527,9 @@ async def test_change_configuration_statuses(csms: DevCsms, charger: Any) -> Non
     assert await change("WebSocketPingInterval", "-1") == "Rejected"
     # Applied at the next connection.
     assert await change("WebSocketPingInterval", "30") == "RebootRequired"
+    # Security whitepaper A01: Accepted, then the charger reconnects with the new key.
     assert await change("AuthorizationKey", "0011223344556677889900112233445566778899") == (
-        "RebootRequired"
+        "Accepted"
     )
     result = await req(
         csms,
@@ -562,7 +563,7 @@ async def test_authorization_key_is_never_read_back(csms: DevCsms, charger: Any)
     secret = "00112233445566778899aabbccddeeff"
     assert (await req(csms, "ChangeConfiguration", {"key": "AuthorizationKey", "value": secret}))[
         "status"
-    ] == "RebootRequired"
+    ] == "Accepted"
     everything = await req(csms, "GetConfiguration", {})
     explicit = await req(csms, "GetConfiguration", {"key": ["AuthorizationKey"]})
     for result in (everything, explicit):
@@ -1008,7 +1009,12 @@ async def test_boot_pending_then_accepted(csms: DevCsms, charger: Any) -> None:
     await wait_status(h, 1, "Preparing")
     actions = [f.action for f in csms.received]
     first_other = next(i for i, a in enumerate(actions) if a != "BootNotification")
-    assert set(actions[first_other:]) <= {"StatusNotification", "Heartbeat"}
+    # Queued messages (the boot's StartupOfTheDevice security event) wait for Accepted too.
+    assert set(actions[first_other:]) <= {
+        "StatusNotification",
+        "Heartbeat",
+        "SecurityEventNotification",
+    }
     assert "BootNotification" not in actions[first_other:]
     assert len(h.frames("BootNotification")) == 3
     boot_answers = [

@@ -67,6 +67,13 @@ DEFAULTS_2 = {
     "ChargingScheduleMaxPeriods": "48",
     "ConnectorSwitch3to1PhaseSupported": "false",
     "MaxChargingProfilesInstalled": "20",
+    # Security whitepaper, section 7 (+ SupportedFileTransferProtocols, 1.6 N01 remark).
+    "AdditionalRootCertificateCheck": "false",
+    "CertificateSignedMaxChainSize": "10000",
+    "CertificateStoreMaxLength": "20",
+    "CpoName": "",
+    "SecurityProfile": "1",
+    "SupportedFileTransferProtocols": "HTTP,HTTPS,FTP,FTPS",
 }
 
 # Keys that OCPP 1.6 section 9.1 marks as required for the Core profile.
@@ -95,6 +102,10 @@ REQUIRED_CORE = {
 }
 
 READ_ONLY = {
+    "AdditionalRootCertificateCheck",
+    "CertificateSignedMaxChainSize",
+    "CertificateStoreMaxLength",
+    "SupportedFileTransferProtocols",
     "ChargeProfileMaxStackLevel",
     "ChargingScheduleAllowedChargingRateUnit",
     "ChargingScheduleMaxPeriods",
@@ -171,10 +182,8 @@ def test_flags(store: Store) -> None:
     s = make(store)
     assert {k.name for k in s.keys() if k.readonly} == READ_ONLY
     assert {k.name for k in s.keys() if k.write_only} == {"AuthorizationKey"}
-    assert {k.name for k in s.keys() if k.reboot_required} == {
-        "WebSocketPingInterval",
-        "AuthorizationKey",
-    }
+    # AuthorizationKey is Accepted and applied by reconnecting (security whitepaper A01).
+    assert {k.name for k in s.keys() if k.reboot_required} == {"WebSocketPingInterval"}
     auth = s.key("AuthorizationKey")
     assert auth is not None and auth.write_only
     assert s.key("NoSuchKey") is None
@@ -274,7 +283,7 @@ def test_change_non_string_value_rejected(store: Store, value: object) -> None:
         ("ConnectorPhaseRotation", "0.RST, 1.TRS,2.NotApplicable", None, "Accepted"),
         ("WebSocketPingInterval", "0", "0", "RebootRequired"),
         ("WebSocketPingInterval", "30", "30", "RebootRequired"),
-        ("AuthorizationKey", "00112233445566778899aabbccddeeff", None, "RebootRequired"),
+        ("AuthorizationKey", "00112233445566778899aabbccddeeff", None, "Accepted"),
     ],
 )
 def test_change_good_value(
@@ -355,7 +364,7 @@ def test_values_persist_and_reload(tmp_path: Path) -> None:
     assert s.change("HeartbeatInterval", "120") == "Accepted"
     assert s.change("LocalPreAuthorize", "TRUE") == "Accepted"
     assert s.change("MeterValuesSampledData", "Voltage, Frequency") == "Accepted"
-    assert s.change("AuthorizationKey", "aabbccddeeff00112233") == "RebootRequired"
+    assert s.change("AuthorizationKey", "aabbccddeeff00112233") == "Accepted"
     s.set_internal("WebSocketPingInterval", "15")
     first.close()
 

@@ -495,6 +495,8 @@ def test_config_show_covers_every_config_field(config: Path) -> None:
         "api",
         "logging",
         "site",
+        "security",
+        "maintenance",
         "reader",
         "ocpp",
         "connectors",

@@ -1,0 +1,1 @@
+"""Version-neutral remote maintenance: file transfers, firmware updates, diagnostics archives."""

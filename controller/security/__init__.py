@@ -1,0 +1,1 @@
+"""Version-neutral security pieces: the security log and its events, TLS, certificates."""
