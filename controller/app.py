@@ -186,6 +186,7 @@ class App:
             clock=self.clock,
             max_bytes=cfg.security.log_max_kb * 1024,
         )
+        self._watch_security(self.security_log, self.store)
         self.settings = settings
         hardware, reader = self._build_devices()
         self.hardware = hardware
@@ -250,6 +251,26 @@ class App:
             len(cfg.connectors),
             f"CSMS {cfg.csms.url}" if cfg.csms else "standalone",
         )
+
+    def _watch_security(self, log: SecurityLog, store: Store) -> None:
+        """The security events the composition root sees: the time base moved, the database
+        not writable (MemoryExhaustion: data kept in RAM and the spill file)."""
+        add_time_set_listener = getattr(self.clock, "add_time_set_listener", None)
+        if add_time_set_listener is not None:
+
+            def time_set(shift_s: float, source: str) -> None:
+                log.record(SecurityEventKind.SETTING_SYSTEM_TIME, f"{shift_s:+.1f} s ({source})")
+
+            add_time_set_listener(time_set)
+
+        def storage(degraded: bool) -> None:
+            if degraded:
+                log.record(
+                    SecurityEventKind.MEMORY_EXHAUSTION,
+                    "database not writable (disk full?): data kept in memory",
+                )
+
+        store.add_listener(storage)
 
     @staticmethod
     def _open_contactors(hardware: list[ConnectorHardware]) -> None:

@@ -54,6 +54,13 @@ FrameObserver = Callable[[str, str], None]
 
 
 Validate = Callable[[int, str, Any], None]
+# Told about frames that are not valid OCPP (security event InvalidMessages) and CALLs that
+# reuse a message id of this connection (AttemptedReplayAttacks); the text says what was wrong
+# and never carries the payload.
+Incident = Callable[[str], None]
+
+#: CALL message ids remembered per connection to recognise a replayed CALL.
+REPLAY_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class Dialect:
     formation_violation: str
     not_implemented: str = "NotImplemented"
     not_supported: str = "NotSupported"
+    protocol_error: str = "ProtocolError"
     internal_error: str = "InternalError"
     generic_error: str = "GenericError"
 
@@ -89,6 +97,8 @@ class RpcConnection:
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
         supported_actions: frozenset[str] = frozenset(),
         on_frame: FrameObserver | None = None,
+        on_invalid: Incident | None = None,
+        on_replay: Incident | None = None,
     ) -> None:
         self._transport = transport
         self._handler = handler
@@ -97,6 +107,12 @@ class RpcConnection:
         self._timeout_s = response_timeout_s
         self._new_id = id_factory
         self._on_frame = on_frame
+        self._on_invalid = on_invalid
+        self._on_replay = on_replay
+        # Message ids of the CALLs received on this connection, oldest first: a CSMS never
+        # reuses one (OCPP-J 4.1.3), and a frame cannot get lost and be resent within one
+        # TCP connection, so a reused id is a replay, not a retry.
+        self._seen_ids: dict[str, None] = {}
         self._call_lock = asyncio.Lock()
         self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
         self._inbound: asyncio.Queue[list[Any]] = asyncio.Queue()
@@ -160,11 +176,13 @@ class RpcConnection:
         except ValueError:
             match = _ID_RE.match(text)
             message_id = match.group(1) if match else UNKNOWN_MESSAGE_ID
+            self._invalid("frame is not valid JSON")
             await self._send_error(
                 message_id, self._dialect.formation_violation, "frame is not valid JSON"
             )
             return
         if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
+            self._invalid("frame is not an OCPP-J array")
             await self._send_error(
                 UNKNOWN_MESSAGE_ID,
                 self._dialect.formation_violation,
@@ -175,6 +193,7 @@ class RpcConnection:
         kind = frame[0]
         if kind == CALL:
             if message_id is None or len(frame) != 4 or not isinstance(frame[2], str):
+                self._invalid("malformed CALL")
                 await self._send_error(
                     message_id or UNKNOWN_MESSAGE_ID,
                     self._dialect.formation_violation,
@@ -182,14 +201,27 @@ class RpcConnection:
                 )
                 return
             if len(message_id) > _MAX_MESSAGE_ID_LEN:
+                self._invalid("CALL message id too long")
                 await self._send_error(
                     message_id, self._dialect.formation_violation, "message id too long"
                 )
                 return
+            if message_id in self._seen_ids:
+                LOG.warning("CALL %s reuses message id %.36s: not executed", frame[2], message_id)
+                if self._on_replay is not None:
+                    self._on_replay(f"{frame[2][:40]} reused message id {message_id}")
+                await self._send_error(
+                    message_id, self._dialect.protocol_error, "message id already used"
+                )
+                return
+            self._seen_ids[message_id] = None
+            if len(self._seen_ids) > REPLAY_WINDOW:
+                del self._seen_ids[next(iter(self._seen_ids))]
             self._inbound.put_nowait(frame)
         elif kind in (CALLRESULT, CALLERROR):
             self._resolve(frame)
         else:
+            self._invalid("unknown MessageTypeId")
             await self._send_error(
                 message_id or UNKNOWN_MESSAGE_ID,
                 self._dialect.formation_violation,
@@ -209,6 +241,7 @@ class RpcConnection:
             try:
                 self._dialect.validate(CALLRESULT, action, payload)
             except CallError as exc:
+                self._invalid(f"invalid {action} response ({exc.code})")
                 # A malformed answer is not a confirmation: the message stays queued.
                 fut.set_exception(CallError(exc.code, f"invalid {action} response: {exc}"))
                 return
@@ -248,7 +281,11 @@ class RpcConnection:
             raise CallError(d.not_implemented, f"{action!r} is not an OCPP {d.version} action")
         if action not in self._supported:
             raise CallError(d.not_supported, f"{action} is not supported by this charge point")
-        d.validate(CALL, action, payload)
+        try:
+            d.validate(CALL, action, payload)
+        except CallError as exc:
+            self._invalid(f"{action} violates its schema ({exc.code})")
+            raise
         result = await self._handler(action, payload)
         try:
             d.validate(CALLRESULT, action, result)
@@ -256,6 +293,10 @@ class RpcConnection:
             LOG.error("our %s response violates the schema: %s", action, exc)
             raise CallError(d.internal_error, "response failed validation") from None
         return result
+
+    def _invalid(self, what: str) -> None:
+        if self._on_invalid is not None:
+            self._on_invalid(what)
 
     async def _send_error(
         self,

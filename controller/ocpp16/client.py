@@ -366,6 +366,16 @@ class Ocpp16Client:
         if self._on_frame_cb:
             self._on_frame_cb(direction, text)
 
+    def _security_incident(self, kind: SecurityEventKind) -> Callable[[str], None] | None:
+        log = self.security_log
+        if log is None:
+            return None
+
+        def incident(what: str) -> None:
+            log.record(kind, what)
+
+        return incident
+
     async def _session(self, ws: ClientConnection) -> None:
         rpc = RpcConnection(
             ws,
@@ -374,6 +384,8 @@ class Ocpp16Client:
             response_timeout_s=self.options.response_timeout_s,
             supported_actions=SUPPORTED_ACTIONS,
             on_frame=self._observe,
+            on_invalid=self._security_incident(SecurityEventKind.INVALID_MESSAGES),
+            on_replay=self._security_incident(SecurityEventKind.ATTEMPTED_REPLAY_ATTACKS),
         )
         self._rpc = rpc
         session = TaskGroup("ocpp16-session")

@@ -214,6 +214,7 @@ class TrustedClock(Clock):
         self._warned_floor = False
         self._floored = False  # running on the floor (base wall clock was behind it)
         self._trust_listeners: list[Callable[[float], None]] = []
+        self._time_set_listeners: list[Callable[[float, str], None]] = []
         self._check_ntp()
         self.attach_store(time_store)
 
@@ -307,6 +308,8 @@ class TrustedClock(Clock):
         self._save(self.base.utc_now())
         if was_untrusted:
             self._trust_gained(shift_s)
+            if abs(shift_s) > CSMS_TOLERANCE_S:
+                self._time_set(shift_s, "NTP")
 
     def confirm_from_csms(self, server_time: datetime) -> float:
         """The CSMS's currentTime (BootNotification.conf / Heartbeat.conf). Returns the
@@ -340,7 +343,22 @@ class TrustedClock(Clock):
             self._save(self.utc_now())
         if was_untrusted:
             self._trust_gained(applied)
+        if applied:
+            self._time_set(applied, "CSMS currentTime")
         return applied
+
+    def add_time_set_listener(self, listener: Callable[[float, str], None]) -> None:
+        """``listener(shift_s, source)`` whenever the charger's time moves by more than the
+        tolerance (security event SettingSystemTime): a CSMS correction, or NTP taking over
+        from an unconfirmed clock."""
+        self._time_set_listeners.append(listener)
+
+    def _time_set(self, shift_s: float, source: str) -> None:
+        for listener in list(self._time_set_listeners):
+            try:
+                listener(shift_s, source)
+            except Exception:
+                LOG.exception("clock time-set listener failed")
 
     def add_trust_listener(self, listener: Callable[[float], None]) -> None:
         """``listener(shift_s)`` once, when the time is first confirmed: timestamps taken

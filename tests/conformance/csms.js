@@ -144,6 +144,12 @@ function registerHandlers(client) {
     }));
     client.handle('DiagnosticsStatusNotification', () => ({}));
     client.handle('FirmwareStatusNotification', () => ({}));
+    // The 1.6 security whitepaper's charger-initiated messages (its schemas are part of
+    // ocpp-rpc's ocpp1.6 set, so strict mode checks them too).
+    client.handle('SecurityEventNotification', () => ({}));
+    client.handle('SignCertificate', () => ({ status: 'Accepted' }));
+    client.handle('LogStatusNotification', () => ({}));
+    client.handle('SignedFirmwareStatusNotification', () => ({}));
     client.handle(({ method }) => {
         throw createRPCError('NotImplemented', `test CSMS does not handle ${method}`);
     });

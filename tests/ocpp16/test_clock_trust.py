@@ -489,3 +489,23 @@ async def test_e2e_ntp_confirmation_while_offline_moves_the_waiting_statuses(
     for frame in h.frames("StatusNotification"):
         stamped = parse_ts(frame.payload["timestamp"])
         assert stamped >= CSMS_TIME - timedelta(seconds=10), frame.payload
+
+
+async def test_e2e_csms_time_correction_is_a_setting_system_time_event(
+    csms: DevCsms, csms_time: None, rtc_less: Any
+) -> None:
+    """Security whitepaper section 8: SettingSystemTime (critical) when the charger's time
+    base moves; its StartupOfTheDevice, stamped before, was moved onto the CSMS timeline."""
+    h, _ = await rtc_less(csms)
+    await wait_accepted(h)
+    frame = await csms.wait_for(
+        lambda f: f.action == "SecurityEventNotification"
+        and f.payload["type"] == "SettingSystemTime"
+    )
+    assert "CSMS currentTime" in frame.payload["techInfo"]
+    assert parse_ts(frame.payload["timestamp"]) >= CSMS_TIME
+    startup = await csms.wait_for(
+        lambda f: f.action == "SecurityEventNotification"
+        and f.payload["type"] == "StartupOfTheDevice"
+    )
+    assert parse_ts(startup.payload["timestamp"]) >= CSMS_TIME - timedelta(seconds=5)

@@ -554,6 +554,8 @@ async def test_end_to_end_against_ocpp_rpc_strict_csms(node_csms: NodeCsms, char
     assert stats["received"]["StartTransaction"] == 6
     assert stats["received"]["StopTransaction"] == 6
     assert stats["received"]["BootNotification"] == 1
+    # StartupOfTheDevice, ResetOrReboot (the soft reset) and the next start's, strict-checked.
+    assert stats["received"]["SecurityEventNotification"] >= 2
     assert stats["duplicateStarts"] == 0
     assert stats["stopsForUnknownTx"] == []
     transactions = {int(k): v for k, v in stats["transactions"].items()}
