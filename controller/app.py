@@ -24,6 +24,7 @@ from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog
 from controller.runtime.clock import Clock, TrustedClock
 from controller.runtime.station import ConnectorHardware, Station
 from controller.runtime.tasks import TaskGroup
+from controller.security.certstore import CertStore
 from controller.security.log import SecurityLog
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
@@ -107,6 +108,7 @@ class App:
         self.port: CsmsPort | None = None
         self.client: Ocpp16Client | None = None
         self.security_log: SecurityLog | None = None
+        self.certstore: CertStore | None = None
         self.api: Any = None
         self.reset_requested: str | None = None
         # sd_notify: from $NOTIFY_SOCKET / $WATCHDOG_USEC unless given (tests).
@@ -186,6 +188,7 @@ class App:
             clock=self.clock,
             max_bytes=cfg.security.log_max_kb * 1024,
         )
+        self.certstore = self._open_certstore(settings)
         self.settings = settings
         hardware, reader = self._build_devices()
         self.hardware = hardware
@@ -227,6 +230,7 @@ class App:
                 on_frame=self.on_frame,
                 on_reset=self._on_reset,
                 security_log=self.security_log,
+                certstore=self.certstore,
             )
             self.port = self.client
         else:
@@ -250,6 +254,25 @@ class App:
             len(cfg.connectors),
             f"CSMS {cfg.csms.url}" if cfg.csms else "standalone",
         )
+
+    def _open_certstore(self, settings: Settings) -> CertStore | None:
+        """The certificate store under [security] dir, with the [csms] PEM files installed
+        on the first boot (CertStore.apply_presets). An unusable directory is logged, not
+        fatal: the charger still charges, without certificate management."""
+        cfg = self.config
+        try:
+            store = CertStore(cfg.security.dir, clock=self.clock, security_log=self.security_log)
+            if cfg.csms is not None:
+                store.apply_presets(
+                    ca_bundle=cfg.csms.ca_bundle,
+                    client_cert=cfg.csms.client_cert,
+                    client_key=cfg.csms.client_key,
+                    max_roots=settings.get_int("CertificateStoreMaxLength"),
+                )
+        except OSError as exc:
+            LOG.error("certificate store %s unusable: %s", cfg.security.dir, exc)
+            return None
+        return store
 
     @staticmethod
     def _open_contactors(hardware: list[ConnectorHardware]) -> None:

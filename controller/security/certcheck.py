@@ -7,7 +7,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -29,6 +29,10 @@ from cryptography.x509.verification import (
 # A00.FR.501-503: security equivalent to at least 112 symmetric bits.
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 224
+# A03.FR.08 lets a certificate arrive before its notBefore (it is used from then on). A CA
+# has no reason to date one further ahead than the renewal month (A03.FR.02), so a later
+# notBefore is taken for a wrong certificate (or a wrong clock on one side) and rejected.
+MAX_NOT_BEFORE_AHEAD = timedelta(days=30)
 
 
 class BadCertificate(ValueError):
@@ -216,14 +220,18 @@ def verify_station_chain(
     station_id: str,
     now: datetime,
 ) -> None:
-    """A02/A03.FR.06: the charger certificate (first of ``chain``, followed by sub-CAs) is
-    for ``key`` (the pending CSR's), names ``organization`` (O, the CpoName) and
-    ``station_id`` (CN), is valid ``now`` (not yet valid is allowed: A03.FR.08 switches when
-    its time comes), is not a CA, has a strong key, and chains to one of ``roots`` (the
-    installed CSMS roots) with every signature, CA flag, key usage and validity period on
-    the path checked by ``cryptography.x509.verification`` (RFC 5280 path validation with
-    the Web PKI CA profile; the leaf's extensions are checked here instead, because the
-    Web PKI leaf profile wants a subjectAltName that A00.FR.511 advises against)."""
+    """A02/A03.FR.06: the charger certificate (first of ``chain``, followed by sub-CAs)
+
+    - is for ``key`` (the pending CSR's key),
+    - names ``organization`` (O, the CpoName) and ``station_id`` (the only CN),
+    - is not expired ``now``; not yet valid only up to MAX_NOT_BEFORE_AHEAD (A03.FR.08
+      switches to it when its time comes),
+    - is not a CA and has a strong enough key (A00.FR.501-503),
+    - chains to one of ``roots`` (the installed CSMS roots): every signature, CA flag,
+      path length, key usage and validity period on the path is checked by
+      ``cryptography.x509.verification`` (RFC 5280 path validation with the Web PKI CA
+      profile). The leaf's extensions are checked here instead, because the Web PKI leaf
+      profile wants a subjectAltName that A00.FR.511 advises against."""
     if not chain:
         raise BadCertificate("empty chain")
     leaf = chain[0]
@@ -232,6 +240,8 @@ def verify_station_chain(
     check_key_strength(leaf.public_key())
     if leaf.not_valid_after_utc <= now:
         raise BadCertificate(f"expired {leaf.not_valid_after_utc.isoformat()}")
+    if leaf.not_valid_before_utc > now + MAX_NOT_BEFORE_AHEAD:
+        raise BadCertificate(f"not valid before {leaf.not_valid_before_utc.isoformat()}")
     try:
         bc = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
         if bc.ca:

@@ -233,7 +233,9 @@ class CertStore:
     def root_count(self) -> int:
         return sum(len(self._root_files(use)) for use in ROOT_USES)
 
-    def install_root(self, use: CertificateUse, pem: str, *, max_count: int) -> InstallStatus:
+    def install_root(
+        self, use: CertificateUse, pem: str, *, max_count: int, preset: bool = False
+    ) -> InstallStatus:
         """M05: install one root/CA certificate. Rejected when it is not exactly one
         well-formed, unexpired CA certificate with a strong enough key (M05.FR.06) or the
         store holds ``max_count`` roots already (M05.FR.03, both kinds count); Failed when
@@ -264,6 +266,8 @@ class CertStore:
             LOG.error("%s certificate not written: %s", use.value, exc.strerror)
             return InstallStatus.FAILED
         LOG.info("%s certificate installed: %s", use.value, cert.subject.rfc4514_string())
+        if preset:
+            return InstallStatus.ACCEPTED  # provisioning from the TOML, not a reconfiguration
         self._event(
             SecurityEventKind.RECONFIGURATION_OF_SECURITY_PARAMETERS,
             f"{use.value} certificate installed: {cert.subject.rfc4514_string()}",
@@ -550,7 +554,7 @@ class CertStore:
             else:
                 for cert in certs:
                     status = self.install_root(
-                        CertificateUse.CSMS_ROOT, to_pem(cert), max_count=max_roots
+                        CertificateUse.CSMS_ROOT, to_pem(cert), max_count=max_roots, preset=True
                     )
                     if status is not InstallStatus.ACCEPTED:
                         LOG.error(

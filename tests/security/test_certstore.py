@@ -225,6 +225,10 @@ def _bad_chains(root: Ca, sub: Ca, csr_pem: str) -> dict[str, str]:
             )  # type: ignore[arg-type]
         )
         + sub.pem,
+        "not yet valid (beyond a month)": pem(
+            issue(csr.subject, pub, sub, not_before=T0 + timedelta(days=31))  # type: ignore[arg-type]
+        )
+        + sub.pem,
         "wrong CN": pem(issue(name("CP-OTHER", CPO), pub, sub)) + sub.pem,  # type: ignore[arg-type]
         "wrong O": pem(issue(name(STATION, "Evil CPO"), pub, sub)) + sub.pem,  # type: ignore[arg-type]
         "not to an installed root": pem(issue(csr.subject, pub, other_root)) + other_root.pem,  # type: ignore[arg-type]
@@ -241,6 +245,7 @@ def _bad_chains(root: Ca, sub: Ca, csr_pem: str) -> dict[str, str]:
         "not PEM",
         "wrong key",
         "expired",
+        "not yet valid (beyond a month)",
         "wrong CN",
         "wrong O",
         "not to an installed root",
