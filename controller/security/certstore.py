@@ -46,6 +46,10 @@ RENEW_REQUEST_INTERVAL = timedelta(days=1)
 # A03.FR.10: the certificate before the one that worked is kept a month as a fallback.
 FALLBACK_KEEP = timedelta(days=30)
 
+# What parsing or checking a certificate from the network may raise besides BadCertificate
+# (a ValueError): malformed extensions, key types the library refuses.
+_BAD_CERT = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+
 KEY_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -230,6 +234,19 @@ class CertStore:
     def manufacturer_roots_pem(self) -> str:
         return self._roots_pem(CertificateUse.MANUFACTURER_ROOT)
 
+    def has_valid_csms_root(self) -> bool:
+        """A05.FR.03's prerequisite for security profile 2 or 3: a CSMS root valid now."""
+        now = self._clock.utc_now()
+        return any(
+            c.not_valid_before_utc <= now < c.not_valid_after_utc
+            for c in self.roots(CertificateUse.CSMS_ROOT)
+        )
+
+    def has_valid_identity(self) -> bool:
+        """A05.FR.04's prerequisite for security profile 3: a charger certificate valid now."""
+        ident = self._in_use()
+        return ident is not None and self._valid(ident, self._clock.utc_now())
+
     def root_count(self) -> int:
         return sum(len(self._root_files(use)) for use in ROOT_USES)
 
@@ -250,7 +267,7 @@ class CertStore:
             if len(certs) != 1:
                 raise BadCertificate(f"{len(certs)} certificates, one expected")
             check_ca(certs[0], self._clock.utc_now())
-        except BadCertificate as exc:
+        except _BAD_CERT as exc:
             LOG.warning("%s certificate rejected: %s", use.value, exc)
             return InstallStatus.REJECTED
         cert = certs[0]
@@ -420,7 +437,7 @@ class CertStore:
                 station_id=station_id,
                 now=self._clock.utc_now(),
             )
-        except BadCertificate as exc:
+        except _BAD_CERT as exc:
             LOG.warning("charger certificate rejected: %s", exc)
             self._event(SecurityEventKind.INVALID_CHARGING_STATION_CERTIFICATE, str(exc))
             return False

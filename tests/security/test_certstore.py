@@ -476,3 +476,21 @@ def test_renewal_due_a_month_before_expiry_once_a_day(store: CertStore, clock: M
     )
     clock.step_wall(T0 + timedelta(days=14))
     assert not store.renewal_due()
+
+
+def test_chain_may_carry_the_root_and_prerequisites(store: CertStore, clock: ManualClock) -> None:
+    """A02.FR.06 with the root in the chain as well; A05.FR.03/04 prerequisites (a valid
+    CSMS root, a valid charger certificate) for the security profile guard."""
+    root = make_root(not_after=T0 + timedelta(days=100))
+    sub = make_sub_ca(root, not_after=T0 + timedelta(days=100))
+    assert not store.has_valid_csms_root()
+    store.install_root(CertificateUse.CSMS_ROOT, root.pem, max_count=20)
+    assert store.has_valid_csms_root() and not store.has_valid_identity()
+    cert = sign_csr(sub, store.new_csr(organization=CPO, station_id=STATION))
+    chain = pem(cert) + sub.pem + root.pem
+    assert store.accept_signed(
+        chain, organization=CPO, station_id=STATION, max_chain_chars=MAX_CHAIN
+    )
+    assert store.has_valid_identity()
+    clock.step_wall(T0 + timedelta(days=400))
+    assert not store.has_valid_csms_root() and not store.has_valid_identity()
