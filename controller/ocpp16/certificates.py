@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost
 from controller.ocpp16.routes import route, trigger
-from controller.security.certcheck import BadCertificate, CertificateHashData, HashAlgorithm
+from controller.security.certcheck import (
+    BadCertificate,
+    CertificateHashData,
+    HashAlgorithm,
+    looks_like_url_or_ip,
+)
 from controller.security.certstore import CertificateUse, DeleteStatus, InstallStatus
 
 if TYPE_CHECKING:
@@ -120,8 +125,12 @@ async def extended_trigger_message(client: Ocpp16Client, p: dict[str, Any]) -> d
 @trigger("SignChargePointCertificate")
 def trigger_sign_certificate(client: Ocpp16Client, connector_id: int | None, extended: bool) -> str:
     """A02.FR.02/03: after ExtendedTriggerMessage.conf a new key pair and a SignCertificate.
-    Rejected without a store or a CpoName (the use case's prerequisite)."""
+    Rejected without a store, without a CpoName (the use case's prerequisite) or with a
+    station id that cannot be a certificate's CN (A00.FR.511)."""
     if client.certstore is None or not client.settings.get("CpoName"):
+        return "Rejected"
+    if looks_like_url_or_ip(client.identity.station_id):
+        LOG.error("no CSR: the station id looks like a URL or an IP address (A00.FR.511)")
         return "Rejected"
     client.spawn(request_certificate(client, reason="requested by the CSMS"), name="sign-cert")
     return "Accepted"

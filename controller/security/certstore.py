@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
@@ -99,7 +100,9 @@ NEW = "new"  # from CertificateSigned, on probation until a connection with it w
 PREVIOUS = "previous"  # the one before, kept FALLBACK_KEEP after the new one worked
 CHAIN_FILE = "chain.pem"
 KEY_FILE = "key.pem"
-PENDING_KEY = "pending-key.pem"  # the key of the open CSR
+PENDING_DIR = "pending"  # keys of open CSRs, named by their public key's SHA-256
+# A CSMS may trigger twice before its CA answers: the certificate for either CSR fits.
+PENDING_KEEP = 3
 STATE_FILE = "state.json"
 
 
@@ -131,6 +134,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _key_id(key: PublicKeyTypes) -> str:
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
 def _key_pem(key: PrivateKeyTypes) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -149,7 +159,7 @@ class CertStore:
             current/chain.pem, key.pem     in use
             new/chain.pem, key.pem         installed by the CSMS, on probation
             previous/chain.pem, key.pem    the one before, a month as fallback
-            pending-key.pem                the key of the open CSR
+            pending/<sha256>.pem           keys of the open CSRs (the last 3)
             state.json                     timestamps and first-boot markers
 
     Every file is written atomically; private keys are 0600, directories 0700, owned by
@@ -172,6 +182,13 @@ class CertStore:
             sub.mkdir(parents=True, exist_ok=True)
             os.chmod(sub, DIR_MODE)
         self._charger = self.root / CertificateUse.CHARGING_STATION.value
+        if hasattr(os, "geteuid") and self.root.stat().st_uid != os.geteuid():
+            LOG.warning(
+                "%s belongs to uid %d, not to the service user (uid %d): fix its owner",
+                self.root,
+                self.root.stat().st_uid,
+                os.geteuid(),
+            )
 
     # ------------------------------------------------------------------ state
 
@@ -393,22 +410,28 @@ class CertStore:
     def new_csr(
         self, *, organization: str, station_id: str, key_type: KeyType = KeyType.EC_P256
     ) -> str:
-        """A02/A03.FR.02-03: a new key pair (kept as the pending key, 0600; it never leaves
+        """A02/A03.FR.02-03: a new key pair (kept as a pending key, 0600; it never leaves
         the charger, A02.FR.05) and its CSR (PEM). Raises BadCertificate when CpoName is not
-        set or the station id is URL/IP-like, OSError when the key cannot be written. A
-        newer CSR replaces the pending key: only the certificate for the last one fits."""
+        set or the station id is URL/IP-like, OSError when the key cannot be written. The
+        keys of the last PENDING_KEEP CSRs are kept: a certificate for any of them fits."""
         key = generate_key(key_type)
         csr = make_csr(key, organization=organization, common_name=station_id)
-        write_atomic(self._charger / PENDING_KEY, _key_pem(key), KEY_MODE)
+        pending = self._charger / PENDING_DIR
+        pending.mkdir(mode=DIR_MODE, exist_ok=True)
+        write_atomic(pending / f"{_key_id(key.public_key())}.pem", _key_pem(key), KEY_MODE)
+        files = sorted(pending.glob("*.pem"), key=lambda f: f.stat().st_mtime_ns, reverse=True)
+        for old in files[PENDING_KEEP:]:
+            old.unlink(missing_ok=True)
         return csr
 
-    def _pending_key(self) -> PrivateKeyTypes | None:
+    def _pending_key(self, public_key: PublicKeyTypes) -> tuple[Path, PrivateKeyTypes] | None:
+        path = self._charger / PENDING_DIR / f"{_key_id(public_key)}.pem"
         try:
-            data = (self._charger / PENDING_KEY).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            return serialization.load_pem_private_key(data, password=None)
+            return path, serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as exc:
             LOG.error("pending key unreadable: %s", exc)
             return None
@@ -426,9 +449,10 @@ class CertStore:
             if len(chain_pem) > max_chain_chars:
                 raise BadCertificate(f"chain of {len(chain_pem)} characters > {max_chain_chars}")
             chain = load_pem_chain(chain_pem)
-            key = self._pending_key()
-            if key is None:
-                raise BadCertificate("no CSR is open")
+            pending = self._pending_key(chain[0].public_key())
+            if pending is None:
+                raise BadCertificate("the certificate is not for the key of an open CSR")
+            key_path, key = pending
             verify_station_chain(
                 chain,
                 roots=self.roots(CertificateUse.CSMS_ROOT),
@@ -443,8 +467,8 @@ class CertStore:
             return False
         try:
             self._write_slot(NEW, "".join(to_pem(c) for c in chain), _key_pem(key))
-            (self._charger / PENDING_KEY).unlink()
-            fsync_dir(self._charger)
+            # The other open CSRs are superseded: a certificate for them would be older.
+            shutil.rmtree(key_path.parent)
         except OSError as exc:
             LOG.error("charger certificate not written: %s", exc.strerror)
             return False

@@ -92,7 +92,7 @@ def test_csr_subject_and_pending_key_mode(store: CertStore) -> None:
     subject = {a.oid._name: a.value for a in csr.subject}
     assert subject == {"organizationName": CPO, "commonName": STATION}
     assert csr.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
-    key_file = store.root / "charger" / "pending-key.pem"
+    [key_file] = (store.root / "charger" / "pending").glob("*.pem")
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
     rsa_csr = store.new_csr(organization=CPO, station_id=STATION, key_type=KeyType.RSA_2048)
@@ -140,7 +140,7 @@ def test_signed_certificate_installed_on_probation_then_current(
         pem(new) + sub.pem, organization=CPO, station_id=STATION, max_chain_chars=MAX_CHAIN
     )
     assert events.kinds[-1] is SecurityEventKind.RECONFIGURATION_OF_SECURITY_PARAMETERS
-    assert not (store.root / "charger/pending-key.pem").exists()
+    assert not (store.root / "charger/pending").exists()
     ident = store.client_identity()
     assert ident is not None and ident[0].endswith("charger/new/chain.pem")
     assert stat.S_IMODE(Path(ident[1]).stat().st_mode) == 0o600
@@ -494,3 +494,24 @@ def test_chain_may_carry_the_root_and_prerequisites(store: CertStore, clock: Man
     assert store.has_valid_identity()
     clock.step_wall(T0 + timedelta(days=400))
     assert not store.has_valid_csms_root() and not store.has_valid_identity()
+
+
+def test_certificate_for_an_earlier_open_csr_fits(store: CertStore) -> None:
+    """A CSMS that triggered twice before its CA answered: the certificate for the first
+    CSR is still taken (the last three CSRs' keys are kept); afterwards none is open."""
+    root = make_root()
+    store.install_root(CertificateUse.CSMS_ROOT, root.pem, max_count=20)
+    csrs = [store.new_csr(organization=CPO, station_id=STATION) for _ in range(4)]
+    assert len(list((store.root / "charger/pending").glob("*.pem"))) == 3
+    first = sign_csr(root, csrs[0])  # pruned: too old
+    assert not store.accept_signed(
+        pem(first), organization=CPO, station_id=STATION, max_chain_chars=MAX_CHAIN
+    )
+    second = sign_csr(root, csrs[1])
+    assert store.accept_signed(
+        pem(second), organization=CPO, station_id=STATION, max_chain_chars=MAX_CHAIN
+    )
+    late = sign_csr(root, csrs[3])
+    assert not store.accept_signed(
+        pem(late), organization=CPO, station_id=STATION, max_chain_chars=MAX_CHAIN
+    )
