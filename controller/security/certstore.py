@@ -270,10 +270,10 @@ class CertStore:
     def install_root(
         self, use: CertificateUse, pem: str, *, max_count: int, preset: bool = False
     ) -> InstallStatus:
-        """M05: install one root/CA certificate. Rejected when it is not exactly one
+        """M05: install one root/CA certificate. REJECTED when it is not exactly one
         well-formed, unexpired CA certificate with a strong enough key (M05.FR.06) or the
-        store holds ``max_count`` roots already (M05.FR.03, both kinds count); Failed when
-        it could not be written (M05.FR.04). Installing one that is there is Accepted.
+        store holds ``max_count`` roots already (M05.FR.03, both kinds count); FAILED when
+        it could not be written (M05.FR.04). Installing one that is there is ACCEPTED.
 
         AdditionalRootCertificateCheck is false (read-only), so M05.FR.08-13 (one CSMS root
         replaced by a successor it signed) do not apply: several roots of a kind coexist."""
@@ -335,10 +335,10 @@ class CertStore:
 
     def delete(self, wanted: CertificateHashData, *, keep_last_csms_root: bool) -> DeleteStatus:
         """M04: delete the root whose hash data (computed with the request's algorithm,
-        M04.FR.07) is ``wanted``. Failed for the charger's own certificate (M04.FR.05), for
+        M04.FR.07) is ``wanted``. FAILED for the charger's own certificate (M04.FR.05), for
         the last CSMS root while the connection uses TLS (``keep_last_csms_root``; the CSMS
         root that validates the connection, M04.FR.06) and when the file cannot be removed
-        (M04.FR.03); NotFound when nothing matches (M04.FR.04)."""
+        (M04.FR.03); NOT_FOUND when nothing matches (M04.FR.04)."""
         known = self._all_known()
         for ident in self._identities():
             if self._hash(ident.leaf, wanted.hash_algorithm, known).matches(wanted):
