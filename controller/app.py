@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.config import Config
 from controller.core import connector as sm
@@ -24,7 +24,11 @@ from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog
 from controller.runtime.clock import Clock, TrustedClock
 from controller.runtime.station import ConnectorHardware, Station
 from controller.runtime.tasks import TaskGroup
+from controller.security.certtypes import CertStoreHandle
 from controller.security.log import SecurityLog
+
+if TYPE_CHECKING:
+    from controller.security.certstore import CertStore
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
 from controller.storage.store import Store, open_store
@@ -107,6 +111,7 @@ class App:
         self.port: CsmsPort | None = None
         self.client: Ocpp16Client | None = None
         self.security_log: SecurityLog | None = None
+        self.certstore_handle: CertStoreHandle | None = None
         self.api: Any = None
         self.reset_requested: str | None = None
         # sd_notify: from $NOTIFY_SOCKET / $WATCHDOG_USEC unless given (tests).
@@ -187,6 +192,9 @@ class App:
             max_bytes=cfg.security.log_max_kb * 1024,
         )
         self._watch_security(self.security_log, self.store)
+        self.certstore_handle = CertStoreHandle(
+            lambda: self._open_certstore(settings), open_now=self._certstore_needed_now()
+        )
         self.settings = settings
         hardware, reader = self._build_devices()
         self.hardware = hardware
@@ -228,6 +236,7 @@ class App:
                 on_frame=self.on_frame,
                 on_reset=self._on_reset,
                 security_log=self.security_log,
+                certstore=self.certstore_handle,
             )
             self.port = self.client
         else:
@@ -271,6 +280,44 @@ class App:
                 )
 
         store.add_listener(storage)
+
+    @property
+    def certstore(self) -> CertStore | None:
+        """The certificate store, opened on first use (None: unusable, or not started)."""
+        handle = self.certstore_handle
+        return None if handle is None else handle.get()
+
+    def _certstore_needed_now(self) -> bool:
+        """Open the certificate store at start (not on first use) when the connection needs
+        it (TLS, first-boot presets) or certificates are already on disk (renewal)."""
+        csms = self.config.csms
+        if csms is not None and (csms.security_profile >= 2 or csms.ca_bundle or csms.client_cert):
+            return True
+        try:
+            return any(Path(self.config.security.dir, "certs").rglob("*.pem"))
+        except OSError:
+            return True  # let the store report what is wrong
+
+    def _open_certstore(self, settings: Settings) -> CertStore | None:
+        """The certificate store under [security] dir, with the [csms] PEM files installed
+        on the first boot (CertStore.apply_presets). An unusable directory is logged, not
+        fatal: the charger still charges, without certificate management."""
+        from controller.security.certstore import CertStore  # cryptography: only when used
+
+        cfg = self.config
+        try:
+            store = CertStore(cfg.security.dir, clock=self.clock, security_log=self.security_log)
+            if cfg.csms is not None:
+                store.apply_presets(
+                    ca_bundle=cfg.csms.ca_bundle,
+                    client_cert=cfg.csms.client_cert,
+                    client_key=cfg.csms.client_key,
+                    max_roots=settings.get_int("CertificateStoreMaxLength"),
+                )
+        except OSError as exc:
+            LOG.error("certificate store %s unusable: %s", cfg.security.dir, exc)
+            return None
+        return store
 
     @staticmethod
     def _open_contactors(hardware: list[ConnectorHardware]) -> None:

@@ -13,13 +13,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call_result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from ocpp.routing import after, on
+from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -474,7 +476,85 @@ class StationSession(ChargePoint):
 
     @on(Action.sign_certificate)
     def on_sign_certificate(self, **_: Any) -> call_result.SignCertificate:
-        return call_result.SignCertificate(status="Rejected")
+        # A02/A03.FR.11/12: Accepted when a CA to sign with is set, else Rejected.
+        status = "Accepted" if self.csms.csr_signer is not None else "Rejected"
+        return call_result.SignCertificate(status=status)
+
+    @after(Action.sign_certificate)
+    def after_sign_certificate(self, csr: str, **_: Any) -> None:
+        signer = self.csms.csr_signer
+        if signer is not None:
+            task = asyncio.get_running_loop().create_task(self._send_signed(signer, csr))
+            self.csms._background.add(task)
+            task.add_done_callback(self.csms._background.discard)
+
+    async def _send_signed(self, signer: Callable[[str], str | None], csr: str) -> None:
+        """The CA's answer to the CSR as CertificateSigned (what a CSMS does once its CA
+        signed); the charger's status is kept in ``certificate_signed_statuses``."""
+        try:
+            chain = signer(csr)
+        except ValueError as exc:
+            logger.warning("CSR not signed: %s", exc)
+            return
+        if chain is None:
+            return
+        try:
+            result = await self.call(
+                call.CertificateSigned(certificate_chain=chain), suppress=False
+            )
+        except Exception as exc:  # the dev CSMS reports, it does not crash
+            logger.warning("CertificateSigned failed: %s", exc)
+            self.csms.certificate_signed_statuses.append(f"error: {exc}")
+            return
+        self.csms.certificate_signed_statuses.append(result.status)
+
+
+class CsrSigner:
+    """The dev CSMS's CA (A02.FR.04 says a separate CA server; a test needs only one key):
+    signs a CSR's subject and key with ``ca_cert_pem``/``ca_key_pem`` and returns the leaf
+    followed by ``chain_pem`` (the sub-CAs up to, not including, the root). ``now`` gives
+    the notBefore (minus an hour); a test passes its charger's clock."""
+
+    def __init__(
+        self,
+        ca_cert_pem: str | bytes,
+        ca_key_pem: str | bytes,
+        *,
+        chain_pem: str = "",
+        validity_days: float = 365.0,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        def as_bytes(value: str | bytes) -> bytes:
+            return value.encode() if isinstance(value, str) else value
+
+        self.ca_cert = x509.load_pem_x509_certificate(as_bytes(ca_cert_pem))
+        self.ca_key = serialization.load_pem_private_key(as_bytes(ca_key_pem), password=None)
+        self.chain_pem = chain_pem
+        self.validity_days = validity_days
+        self.now = now or (lambda: datetime.now(UTC))
+        self.signed: list[x509.Certificate] = []
+
+    def __call__(self, csr_pem: str) -> str:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        if not csr.is_signature_valid:
+            raise ValueError("CSR signature invalid")
+        start = self.now() - timedelta(hours=1)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self.ca_cert.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + timedelta(days=self.validity_days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+            .sign(self.ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        self.signed.append(cert)
+        return cert.public_bytes(serialization.Encoding.PEM).decode("ascii") + self.chain_pem
 
 
 # --------------------------------------------------------------------------- the CSMS
@@ -524,6 +604,11 @@ class DevCsms:
         self.sent_results: list[SentFrame] = []  # CSMS answers to station CALLs
         self.sent_calls: list[SentFrame] = []  # CALLs the CSMS sent
         self.max_outstanding_calls = 0
+        # Certificates (security whitepaper A02/A03): the CA that signs CSRs (None: the
+        # answer to SignCertificate is Rejected), and the charger's CertificateSigned answers.
+        self.csr_signer: Callable[[str], str | None] | None = None
+        self.certificate_signed_statuses: list[str] = []
+        self._background: set[asyncio.Task[None]] = set()
 
         self._server: Server | None = None
         self._port: int | None = None
@@ -803,6 +888,43 @@ class DevCsms:
             return await asyncio.wait_for(fut, timeout_s)
         finally:
             link._raw_waiters.pop(uid, None)
+
+    # --- certificates (security whitepaper M03-M05, A02, ExtendedTriggerMessage)
+    async def _result_of(self, station_id: str, action: str, payload: dict[str, Any]) -> Any:
+        frame = await self.call_raw(station_id, action, payload)
+        if frame[0] != CALLRESULT:
+            raise RuntimeError(f"{action}: {frame}")
+        return frame[2]
+
+    async def certificate_signed(self, station_id: str, chain_pem: str) -> str:
+        """CertificateSigned.req with ``chain_pem``; the charger's status."""
+        payload = {"certificateChain": chain_pem}
+        return str((await self._result_of(station_id, "CertificateSigned", payload))["status"])
+
+    async def install_certificate(self, station_id: str, certificate_type: str, pem: str) -> str:
+        """InstallCertificate.req (CentralSystemRootCertificate/ManufacturerRootCertificate)."""
+        payload = {"certificateType": certificate_type, "certificate": pem}
+        return str((await self._result_of(station_id, "InstallCertificate", payload))["status"])
+
+    async def installed_certificate_ids(
+        self, station_id: str, certificate_type: str
+    ) -> dict[str, Any]:
+        """GetInstalledCertificateIds.conf as a dict (status, certificateHashData)."""
+        payload = {"certificateType": certificate_type}
+        return dict(await self._result_of(station_id, "GetInstalledCertificateIds", payload))
+
+    async def delete_certificate(self, station_id: str, hash_data: dict[str, str]) -> str:
+        payload = {"certificateHashData": hash_data}
+        return str((await self._result_of(station_id, "DeleteCertificate", payload))["status"])
+
+    async def extended_trigger(
+        self, station_id: str, requested: str, connector_id: int | None = None
+    ) -> str:
+        payload: dict[str, Any] = {"requestedMessage": requested}
+        if connector_id is not None:
+            payload["connectorId"] = connector_id
+        result = await self._result_of(station_id, "ExtendedTriggerMessage", payload)
+        return str(result["status"])
 
     async def send_text(self, station_id: str, text: str) -> None:
         """Send an arbitrary text frame (may be invalid JSON / invalid OCPP)."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -38,6 +38,7 @@ from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
+from controller.ocpp16 import certificates as certificates16
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import smartcharging as sc16
@@ -50,7 +51,11 @@ from controller.ocpp16.settings import Settings
 from controller.ocpp16.txmessages import TxMessages16
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
+from controller.security.certtypes import CertStoreHandle
 from controller.security.log import SecurityLog
+
+if TYPE_CHECKING:
+    from controller.security.certstore import CertStore
 from controller.storage.journal import TxJournal
 from controller.storage.store import QueuedMessage, Store
 from hal.base import FaultKind
@@ -113,8 +118,10 @@ class Ocpp16Client:
         on_reset: Callable[[str], None] | None = None,
         backend: str = DEFAULT_BACKEND,
         security_log: SecurityLog | None = None,
+        certstore: CertStoreHandle | None = None,
     ) -> None:
         self.identity = identity
+        self._certstore = certstore  # certificates16 routes; None: no certificate handling
         self.options = options
         self.station = station
         self.store = store
@@ -356,9 +363,29 @@ class Ocpp16Client:
             self._state = "offline"
             self._rpc = None
 
+    @property
+    def certstore(self) -> CertStore | None:
+        """The certificate store (opened on first use); None: no certificate handling."""
+        return None if self._certstore is None else self._certstore.get()
+
+    @property
+    def certstore_opened(self) -> CertStore | None:
+        """The certificate store if something opened it, without opening it."""
+        return None if self._certstore is None else self._certstore.opened
+
     async def run(self) -> None:
         """Stay connected until close() (the connection keeps itself up with back-off)."""
+        if self._certstore is not None:
+            self._tasks.spawn(certificates16.renewal_loop(self), name="cert-renewal")
         await self._link.run()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
+        """Run ``coro`` in the client's task group (feature modules' background work)."""
+        self._tasks.spawn(coro, name=name)
+
+    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send a CALL now (not queued); raises ConnectionLost, CallError or CallTimeout."""
+        return await self._call(action, payload)
 
     def _observe(self, direction: str, text: str) -> None:
         self.heartbeat.activity()
@@ -917,10 +944,15 @@ class Ocpp16Client:
 
     @_route("TriggerMessage")
     async def _on_TriggerMessage(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
-        requested = p["requestedMessage"]
         cid = p.get("connectorId")
         if cid is not None and not 0 <= cid <= len(self.station.connector_ids()):
             return {"status": "Rejected"}
+        return {"status": self.trigger_message(p["requestedMessage"], cid, extended=False)}
+
+    def trigger_message(self, requested: str, cid: int | None, *, extended: bool) -> str:
+        """Send ``requested`` now for TriggerMessage (``extended`` False) or the whitepaper's
+        ExtendedTriggerMessage (True, controller/ocpp16/certificates.py); returns the
+        answer's status. ``cid`` was range-checked by the caller."""
         if requested == "StatusNotification":
             targets = [cid] if cid is not None else [0, *self.station.connector_ids()]
             for target in targets:
@@ -949,7 +981,7 @@ class Ocpp16Client:
             self._tasks.spawn(self._triggered_heartbeat(), name="trigger")
         elif requested == "BootNotification":
             if self._accepted_once:
-                return {"status": "Rejected"}  # errata 3.35: not after it was Accepted
+                return "Rejected"  # errata 3.35: not after it was Accepted
             self._tasks.spawn(self._boot(), name="trigger")
         elif requested == "MeterValues":
             now = self._now()
@@ -977,10 +1009,10 @@ class Ocpp16Client:
                             self._send_best_effort("MeterValues", payload), name="trigger"
                         )
         elif requested in TRIGGERS:
-            return {"status": TRIGGERS[requested](self, cid, False)}
+            return TRIGGERS[requested](self, cid, extended)
         else:
-            return {"status": "NotImplemented"}
-        return {"status": "Accepted"}
+            return "NotImplemented"
+        return "Accepted"
 
     async def close(self, reason: str = "charge point stopping") -> None:
         """Close the CSMS connection normally (1000), then stop the background tasks."""

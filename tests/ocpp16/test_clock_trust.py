@@ -499,13 +499,15 @@ async def test_e2e_csms_time_correction_is_a_setting_system_time_event(
     h, _ = await rtc_less(csms)
     await wait_accepted(h)
     frame = await csms.wait_for(
-        lambda f: f.action == "SecurityEventNotification"
-        and f.payload["type"] == "SettingSystemTime"
+        lambda f: (
+            f.action == "SecurityEventNotification" and f.payload["type"] == "SettingSystemTime"
+        )
     )
     assert "CSMS currentTime" in frame.payload["techInfo"]
     assert parse_ts(frame.payload["timestamp"]) >= CSMS_TIME
     startup = await csms.wait_for(
-        lambda f: f.action == "SecurityEventNotification"
-        and f.payload["type"] == "StartupOfTheDevice"
+        lambda f: (
+            f.action == "SecurityEventNotification" and f.payload["type"] == "StartupOfTheDevice"
+        )
     )
     assert parse_ts(startup.payload["timestamp"]) >= CSMS_TIME - timedelta(seconds=5)

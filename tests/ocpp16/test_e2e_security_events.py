@@ -13,9 +13,7 @@ SEN = "SecurityEventNotification"
 
 
 def events(csms: DevCsms, kind: str | None = None) -> list[Any]:
-    return [
-        f for f in csms.frames(STATION_ID, SEN) if kind is None or f.payload["type"] == kind
-    ]
+    return [f for f in csms.frames(STATION_ID, SEN) if kind is None or f.payload["type"] == kind]
 
 
 async def test_startup_of_the_device_is_delivered_once_a04_fr_01(
