@@ -25,6 +25,8 @@ from controller.runtime.clock import Clock, TrustedClock
 from controller.runtime.station import ConnectorHardware, Station
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
+from controller.security.material import TlsMaterial
+from controller.security.tls import FileTlsMaterial
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
 from controller.storage.store import Store, open_store
@@ -106,6 +108,7 @@ class App:
         self.hardware: list[ConnectorHardware] = []
         self.port: CsmsPort | None = None
         self.client: Ocpp16Client | None = None
+        self.tls_material: TlsMaterial | None = None
         self.security_log: SecurityLog | None = None
         self.api: Any = None
         self.reset_requested: str | None = None
@@ -204,6 +207,7 @@ class App:
         )
         policy16.follow(settings, self.station.set_policy)
         if cfg.csms is not None:
+            self.tls_material = self._tls_material()
             self.client = Ocpp16Client(
                 identity=StationIdentity(
                     cfg.station_id,
@@ -214,6 +218,7 @@ class App:
                 ),
                 options=ConnectionOptions(
                     csms_url=cfg.csms.url,
+                    tls_url=cfg.csms.tls_url,
                     password=cfg.csms.password,
                     reconnect_min_s=cfg.csms.reconnect_min_s,
                     reconnect_max_s=cfg.csms.reconnect_max_s,
@@ -227,6 +232,7 @@ class App:
                 on_frame=self.on_frame,
                 on_reset=self._on_reset,
                 security_log=self.security_log,
+                tls_material=self.tls_material,
             )
             self.port = self.client
         else:
@@ -250,6 +256,13 @@ class App:
             len(cfg.connectors),
             f"CSMS {cfg.csms.url}" if cfg.csms else "standalone",
         )
+
+    def _tls_material(self) -> TlsMaterial:
+        """The CSMS roots and the charger's certificate for profiles 2 and 3: the one place
+        that decides where they come from (today the TOML's files; the certificate store)."""
+        csms = self.config.csms
+        assert csms is not None
+        return FileTlsMaterial(csms.ca_bundle, csms.client_cert, csms.client_key)
 
     @staticmethod
     def _open_contactors(hardware: list[ConnectorHardware]) -> None:
