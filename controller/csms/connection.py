@@ -16,7 +16,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode
 
 from controller.runtime.clock import Clock
-from controller.security.tls import HandshakeRefused, PlainTextRefused, TlsSetupError
+from controller.security.tls import (
+    ClosedAfterHandshake,
+    HandshakeRefused,
+    PlainTextRefused,
+    TlsSetupError,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -135,6 +140,7 @@ class CsmsConnection:
             self._on_state("connecting")
             self._reconnect_now = False
             opened = False
+            tls: ssl.SSLContext | None = None
             try:
                 ping_s = self._ping_interval_s()
                 url, tls = self._open_args()
@@ -169,7 +175,7 @@ class CsmsConnection:
                 raise
             except TlsSetupError as exc:
                 LOG.error("CSMS connection not attempted: %s", exc)
-                self._failed(exc)
+                self._failed(exc, True)
             except (
                 OSError,
                 websockets.exceptions.WebSocketException,
@@ -181,7 +187,7 @@ class CsmsConnection:
                 else:
                     LOG.warning("CSMS connection failed: %s", exc)
                 if not opened:
-                    self._failed(exc)
+                    self._failed(exc, tls is not None)
             except Exception:
                 LOG.exception("CSMS session ended with an error")
             self._on_state("offline")
@@ -198,9 +204,12 @@ class CsmsConnection:
             LOG.info("reconnecting in %.1f s", delay_s)
             await self._clock.sleep(delay_s)
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, tls: bool) -> None:
         """Tell the owner why an attempt failed, in neutral exceptions."""
-        if isinstance(exc, websockets.exceptions.InvalidStatus):
+        if tls and isinstance(exc, websockets.exceptions.InvalidMessage):
+            # The request is sent only after the TLS handshake completed.
+            exc = ClosedAfterHandshake(str(exc))
+        elif isinstance(exc, websockets.exceptions.InvalidStatus):
             exc = HandshakeRefused(exc.response.status_code)
         elif isinstance(exc, websockets.exceptions.SecurityError):
             exc = PlainTextRefused(str(exc))

@@ -41,6 +41,7 @@ MINIMUM_TLS = ssl.TLSVersion.TLSv1_2
 _X509_V_ERR_CERT_NOT_YET_VALID = 9
 _X509_V_ERR_CERT_HAS_EXPIRED = 10
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
+_X509_V_ERR_IP_ADDRESS_MISMATCH = 64  # a CSMS addressed by its IP address
 _VERSION_REASONS = frozenset(
     {"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"}
 )
@@ -57,6 +58,13 @@ class HandshakeRefused(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(f"HTTP {status} at the WebSocket upgrade")
         self.status = status
+
+
+class ClosedAfterHandshake(Exception):
+    """The TLS handshake completed but the CSMS closed the connection without answering the
+    WebSocket upgrade. In TLS 1.3 this is how a refused (or missing) client certificate
+    looks from the client side: the server checks it after the client finished its part of
+    the handshake, and the alert is lost with the connection."""
 
 
 class PlainTextRefused(Exception):
@@ -120,9 +128,14 @@ def classify(exc: BaseException) -> Failure:
     suite -> INVALID_TLS_CIPHER_SUITE (A00.FR.322), HTTP 401/403 or a refused client
     certificate -> FAILED_TO_AUTHENTICATE_AT_CSMS, a plain-text URL for a TLS profile ->
     INVALID_TLS_VERSION (no TLS at all is the oldest version there is)."""
+    cause = exc
+    while not isinstance(cause, ssl.SSLError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, ssl.SSLError):
+        exc = cause
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
-        if code == _X509_V_ERR_HOSTNAME_MISMATCH:
+        if code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
             what = "host name mismatch"
         elif code == _X509_V_ERR_CERT_HAS_EXPIRED:
             what = "certificate expired"
@@ -176,6 +189,13 @@ def classify(exc: BaseException) -> Failure:
                 tls=True,
             )
         return Failure(None, f"TLS error: {reason.lower() or exc}", tls=True)
+    if isinstance(exc, ClosedAfterHandshake):
+        return Failure(
+            SecurityEventKind.FAILED_TO_AUTHENTICATE_AT_CSMS,
+            "the CSMS closed the TLS connection before the upgrade (client certificate"
+            " missing or refused?)",
+            tls=True,
+        )
     if isinstance(exc, HandshakeRefused):
         status = exc.status
         if status in (401, 403):
