@@ -153,7 +153,9 @@ class ConnectionSecurity:
 
     def _record(self, kind: SecurityEventKind, tech_info: str) -> None:
         if self.security_log is not None:
-            self.security_log.record(kind, tech_info)
+            # Each reconfiguration is on record (A01.FR.11); failures fold per burst.
+            fold = kind is not SecurityEventKind.RECONFIGURATION_OF_SECURITY_PARAMETERS
+            self.security_log.record(kind, tech_info, fold=fold)
 
     # ------------------------------------------------------------------ the next attempt
 
