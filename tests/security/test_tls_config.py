@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from controller.config import ConfigError, parse
 from controller.core.security import SecurityEventKind
-from controller.csms.connection import ConnectionOptions
+from controller.csms.connection import ConnectionOptions, CsmsConnection
 from controller.ocpp16.secprofile import ConnectionSecurity
 from controller.ocpp16.settings import Settings, core_keys
 from controller.ops.logsetup import MASK, SecretFilter
@@ -86,3 +87,41 @@ def test_previous_key_is_masked_in_logs(tmp_path: Path) -> None:
     assert secrets.mask(f"keys {first} {second}") == f"keys {MASK} {MASK}"
     assert settings.change("AuthorizationKey", "short") == "Rejected"  # A00.FR.205
     store.close()
+
+
+async def test_tls_context_with_ws_url_never_sends(tmp_path: Path) -> None:
+    """A00.FR.311: a TLS context with a ws:// URL is refused before any byte is sent (no TCP
+    connection even: the port here has a listener that would notice), logged as an error
+    and reported as PlainTextRefused (InvalidTLSVersion)."""
+    accepted: list[object] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    failures: list[BaseException] = []
+    link = CsmsConnection(
+        url=f"ws://127.0.0.1:{port}/ocpp/CP-TEST",
+        subprotocol="ocpp1.6",
+        options=ConnectionOptions(csms_url=f"ws://127.0.0.1:{port}/ocpp"),
+        clock=ManualClock(),
+        session=lambda ws: asyncio.sleep(0),
+        ssl_context=lambda: ssl.create_default_context(),
+        on_failure=failures.append,
+    )
+    task = asyncio.create_task(link.run())
+    try:
+        for _ in range(100):
+            if failures:
+                break
+            await asyncio.sleep(0.01)
+        assert failures and isinstance(failures[0], PlainTextRefused)
+        assert classify(failures[0]).kind is SecurityEventKind.INVALID_TLS_VERSION
+        assert accepted == []
+    finally:
+        await link.close("test over")
+        task.cancel()
+        server.close()
+        await server.wait_closed()
