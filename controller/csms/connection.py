@@ -37,13 +37,13 @@ class ConnectionOptions:
 
     csms_url: str
     password: str | None = None
-    # wss:// URL for security profiles 2 and 3 when csms_url is ws:// (A00.FR.006: a CSMS may
-    # serve each profile on its own port); None: csms_url with wss://.
-    tls_url: str | None = None
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     response_timeout_s: float = 30.0
     open_timeout_s: float = 10.0
+    # wss:// URL for security profiles 2 and 3 when csms_url is ws:// (A00.FR.006: a CSMS may
+    # serve each profile on its own port); None: csms_url with wss://.
+    tls_url: str | None = None
 
 
 def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:

@@ -191,6 +191,29 @@ async def test_raise_pending_survives_restart(pki: Pki, pair: Pair, charger: Any
     assert h2.app.settings.get("SecurityProfile") == "2"
 
 
+async def test_configuration_edit_replaces_csms_set_profile(
+    pki: Pki, pair: Pair, charger: Any
+) -> None:
+    """A00.FR.004/005: the profile is configured locally before OCPP runs; a CSMS-set value
+    is kept across restarts, but an operator's edit of [csms] security_profile (a value
+    other than at the previous start) replaces it."""
+    h = await start(charger, pair, pki)
+    assert await change(pair.plain, "SecurityProfile", "2") == "Accepted"
+    await pair.tls.wait_connected(STATION_ID)
+    await h.settle(lambda: accepted(h))
+    await h.app.stop(reason=None)
+    pair.tls.passwords = None  # profile 3: the certificate, no Basic auth
+    h2 = await charger(
+        pair.tls,
+        boot_id="boot-2",
+        security_profile=3,
+        ca_bundle=str(pki.csms_root),
+        **pki.client(),
+    )
+    assert h2.app.settings.get("SecurityProfile") == "3"
+    assert h2.app.client.security.headers() == {}
+
+
 async def test_lowering_or_repeating_the_profile_is_rejected(
     pki: Pki, pair: Pair, charger: Any
 ) -> None:
