@@ -208,6 +208,7 @@ async def refused_then_fixed(
     await notification(csms, type_16)
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 async def test_tls_below_1_2_is_refused(pki: Pki, servers: list[DevCsms], charger: Any) -> None:
     """A00.FR.312/313/315: a CSMS that only speaks TLS 1.1 (OpenSSL 3 allows it at security
     level 0) is refused and InvalidTLSVersion is raised and reported once connected."""
