@@ -29,6 +29,8 @@ from controller.security.log import SecurityLog
 
 if TYPE_CHECKING:
     from controller.security.certstore import CertStore
+from controller.security.material import TlsMaterial
+from controller.security.tls import FileTlsMaterial, StoreTlsMaterial
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
 from controller.storage.store import Store, open_store
@@ -110,6 +112,7 @@ class App:
         self.hardware: list[ConnectorHardware] = []
         self.port: CsmsPort | None = None
         self.client: Ocpp16Client | None = None
+        self.tls_material: TlsMaterial | None = None
         self.security_log: SecurityLog | None = None
         self.certstore_handle: CertStoreHandle | None = None
         self.api: Any = None
@@ -213,6 +216,7 @@ class App:
         )
         policy16.follow(settings, self.station.set_policy)
         if cfg.csms is not None:
+            self.tls_material = self._tls_material()
             self.client = Ocpp16Client(
                 identity=StationIdentity(
                     cfg.station_id,
@@ -223,6 +227,7 @@ class App:
                 ),
                 options=ConnectionOptions(
                     csms_url=cfg.csms.url,
+                    tls_url=cfg.csms.tls_url,
                     password=cfg.csms.password,
                     reconnect_min_s=cfg.csms.reconnect_min_s,
                     reconnect_max_s=cfg.csms.reconnect_max_s,
@@ -237,6 +242,7 @@ class App:
                 on_reset=self._on_reset,
                 security_log=self.security_log,
                 certstore=self.certstore_handle,
+                tls_material=self.tls_material,
             )
             self.port = self.client
         else:
@@ -318,6 +324,15 @@ class App:
             LOG.error("certificate store %s unusable: %s", cfg.security.dir, exc)
             return None
         return store
+
+    def _tls_material(self) -> TlsMaterial:
+        """The CSMS roots and the charger's certificate for profiles 2 and 3: the certificate
+        store (the TOML's files are installed there on first boot), or those files directly
+        when the store cannot be used."""
+        csms = self.config.csms
+        assert csms is not None and self.certstore_handle is not None
+        files = FileTlsMaterial(csms.ca_bundle, csms.client_cert, csms.client_key)
+        return StoreTlsMaterial(self.certstore_handle, files)
 
     @staticmethod
     def _open_contactors(hardware: list[ConnectorHardware]) -> None:

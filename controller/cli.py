@@ -96,8 +96,10 @@ async def _run(config_path: str, log_target: str = "auto") -> int:
     secrets.add_secret(config.csms.password if config.csms else None)
     secrets.add_secret(config.api_token)
     app = App(config)
-    # An AuthorizationKey the CSMS sets at run time is masked as well.
+    # An AuthorizationKey the CSMS sets at run time is masked as well, and the previous one
+    # while the new one is on probation (controller/ocpp16/secprofile.py).
     secrets.add_source(lambda: app.client.settings.get("AuthorizationKey") if app.client else None)
+    secrets.add_source(lambda: app.client.security.previous_key() if app.client else None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
@@ -164,14 +166,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_csms(args: argparse.Namespace) -> int:
-    from controller.dev.devcsms import run_dev_csms
+    from controller.dev.devcsms import run_dev_csms, server_ssl_context
 
     setup_logging("INFO", "stderr")
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     passwords = dict(p.split("=", 1) for p in args.password) if args.password else None
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        if not (args.tls_cert and args.tls_key):
+            print("dev-csms: --tls-cert and --tls-key come together", file=sys.stderr)
+            return 2
+        tls = server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca)
     try:
         asyncio.run(
-            run_dev_csms(args.host, args.port, boot_status=args.boot_status, passwords=passwords)
+            run_dev_csms(
+                args.host,
+                args.port,
+                boot_status=args.boot_status,
+                passwords=passwords,
+                ssl_context=tls,
+            )
         )
     except KeyboardInterrupt:
         pass
@@ -405,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="STATION=PASSWORD",
         help="require HTTP Basic auth for STATION",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    p.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        help="require client certificates issued by this CA (security profile 3)",
     )
     p.set_defaults(fn=cmd_dev_csms)
 

@@ -73,6 +73,9 @@ class CsmsConfig:
     ca_bundle: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
+    # wss:// URL for profiles 2/3 when url is ws:// (after the CSMS raised SecurityProfile);
+    # None: url with wss://. A00.FR.006: a CSMS may serve each profile on its own port.
+    tls_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,7 @@ def parse(data: dict[str, Any]) -> Config:
                 "ca_bundle",
                 "client_cert",
                 "client_key",
+                "tls_url",
             },
             "csms",
         )
@@ -363,8 +367,18 @@ def parse(data: dict[str, Any]) -> Config:
                 "csms.client_key" if client_key is None else "csms.client_cert",
                 "client_cert and client_key come together (the chain and its private key)",
             )
+        tls_url = _str(csms_t, "tls_url", "csms.tls_url")
+        if tls_url is not None:
+            try:
+                tls_parsed = urlparse(tls_url)
+                _ = tls_parsed.port
+            except ValueError as exc:
+                raise ConfigError("csms.tls_url", f"not a valid URL ({exc})") from None
+            if tls_parsed.scheme != "wss" or not tls_parsed.hostname:
+                raise ConfigError("csms.tls_url", "must be wss://host[:port]/path (TLS only)")
         csms = CsmsConfig(
             url=url,
+            tls_url=tls_url,
             security_profile=profile,
             ca_bundle=ca_bundle,
             client_cert=client_cert,

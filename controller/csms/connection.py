@@ -1,4 +1,4 @@
-"""One WebSocket to one CSMS, kept up for any OCPP version: back-off, Basic auth, subprotocol."""
+"""One WebSocket to one CSMS for any OCPP version: back-off, Basic auth, TLS, subprotocol."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode
 
 from controller.runtime.clock import Clock
+from controller.security.tls import (
+    ClosedAfterHandshake,
+    HandshakeRefused,
+    PlainTextRefused,
+    TlsSetupError,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -35,6 +41,9 @@ class ConnectionOptions:
     reconnect_max_s: float = 60.0
     response_timeout_s: float = 30.0
     open_timeout_s: float = 10.0
+    # wss:// URL for security profiles 2 and 3 when csms_url is ws:// (A00.FR.006: a CSMS may
+    # serve each profile on its own port); None: csms_url with wss://.
+    tls_url: str | None = None
 
 
 def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -65,7 +74,9 @@ class CsmsConnection:
     What differs between versions and backends is passed in: the subprotocol, the headers
     (called per attempt: a CSMS-set key applies to the next connection), the ping interval,
     an optional TLS context (``wss://``), and ``on_state`` ("connecting", "connected",
-    "offline") for the owner's view of the link.
+    "offline") for the owner's view of the link. ``url_of`` (per attempt) replaces ``url``
+    when the URL depends on the security profile; ``on_failure`` hears why an attempt failed
+    before a session ran (TLS, HTTP status at the upgrade, network).
     """
 
     def __init__(
@@ -81,8 +92,12 @@ class CsmsConnection:
         ssl_context: Callable[[], ssl.SSLContext | None] | None = None,
         on_state: Callable[[str], None] = lambda state: None,
         rng: random.Random | None = None,
+        url_of: Callable[[], str] | None = None,
+        on_failure: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self.url = url
+        self._url_of = url_of
+        self._on_failure = on_failure
         self.subprotocol = subprotocol
         self.options = options
         self._clock = clock
@@ -94,25 +109,43 @@ class CsmsConnection:
         self._rng = rng or random.Random()
         self._ws: ClientConnection | None = None
         self._closing = False  # close() was called: no reconnecting
+        self._reconnect_now = False  # reconnect() was called: the next attempt without delay
         self.connects = 0
 
     @property
     def closing(self) -> bool:
         return self._closing
 
+    @property
+    def reconnecting(self) -> bool:
+        """reconnect() closed the connection on purpose; a new one follows at once."""
+        return self._reconnect_now
+
+    def _open_args(self) -> tuple[str, ssl.SSLContext | None]:
+        """The URL and TLS context of the next attempt (raises TlsSetupError or
+        PlainTextRefused: nothing is sent)."""
+        if self._url_of is not None:
+            self.url = self._url_of()
+        # None: websockets makes its default context for a wss:// URL itself.
+        tls = self._ssl_context() if self._ssl_context is not None else None
+        if tls is not None and not self.url.startswith("wss://"):
+            # A00.FR.311: a TLS profile never falls back to plain text.
+            raise PlainTextRefused(f"TLS is required but the URL is {self.url.split(':')[0]}://")
+        return self.url, tls
+
     async def run(self) -> None:
         """Stay connected until close(), with jittered exponential back-off between attempts."""
         attempt = 0
         while not self._closing:
             self._on_state("connecting")
+            self._reconnect_now = False
+            opened = False
+            tls: ssl.SSLContext | None = None
             try:
                 ping_s = self._ping_interval_s()
-                # None: websockets makes its default context for a wss:// URL itself.
-                tls: ssl.SSLContext | bool | None = (
-                    self._ssl_context() if self._ssl_context is not None else None
-                )
+                url, tls = self._open_args()
                 async with connect(
-                    self.url,
+                    url,
                     subprotocols=[self.subprotocol],  # type: ignore[list-item]
                     additional_headers=self._headers(),
                     ping_interval=ping_s or None,
@@ -124,6 +157,7 @@ class CsmsConnection:
                     max_size=MAX_FRAME_BYTES,
                     ssl=tls,
                 ) as ws:
+                    opened = True
                     if ws.subprotocol != self.subprotocol:
                         LOG.error("CSMS did not accept subprotocol %s", self.subprotocol)
                         await ws.close()
@@ -139,19 +173,63 @@ class CsmsConnection:
                             self._ws = None
             except asyncio.CancelledError:
                 raise
-            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
-                LOG.warning("CSMS connection failed: %s", exc)
+            except TlsSetupError as exc:
+                LOG.error("CSMS connection not attempted: %s", exc)
+                self._failed(exc, True)
+            except (
+                OSError,
+                websockets.exceptions.WebSocketException,
+                TimeoutError,
+                PlainTextRefused,
+            ) as exc:
+                if isinstance(exc, PlainTextRefused | websockets.exceptions.SecurityError):
+                    LOG.error("CSMS connection refused: %s (A00.FR.311)", exc)
+                else:
+                    LOG.warning("CSMS connection failed: %s", exc)
+                if not opened:
+                    self._failed(exc, tls is not None)
             except Exception:
                 LOG.exception("CSMS session ended with an error")
             self._on_state("offline")
             if self._closing:
                 break
+            if self._reconnect_now:
+                attempt = 0
+                LOG.info("reconnecting now")
+                continue
             delay_s = backoff_s(
                 attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng
             )
             attempt += 1
             LOG.info("reconnecting in %.1f s", delay_s)
             await self._clock.sleep(delay_s)
+
+    def _failed(self, exc: BaseException, tls: bool) -> None:
+        """Tell the owner why an attempt failed, in neutral exceptions."""
+        if tls and isinstance(exc, websockets.exceptions.InvalidMessage):
+            # The request is sent only after the TLS handshake completed.
+            exc = ClosedAfterHandshake(str(exc))
+        elif isinstance(exc, websockets.exceptions.InvalidStatus):
+            exc = HandshakeRefused(exc.response.status_code)
+        elif isinstance(exc, websockets.exceptions.SecurityError):
+            exc = PlainTextRefused(str(exc))
+        try:
+            self._on_failure(exc)
+        except Exception:
+            LOG.exception("connection failure handler failed")
+
+    async def reconnect(self, reason: str) -> None:
+        """Close the connection normally (1000) and open a new one at once: new credentials
+        or a new security profile apply to the next connection."""
+        ws = self._ws
+        if ws is None or self._closing:
+            return
+        self._reconnect_now = True
+        LOG.info("closing the CSMS connection to reconnect: %s", reason)
+        try:
+            await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
+        except (OSError, websockets.exceptions.WebSocketException) as exc:
+            LOG.info("closing the CSMS connection failed: %s", exc)
 
     async def close(self, reason: str) -> None:
         """Close the connection normally (1000) and stop reconnecting.

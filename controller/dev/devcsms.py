@@ -9,6 +9,7 @@ import hmac
 import http
 import json
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -577,6 +578,7 @@ class DevCsms:
         on_event: Callable[[CsmsEvent], None] | None = None,
         ocpp_logger: str = "ocpp",
         response_timeout_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if boot_status not in _BOOT_STATUSES:
             raise ValueError(f"boot_status must be one of {_BOOT_STATUSES}, got {boot_status!r}")
@@ -591,6 +593,10 @@ class DevCsms:
         self.on_event = on_event
         self.response_timeout_s = response_timeout_s
         self._ocpp_logger = logging.getLogger(ocpp_logger)
+        # wss:// (security profiles 2 and 3; a client certificate is required when the
+        # context verifies clients, see server_ssl_context).
+        self.ssl_context = ssl_context
+        self.auth_refusals: list[str] = []  # station ids refused with HTTP 401
 
         # Fault injection.
         self.refuse_connections = False
@@ -627,7 +633,8 @@ class DevCsms:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ocpp"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}/ocpp"
 
     async def start(self) -> None:
         if self._server is not None:
@@ -641,6 +648,7 @@ class DevCsms:
             process_request=self._process_request,
             logger=logging.getLogger(__name__ + ".ws"),
             ping_interval=None,
+            ssl=self.ssl_context,
         )
         sockets = list(self._server.sockets)
         self._port = int(sockets[0].getsockname()[1]) if sockets else self._requested_port
@@ -690,6 +698,7 @@ class DevCsms:
             or not hmac.compare_digest(creds[1].encode(), expected.encode())
         ):
             logger.info("refusing station %s: bad or missing credentials", station_id)
+            self.auth_refusals.append(station_id)
             response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "Invalid credentials\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="evsed dev CSMS"'
             return response
@@ -950,12 +959,28 @@ class DevCsms:
         await self.wait_disconnected(station_id)
 
 
+def server_ssl_context(
+    cert_path: str, key_path: str, client_ca_path: str | None = None
+) -> ssl.SSLContext:
+    """A TLS server context for the dev CSMS: its certificate chain and key, TLS 1.2 or
+    newer; with ``client_ca_path`` a client certificate issued by that CA is required
+    (security profile 3)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_path, key_path)
+    if client_ca_path is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca_path)
+    return ctx
+
+
 async def run_dev_csms(
     host: str,
     port: int,
     *,
     boot_status: str = "Accepted",
     passwords: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve forever, printing one line per event; returns cleanly on cancellation."""
 
@@ -963,7 +988,12 @@ async def run_dev_csms(
         print(format_event(event, with_station=True), flush=True)
 
     csms = DevCsms(
-        host=host, port=port, boot_status=boot_status, passwords=passwords, on_event=_print
+        host=host,
+        port=port,
+        boot_status=boot_status,
+        passwords=passwords,
+        on_event=_print,
+        ssl_context=ssl_context,
     )
     try:
         async with csms:

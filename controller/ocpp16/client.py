@@ -31,8 +31,6 @@ from controller.csms.connection import (
     ConnectionOptions,
     CsmsConnection,
     backoff_s,
-    basic_auth_header,
-    station_url,
 )
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
@@ -46,6 +44,7 @@ from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
 from controller.ocpp16.routes import ROUTES, TRIGGERS, route
 from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION, TYPE_CONSTRAINT_VIOLATION
+from controller.ocpp16.secprofile import ConnectionSecurity
 from controller.ocpp16.security_events import SecurityEvents16
 from controller.ocpp16.settings import Settings
 from controller.ocpp16.txmessages import TxMessages16
@@ -56,6 +55,7 @@ from controller.security.log import SecurityLog
 
 if TYPE_CHECKING:
     from controller.security.certstore import CertStore
+from controller.security.material import TlsMaterial
 from controller.storage.journal import TxJournal
 from controller.storage.store import QueuedMessage, Store
 from hal.base import FaultKind
@@ -119,6 +119,7 @@ class Ocpp16Client:
         backend: str = DEFAULT_BACKEND,
         security_log: SecurityLog | None = None,
         certstore: CertStoreHandle | None = None,
+        tls_material: TlsMaterial | None = None,
     ) -> None:
         self.identity = identity
         self._certstore = certstore  # certificates16 routes; None: no certificate handling
@@ -142,15 +143,29 @@ class Ocpp16Client:
         self._reported_status: dict[int, tuple[str, str]] = {}
         self.last_message_s: float | None = None  # monotonic time of the last frame in or out
         self._tasks = TaskGroup("ocpp16")
+        # Security profile, TLS and Basic credentials of each attempt (whitepaper A00/A01/A05).
+        self.security = ConnectionSecurity(
+            station_id=identity.station_id,
+            options=options,
+            settings=settings,
+            store=store,
+            clock=clock,
+            material=tls_material,
+            security_log=security_log,
+        )
+        self.security.request_reconnect = self._reconnect_soon
         self._link = CsmsConnection(
-            url=station_url(options.csms_url, identity.station_id),
+            url=self.security.url(),
+            url_of=self.security.url,
             subprotocol=SUBPROTOCOL,
             options=options,
             clock=clock,
             session=self._session,
             headers=self._headers,
             ping_interval_s=lambda: settings.get_int("WebSocketPingInterval"),
+            ssl_context=self.security.ssl_context,
             on_state=self._on_link,
+            on_failure=self.security.attempt_failed,
             rng=self._rng,
         )
         self.messages = TxMessages16(settings, backend)
@@ -351,13 +366,24 @@ class Ocpp16Client:
         return self._link.connects
 
     def _headers(self) -> dict[str, str]:
-        # Security profile 1: a CSMS-set AuthorizationKey (ChangeConfiguration) wins over
-        # the configured password; read per attempt, it applies to the next connection.
-        password = self.settings.get("AuthorizationKey") or self.options.password
-        return basic_auth_header(self.identity.station_id, password)
+        # A CSMS-set AuthorizationKey (ChangeConfiguration) wins over the configured
+        # password; read per attempt (secprofile.py).
+        return self.security.headers()
+
+    def _reconnect_soon(self, reason: str) -> None:
+        """After ChangeConfiguration(SecurityProfile/AuthorizationKey) Accepted: close
+        normally and reconnect with the new settings (A01, A05.FR.06/07)."""
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)  # let ChangeConfiguration.conf go out first
+            await self._link.reconnect(reason)
+
+        self._tasks.spawn(later(), name="security-reconnect")
 
     def _on_link(self, state: str) -> None:
-        if state == "connecting":
+        if state == "connected":
+            self.security.connected()
+        elif state == "connecting":
             self._state = "connecting"
         elif state == "offline":
             self._state = "offline"
@@ -421,7 +447,7 @@ class Ocpp16Client:
         try:
             await reader
         except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
-            if self._link.closing:
+            if self._link.closing or self._link.reconnecting:
                 LOG.info("CSMS connection closed: %s", exc)
             else:
                 LOG.warning("CSMS connection lost: %s", exc)

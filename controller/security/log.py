@@ -74,12 +74,15 @@ class SecurityLog:
         """``listener(event)`` for each recorded event (after it was written)."""
         self._listeners.append(listener)
 
-    def record(self, kind: SecurityEventKind, tech_info: str | None = None) -> SecurityEvent | None:
+    def record(
+        self, kind: SecurityEventKind, tech_info: str | None = None, *, fold: bool = True
+    ) -> SecurityEvent | None:
         """Log a security event and tell the listeners; returns the event, or None when it
-        was folded into a burst of the same kind (counted in the next record)."""
+        was folded into a burst of the same kind (counted in the next record). ``fold=False``:
+        a deliberate change that must each be on record (A01.FR.11), never folded."""
         now_s = self._clock.monotonic_s()
         folded = 0
-        if kind not in _CRITICAL:
+        if kind not in _CRITICAL and fold:
             burst = self._bursts.get(kind)
             if burst is not None and now_s < burst.until_s:
                 burst.folded += 1
