@@ -17,6 +17,7 @@ from controller.app import App
 from controller.config import parse
 from controller.core.timestamps import iso_utc
 from controller.dev.devcsms import DevCsms
+from controller.maintenance.firmware import JOB_KEY
 from controller.maintenance.installer import Installer, OperatorInstaller, WheelInstaller
 from controller.ocpp16.routes import TRIGGERS
 from controller.runtime.clock import ManualClock
@@ -479,3 +480,68 @@ async def test_new_version_never_ready_comes_back_as_installation_failed(
         await until(h3, "SignedFirmwareStatusNotification", "InstallationFailed")
         assert signed_statuses(h3)[-1] == ("InstallationFailed", 4)
         assert "FirmwareUpdated" not in security_events(h3)
+
+
+# ----------------------------------------------------------------------------- restarts
+
+
+async def test_scheduled_download_survives_a_restart(
+    csms: DevCsms,
+    fw_charger: Any,
+    files: FileServer,
+    operator: OperatorInstaller,
+    installer_log: Path,
+) -> None:
+    h = await fw_charger(csms, operator)
+    await req(
+        csms, "UpdateFirmware", {"location": files.url("/f/fw.bin"), "retrieveDate": now(h, 3600)}
+    )
+    await h.settle(lambda: bool(h.app.store.get_setting(JOB_KEY)))
+    await h.app.stop()
+    h2 = await fw_charger(csms, operator)
+    assert files.hits == []
+    await h2.advance(3600, step_s=600)
+    await until(h2, "FirmwareStatusNotification", "Installed")
+    assert installs(installer_log) != []
+    assert not h2.app.store.get_setting(JOB_KEY)
+
+
+async def test_install_cut_short_by_a_restart_is_reported_failed(
+    csms: DevCsms, fw_charger: Any, files: FileServer, tmp_path: Path
+) -> None:
+    """The operator's installer is still running when the service stops: it is killed with
+    the service, and the next start reports InstallationFailed (and never runs it twice)."""
+    marker = tmp_path / "started.txt"
+    script = tmp_path / "slow.py"
+    script.write_text(f"import time\nopen({str(marker)!r}, 'a').write('x')\ntime.sleep(60)\n")
+    slow = OperatorInstaller([sys.executable, str(script), "{file}"])
+    h = await fw_charger(csms, slow)
+    await req(csms, "UpdateFirmware", {"location": files.url("/f/fw.bin"), "retrieveDate": now(h)})
+    await until(h, "FirmwareStatusNotification", "Installing")
+    await h.settle(lambda: marker.exists())
+    await h.app.stop()
+    h2 = await fw_charger(csms, slow)
+    await until(h2, "FirmwareStatusNotification", "InstallationFailed")
+    assert fw_statuses(h2)[-1] == "InstallationFailed"
+    assert marker.read_text() == "x"
+
+
+async def test_status_while_offline_is_sent_after_reconnecting(
+    csms: DevCsms, fw_charger: Any, files: FileServer, operator: OperatorInstaller
+) -> None:
+    """The latest status the CSMS did not confirm is kept and sent once connected again."""
+    h = await fw_charger(csms, operator)
+    await req(
+        csms, "UpdateFirmware", {"location": files.url("/f/fw.bin"), "retrieveDate": now(h, 600)}
+    )
+    csms.refuse_connections = True
+    await csms.disconnect(STATION_ID)
+    await h.advance(600, step_s=100)
+    await h.settle(lambda: h.app.firmware is not None and h.app.firmware.state.value == "installed")
+    assert fw_statuses(h) == []
+    csms.refuse_connections = False
+    for _ in range(100):
+        if fw_statuses(h):
+            break
+        await h.advance(1)
+    assert fw_statuses(h) == ["Installed"]
