@@ -137,9 +137,9 @@ def reexec_command(argv: list[str], python: str) -> tuple[str, list[str]]:
     """
     # Started by the version launcher (a firmware update, controller/maintenance/launcher.py):
     # go through it again, so a new version on trial is counted and `current` is followed.
-    launcher = os.environ.get("EVSED_LAUNCHER", "")
-    if launcher and os.path.isfile(launcher) and os.access(launcher, os.X_OK):
-        return launcher, [launcher, *argv[1:]]
+    launcher = os.environ.get("EVSED_LAUNCHER", "").split("\n")
+    if len(launcher) == 2 and all(os.path.isfile(p) for p in launcher):
+        return launcher[0], [*launcher, *argv[1:]]
     script = argv[0] if argv else ""
     if (
         script

@@ -33,7 +33,7 @@ CURRENT = "current"
 PREVIOUS = "previous"
 VERSIONS = "versions"
 ENV_ROOT = "EVSED_VENV_ROOT"
-ENV_LAUNCHER = "EVSED_LAUNCHER"
+ENV_LAUNCHER = "EVSED_LAUNCHER"  # "<python>\n<this file>": how evsed re-executes (cli.py)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
     root = Path(os.environ.get(ENV_ROOT) or Path(__file__).resolve().parent)
     check(root)
     exe = root / CURRENT / "bin" / "evsed"
-    os.environ[ENV_LAUNCHER] = str(Path(__file__).absolute())
+    os.environ[ENV_LAUNCHER] = f"{sys.executable}\n{Path(__file__).absolute()}"
     os.environ[ENV_ROOT] = str(root)
     os.execv(exe, [str(exe), *argv[1:]])
     return 127  # not reached

@@ -202,3 +202,30 @@ async def test_operator_installer_exit_codes_and_timeout(tmp_path: Path) -> None
     assert result.outcome is InstallOutcome.FAILED and "killed" in result.detail
     missing = OperatorInstaller(["/nonexistent/installer", "{file}"])
     assert (await missing.install(fw)).outcome is InstallOutcome.FAILED
+
+
+# ---------------------------------------------------------------------------- service setup
+
+
+def test_unit_started_through_the_launcher() -> None:
+    """`evsed install --firmware-updates`: ExecStart runs the launcher with the system python,
+    the root is writable for new versions, safe-off keeps the installed venv."""
+    from controller.ops.install import render_unit, unit_source, versions_unit
+
+    unit = versions_unit(
+        render_unit(unit_source("evsed.service"), "/opt/evsed/.venv/bin/evsed"), "/opt/evsed"
+    )
+    assert "ExecStart=/usr/bin/python3 /opt/evsed/evsed-launch run -c /etc/evsed/evsed.toml" in unit
+    assert "ReadWritePaths=/opt/evsed\n" in unit
+    assert "ExecStopPost=/opt/evsed/.venv/bin/evsed safe-off" in unit
+
+
+def test_restart_goes_through_the_launcher(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """A Reset or a firmware restart re-executes the launcher (so a trial start is counted
+    and `current` is followed), not the old version's script."""
+    from controller.cli import reexec_command
+
+    launch = WheelInstaller(root, ready_deadline_s=60).install_launcher()
+    monkeypatch.setenv("EVSED_LAUNCHER", f"{sys.executable}\n{launch}")
+    path, argv = reexec_command(["/opt/evsed/current/bin/evsed", "run", "-c", "x.toml"], "python")
+    assert (path, argv) == (sys.executable, [sys.executable, str(launch), "run", "-c", "x.toml"])

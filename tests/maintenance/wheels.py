@@ -22,7 +22,7 @@ def main():
         fh.write(VERSION + "\\n")
     if CONFIRM:
         launcher = importlib.machinery.SourceFileLoader(
-            "evsed_launch", os.environ["EVSED_LAUNCHER"]
+            "evsed_launch", os.environ["EVSED_LAUNCHER"].split("\\n")[-1]
         ).load_module()
         launcher.confirm(Path(os.environ["EVSED_VENV_ROOT"]))
     return 0
