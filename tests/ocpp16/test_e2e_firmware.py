@@ -545,3 +545,35 @@ async def test_status_while_offline_is_sent_after_reconnecting(
             break
         await h.advance(1)
     assert fw_statuses(h) == ["Installed"]
+
+
+# ----------------------------------------------------------------------------- untrusted input
+
+
+async def test_untrusted_requests_fail_cleanly(
+    csms: DevCsms,
+    fw_charger: Any,
+    files: FileServer,
+    operator: OperatorInstaller,
+    ca: Signer,
+    installer_log: Path,
+) -> None:
+    """A signing certificate that is no certificate: InvalidCertificate (L01.FR.24); a
+    location of another scheme: DownloadFailed without any transfer; negative retries count
+    as none. The charger keeps working."""
+    h = await fw_charger(csms, operator, trust=Roots(ca))
+    signer = signing_cert(ca)
+    bad = signed_request(files.url("/f/fw.bin"), h, signer, signer.sign(FIRMWARE), 3)
+    bad["firmware"]["signingCertificate"] = (
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
+    assert (await req(csms, "SignedUpdateFirmware", bad))["status"] == "InvalidCertificate"
+    gopher = signed_request("gopher://127.0.0.1/fw.bin", h, signer, signer.sign(FIRMWARE), 5)
+    gopher["retries"] = -5
+    assert (await req(csms, "SignedUpdateFirmware", gopher))["status"] == "Accepted"
+    await until(h, "SignedFirmwareStatusNotification", "DownloadFailed")
+    assert signed_statuses(h) == [("Downloading", 5), ("DownloadFailed", 5)]
+    assert files.hits == [] and installs(installer_log) == []
+    assert (await req(csms, "TriggerMessage", {"requestedMessage": "Heartbeat"}))[
+        "status"
+    ] == "Accepted"
