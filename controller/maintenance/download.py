@@ -22,6 +22,7 @@ LOG = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 MAX_REDIRECTS = 3
+MAX_RESUMES = 3
 
 
 class DownloadErrorKind(enum.Enum):
@@ -247,27 +248,40 @@ async def _ftp_chunks(
     loc: Location, ctx: ssl.SSLContext, timeout_s: float, max_bytes: int
 ) -> AsyncIterator[bytes]:
     """Passive mode (EPSV, then PASV); ftps = explicit TLS (AUTH TLS before the login, the
-    data channel protected too)."""
-    client = aioftp.Client(
-        socket_timeout=timeout_s,
-        connection_timeout=timeout_s,
-        passive_commands=("epsv", "pasv"),
-    )
+    data channel protected too). A transfer that breaks off before the size the server
+    announced resumes where it stopped (REST), at most MAX_RESUMES times."""
+    client = await _ftp_login(loc, ctx, timeout_s)
     try:
-        await client.connect(loc.host, loc.port)
-        if loc.tls:
-            await client.upgrade_to_tls(ctx)
-        await client.login(loc.user or "anonymous", loc.password or "anonymous@")
         size = await _ftp_size(client, loc.ftp_path)
         if size is not None and size > max_bytes:
             raise DownloadError(
                 DownloadErrorKind.TOO_BIG, f"{size} bytes on the server, at most {max_bytes}"
             )
         got = 0
-        async with client.download_stream(loc.ftp_path) as stream:
-            async for chunk in stream.iter_by_block(CHUNK_BYTES):
-                got += len(chunk)
-                yield chunk
+        resumes = 0
+        while True:
+            try:
+                async with client.download_stream(loc.ftp_path, offset=got) as stream:
+                    async for chunk in stream.iter_by_block(CHUNK_BYTES):
+                        got += len(chunk)
+                        yield chunk
+                if size is None or got >= size:
+                    break
+                cause = f"the server ended the transfer at {got} of {size} bytes"
+            except (ConnectionError, aioftp.StatusCodeError) as exc:
+                if isinstance(exc, aioftp.StatusCodeError) and not {
+                    str(c) for c in exc.received_codes
+                } & {"426", "451"}:
+                    raise
+                if size is None or got >= size:
+                    raise
+                cause = f"{type(exc).__name__} at {got} of {size} bytes"
+            if resumes >= MAX_RESUMES:
+                raise DownloadError(DownloadErrorKind.TRUNCATED, cause)
+            resumes += 1
+            LOG.warning("FTP transfer of %s interrupted (%s); resuming", loc.redacted(), cause)
+            client.close()
+            client = await _ftp_login(loc, ctx, timeout_s)
         if size is not None and got != size:
             raise DownloadError(DownloadErrorKind.TRUNCATED, f"{got} of {size} bytes received")
         try:
@@ -278,9 +292,26 @@ async def _ftp_chunks(
         client.close()
 
 
+async def _ftp_login(loc: Location, ctx: ssl.SSLContext, timeout_s: float) -> aioftp.Client:
+    client = aioftp.Client(
+        socket_timeout=timeout_s,
+        connection_timeout=timeout_s,
+        passive_commands=("epsv", "pasv"),
+    )
+    try:
+        await client.connect(loc.host, loc.port)
+        if loc.tls:
+            await client.upgrade_to_tls(ctx)
+        await client.login(loc.user or "anonymous", loc.password or "anonymous@")
+        await client.command("TYPE I", "200")  # SIZE and REST count bytes of a binary file
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
 async def _ftp_size(client: aioftp.Client, path: str) -> int | None:
     """The file's size (SIZE), None when the server does not say."""
-    await client.command("TYPE I", "200")  # SIZE of a binary file needs binary mode
     try:
         _, info = await client.command(f"SIZE {path}", "213")
     except aioftp.StatusCodeError as exc:

@@ -8,10 +8,12 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import trustme
 from aiohttp import web
 from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.servers import FTPServer
 
@@ -139,12 +141,49 @@ def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
+class _Cut:
+    """A file that ends after ``limit`` bytes (the server then reports the transfer done)."""
+
+    def __init__(self, fh: Any, limit: int) -> None:
+        self._fh = fh
+        self._left = limit
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._fh.read(self._left if n < 0 else min(n, self._left))
+        self._left -= len(data)
+        return bytes(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
 @contextlib.contextmanager
-def ftp_server(root: Path, user: str = "fw", password: str = "secret") -> Iterator[int]:
-    """pyftpdlib on 127.0.0.1 in a thread; ``user`` may read ``root``. Yields the port."""
+def ftp_server(
+    root: Path, user: str = "fw", password: str = "secret", *, cut_first_after: int | None = None
+) -> Iterator[int]:
+    """pyftpdlib on 127.0.0.1 in a thread; ``user`` may read ``root``. Yields the port.
+    ``cut_first_after``: the first RETR ends after that many bytes (an interrupted transfer)."""
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, str(root), perm="elr")
-    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "banner": "test"})
+    cuts = [cut_first_after] if cut_first_after is not None else []
+
+    class CuttingFS(AbstractedFS):  # type: ignore[misc]
+        def open(self, filename: str, mode: str) -> Any:
+            fh = super().open(filename, mode)
+            return _Cut(fh, cuts.pop()) if cuts and "r" in mode else fh
+
+    handler = type(
+        "Handler",
+        (FTPHandler,),
+        {
+            "authorizer": authorizer,
+            "banner": "test",
+            "abstracted_fs": CuttingFS,
+            "use_sendfile": False,
+        },
+    )
     handler.passive_ports = None
     server = FTPServer(("127.0.0.1", 0), handler)
     port = server.address[1]

@@ -152,3 +152,24 @@ async def test_ftp_good_missing_and_refused(tmp_path: Path) -> None:
             out / "fw.bin",
             max_bytes=1000,
         )
+
+
+async def test_ftp_interrupted_transfer_resumes_with_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first transfer stops after 100,000 bytes; the rest comes with REST 100000."""
+    served = tmp_path / "srv"
+    served.mkdir()
+    (served / "fw.bin").write_bytes(BODY)
+    out = tmp_path / "out"
+    out.mkdir()
+    with ftp_server(served, cut_first_after=100_000) as port:
+        got = await download(
+            f"ftp://fw:secret@127.0.0.1:{port}/fw.bin",
+            out / "fw.bin",
+            max_bytes=1 << 20,
+            timeout_s=5,
+        )
+    assert got.size_bytes == len(BODY)
+    assert (out / "fw.bin").read_bytes() == BODY
+    assert "ended the transfer at 100000 of 300000 bytes" in caplog.text
