@@ -5,6 +5,7 @@ processes. The launcher runs as the unit's ExecStart would, once per (re)start."
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -229,3 +230,40 @@ def test_restart_goes_through_the_launcher(monkeypatch: pytest.MonkeyPatch, root
     monkeypatch.setenv("EVSED_LAUNCHER", f"{sys.executable}\n{launch}")
     path, argv = reexec_command(["/opt/evsed/current/bin/evsed", "run", "-c", "x.toml"], "python")
     assert (path, argv) == (sys.executable, [sys.executable, str(launch), "run", "-c", "x.toml"])
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("systemctl"),
+    reason="needs root with useradd and systemctl (they run confined to the temporary root)",
+)
+def test_install_with_firmware_updates_into_a_temporary_root(tmp_path: Path) -> None:
+    """`evsed install --firmware-updates`: launcher, `current` -> .venv, versions/ and the
+    root owned by the service, the main unit starting the launcher."""
+    from controller.ops.install import Installer, unit_source
+
+    image = tmp_path / "image"
+    etc = image / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (etc / "group").write_text("root:x:0:\ndialout:x:20:\n")
+    (etc / "gshadow").write_text("root:*::\ndialout:*::\n")
+    (image / "srv/evsed/.venv/bin").mkdir(parents=True)
+    lines: list[str] = []
+    inst = Installer(root=image, out=lines.append, warn=lines.append, unit_loader=unit_source)
+    assert inst.install(executable="/srv/evsed/.venv/bin/evsed", versions=True) == 0
+    base = image / "srv/evsed"
+    assert os.readlink(base / "current") == ".venv"
+    assert (base / "evsed-launch").read_text() == Path(launcher.__file__).read_text()
+    uid = int(
+        next(r for r in (etc / "passwd").read_text().splitlines() if r.startswith("evsed:")).split(
+            ":"
+        )[2]
+    )
+    assert (base / "versions").stat().st_uid == uid and base.stat().st_uid == uid
+    unit = (etc / "systemd/system/evsed.service").read_text()
+    assert "ExecStart=/usr/bin/python3 /srv/evsed/evsed-launch run -c /etc/evsed/evsed.toml" in unit
+    assert "ReadWritePaths=/srv/evsed\n" in unit
+    # A venv not named .venv has no place for versions beside it.
+    with pytest.raises(Exception, match="named .venv"):
+        inst.install(executable="/srv/other/venv/bin/evsed", versions=True)
