@@ -17,6 +17,9 @@ from controller.core.port import CsmsPort
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import ConnectionOptions
+from controller.maintenance.firmware import FirmwareUpdater
+from controller.maintenance.installer import Installer, OperatorInstaller, WheelInstaller
+from controller.ocpp16 import firmware as firmware16
 from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import Ocpp16Client, StationIdentity
 from controller.ocpp16.settings import Settings, core_keys
@@ -29,7 +32,7 @@ from controller.security.log import SecurityLog
 
 if TYPE_CHECKING:
     from controller.security.certstore import CertStore
-from controller.security.material import TlsMaterial
+from controller.security.material import FirmwareTrust, TlsMaterial
 from controller.security.tls import FileTlsMaterial, StoreTlsMaterial
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
@@ -96,6 +99,8 @@ class App:
         with_api: bool = True,
         notifier: Notifier | None = None,
         watchdog_s: float | None = None,
+        installer: Installer | None = None,
+        firmware_trust: FirmwareTrust | None = None,
     ) -> None:
         self.config = config
         # No RTC on a Pi: time is untrusted until NTP or the CSMS confirms it (TrustedClock).
@@ -123,6 +128,11 @@ class App:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._tasks = TaskGroup("app")
+        # Firmware updates: the installer from [maintenance] unless given (tests); the
+        # manufacturer roots from the certificate store once it is wired.
+        self.installer = installer
+        self.firmware_trust = firmware_trust
+        self.firmware: FirmwareUpdater | None = None
 
     def _build_devices(self) -> tuple[list[ConnectorHardware], Any]:
         hardware = []
@@ -245,6 +255,7 @@ class App:
                 tls_material=self.tls_material,
             )
             self.port = self.client
+            self.firmware = self._build_firmware(self.client)
         else:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
@@ -333,6 +344,31 @@ class App:
         assert csms is not None and self.certstore_handle is not None
         files = FileTlsMaterial(csms.ca_bundle, csms.client_cert, csms.client_key)
         return StoreTlsMaterial(self.certstore_handle, files)
+
+    def _build_firmware(self, client: Ocpp16Client) -> FirmwareUpdater:
+        """The firmware updater, reported through the 1.6 client; a pending update (or a
+        new version on trial) carries on."""
+        mt = self.config.maintenance
+        installer = self.installer
+        if installer is None:
+            if mt.installer:
+                installer = OperatorInstaller(mt.installer)
+            else:
+                installer = WheelInstaller(Path(mt.venv_root), ready_deadline_s=mt.ready_deadline_s)
+        assert self.store is not None and self.station is not None
+        updater = FirmwareUpdater(
+            store=self.store,
+            clock=self.clock,
+            station=self.station,
+            installer=installer,
+            firmware_dir=Path(mt.firmware_dir),
+            restart=lambda: self._on_reset("Firmware"),
+            trust=self.firmware_trust if self.firmware_trust is not None else self.certstore_handle,
+            security_log=self.security_log,
+        )
+        firmware16.attach(client, updater)
+        updater.start()
+        return updater
 
     @staticmethod
     def _open_contactors(hardware: list[ConnectorHardware]) -> None:
@@ -488,6 +524,8 @@ class App:
             await self.client.close(
                 f"{self.reset_requested} reset" if self.reset_requested else "charge point stopping"
             )
+        if self.firmware is not None:
+            await self.firmware.close()
         await self._tasks.cancel_all()
         if self.api is not None:
             await self.api.stop()

@@ -137,6 +137,11 @@ def reexec_command(argv: list[str], python: str) -> tuple[str, list[str]]:
     as, so that ps, top and /proc/PID/comm still say evsed (not python3) after a Reset;
     ``python -m controller.cli`` when it was started that way (argv[0] is then this module).
     """
+    # Started by the version launcher (a firmware update, controller/maintenance/launcher.py):
+    # go through it again, so a new version on trial is counted and `current` is followed.
+    launcher = os.environ.get("EVSED_LAUNCHER", "").split("\n")
+    if len(launcher) == 2 and all(os.path.isfile(p) for p in launcher):
+        return launcher[0], [*launcher, *argv[1:]]
     script = argv[0] if argv else ""
     if (
         script

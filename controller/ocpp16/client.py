@@ -37,6 +37,7 @@ from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
 from controller.ocpp16 import certificates as certificates16
+from controller.ocpp16 import firmware as firmware16  # noqa: F401  (registers its routes)
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import smartcharging as sc16
@@ -194,6 +195,10 @@ class Ocpp16Client:
             ),
         )
         self.security_log = security_log
+        # Feature modules: firmware16.attach sets ``firmware``; ``on_accepted`` hooks run
+        # each time the CSMS connection is accepted (after the boot), before the pumps.
+        self.firmware: Any = None
+        self.on_accepted: list[Callable[[], None]] = []
         if security_log is not None:
             security_log.add_listener(self.security_events)
         settings.on_change(self._on_setting)
@@ -467,6 +472,11 @@ class Ocpp16Client:
         if not self._accepted_once:
             await self._boot()
         self._state = "accepted"
+        for hook in list(self.on_accepted):
+            try:
+                hook()
+            except Exception:
+                LOG.exception("connection accepted hook failed")
         # After (re)connecting: the current status of every connector, not the history
         # (4.9 and errata 3.22), at once: not held back by MinimumStatusDuration.
         self._reported_status.clear()

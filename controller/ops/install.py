@@ -72,6 +72,7 @@ MAIN_UNIT = "evsed.service"
 DEFAULT_VENV = "/opt/evsed/.venv"
 DEFAULT_EXECUTABLE = DEFAULT_VENV + "/bin/evsed"
 DEFAULT_EXAMPLE = "evsed-pi"
+LAUNCHER_FILE = "evsed-launch"
 SIM_EXAMPLE = "evsed"
 PLACEHOLDER_PASSWORD = "CHANGE-ME"  # in the Pi example: the config still needs editing
 
@@ -178,6 +179,26 @@ def render_unit(text: str, executable: str) -> str:
     text = text.replace(DEFAULT_EXECUTABLE, executable)
     # Anything else from the default venv (its python, say) moves along with it.
     return re.sub(re.escape(DEFAULT_VENV) + r"(?=/)", lambda _: venv, text)
+
+
+def versions_unit(text: str, venv_root: str) -> str:
+    """The main unit started through the version launcher (controller/maintenance/
+    launcher.py, copied to ``<venv_root>/evsed-launch``): it runs ``<venv_root>/current``
+    and brings the previous version back when a new one does not confirm. The root becomes
+    writable for the service (new versions are installed there). ExecStopPost= keeps the
+    venv `evsed install` was run from: safe-off must not depend on a version on trial."""
+    launch = f"/usr/bin/python3 {venv_root}/{LAUNCHER_FILE} "
+    text, n = re.subn(
+        r"^ExecStart=\S+/bin/evsed ", lambda _: "ExecStart=" + launch, text, flags=re.M
+    )
+    if n != 1:
+        raise InstallError("the main unit has no ExecStart= running evsed")
+    return text.replace(
+        "ProtectSystem=strict\n",
+        "ProtectSystem=strict\n# Firmware updates install evsed versions here.\n"
+        f"ReadWritePaths={venv_root}\n",
+        1,
+    )
 
 
 _HIDDEN_BY_PROTECT_HOME = ("/home/", "/root/", "/run/user/")
@@ -444,7 +465,12 @@ class Installer:
     # -- commands
 
     def install(
-        self, *, example: str = DEFAULT_EXAMPLE, executable: str, start: bool = False
+        self,
+        *,
+        example: str = DEFAULT_EXAMPLE,
+        executable: str,
+        start: bool = False,
+        versions: bool = False,
     ) -> int:
         self.check_privileges()
         where = "" if self.live else f" into {self.root}"
@@ -453,6 +479,9 @@ class Installer:
         # Missing units or an unusable path stop the install before anything is changed.
         units = {name: render_unit(self.unit_loader(name), executable) for name in UNITS}
         check_reachable(units, executable)
+        venv_root = self._versions_root(executable) if versions else None
+        if venv_root is not None:
+            units[MAIN_UNIT] = versions_unit(units[MAIN_UNIT], venv_root)
         self.ensure_user()
         if not self.dry_run:
             self.check_unit_groups(units)
@@ -460,6 +489,8 @@ class Installer:
         self.ensure_dir(STATE_DIR, USER, GROUP, 0o750)
         self.ensure_dir(LOG_DIR, USER, GROUP, 0o750)
         created = self.ensure_config(example)
+        if venv_root is not None:
+            self.ensure_versions(venv_root)
         if self.ensure_units(units):
             self._host_only(["systemctl", "daemon-reload"])
         self.ensure_file(POLKIT_RULE, POLKIT_RULE_TEXT, f"polkit rule {POLKIT_RULE} (card readers)")
@@ -473,6 +504,32 @@ class Installer:
             self.out(f"  sudo systemctl start {MAIN_UNIT}")
             self.out(f"  journalctl -u {MAIN_UNIT} -f")
         return 0
+
+    @staticmethod
+    def _versions_root(executable: str) -> str:
+        """``/opt/evsed`` for ``/opt/evsed/.venv/bin/evsed``: the launcher's layout."""
+        venv = Path(executable).parent.parent
+        if venv.name != ".venv":
+            raise InstallError(
+                f"--firmware-updates needs evsed in a venv named .venv (e.g. {DEFAULT_VENV}), "
+                f"not {venv}"
+            )
+        return str(venv.parent)
+
+    def ensure_versions(self, venv_root: str) -> None:
+        """The launcher, ``current`` -> ``.venv`` (the installed version until the first
+        update) and the root owned by the service (new versions go beside .venv)."""
+        from controller.maintenance import launcher
+
+        self.ensure_dir(venv_root, USER, GROUP, 0o755)
+        self.ensure_dir(f"{venv_root}/{launcher.VERSIONS}", USER, GROUP, 0o755)
+        source = Path(launcher.__file__).read_text(encoding="utf-8")
+        self.ensure_file(f"{venv_root}/{LAUNCHER_FILE}", source, "version launcher")
+        current = self.path(venv_root) / launcher.CURRENT
+        if not current.is_symlink():
+            self.out(f"{venv_root}/{launcher.CURRENT} -> .venv: create")
+            if not self.dry_run:
+                launcher.switch(self.path(venv_root), launcher.CURRENT, ".venv")
 
     def _start(self, created: bool) -> None:
         from controller.config import ConfigError, load
@@ -586,6 +643,12 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--now", action="store_true", help=f"also start {MAIN_UNIT}")
     p.add_argument(
+        "--firmware-updates",
+        action="store_true",
+        help="start evsed through the version launcher, so firmware updates (evsed wheels) "
+        "are installed beside it and rolled back when not ready (README, Firmware updates)",
+    )
+    p.add_argument(
         "--exec-path",
         metavar="PATH",
         help="the evsed executable the units run (default: this installation's)",
@@ -612,7 +675,12 @@ def cmd_install(args: argparse.Namespace) -> int:
     installer = Installer(root=Path(args.root), dry_run=args.dry_run)
     try:
         executable = args.exec_path or find_executable()
-        return installer.install(example=example, executable=executable, start=args.now)
+        return installer.install(
+            example=example,
+            executable=executable,
+            start=args.now,
+            versions=args.firmware_updates,
+        )
     except InstallError as exc:
         print(f"evsed install: {exc}", file=sys.stderr)
         return 1

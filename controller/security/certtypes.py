@@ -125,3 +125,8 @@ class CertStoreHandle:
     def opened(self) -> CertStore | None:
         """The store if it was opened, without opening it."""
         return self._store
+
+    def manufacturer_roots_pem(self) -> str:
+        """FirmwareTrust: the installed ManufacturerRootCertificates (opens the store)."""
+        store = self.get()
+        return "" if store is None else store.manufacturer_roots_pem()

@@ -148,11 +148,6 @@ async def test_unknown_action_not_implemented(
     ("action", "payload"),
     [
         pytest.param("GetDiagnostics", {"location": "ftp://example.com/diag"}, id="GetDiagnostics"),
-        pytest.param(
-            "UpdateFirmware",
-            {"location": "https://example.com/fw", "retrieveDate": "2026-01-01T13:00:00Z"},
-            id="UpdateFirmware",
-        ),
         # CP -> CSMS actions: known OCPP 1.6 actions, but not something a CP receives.
         pytest.param(
             "BootNotification",
