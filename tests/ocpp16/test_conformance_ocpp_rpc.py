@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from controller.core.timestamps import iso_utc
 from tests.conftest import CARD, STATION_ID
+from tests.procs import free_port
 
 CONFORMANCE_DIR = Path(__file__).resolve().parents[1] / "conformance"
 CSMS_SCRIPT = CONFORMANCE_DIR / "csms.js"
@@ -365,6 +367,81 @@ async def unlock_and_data_transfer(h: Any, csms: NodeCsms) -> None:
     assert result["status"] in {"Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId"}
 
 
+async def certificates(h: Any, csms: NodeCsms) -> None:
+    """Security whitepaper M03-M05, A02, A05 and the ExtendedTriggerMessage, every answer
+    checked against the security extension's schemas by the strict CSMS."""
+    root = trustme.CA().cert_pem.bytes().decode()
+    install = {"certificateType": "CentralSystemRootCertificate", "certificate": root}
+    assert await csms.call("InstallCertificate", install) == {"status": "Accepted"}
+    ids = await csms.call(
+        "GetInstalledCertificateIds", {"certificateType": "CentralSystemRootCertificate"}
+    )
+    assert ids["status"] == "Accepted" and len(ids["certificateHashData"]) == 1
+    none = await csms.call(
+        "GetInstalledCertificateIds", {"certificateType": "ManufacturerRootCertificate"}
+    )
+    assert none == {"status": "NotFound"}
+    bad = {"certificateType": "ManufacturerRootCertificate", "certificate": "-----BEGIN x"}
+    assert await csms.call("InstallCertificate", bad) == {"status": "Rejected"}
+
+    change = {"key": "CpoName", "value": "Conformance CPO"}
+    assert await csms.call("ChangeConfiguration", change) == {"status": "Accepted"}
+    n = csms.count("SignCertificate")
+    trigger = {"requestedMessage": "SignChargePointCertificate"}
+    assert await csms.call("ExtendedTriggerMessage", trigger) == {"status": "Accepted"}
+    csr = await csms.wait_call("SignCertificate", after=n)
+    assert csr["csr"].startswith("-----BEGIN CERTIFICATE REQUEST-----")
+    signed = {"certificateChain": "-----BEGIN CERTIFICATE-----\nnot a certificate"}
+    assert await csms.call("CertificateSigned", signed) == {"status": "Rejected"}
+
+    n = csms.count("Heartbeat")
+    trigger = {"requestedMessage": "Heartbeat"}
+    assert await csms.call("ExtendedTriggerMessage", trigger) == {"status": "Accepted"}
+    await csms.wait_call("Heartbeat", after=n)
+    # A05.FR.01: never lowered over OCPP; A05.FR.03: 2 needs a valid CSMS root (there is one).
+    lower = {"key": "SecurityProfile", "value": "0"}
+    assert await csms.call("ChangeConfiguration", lower) == {"status": "Rejected"}
+
+    delete = {"certificateHashData": ids["certificateHashData"][0]}
+    assert await csms.call("DeleteCertificate", delete) == {"status": "Accepted"}
+    assert await csms.call("DeleteCertificate", delete) == {"status": "NotFound"}
+    await drained(h)
+
+
+async def firmware(h: Any, csms: NodeCsms) -> None:
+    """1.6 UpdateFirmware / FirmwareStatusNotification and the whitepaper's L01 signed
+    variants: statuses through a failed download, triggers, a refused signing certificate."""
+    n = csms.count("FirmwareStatusNotification")
+    trigger = {"requestedMessage": "FirmwareStatusNotification"}
+    assert await csms.call("TriggerMessage", trigger) == {"status": "Accepted"}
+    assert (await csms.wait_call("FirmwareStatusNotification", after=n))["status"] == "Idle"
+
+    # Nothing listens on this port: Downloading, then DownloadFailed (no retries).
+    location = f"http://127.0.0.1:{free_port()}/evsed.whl"
+    update = {"location": location, "retrieveDate": iso_utc(h.clock.utc_now()), "retries": 0}
+    assert await csms.call("UpdateFirmware", update) == {}
+    await csms.wait_call("FirmwareStatusNotification", lambda p: p["status"] == "DownloadFailed")
+
+    n = csms.count("SignedFirmwareStatusNotification")
+    trigger = {"requestedMessage": "FirmwareStatusNotification"}
+    assert await csms.call("ExtendedTriggerMessage", trigger) == {"status": "Accepted"}
+    await csms.wait_call("SignedFirmwareStatusNotification", after=n)
+
+    signed = {
+        "requestId": 7,
+        "retries": 0,
+        "firmware": {
+            "location": location,
+            "retrieveDateTime": iso_utc(h.clock.utc_now()),
+            "signingCertificate": "-----BEGIN CERTIFICATE-----\nnot a certificate",
+            "signature": "c2lnbmF0dXJl",
+        },
+    }
+    # L01.FR.23/24: the signing certificate is checked before the request is accepted.
+    assert await csms.call("SignedUpdateFirmware", signed) == {"status": "InvalidCertificate"}
+    await drained(h)
+
+
 async def reservations(h: Any, csms: NodeCsms) -> int:
     """5.13 ReserveNow (connector 1 and connector 0), 5.1 CancelReservation (known and
     unknown id), StatusNotification Reserved, and a reservation used: StartTransaction with
@@ -533,6 +610,8 @@ async def test_end_to_end_against_ocpp_rpc_strict_csms(node_csms: NodeCsms, char
     await configuration(h, csms)
     await availability(h, csms)
     await trigger_message(h, csms)
+    await certificates(h, csms)
+    await firmware(h, csms)
     await unlock_and_data_transfer(h, csms)
     tx_ids.append(await reservations(h, csms))
     tx_ids.append(await outage_mid_transaction(h, csms))
