@@ -13,6 +13,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
+from controller.security.certcheck import issued_by
+
 LOG = logging.getLogger(__name__)
 
 MAX_CHAIN = 5  # signing certificate + intermediates up to a root
@@ -61,12 +63,12 @@ def check_signing_certificate(
     cert = leaf
     for _ in range(MAX_CHAIN):
         for root in roots:
-            if root.subject == cert.issuer and _issued_by(cert, root):
+            if root.subject == cert.issuer and issued_by(cert, root):
                 if not _valid_at(root, now):
                     raise CertificateInvalid("the manufacturer root is not valid now")
                 return leaf
         parent = next(
-            (c for c in pool if c.subject == cert.issuer and _is_ca(c) and _issued_by(cert, c)),
+            (c for c in pool if c.subject == cert.issuer and _is_ca(c) and issued_by(cert, c)),
             None,
         )
         if parent is None:
@@ -76,14 +78,6 @@ def check_signing_certificate(
         pool.remove(parent)
         cert = parent
     raise CertificateInvalid("the signing certificate does not chain to a manufacturer root")
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def file_sha256(path: Path) -> bytes:
