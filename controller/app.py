@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 import random
@@ -17,9 +18,13 @@ from controller.core.port import CsmsPort
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import ConnectionOptions
+from controller.maintenance.diagnostics import DiagnosticsSources, journal_lines
+from controller.ocpp16 import diagnostics as diagnostics16
 from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import Ocpp16Client, StationIdentity
 from controller.ocpp16.settings import Settings, core_keys
+from controller.ops import logsetup
+from controller.ops.opscli import effective_config
 from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
 from controller.runtime.clock import Clock, TrustedClock
 from controller.runtime.station import ConnectorHardware, Station
@@ -43,6 +48,16 @@ def read_boot_id() -> str:
 
 
 LAST_GOOD_UTC_KEY = "clock.last_good_utc"
+# Whose journal entries a diagnostics archive holds (the unit `evsed install` writes).
+JOURNAL_UNIT = "evsed.service"
+
+
+def evsed_version() -> str:
+    try:
+        return importlib.metadata.version("evsed")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
 
 # systemd (controller.ops.sdnotify). STATUS= once every contactor was commanded open and reads
 # open, before READY=1; bench/ready_time.py and the tests look for this text.
@@ -229,6 +244,7 @@ class App:
                 security_log=self.security_log,
             )
             self.port = self.client
+            diagnostics16.attach(self.client, self.diagnostics_sources())
         else:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
@@ -249,6 +265,54 @@ class App:
             cfg.station_id,
             len(cfg.connectors),
             f"CSMS {cfg.csms.url}" if cfg.csms else "standalone",
+        )
+
+    def diagnostics_sources(self) -> DiagnosticsSources:
+        """What GetDiagnostics / GetLog archives are made of (controller/maintenance/
+        diagnostics.py): under systemd the unit's journal, else (or when the journal is not
+        readable) the in-memory ring of recent records; never a secret."""
+        cfg = self.config
+        assert self.store is not None and self.station is not None
+        ring = logsetup.ring_handler()
+        ring.now = self.clock.utc_now  # the window is in the CSMS's (corrected) time
+        max_bytes = cfg.maintenance.diagnostics_max_kb * 1024
+        under_systemd = bool(os.environ.get("INVOCATION_ID"))
+        settings = self.settings
+        station = self.station
+
+        async def log_lines(
+            since: datetime | None, until: datetime | None
+        ) -> tuple[str, list[str]]:
+            if under_systemd:
+                lines = await journal_lines(JOURNAL_UNIT, since, until, max_bytes=max_bytes)
+                if lines is not None:
+                    return f"journal ({JOURNAL_UNIT})", lines
+            return "in-memory ring (records of this process only)", ring.lines(since, until)
+
+        masker = logsetup.SecretFilter()
+
+        def secrets() -> list[str | None]:
+            return [
+                cfg.csms.password if cfg.csms else None,
+                cfg.api_token,
+                settings.get("AuthorizationKey"),
+            ]
+
+        def state() -> dict[str, Any]:
+            return {"version": evsed_version(), "status": station.snapshot()}
+
+        return DiagnosticsSources(
+            station_id=cfg.station_id,
+            clock=self.clock,
+            max_bytes=max_bytes,
+            log_lines=log_lines,
+            store=self.store,
+            security_log=self.security_log,
+            config=lambda: effective_config(cfg),
+            state=state,
+            backends=(self.client.backend,) if self.client else (),
+            secrets=secrets,
+            mask=masker.mask,
         )
 
     @staticmethod

@@ -38,6 +38,7 @@ from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
+from controller.ocpp16 import diagnostics as _diagnostics  # noqa: F401  (registers routes)
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import smartcharging as sc16
