@@ -147,7 +147,6 @@ async def test_unknown_action_not_implemented(
 @pytest.mark.parametrize(
     ("action", "payload"),
     [
-        pytest.param("GetDiagnostics", {"location": "ftp://example.com/diag"}, id="GetDiagnostics"),
         pytest.param(
             "UpdateFirmware",
             {"location": "https://example.com/fw", "retrieveDate": "2026-01-01T13:00:00Z"},
