@@ -124,6 +124,7 @@ class App:
         self.security_log: SecurityLog | None = None
         self.api: Any = None
         self.reset_requested: str | None = None
+        self.reset_retries = 0
         # sd_notify: from $NOTIFY_SOCKET / $WATCHDOG_USEC unless given (tests).
         self.notifier = notifier if notifier is not None else Notifier.from_environ()
         self.watchdog_s = watchdog_s if watchdog_s is not None else watchdog_timeout_s()
@@ -386,7 +387,15 @@ class App:
 
     def _on_reset(self, kind: str) -> None:
         self.reset_requested = kind
+        # ResetRetries (9.1.22): how often a failed reboot is tried again (cli.py).
+        self.reset_retries = self.settings.get_int("ResetRetries")
         self._stopped.set()
+
+    @property
+    def reboot_requested(self) -> bool:
+        """A Hard reset reboots the board when [maintenance] hard_reset = "reboot"; a Soft
+        one (and a Hard one otherwise) restarts the service."""
+        return self.reset_requested == "Hard" and self.config.maintenance.hard_reset == "reboot"
 
     def request_stop(self) -> None:
         self._stopped.set()

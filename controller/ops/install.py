@@ -64,6 +64,22 @@ polkit.addRule(function (action, subject) {
     }
 });
 """
+# OCPP Reset Hard with [maintenance] hard_reset = "reboot": evsed runs `systemctl reboot`
+# (controller/ops/reboot.py). The unit has NoNewPrivileges=yes, so no sudo rule could work;
+# systemctl asks logind over D-Bus and polkit decides. Only reboot, only the evsed user, and
+# not past inhibitor locks (no ...-ignore-inhibit: an update holding one wins; evsed then
+# restarts the service instead).
+REBOOT_POLKIT_RULE = "/etc/polkit-1/rules.d/61-evsed-reboot.rules"
+REBOOT_POLKIT_RULE_TEXT = """// Installed by `evsed install`: evsed may reboot the board
+// (OCPP Reset Hard with [maintenance] hard_reset = "reboot": `systemctl reboot`).
+polkit.addRule(function (action, subject) {
+    if ((action.id == "org.freedesktop.login1.reboot" ||
+         action.id == "org.freedesktop.login1.reboot-multiple-sessions") &&
+        subject.user == "evsed") {
+        return polkit.Result.YES;
+    }
+});
+"""
 # Started in this order; the safe-off unit drives the outputs to a safe state around evsed.
 UNITS = ("evsed-safe-off.service", "evsed.service")
 MAIN_UNIT = "evsed.service"
@@ -283,6 +299,24 @@ class Installer:
         if self.live and not self.dry_run and os.geteuid() != 0:
             raise InstallError("must run as root: sudo /opt/evsed/.venv/bin/evsed ...")
 
+    # -- reset (OCPP Reset Hard -> reboot)
+
+    def ensure_reboot_rule(self) -> None:
+        """The polkit rule that lets the evsed user reboot the board. Written whatever
+        [maintenance] hard_reset says: the config may change later, the rule only allows
+        what evsed does when it is set to "reboot"."""
+        self.ensure_file(
+            REBOOT_POLKIT_RULE,
+            REBOOT_POLKIT_RULE_TEXT,
+            f"polkit rule {REBOOT_POLKIT_RULE} (Reset Hard reboots the board)",
+        )
+
+    def remove_reboot_rule(self) -> None:
+        if self.path(REBOOT_POLKIT_RULE).exists():
+            self.out(f"polkit rule {REBOOT_POLKIT_RULE}: remove")
+            if not self.dry_run:
+                self.path(REBOOT_POLKIT_RULE).unlink(missing_ok=True)
+
     # -- commands
 
     def run(self, argv: list[str], *, check: bool = True) -> Result:
@@ -463,6 +497,7 @@ class Installer:
         if self.ensure_units(units):
             self._host_only(["systemctl", "daemon-reload"])
         self.ensure_file(POLKIT_RULE, POLKIT_RULE_TEXT, f"polkit rule {POLKIT_RULE} (card readers)")
+        self.ensure_reboot_rule()
         self.run(self._systemctl("enable", *UNITS))
         if start:
             self._start(created)
@@ -527,6 +562,7 @@ class Installer:
             self.out(f"polkit rule {POLKIT_RULE}: remove")
             if not self.dry_run:
                 self.path(POLKIT_RULE).unlink(missing_ok=True)
+        self.remove_reboot_rule()
         if not purge:
             self.out(
                 f"kept: {CONFIG_DIR}, {STATE_DIR}, {LOG_DIR}, user {USER} (--purge removes them)"
