@@ -80,6 +80,8 @@ polkit.addRule(function (action, subject) {
     }
 });
 """
+# Readers of the system journal (diagnostics archives hold evsed's entries).
+JOURNAL_GROUP = "systemd-journal"
 # Started in this order; the safe-off unit drives the outputs to a safe state around evsed.
 UNITS = ("evsed-safe-off.service", "evsed.service")
 MAIN_UNIT = "evsed.service"
@@ -311,6 +313,20 @@ class Installer:
             f"polkit rule {REBOOT_POLKIT_RULE} (Reset Hard reboots the board)",
         )
 
+    def ensure_journal_access(self) -> None:
+        """Diagnostics archives (GetDiagnostics, GetLog) hold evsed's journal entries; a
+        system user reads the system journal only as a member of systemd-journal (read
+        access only). Without the group evsed falls back to its in-memory log."""
+        accounts = Accounts.read(self.root)
+        if JOURNAL_GROUP not in accounts.groups:
+            self.out(f"group {JOURNAL_GROUP}: not here; diagnostics use the in-memory log")
+            return
+        if USER in accounts.groups[JOURNAL_GROUP][1]:
+            self.out(f"user {USER}: in {JOURNAL_GROUP} (diagnostics read its journal)")
+            return
+        self.out(f"user {USER}: add to {JOURNAL_GROUP} (diagnostics read its journal)")
+        self.run(self._account_cmd(["usermod", "--append", "--groups", JOURNAL_GROUP, USER]))
+
     def remove_reboot_rule(self) -> None:
         if self.path(REBOOT_POLKIT_RULE).exists():
             self.out(f"polkit rule {REBOOT_POLKIT_RULE}: remove")
@@ -498,6 +514,7 @@ class Installer:
             self._host_only(["systemctl", "daemon-reload"])
         self.ensure_file(POLKIT_RULE, POLKIT_RULE_TEXT, f"polkit rule {POLKIT_RULE} (card readers)")
         self.ensure_reboot_rule()
+        self.ensure_journal_access()
         self.run(self._systemctl("enable", *UNITS))
         if start:
             self._start(created)

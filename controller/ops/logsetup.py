@@ -364,11 +364,14 @@ _RING: RingHandler | None = None
 
 
 def ring_handler() -> RingHandler:
-    """The process's ring of recent records, attached to the root logger on first use."""
+    """The process's ring of recent records, attached to the root logger (again, should
+    something have removed it)."""
     global _RING
     if _RING is None:
         _RING = RingHandler()
-        logging.getLogger().addHandler(_RING)
+    root = logging.getLogger()
+    if _RING not in root.handlers:
+        root.addHandler(_RING)
     return _RING
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -227,3 +228,30 @@ async def test_failed_reboot_retries_then_restarts_the_service(
         )
     assert calls(log) == ["reboot", "reboot"]  # ResetRetries = 1
     assert "the board could not be rebooted: restarting the service instead" in ev.log_text()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("useradd"),
+    reason="needs root with useradd (it runs confined to the temporary root)",
+)
+def test_install_lets_evsed_read_its_journal(tmp_path: Path) -> None:
+    """Diagnostics archives hold the unit's journal: `evsed install --root` adds the evsed
+    user to systemd-journal where that group exists (real useradd/usermod --prefix)."""
+    etc = tmp_path / "root" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (etc / "group").write_text("root:x:0:\nsystemd-journal:x:101:\n")
+    (etc / "gshadow").write_text("root:*::\nsystemd-journal:!*::\n")
+    out: list[str] = []
+    installer = Installer(root=etc.parent, out=out.append, warn=out.append)
+    assert installer.install(executable="/opt/evsed/.venv/bin/evsed") == 0
+    members = {
+        line.split(":")[0]: line.split(":")[3] for line in (etc / "group").read_text().splitlines()
+    }
+    assert members["systemd-journal"] == "evsed"
+    again: list[str] = []
+    Installer(root=etc.parent, out=again.append, warn=again.append).install(
+        executable="/opt/evsed/.venv/bin/evsed"
+    )
+    assert "user evsed: in systemd-journal (diagnostics read its journal)" in again
