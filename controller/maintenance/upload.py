@@ -17,7 +17,9 @@ from controller.maintenance.urls import Location
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 120.0
+# One attempt, start to end: 4 MB (the default diagnostics_max_kb) at ~20 kB/s over a weak
+# cellular link.
+DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 15.0
 _CHUNK_BYTES = 64 * 1024
 # Refusals that say "this method is not how you put a file here": try a multipart POST.
@@ -119,6 +121,7 @@ async def _http_upload(
                 data=data,
                 ssl=tls,
                 headers=headers,
+                allow_redirects=False,  # the credentials go to the CSMS-given host only
             ) as resp:
                 status = resp.status
             if status not in _METHOD_REFUSED:
@@ -130,7 +133,11 @@ async def _http_upload(
             form.add_field("file", data, filename=filename, content_type="application/octet-stream")
             post_headers = {k: v for k, v in headers.items() if k == "Authorization"}
             async with session.post(
-                location.http_url(), data=form, headers=post_headers, ssl=tls
+                location.http_url(),
+                data=form,
+                headers=post_headers,
+                ssl=tls,
+                allow_redirects=False,
             ) as resp:
                 status = resp.status
             result = _http_result(status)
@@ -179,8 +186,9 @@ async def _ftp_upload(
         if location.scheme == "ftps":
             await client.upgrade_to_tls(ssl_context or ssl.create_default_context())
         await client.login(location.user or "anonymous", location.password or "")
-        if location.scheme == "ftps":
-            await client._send_tls_protection_commands()
+        if location.scheme == "ftps":  # RFC 4217: protect the data channel too
+            await client.command("PBSZ 0", "200")
+            await client.command("PROT P", "200")
         offset = await _remote_size(client, destination) if resume else 0
         if not 0 < offset < size_bytes:
             offset = 0
