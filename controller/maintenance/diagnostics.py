@@ -87,7 +87,7 @@ class Archive:
 
 @dataclass
 class _Members:
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)  # name -> JSON value
     log_name: str = ""
     log_lines: list[str] = field(default_factory=list)
 
@@ -165,9 +165,13 @@ async def build_archive(
         members.log_name = "log.txt"
         members.log_lines = lines
         manifest["log_source"] = source
-        members.files["database.json"] = _json(_database_summary(sources, since, until))
-        members.files["config.json"] = _json(sources.config())
-        members.files["state.json"] = _json(sources.state())
+        # Collected here (the store is the event loop's); serialised in the packing thread.
+        summary = _database_summary(sources, since, until)
+        if sources.store is not None and sources.store.path != ":memory:":
+            summary.update(await asyncio.to_thread(_read_only_summary, sources.store.path))
+        members.files["database.json"] = summary
+        members.files["config.json"] = sources.config()
+        members.files["state.json"] = sources.state()
     return await asyncio.to_thread(_pack, name, members, manifest, scrub, sources.max_bytes)
 
 
@@ -179,7 +183,7 @@ def _pack(
     name: str, members: _Members, manifest: dict[str, Any], scrub: Scrubber, max_bytes: int
 ) -> Archive:
     """tar.gz of the members; while too big, drop the oldest half of the log lines."""
-    files = {k: scrub(v) for k, v in members.files.items()}
+    files = {k: scrub(_json(v)) for k, v in members.files.items()}
     lines = [scrub(line) for line in members.log_lines]
     keep = len(lines)
     while True:
@@ -271,8 +275,6 @@ def _database_summary(
                 }
             )
     summary["sessions_in_window"] = sessions
-    if store.path != ":memory:":
-        summary.update(_read_only_summary(store.path))
     return summary
 
 
