@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-restart",
         action="store_true",
-        help="exit with code 75 on Reset instead of restarting in place",
+        help="exit with code 75 on Reset instead of restarting in place (76: a Hard reset "
+        "that would reboot the board)",
     )
     p.add_argument(
         "--log-target",
