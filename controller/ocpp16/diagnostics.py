@@ -7,6 +7,7 @@ import asyncio
 import logging
 import ssl
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +50,12 @@ _LOG_FINAL = {
     UploadResult.NOT_SUPPORTED: "NotSupportedOperation",
 }
 
+# A status notification waits this long (on the injected clock) for the CSMS connection: an
+# Uploaded after a short outage still arrives; one older than this is dropped (the CSMS can
+# ask with a trigger).
+STATUS_HOLD_S = 600.0
+_OFFLINE_POLL_S = 1.0
+
 Uploader = Callable[..., Awaitable[UploadOutcome]]
 
 
@@ -83,6 +90,9 @@ class Diagnostics16:
         self.ssl_context = ssl_context
         self.job: Job | None = None
         self.finished: list[tuple[Job, str]] = []  # (job, final status): the last few, for tests
+        # Status notifications in order, each waiting up to STATUS_HOLD_S for the CSMS.
+        self.pending: deque[tuple[str, dict[str, Any], float]] = deque()
+        self.sender: asyncio.Task[None] | None = None
 
     async def cancel_running(self) -> Job | None:
         """Stop the running upload (if any) and wait until it stopped; returns it."""
@@ -150,7 +160,7 @@ async def on_get_diagnostics(client: Ocpp16Client, p: dict[str, Any]) -> dict[st
         since, until = _window(p.get("startTime"), p.get("stopTime"))
     except (BadLocation, BadWindow) as exc:
         LOG.warning("GetDiagnostics refused: %s", exc, extra={"action": "GetDiagnostics"})
-        _notify_soon(client, "DiagnosticsStatusNotification", {"status": "UploadFailed"})
+        _send_status(client, "DiagnosticsStatusNotification", {"status": "UploadFailed"})
         return {}
     await state.cancel_running()
     job = Job(
@@ -224,7 +234,7 @@ async def _run(client: Ocpp16Client, state: Diagnostics16, job: Job) -> None:
             )
         except Exception:
             LOG.exception("building %s failed", job.filename)
-            await _notify(client, *_status_message(job, final))
+            _send_status(client, *_status_message(job, final))
             return
         LOG.info(
             "uploading %s (%d bytes, %d log lines from %s) to %s",
@@ -235,7 +245,7 @@ async def _run(client: Ocpp16Client, state: Diagnostics16, job: Job) -> None:
             job.location.redacted(),
         )
         # 6.17 / N01.FR.08: Uploading when the upload starts.
-        await _notify(client, *_status_message(job, "Uploading"))
+        _send_status(client, *_status_message(job, "Uploading"))
         outcome = UploadOutcome(UploadResult.FAILED, "not tried")
         for attempt in range(1 + job.retries):  # errata 3.50: "retries" are retries
             if attempt:
@@ -262,27 +272,41 @@ async def _run(client: Ocpp16Client, state: Diagnostics16, job: Job) -> None:
         else:
             final = _LOG_FINAL[outcome.result]  # N01.FR.09 / N01.FR.10
         state.finished = [*state.finished[-9:], (job, final)]
-        await _notify(client, *_status_message(job, final))
+        _send_status(client, *_status_message(job, final))
     finally:
         if state.job is job:
             state.job = None
 
 
-async def _notify(client: Ocpp16Client, action: str, payload: dict[str, Any]) -> None:
-    """Best effort, like the other non-transaction messages: a status the CSMS misses while
-    offline is not queued (after the upload the status is Idle again anyway)."""
-    try:
-        await client._call(action, payload)
-    except (CallError, CallTimeout, ConnectionLost) as exc:
-        LOG.info("%s %s not delivered: %s", action, payload["status"], exc)
+def _send_status(client: Ocpp16Client, action: str, payload: dict[str, Any]) -> None:
+    """Queue a status notification; one task sends them in order, after the CALLRESULT
+    that caused them, each as soon as the CSMS connection is up (within STATUS_HOLD_S)."""
+    state = state_of(client)
+    state.pending.append((action, payload, client.clock.monotonic_s() + STATUS_HOLD_S))
+    if state.sender is None or state.sender.done():
+        state.sender = client._tasks.spawn(_status_sender(client, state), name="upload-status")
 
 
-def _notify_soon(client: Ocpp16Client, action: str, payload: dict[str, Any]) -> None:
-    async def later() -> None:
-        await asyncio.sleep(0)  # after the CALLRESULT that caused it
-        await _notify(client, action, payload)
-
-    client._tasks.spawn(later(), name="upload-status")
+async def _status_sender(client: Ocpp16Client, state: Diagnostics16) -> None:
+    await asyncio.sleep(0)  # let the CALLRESULT of the request go out first
+    while state.pending:
+        action, payload, deadline_s = state.pending[0]
+        if client.clock.monotonic_s() >= deadline_s:
+            LOG.warning("%s %s dropped: no CSMS connection", action, payload["status"])
+            state.pending.popleft()
+            continue
+        if client.connection_state() != "accepted":
+            await client.clock.sleep(_OFFLINE_POLL_S)
+            continue
+        try:
+            await client._call(action, payload)
+        except (CallTimeout, ConnectionLost) as exc:
+            LOG.info("%s %s not delivered (%s); trying again", action, payload["status"], exc)
+            await client.clock.sleep(_OFFLINE_POLL_S)
+            continue
+        except CallError as exc:
+            LOG.warning("%s %s refused by the CSMS: %s", action, payload["status"], exc)
+        state.pending.popleft()
 
 
 # ------------------------------------------------------------------ triggers
@@ -296,7 +320,7 @@ def trigger_diagnostics_status(
     ever as the answer to a trigger)."""
     job = state_of(client).job
     running = job is not None and job.request_id is None
-    _notify_soon(
+    _send_status(
         client, "DiagnosticsStatusNotification", {"status": "Uploading" if running else "Idle"}
     )
     return "Accepted"
@@ -311,5 +335,5 @@ def trigger_log_status(client: Ocpp16Client, connector_id: int | None, extended:
         payload: dict[str, Any] = {"status": "Uploading", "requestId": job.request_id}
     else:
         payload = {"status": "Idle"}
-    _notify_soon(client, "LogStatusNotification", payload)
+    _send_status(client, "LogStatusNotification", payload)
     return "Accepted"

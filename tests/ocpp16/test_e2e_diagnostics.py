@@ -357,6 +357,30 @@ async def test_extended_trigger_log_status_idle_then_uploading(
         assert got[3] == {"status": "Uploaded", "requestId": 9}
 
 
+async def test_final_status_waits_for_the_csms_after_an_outage(
+    csms: DevCsms, diag_charger: Any
+) -> None:
+    """The CSMS connection drops during the upload: the upload goes on (it does not need
+    the CSMS), and Uploaded is delivered, with its requestId, once the charger is back."""
+    h = await diag_charger(csms)
+    state = diagnostics16.state_of(h.app.client)
+    async with http_peer() as peer:
+        log = {"remoteLocation": f"{peer.base_url}/slow/"}
+        await req(csms, "GetLog", {"logType": "SecurityLog", "requestId": 12, "log": log})
+        await asyncio.wait_for(peer.slow_started.wait(), 5)
+        await wait_statuses(h, "LogStatusNotification", 1)
+        await h.settle(lambda: not state.pending)  # Uploading confirmed by the CSMS
+        await csms.disconnect(STATION_ID)
+        await h.settle(lambda: h.app.client.connection_state() != "accepted")
+        peer.release.set()
+        await h.settle(lambda: state.job is None)  # uploaded while offline
+        assert state.finished[-1][1] == "Uploaded"
+        assert statuses(h, "LogStatusNotification") == [{"status": "Uploading", "requestId": 12}]
+        await h.advance(2)  # the reconnect back-off runs on the charger's clock
+        got = await wait_statuses(h, "LogStatusNotification", 2)
+    assert got[1] == {"status": "Uploaded", "requestId": 12}
+
+
 # ----------------------------------------------------------------------------- no secrets
 
 
