@@ -22,6 +22,9 @@ LOG = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 15.0
 _CHUNK_BYTES = 64 * 1024
+# ftps:// on these ports is implicit TLS (TLS from the first byte, as curl reads ftps://);
+# on any other port (the default 21) explicit TLS: AUTH TLS on the plain connection (RFC 4217).
+IMPLICIT_FTPS_PORTS = {990}
 # Refusals that say "this method is not how you put a file here": try a multipart POST.
 _METHOD_REFUSED = (405, 501)
 
@@ -176,15 +179,20 @@ async def _ftp_upload(
     resume: bool,
 ) -> UploadOutcome:
     """Passive mode (EPSV, then PASV: the whitepaper's N01 remark); ftps is explicit TLS
-    (AUTH TLS, then PBSZ 0 / PROT P so the data channel is encrypted too)."""
-    client = aioftp.Client(connection_timeout=CONNECT_TIMEOUT_S, socket_timeout=60)
+    (AUTH TLS), or implicit on port 990; then PBSZ 0 / PROT P so the data channel is
+    encrypted too."""
+    tls = ssl_context or ssl.create_default_context()
+    implicit = location.scheme == "ftps" and location.port in IMPLICIT_FTPS_PORTS
+    client = aioftp.Client(
+        connection_timeout=CONNECT_TIMEOUT_S, socket_timeout=60, ssl=tls if implicit else None
+    )
     # The FTP server names files as sent, not percent-encoded.
     destination = location.ftp_path.rstrip("/") + "/" + filename
     size_bytes = len(data)
     try:
         await client.connect(location.host, location.port)
-        if location.scheme == "ftps":
-            await client.upgrade_to_tls(ssl_context or ssl.create_default_context())
+        if location.scheme == "ftps" and not implicit:
+            await client.upgrade_to_tls(tls)
         await client.login(location.user or "anonymous", location.password or "")
         if location.scheme == "ftps":  # RFC 4217: protect the data channel too
             await client.command("PBSZ 0", "200")

@@ -130,3 +130,38 @@ async def test_ftp_resume_after_an_interrupted_upload(tmp_path: Path) -> None:
         assert f"resumed at byte {half}" in outcome.detail
         assert outcome.sent_bytes == len(DATA) - half
         assert (ftp.home / NAME).read_bytes() == DATA
+
+
+async def test_ftps_implicit_tls_on_control_and_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ftps on an implicit-TLS port (990, here the test server's): TLS from the first byte,
+    PBSZ 0 / PROT P, the file over a TLS data connection; the server certificate is verified
+    (a client that does not trust the CA fails). Peer: aioftp's server with a trustme cert
+    (pyftpdlib's TLS needs pyOpenSSL, not installed; explicit AUTH TLS is not tested)."""
+    import aioftp
+
+    from controller.maintenance import upload as upload_module
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    home = tmp_path / "ftps"
+    home.mkdir()
+    user = aioftp.User("tls-user", "tls-pass-1x2y", base_path=home)
+    server = aioftp.Server([user], ssl=server_ctx)
+    await server.start("127.0.0.1", 0)
+    try:
+        port = server.address[1]
+        monkeypatch.setattr(upload_module, "IMPLICIT_FTPS_PORTS", {990, port})
+        location = parse_location(f"ftps://tls-user:tls-pass-1x2y@127.0.0.1:{port}/")
+        outcome = await upload_file(location, DATA, NAME, ssl_context=client_ctx)
+        assert outcome.result is UploadResult.UPLOADED, outcome
+        assert (home / NAME).read_bytes() == DATA
+        untrusted = await upload_file(location, DATA, "other.tar.gz", timeout_s=10)
+        assert untrusted.result is UploadResult.FAILED
+        assert not (home / "other.tar.gz").exists()
+    finally:
+        await server.close()
