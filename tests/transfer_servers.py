@@ -24,7 +24,8 @@ FTP_READONLY, FTP_READONLY_PASSWORD = "reader", "ro-pass-5t6y"
 @dataclass
 class HttpPeer:
     """Paths: /put/ takes PUT; /post/ refuses PUT (405) and takes multipart POST; /auth/
-    needs Basic auth; /bad/ answers 400; /broken/ 500; /slow/ waits for ``release``."""
+    needs Basic auth; /bad/ answers 400; /broken/ 500; /nowrite/ 405 to every method; /slow/
+    waits for ``release``."""
 
     base_url: str
     files: dict[str, bytes] = field(default_factory=dict)
@@ -51,6 +52,8 @@ async def http_peer(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[
             return web.Response(status=400)
         if area == "broken":
             return web.Response(status=500)
+        if area == "nowrite":  # takes no uploads at all
+            return web.Response(status=405)
         if area == "auth" and not _authorized(request):
             return web.Response(status=401, headers={"WWW-Authenticate": "Basic"})
         if area == "slow":

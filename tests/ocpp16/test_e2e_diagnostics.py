@@ -274,10 +274,12 @@ async def test_get_log_read_only_ftp_user_permission_denied(
     ]
 
 
-async def test_get_log_refused_login_permission_denied_and_bad_message(
+async def test_get_log_failures_are_told_apart(
     csms: DevCsms, diag_charger: Any, tmp_path: Path
 ) -> None:
-    """N01.FR.10: a refused login -> PermissionDenied; an HTTP 400 -> BadMessage."""
+    """N01.FR.10 ("as precise as possible"): a refused login -> PermissionDenied; HTTP 400 ->
+    BadMessage; a server that takes neither PUT nor POST -> NotSupportedOperation; an
+    unreachable host -> UploadFailure."""
     h = await diag_charger(csms)
     with ftp_peer(tmp_path / "ftp") as ftp:
         log = {"remoteLocation": ftp.url(password="wrong-password")}
@@ -288,7 +290,20 @@ async def test_get_log_refused_login_permission_denied_and_bad_message(
         log = {"remoteLocation": f"{peer.base_url}/bad/"}
         await req(csms, "GetLog", {"logType": "DiagnosticsLog", "requestId": 2, "log": log})
         got = await wait_statuses(h, "LogStatusNotification", 4)
-    assert got[3] == {"status": "BadMessage", "requestId": 2}
+        assert got[3] == {"status": "BadMessage", "requestId": 2}
+        log = {"remoteLocation": f"{peer.base_url}/nowrite/"}
+        await req(csms, "GetLog", {"logType": "DiagnosticsLog", "requestId": 3, "log": log})
+        got = await wait_statuses(h, "LogStatusNotification", 6)
+    assert got[5] == {"status": "NotSupportedOperation", "requestId": 3}
+    log = {"remoteLocation": "http://127.0.0.1:9/x/"}
+    await req(
+        csms, "GetLog", {"logType": "DiagnosticsLog", "requestId": 4, "retries": 0, "log": log}
+    )
+    got = await wait_statuses(h, "LogStatusNotification", 8)
+    assert got[6:] == [
+        {"status": "Uploading", "requestId": 4},
+        {"status": "UploadFailure", "requestId": 4},
+    ]
 
 
 @pytest.mark.parametrize(
