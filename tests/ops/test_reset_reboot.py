@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.cli import main
 from controller.dev.devcsms import DevCsms
 from controller.ops.install import (
     REBOOT_POLKIT_RULE,
@@ -234,18 +235,20 @@ async def test_failed_reboot_retries_then_restarts_the_service(
     os.geteuid() != 0 or not shutil.which("useradd"),
     reason="needs root with useradd (it runs confined to the temporary root)",
 )
-def test_install_lets_evsed_read_its_journal(tmp_path: Path) -> None:
-    """Diagnostics archives hold the unit's journal: `evsed install --root` adds the evsed
-    user to systemd-journal where that group exists (real useradd/usermod --prefix)."""
+def test_evsed_install_root_writes_the_rule_and_joins_systemd_journal(tmp_path: Path) -> None:
+    """`evsed install --root DIR` (the command line, real useradd/usermod --prefix and
+    systemctl --root) writes the reboot rule and, since diagnostics archives hold the unit's
+    journal, adds the evsed user to systemd-journal where that group exists."""
     etc = tmp_path / "root" / "etc"
     etc.mkdir(parents=True)
     (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
     (etc / "group").write_text("root:x:0:\nsystemd-journal:x:101:\n")
     (etc / "gshadow").write_text("root:*::\nsystemd-journal:!*::\n")
-    out: list[str] = []
-    installer = Installer(root=etc.parent, out=out.append, warn=out.append)
-    assert installer.install(executable="/opt/evsed/.venv/bin/evsed") == 0
+    exe = "/opt/evsed/.venv/bin/evsed"
+    assert main(["install", "--root", str(etc.parent), "--simulated", "--exec-path", exe]) == 0
+    rule = etc / "polkit-1" / "rules.d" / "61-evsed-reboot.rules"
+    assert rule.read_text() == REBOOT_POLKIT_RULE_TEXT
     members = {
         line.split(":")[0]: line.split(":")[3] for line in (etc / "group").read_text().splitlines()
     }
