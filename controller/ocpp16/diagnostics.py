@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-# When the CSMS leaves them out (5.9 / 5.9 GetLog: "left to the Charge Point"): two retries a
-# minute apart. Larger values from the CSMS are capped: an upload must end some day.
+# When the CSMS leaves them out (1.6 6.25, whitepaper 5.9: "left to the Charge Point"): two
+# retries a minute apart. Larger values from the CSMS are capped: an upload must end some day.
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_INTERVAL_S = 60
 MAX_RETRIES = 10
