@@ -8,7 +8,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +275,7 @@ class App:
         cfg = self.config
         assert self.store is not None and self.station is not None
         ring = logsetup.ring_handler()
-        ring.now = self.clock.utc_now  # the window is in the CSMS's (corrected) time
+        ring.now = self._log_time()
         max_bytes = cfg.maintenance.diagnostics_max_kb * 1024
         under_systemd = bool(os.environ.get("INVOCATION_ID"))
         settings = self.settings
@@ -315,6 +315,16 @@ class App:
             secrets=secrets,
             mask=masker.mask,
         )
+
+    def _log_time(self) -> Callable[[], datetime]:
+        """When a log record happened, in the corrected time a diagnostics window is asked
+        in. Without TrustedClock.utc_now's side effects (step detection, NTP checks, its own
+        log lines): it runs inside logging."""
+        clock = self.clock
+        if isinstance(clock, TrustedClock):
+            base = clock.base
+            return lambda: base.utc_now() + timedelta(seconds=clock.correction_s)
+        return clock.utc_now
 
     @staticmethod
     def _open_contactors(hardware: list[ConnectorHardware]) -> None:
