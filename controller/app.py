@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +18,16 @@ from controller.core.port import CsmsPort
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import ConnectionOptions
+from controller.maintenance.diagnostics import DiagnosticsSources, journal_lines
 from controller.maintenance.firmware import FirmwareUpdater
 from controller.maintenance.installer import Installer, OperatorInstaller, WheelInstaller
+from controller.ocpp16 import diagnostics as diagnostics16
 from controller.ocpp16 import firmware as firmware16
 from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import Ocpp16Client, StationIdentity
 from controller.ocpp16.settings import Settings, core_keys
+from controller.ops import logsetup
+from controller.ops.opscli import effective_config
 from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
 from controller.runtime.clock import Clock, TrustedClock
 from controller.runtime.station import ConnectorHardware, Station
@@ -52,6 +57,16 @@ def read_boot_id() -> str:
 
 
 LAST_GOOD_UTC_KEY = "clock.last_good_utc"
+# Whose journal entries a diagnostics archive holds (the unit `evsed install` writes).
+JOURNAL_UNIT = "evsed.service"
+
+
+def evsed_version() -> str:
+    try:
+        return importlib.metadata.version("evsed")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
 
 # systemd (controller.ops.sdnotify). STATUS= once every contactor was commanded open and reads
 # open, before READY=1; bench/ready_time.py and the tests look for this text.
@@ -122,6 +137,7 @@ class App:
         self.certstore_handle: CertStoreHandle | None = None
         self.api: Any = None
         self.reset_requested: str | None = None
+        self.reset_retries = 0
         # sd_notify: from $NOTIFY_SOCKET / $WATCHDOG_USEC unless given (tests).
         self.notifier = notifier if notifier is not None else Notifier.from_environ()
         self.watchdog_s = watchdog_s if watchdog_s is not None else watchdog_timeout_s()
@@ -256,6 +272,7 @@ class App:
             )
             self.port = self.client
             self.firmware = self._build_firmware(self.client)
+            diagnostics16.attach(self.client, self.diagnostics_sources())
         else:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
@@ -370,6 +387,64 @@ class App:
         updater.start()
         return updater
 
+    def diagnostics_sources(self) -> DiagnosticsSources:
+        """What GetDiagnostics / GetLog archives are made of (controller/maintenance/
+        diagnostics.py): under systemd the unit's journal, else (or when the journal is not
+        readable) the in-memory ring of recent records; never a secret."""
+        cfg = self.config
+        assert self.store is not None and self.station is not None
+        ring = logsetup.ring_handler()
+        ring.now = self._log_time()
+        max_bytes = cfg.maintenance.diagnostics_max_kb * 1024
+        under_systemd = bool(os.environ.get("INVOCATION_ID"))
+        settings = self.settings
+        station = self.station
+
+        async def log_lines(
+            since: datetime | None, until: datetime | None
+        ) -> tuple[str, list[str]]:
+            if under_systemd:
+                lines = await journal_lines(JOURNAL_UNIT, since, until, max_bytes=max_bytes)
+                if lines is not None:
+                    return f"journal ({JOURNAL_UNIT})", lines
+            return "in-memory ring (records of this process only)", ring.lines(since, until)
+
+        masker = logsetup.SecretFilter()
+
+        def secrets() -> list[str | None]:
+            return [
+                cfg.csms.password if cfg.csms else None,
+                cfg.api_token,
+                settings.get("AuthorizationKey"),
+            ]
+
+        def state() -> dict[str, Any]:
+            return {"version": evsed_version(), "status": station.snapshot()}
+
+        return DiagnosticsSources(
+            station_id=cfg.station_id,
+            clock=self.clock,
+            max_bytes=max_bytes,
+            log_lines=log_lines,
+            store=self.store,
+            security_log=self.security_log,
+            config=lambda: effective_config(cfg),
+            state=state,
+            backends=(self.client.backend,) if self.client else (),
+            secrets=secrets,
+            mask=masker.mask,
+        )
+
+    def _log_time(self) -> Callable[[], datetime]:
+        """When a log record happened, in the corrected time a diagnostics window is asked
+        in. Without TrustedClock.utc_now's side effects (step detection, NTP checks, its own
+        log lines): it runs inside logging."""
+        clock = self.clock
+        if isinstance(clock, TrustedClock):
+            base = clock.base
+            return lambda: base.utc_now() + timedelta(seconds=clock.correction_s)
+        return clock.utc_now
+
     @staticmethod
     def _open_contactors(hardware: list[ConnectorHardware]) -> None:
         """Command every contactor open and check that the driver reads open (before READY=1
@@ -441,7 +516,15 @@ class App:
 
     def _on_reset(self, kind: str) -> None:
         self.reset_requested = kind
+        # ResetRetries (9.1.22): how often a failed reboot is tried again (cli.py).
+        self.reset_retries = self.settings.get_int("ResetRetries")
         self._stopped.set()
+
+    @property
+    def reboot_requested(self) -> bool:
+        """A Hard reset reboots the board when [maintenance] hard_reset = "reboot"; a Soft
+        one (and a Hard one otherwise) restarts the service."""
+        return self.reset_requested == "Hard" and self.config.maintenance.hard_reset == "reboot"
 
     def request_stop(self) -> None:
         self._stopped.set()

@@ -88,7 +88,15 @@ def _check_drivers(config: Any) -> None:
             close()
 
 
+# What `_run` returns after an OCPP Reset: 75 (EX_TEMPFAIL) = run again in place, 76 = reboot
+# the board first (Hard reset with [maintenance] hard_reset = "reboot").
+RESET_RESTART = 75
+RESET_REBOOT = 76
+_reset_retries = 0  # the ResetRetries key when the reset was asked for
+
+
 async def _run(config_path: str, log_target: str = "auto") -> int:
+    global _reset_retries
     from controller.app import App
 
     config = load(config_path)
@@ -110,8 +118,11 @@ async def _run(config_path: str, log_target: str = "auto") -> int:
     finally:
         await app.stop()
     if app.reset_requested:
+        if app.reboot_requested:
+            _reset_retries = app.reset_retries
+            return RESET_REBOOT
         LOG.warning("restarting after %s reset", app.reset_requested)
-        return 75  # EX_TEMPFAIL: restart
+        return RESET_RESTART
     return 0
 
 
@@ -125,7 +136,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         # open_store logged why; the database was left as it is. Exit 2 like a config
         # error: the unit's RestartPreventExitStatus=2 then stops restarting in vain.
         return 2
-    if code == 75 and not args.no_restart:
+    if code == RESET_REBOOT and not args.no_restart:
+        # Hard reset with [maintenance] hard_reset = "reboot": the station is stopped and
+        # every contactor open; reboot the board, or restart the service if that fails.
+        # The shutdown's SIGTERM ends this process there (exit 0); it returns on failure.
+        from controller.ops.reboot import reboot_board
+
+        reboot_board(retries=_reset_retries)
+        code = RESET_RESTART
+    if code == RESET_RESTART and not args.no_restart:
         # Reset.req: start afresh in the same process slot (systemd sees one service).
         path, argv = reexec_command(sys.argv, sys.executable)
         os.execv(path, argv)
@@ -377,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-restart",
         action="store_true",
-        help="exit with code 75 on Reset instead of restarting in place",
+        help="exit with code 75 on Reset instead of restarting in place (76: a Hard reset "
+        "that would reboot the board)",
     )
     p.add_argument(
         "--log-target",

@@ -18,7 +18,7 @@ from controller.core.connector import Phase
 from controller.core.control import StationControl
 from controller.core.security import SecurityEventKind
 from controller.maintenance.installer import Installer, InstallOutcome, TrialState
-from controller.maintenance.transfers import Downloaded, DownloadError
+from controller.maintenance.transfers import Downloaded, DownloadError, download
 from controller.maintenance.urls import BadLocation, parse_location
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
@@ -124,14 +124,6 @@ Listener = Callable[[FirmwareState, "FirmwareJob | None"], None]
 Fetch = Callable[..., Awaitable[Downloaded]]
 
 
-async def _download(*args: Any, **kwargs: Any) -> Downloaded:
-    """controller.maintenance.download.download, imported when a download starts (aiohttp's
-    client and aioftp cost start time on a small board)."""
-    from controller.maintenance.download import download
-
-    return await download(*args, **kwargs)
-
-
 class FirmwareUpdater:
     """Runs at most one update. Every state change is persisted and told to the listeners
     (the adapter sends it). The charger keeps charging through all of it: an install waits
@@ -167,7 +159,7 @@ class FirmwareUpdater:
         self.timeout_s = timeout_s
         self.tls_context = tls_context
         self.idle_poll_s = idle_poll_s
-        self.fetch = fetch if fetch is not None else _download
+        self.fetch = fetch if fetch is not None else download
         self.state = FirmwareState.IDLE
         self.job: FirmwareJob | None = None
         self._blocked: list[int] = []  # connectors this update made unavailable

@@ -1,10 +1,15 @@
-"""File transfer outcomes in neutral words, without the network libraries (imported lazily)."""
+"""File transfer outcomes in neutral words, and the transfers themselves behind lazy imports.
+
+aiohttp's client and aioftp cost start time on a small board (aioftp alone about 60 ms here);
+a charger that never transfers a file does not load them.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class DownloadErrorKind(enum.Enum):
@@ -34,3 +39,39 @@ class DownloadError(Exception):
 class Downloaded:
     path: Path
     size_bytes: int
+
+
+class UploadResult(enum.Enum):
+    """How an upload ended, in neutral words (each adapter spells them its own way)."""
+
+    UPLOADED = "uploaded"
+    FAILED = "failed"  # network, timeout, server error: worth a retry
+    PERMISSION_DENIED = "permission_denied"  # login refused, no write permission
+    BAD_MESSAGE = "bad_message"  # the server did not understand the request / protocol
+    NOT_SUPPORTED = "not_supported"  # the server does not support the operation
+
+    @property
+    def final(self) -> bool:
+        """True when trying again cannot help (only FAILED is retried)."""
+        return self is not UploadResult.FAILED
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    result: UploadResult
+    detail: str = ""  # for the log: never the password (Location.redacted() only)
+    sent_bytes: int = 0
+
+
+async def download(*args: Any, **kwargs: Any) -> Downloaded:
+    """controller.maintenance.download.download, imported when a download starts."""
+    from controller.maintenance import download as impl
+
+    return await impl.download(*args, **kwargs)
+
+
+async def upload_file(*args: Any, **kwargs: Any) -> UploadOutcome:
+    """controller.maintenance.upload.upload_file, imported when an upload starts."""
+    from controller.maintenance import upload as impl
+
+    return await impl.upload_file(*args, **kwargs)

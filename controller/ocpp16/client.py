@@ -37,6 +37,7 @@ from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
 from controller.ocpp16 import certificates as certificates16
+from controller.ocpp16 import diagnostics as _diagnostics  # noqa: F401  (registers routes)
 from controller.ocpp16 import firmware as firmware16  # noqa: F401  (registers its routes)
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16

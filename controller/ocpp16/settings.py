@@ -56,6 +56,7 @@ SUPPORTED_MEASURANDS = frozenset(
 PHASE_ROTATIONS = frozenset({"NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR"})
 FEATURE_PROFILES = (
     "Core",
+    "FirmwareManagement",
     "LocalAuthListManagement",
     "RemoteTrigger",
     "SmartCharging",

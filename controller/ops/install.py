@@ -64,6 +64,24 @@ polkit.addRule(function (action, subject) {
     }
 });
 """
+# OCPP Reset Hard with [maintenance] hard_reset = "reboot": evsed runs `systemctl reboot`
+# (controller/ops/reboot.py). The unit has NoNewPrivileges=yes, so no sudo rule could work;
+# systemctl asks logind over D-Bus and polkit decides. Only reboot, only the evsed user, and
+# not past inhibitor locks (no ...-ignore-inhibit: an update holding one wins; evsed then
+# restarts the service instead).
+REBOOT_POLKIT_RULE = "/etc/polkit-1/rules.d/61-evsed-reboot.rules"
+REBOOT_POLKIT_RULE_TEXT = """// Installed by `evsed install`: evsed may reboot the board
+// (OCPP Reset Hard with [maintenance] hard_reset = "reboot": `systemctl reboot`).
+polkit.addRule(function (action, subject) {
+    if ((action.id == "org.freedesktop.login1.reboot" ||
+         action.id == "org.freedesktop.login1.reboot-multiple-sessions") &&
+        subject.user == "evsed") {
+        return polkit.Result.YES;
+    }
+});
+"""
+# Readers of the system journal (diagnostics archives hold evsed's entries).
+JOURNAL_GROUP = "systemd-journal"
 # Started in this order; the safe-off unit drives the outputs to a safe state around evsed.
 UNITS = ("evsed-safe-off.service", "evsed.service")
 MAIN_UNIT = "evsed.service"
@@ -304,6 +322,38 @@ class Installer:
         if self.live and not self.dry_run and os.geteuid() != 0:
             raise InstallError("must run as root: sudo /opt/evsed/.venv/bin/evsed ...")
 
+    # -- reset (OCPP Reset Hard -> reboot)
+
+    def ensure_reboot_rule(self) -> None:
+        """The polkit rule that lets the evsed user reboot the board. Written whatever
+        [maintenance] hard_reset says: the config may change later, the rule only allows
+        what evsed does when it is set to "reboot"."""
+        self.ensure_file(
+            REBOOT_POLKIT_RULE,
+            REBOOT_POLKIT_RULE_TEXT,
+            f"polkit rule {REBOOT_POLKIT_RULE} (Reset Hard reboots the board)",
+        )
+
+    def ensure_journal_access(self) -> None:
+        """Diagnostics archives (GetDiagnostics, GetLog) hold evsed's journal entries; a
+        system user reads the system journal only as a member of systemd-journal (read
+        access only). Without the group evsed falls back to its in-memory log."""
+        accounts = Accounts.read(self.root)
+        if JOURNAL_GROUP not in accounts.groups:
+            self.out(f"group {JOURNAL_GROUP}: not here; diagnostics use the in-memory log")
+            return
+        if USER in accounts.groups[JOURNAL_GROUP][1]:
+            self.out(f"user {USER}: in {JOURNAL_GROUP} (diagnostics read its journal)")
+            return
+        self.out(f"user {USER}: add to {JOURNAL_GROUP} (diagnostics read its journal)")
+        self.run(self._account_cmd(["usermod", "--append", "--groups", JOURNAL_GROUP, USER]))
+
+    def remove_reboot_rule(self) -> None:
+        if self.path(REBOOT_POLKIT_RULE).exists():
+            self.out(f"polkit rule {REBOOT_POLKIT_RULE}: remove")
+            if not self.dry_run:
+                self.path(REBOOT_POLKIT_RULE).unlink(missing_ok=True)
+
     # -- commands
 
     def run(self, argv: list[str], *, check: bool = True) -> Result:
@@ -494,6 +544,8 @@ class Installer:
         if self.ensure_units(units):
             self._host_only(["systemctl", "daemon-reload"])
         self.ensure_file(POLKIT_RULE, POLKIT_RULE_TEXT, f"polkit rule {POLKIT_RULE} (card readers)")
+        self.ensure_reboot_rule()
+        self.ensure_journal_access()
         self.run(self._systemctl("enable", *UNITS))
         if start:
             self._start(created)
@@ -584,6 +636,7 @@ class Installer:
             self.out(f"polkit rule {POLKIT_RULE}: remove")
             if not self.dry_run:
                 self.path(POLKIT_RULE).unlink(missing_ok=True)
+        self.remove_reboot_rule()
         if not purge:
             self.out(
                 f"kept: {CONFIG_DIR}, {STATE_DIR}, {LOG_DIR}, user {USER} (--purge removes them)"

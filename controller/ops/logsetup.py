@@ -11,7 +11,9 @@ import re
 import socket
 import struct
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import IO
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -319,6 +321,60 @@ class JournalHandler(logging.Handler):
                 self.handleError(record)
 
 
+# ------------------------------------------------------------------ in-memory ring
+
+# What a diagnostics archive holds when there is no journal to ask: the newest records, in
+# RAM only (evsed writes no log files). 2000 lines of at most 1000 characters: < 2 MB at
+# worst, typically ~300 kB.
+RING_MAX_RECORDS = 2000
+RING_MAX_LINE_CHARS = 1000
+
+
+class RingHandler(logging.Handler):
+    """Keeps the newest log records (masked by the same SecretFilter as the journal) with
+    the time they were logged; ``now`` is the daemon's clock (corrected wall time)."""
+
+    def __init__(self, capacity: int = RING_MAX_RECORDS) -> None:
+        super().__init__()
+        self._records: deque[tuple[datetime, str]] = deque(maxlen=capacity)
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)[:RING_MAX_LINE_CHARS]
+            self._records.append((self.now(), line))
+        except Exception:  # a log record must never break the daemon
+            return
+
+    def lines(self, since: datetime | None = None, until: datetime | None = None) -> list[str]:
+        """The kept records logged within [since, until], oldest first, each prefixed
+        with its UTC time."""
+        out = []
+        for at, line in list(self._records):
+            if (since is None or at >= since) and (until is None or at <= until):
+                out.append(f"{at.astimezone(UTC).isoformat(timespec='milliseconds')} {line}")
+        return out
+
+    def clear(self) -> None:
+        self._records.clear()
+
+
+_RING: RingHandler | None = None
+
+
+def ring_handler() -> RingHandler:
+    """The process's ring of recent records, attached to the root logger (again, should
+    something have removed it)."""
+    global _RING
+    if _RING is None:
+        _RING = RingHandler()
+    root = logging.getLogger()
+    if _RING not in root.handlers:
+        root.addHandler(_RING)
+    return _RING
+
+
 # ------------------------------------------------------------------ setup
 
 
@@ -378,6 +434,10 @@ def setup_logging(
             handler = journal
     setattr(handler, _OWNED, True)
     root.addHandler(handler)
+    ring = ring_handler()
+    for old_filter in list(ring.filters):
+        ring.removeFilter(old_filter)
+    ring.addFilter(secrets)
     root.setLevel(getattr(logging, name))
     _quiet_libraries()
     if problem:

@@ -147,7 +147,6 @@ async def test_unknown_action_not_implemented(
 @pytest.mark.parametrize(
     ("action", "payload"),
     [
-        pytest.param("GetDiagnostics", {"location": "ftp://example.com/diag"}, id="GetDiagnostics"),
         # CP -> CSMS actions: known OCPP 1.6 actions, but not something a CP receives.
         pytest.param(
             "BootNotification",

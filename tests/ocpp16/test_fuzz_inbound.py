@@ -512,10 +512,14 @@ async def test_fuzz_final_heartbeat_and_session(csms: DevCsms, charger: Any) -> 
     calls: list[Any] = []
     collect()
     for action, payload, _ in calls:
-        if action in ("Reset", "ChangeAvailability", "SendLocalList", "RemoteStartTransaction"):
-            # Keep the connector and the card usable for the session below (an accepted
-            # remote start would bind it to a generated idTag the card cannot stop).
-            continue
+        if action in (
+            "Reset",
+            "ChangeAvailability",
+            "SendLocalList",
+            "RemoteStartTransaction",  # a pending remote start for another idTag
+            "ReserveNow",  # or a reservation for one takes the connector
+        ):
+            continue  # keep the connector and the card usable for the session below
         frame = await csms.call_raw(STATION_ID, action, payload, timeout_s=5)
         assert frame[0] in (3, 4), frame
     check_station(h)

@@ -53,7 +53,7 @@ DEFAULTS_2 = {
     "StopTxnSampledData": "Energy.Active.Import.Register",
     "StopTxnSampledDataMaxLength": "10",
     "SupportedFeatureProfiles": (
-        "Core,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"
+        "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"
     ),
     "SupportedFeatureProfilesMaxLength": "6",
     "TransactionMessageAttempts": "5",
@@ -164,6 +164,7 @@ def test_typed_getters(store: Store) -> None:
     assert s.get_csl("StopTxnAlignedData") == []
     assert s.get_csl("SupportedFeatureProfiles") == [
         "Core",
+        "FirmwareManagement",
         "LocalAuthListManagement",
         "RemoteTrigger",
         "SmartCharging",

@@ -353,7 +353,7 @@ def test_second_install_keeps_the_config_and_changes_nothing(root: Path) -> None
     assert "config /etc/evsed/evsed.toml: exists, kept (never overwritten)" in console.text
     assert "user evsed: exists" in console.text
     assert "useradd" not in console.text and "chown" not in console.text
-    assert console.text.count(": up to date") == len(UNITS) + 1  # + the polkit rule
+    assert console.text.count(": up to date") == len(UNITS) + 2  # + polkit rules: pcscd, reboot
     assert "daemon-reload" not in console.text  # nothing changed, nothing to reload
     assert list(passwd(root)).count("evsed") == 1
 
