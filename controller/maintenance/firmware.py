@@ -18,7 +18,8 @@ from controller.core.connector import Phase
 from controller.core.control import StationControl
 from controller.core.security import SecurityEventKind
 from controller.maintenance.installer import Installer, InstallOutcome, TrialState
-from controller.maintenance.transfers import Downloaded, DownloadError, download
+from controller.maintenance.lazy_transfers import download
+from controller.maintenance.transfers import Downloaded, DownloadError
 from controller.maintenance.urls import BadLocation, parse_location
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup

@@ -1,15 +1,10 @@
-"""File transfer outcomes in neutral words, and the transfers themselves behind lazy imports.
-
-aiohttp's client and aioftp cost start time on a small board (aioftp alone about 60 ms here);
-a charger that never transfers a file does not load them.
-"""
+"""File transfer outcomes in neutral words, without the network libraries."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 class DownloadErrorKind(enum.Enum):
@@ -61,17 +56,3 @@ class UploadOutcome:
     result: UploadResult
     detail: str = ""  # for the log: never the password (Location.redacted() only)
     sent_bytes: int = 0
-
-
-async def download(*args: Any, **kwargs: Any) -> Downloaded:
-    """controller.maintenance.download.download, imported when a download starts."""
-    from controller.maintenance import download as impl
-
-    return await impl.download(*args, **kwargs)
-
-
-async def upload_file(*args: Any, **kwargs: Any) -> UploadOutcome:
-    """controller.maintenance.upload.upload_file, imported when an upload starts."""
-    from controller.maintenance import upload as impl
-
-    return await impl.upload_file(*args, **kwargs)

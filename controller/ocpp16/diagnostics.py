@@ -23,7 +23,8 @@ from controller.maintenance.diagnostics import (
     check_window,
     file_name,
 )
-from controller.maintenance.transfers import UploadOutcome, UploadResult, upload_file
+from controller.maintenance.lazy_transfers import upload_file
+from controller.maintenance.transfers import UploadOutcome, UploadResult
 from controller.maintenance.urls import BadLocation, Location, parse_location
 from controller.ocpp16.routes import route, trigger
 
