@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from controller.core.records import TagInfo
+from controller.core.timestamps import parse_iso
 
 
 class CachedTag(Protocol):
@@ -81,20 +82,12 @@ class Verdict:
 ASK = Verdict(False, "Invalid", source="csms", ask=True)
 
 
-def parse_time(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def effective_status(entry: Entry, now: datetime) -> str:
     """The entry's status at ``now``: a passed (or unreadable) expiryDate makes it Expired
     (3.5.1 "changed to expired"; 3.5.4 "apparently expired ... MUST also be rejected")."""
     if entry.expiry_date is None or entry.status != ACCEPTED:
         return entry.status
-    expiry = parse_time(entry.expiry_date)
+    expiry = parse_iso(entry.expiry_date)
     if expiry is None or expiry <= now:
         return EXPIRED
     return entry.status

@@ -11,25 +11,28 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def clamp_iso(text: str, floor: datetime) -> str:
-    """An OCPP timestamp, raised to ``floor`` if it is earlier (or unparseable)."""
+def parse_iso(text: str) -> datetime | None:
+    """An ISO 8601 timestamp ("Z" allowed; no offset read as UTC), None if unparseable."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def clamp_iso(text: str, floor: datetime) -> str:
+    """An OCPP timestamp, raised to ``floor`` if it is earlier (or unparseable)."""
+    moment = parse_iso(text)
+    if moment is None:
         return iso_utc(floor)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     return text if moment >= floor else iso_utc(floor)
 
 
 def shift_iso(text: str, shift_s: float) -> str:
     """An OCPP timestamp moved by ``shift_s`` seconds (unparseable text is kept)."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    moment = parse_iso(text)
+    if moment is None:
         return text
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     return iso_utc(moment + timedelta(seconds=shift_s))
 
 

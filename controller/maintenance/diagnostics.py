@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.core.timestamps import iso_utc
+from controller.core.timestamps import iso_utc, parse_iso
 from controller.runtime.clock import Clock
 from controller.security.log import SecurityLog
 from controller.storage.store import Store
@@ -228,14 +228,9 @@ def _tar(files: dict[str, str], created: str) -> bytes:
 
 
 def _in_window(at: str | None, since: datetime | None, until: datetime | None) -> bool | None:
-    if at is None:
+    moment = None if at is None else parse_iso(at)
+    if moment is None:
         return None
-    try:
-        moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     return (since is None or moment >= since) and (until is None or moment <= until)
 
 

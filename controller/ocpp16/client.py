@@ -14,7 +14,6 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from controller.core import connector as sm
-from controller.core.authrules import parse_time
 from controller.core.charging_profiles import (
     ChargingProfile,
     ProfileRules,
@@ -26,7 +25,7 @@ from controller.core.control import Reservation, StationControl
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.core.records import DEFAULT_BACKEND
 from controller.core.security import SecurityEventKind
-from controller.core.timestamps import iso_utc
+from controller.core.timestamps import iso_utc, parse_iso
 from controller.csms.connection import (
     ConnectionOptions,
     CsmsConnection,
@@ -794,7 +793,7 @@ class Ocpp16Client:
     @_route("ReserveNow")
     async def _on_ReserveNow(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         cid = self._connector_id(p, allow_zero=True)
-        expiry = parse_time(p["expiryDate"])
+        expiry = parse_iso(p["expiryDate"])
         if expiry is None:
             raise CallError(TYPE_CONSTRAINT_VIOLATION, "expiryDate is not a dateTime")
         reservation = Reservation(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from controller.core.authrules import parse_time
+from controller.core.timestamps import parse_iso
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost
 from controller.maintenance.diagnostics import (
     BadWindow,
@@ -140,8 +140,8 @@ def _bounded(value: Any, default: int, high: int) -> int:
 
 def _window(a: str | None, b: str | None) -> tuple[datetime | None, datetime | None]:
     """The request's time window; BadWindow when a time is unreadable or reversed."""
-    since = None if a is None else parse_time(a)
-    until = None if b is None else parse_time(b)
+    since = None if a is None else parse_iso(a)
+    until = None if b is None else parse_iso(b)
     if (a is not None and since is None) or (b is not None and until is None):
         raise BadWindow("a time of the window is not a dateTime")
     check_window(since, until)

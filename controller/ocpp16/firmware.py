@@ -6,7 +6,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from controller.core.authrules import parse_time
+from controller.core.timestamps import parse_iso
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost
 from controller.maintenance.firmware import (
     FirmwareJob,
@@ -169,7 +169,7 @@ async def update_firmware(client: Ocpp16Client, p: dict[str, Any]) -> dict[str, 
     trust = adapter.updater.trust
     if trust is not None and trust.manufacturer_roots_pem().strip():
         raise CallError(NOT_SUPPORTED, "use SignedUpdateFirmware (L01.FR.20)")
-    retrieve_at = parse_time(p["retrieveDate"])
+    retrieve_at = parse_iso(p["retrieveDate"])
     if retrieve_at is None:
         raise CallError(TYPE_CONSTRAINT_VIOLATION, "retrieveDate is not a dateTime")
     job = FirmwareJob(
@@ -191,8 +191,8 @@ async def signed_update_firmware(client: Ocpp16Client, p: dict[str, Any]) -> dic
     """Whitepaper 5.21 / L01."""
     adapter = _adapter(client)
     fw = p["firmware"]
-    retrieve_at = parse_time(fw["retrieveDateTime"])
-    install_at = parse_time(fw["installDateTime"]) if "installDateTime" in fw else None
+    retrieve_at = parse_iso(fw["retrieveDateTime"])
+    install_at = parse_iso(fw["installDateTime"]) if "installDateTime" in fw else None
     if retrieve_at is None or ("installDateTime" in fw and install_at is None):
         raise CallError(TYPE_CONSTRAINT_VIOLATION, "retrieveDateTime/installDateTime")
     job = FirmwareJob(

@@ -17,10 +17,9 @@ from datetime import datetime
 
 from controller.core import connector as sm
 from controller.core import reservations as rules
-from controller.core.authrules import parse_time
 from controller.core.records import StationRecords, StoreError
 from controller.core.reservations import CancelResult, Reservation, ReserveResult
-from controller.core.timestamps import iso_utc
+from controller.core.timestamps import iso_utc, parse_iso
 from controller.runtime.clock import Clock
 from controller.runtime.connector import ConnectorRuntime
 
@@ -44,7 +43,7 @@ def encode(r: Reservation) -> str:
 def decode(reservation_id: int, text: str) -> Reservation | None:
     try:
         data = json.loads(text)
-        expiry = parse_time(str(data["expiry"]))
+        expiry = parse_iso(str(data["expiry"]))
         if expiry is None:
             return None
         parent = data.get("parent_id_tag")

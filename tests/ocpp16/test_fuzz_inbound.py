@@ -34,7 +34,7 @@ from ocpp.messages import MessageType, get_validator
 from ocpp.v16.enums import Action
 
 from controller.core import connector as sm
-from controller.core.authrules import parse_time
+from controller.core.timestamps import parse_iso
 from controller.dev.devcsms import DevCsms
 from controller.ocpp16 import rpc
 from controller.ocpp16.client import SUPPORTED_ACTIONS
@@ -347,7 +347,7 @@ def allowed_callerror(action: str, payload: dict[str, Any], code: str) -> bool:
         if action == "ReserveNow":
             return not 0 <= cid <= CONNECTORS
     if code == rpc.TYPE_CONSTRAINT_VIOLATION and action == "ReserveNow":
-        return parse_time(payload["expiryDate"]) is None  # not a dateTime evsed can read
+        return parse_iso(payload["expiryDate"]) is None  # not a dateTime evsed can read
     if code == rpc.OCCURENCE_CONSTRAINT_VIOLATION and action == "GetConfiguration":
         return len(payload.get("key") or []) > MAX_CONFIG_KEYS
     if action == "SendLocalList":
@@ -376,7 +376,7 @@ def check_result(action: str, payload: dict[str, Any], result: dict[str, Any]) -
     if action == "DataTransfer":
         assert result["status"] == "UnknownVendorId", result
     if action == "ReserveNow":
-        expiry = parse_time(payload["expiryDate"])
+        expiry = parse_iso(payload["expiryDate"])
         if expiry is not None and expiry <= datetime(2026, 1, 1, tzinfo=UTC):
             assert result["status"] == "Rejected", result  # expired on arrival
     if action == "CancelReservation":
