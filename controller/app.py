@@ -27,7 +27,6 @@ from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import Ocpp16Client, StationIdentity
 from controller.ocpp16.settings import Settings, core_keys
 from controller.ops import logsetup
-from controller.ops.opscli import effective_config
 from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
 from controller.runtime.clock import Clock, TrustedClock
 from controller.runtime.station import ConnectorHardware, Station
@@ -428,7 +427,7 @@ class App:
             log_lines=log_lines,
             store=self.store,
             security_log=self.security_log,
-            config=lambda: effective_config(cfg),
+            config=lambda: _effective_config(cfg),
             state=state,
             backends=(self.client.backend,) if self.client else (),
             secrets=secrets,
@@ -620,3 +619,11 @@ class App:
                 self.clock.attach_store(None)
             self.store.close()
             self.store = None
+
+
+def _effective_config(config: Config) -> dict[str, Any]:
+    """The configuration as `evsed config show` prints it (secrets masked), for diagnostics;
+    the ops CLI module is loaded only when an archive is built."""
+    from controller.ops.opscli import effective_config
+
+    return effective_config(config)

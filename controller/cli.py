@@ -10,8 +10,6 @@ import logging
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -245,6 +243,9 @@ def _api_token(args: argparse.Namespace) -> str | None:
 def _request(
     base: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
 ) -> Any:
+    import urllib.error  # the client commands only: not loaded by `evsed run`
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     if token:
@@ -268,6 +269,8 @@ def _request(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import urllib.error
+
     from controller.ops.opscli import format_status, offline_status
 
     try:

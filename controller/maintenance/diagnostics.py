@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import sqlite3
-import tarfile
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -211,6 +210,8 @@ def _pack(
 
 
 def _tar(files: dict[str, str], created: str) -> bytes:
+    import tarfile  # only when an archive is built (start time)
+
     mtime = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:

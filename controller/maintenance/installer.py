@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -173,6 +172,8 @@ class WheelInstaller:
     # ------------------------------------------------------------------ install
 
     async def install(self, file: Path) -> InstallResult:
+        import tarfile  # only when an update is installed (start time)
+
         try:
             wheels = await asyncio.to_thread(self._collect, file)
         except (OSError, ValueError, tarfile.TarError) as exc:
@@ -194,6 +195,8 @@ class WheelInstaller:
 
     def _collect(self, file: Path) -> list[Path]:
         """The wheels to install, copied into the wheelhouse (kept for later installs)."""
+        import tarfile
+
         self.wheelhouse.mkdir(parents=True, exist_ok=True)
         if zipfile_is_wheel(file):
             name = wheel_name_of(file)
