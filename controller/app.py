@@ -314,6 +314,25 @@ class App:
 
         store.add_listener(storage)
 
+    def security_status(self) -> dict[str, Any]:
+        """Security and maintenance at a glance (/api/status, `evsed status`, the page): the
+        security profile in use, the charger certificate (only if the store is open: the
+        status never loads the crypto library), the firmware update state and the latest
+        security event."""
+        settings = getattr(self, "settings", None)
+        profile = settings.get_int("SecurityProfile") if settings is not None else None
+        handle = self.certstore_handle
+        store = None if handle is None else handle.opened
+        event = None if self.security_log is None else self.security_log.last_event
+        return {
+            "profile": profile,
+            "certificate": None if store is None else store.identity_summary(),
+            "firmware": None if self.firmware is None else self.firmware.state.value,
+            "last_event": None
+            if event is None
+            else {"kind": event.kind.value, "at": event.at, "tech_info": event.tech_info},
+        }
+
     @property
     def certstore(self) -> CertStore | None:
         """The certificate store, opened on first use (None: unusable, or not started)."""

@@ -395,6 +395,25 @@ def config_toml(data: dict[str, Any], source: str) -> str:
 # ---------------------------------------------------------------------------- status
 
 
+def format_security(security: dict[str, Any]) -> str:
+    """One line: profile, the charger certificate, the firmware update, the latest event."""
+    parts = [f"profile {security.get('profile')}"]
+    cert = security.get("certificate")
+    if isinstance(cert, dict):
+        parts.append(
+            f"certificate {_printable(str(cert.get('subject')), 48)} until {cert.get('not_after')}"
+        )
+    firmware = security.get("firmware")
+    if firmware is not None:
+        parts.append(f"firmware {_printable(str(firmware), 32)}")
+    event = security.get("last_event")
+    if isinstance(event, dict):
+        parts.append(
+            f"last security event {_printable(str(event.get('kind')), 48)} at {event.get('at')}"
+        )
+    return ", ".join(parts)
+
+
 def format_status(data: dict[str, Any]) -> list[str]:
     """The human-readable `evsed status` from GET /api/status."""
     csms = data.get("csms", {})
@@ -423,6 +442,9 @@ def format_status(data: dict[str, Any]) -> list[str]:
         )
     elif storage is not None:
         lines.append(f"  storage: {storage}")
+    security = data.get("security")
+    if isinstance(security, dict):
+        lines.append("  security: " + format_security(security))
     if data.get("simulated"):
         lines.append("  hardware: simulated drivers (not a real charger)")
     for c in data.get("connectors", []):

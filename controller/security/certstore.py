@@ -466,6 +466,21 @@ class CertStore:
         )
         return True
 
+    def identity_summary(self) -> dict[str, str] | None:
+        """The charger certificate in use, for the status page: subject CN, serial (hex) and
+        expiry; None when there is none."""
+        ident = self._in_use()
+        if ident is None:
+            return None
+        leaf = ident.leaf
+        names = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return {
+            "subject": str(names[0].value) if names else "",
+            "serial": f"{leaf.serial_number:X}",
+            "not_after": iso_utc(leaf.not_valid_after_utc),
+            "slot": ident.slot,
+        }
+
     def _valid(self, ident: Identity, now: datetime) -> bool:
         return ident.leaf.not_valid_before_utc <= now < ident.leaf.not_valid_after_utc
 

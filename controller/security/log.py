@@ -64,6 +64,7 @@ class SecurityLog:
         self._max_bytes = max(4096, max_bytes)
         self._listeners: list[Listener] = []
         self._bursts: dict[SecurityEventKind, _Burst] = {}
+        self.last_event: SecurityEvent | None = None  # for the status page
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,7 @@ class SecurityLog:
             tech_info = tech_info[:TECH_INFO_MAX]
         event = SecurityEvent(kind, iso_utc(self._clock.utc_now()), tech_info, folded)
         self._write(event)
+        self.last_event = event
         LOG.log(
             logging.INFO if kind in _ROUTINE else logging.WARNING,
             "security event %s%s%s",

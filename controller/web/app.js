@@ -133,6 +133,18 @@
     return minutes < 60 ? minutes + " min" : Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
   }
 
+  // Security profile, the charger certificate, the firmware update and the latest security
+  // event, on one line (text only: the values come from the CSMS and certificates).
+  function securityText(security) {
+    if (!security) return null;
+    const parts = ["profile " + security.profile];
+    if (security.certificate) parts.push("certificate until " + when(security.certificate.not_after));
+    if (security.firmware && security.firmware !== "idle") parts.push("firmware " + security.firmware);
+    const event = security.last_event;
+    if (event) parts.push("last event " + event.kind + " (" + when(event.at) + ")");
+    return parts.join(" · ");
+  }
+
   // Text only, never markup; the raw value goes into data-value for scripts and tests.
   function put(node, value, raw) {
     node.textContent = value === null || value === undefined || value === "" ? "–" : String(value);
@@ -371,6 +383,7 @@
     put($("csms-last"), csms.last_message_at ? when(csms.last_message_at) + " (" + ago(csms.last_message_age_s) + ")" : null);
     put($("csms-queued"), csms.queued_messages, csms.queued_messages);
     put($("storage"), csms.storage === "ok" ? "ok" : "degraded (disk full or failing)");
+    put($("security"), securityText(status.security));
     const clock = status.clock || {};
     put($("clock"), clock.trusted ? "trusted (" + clock.trust_source + ")" : "not confirmed yet");
     put($("station-id"), status.station_id);

@@ -11,6 +11,7 @@ from typing import Any
 from cryptography import x509
 
 from controller.dev.devcsms import CsrSigner, DevCsms
+from controller.ops.opscli import format_security
 from tests.conftest import STATION_ID
 from tests.ocpp16.test_e2e_security_profiles import accepted, advance_until
 from tests.security.tlskit import HOST, Pki
@@ -69,3 +70,19 @@ async def test_certificate_renewed_over_ocpp_is_used_for_the_next_profile_3_conn
         await csms.disconnect(STATION_ID)
         await advance_until(h, lambda: h.app.client.connects == 3 and accepted(h))
         assert presented_serial(csms) == new_serial
+
+
+async def test_status_shows_the_certificate_in_use(tmp_path: Path, charger: Any) -> None:
+    """The status (/api/status, `evsed status`, the page) names the profile, the charger
+    certificate in use and its expiry, and the latest security event."""
+    pki = Pki.make(tmp_path / "pki")
+    ctx = pki.server_context(require_client_cert=True)
+    async with DevCsms(host=HOST, heartbeat_interval_s=3600, ssl_context=ctx) as csms:
+        h = await charger(csms, security_profile=3, ca_bundle=str(pki.csms_root), **pki.client())
+        status = h.app.security_status()
+        assert status["profile"] == 3
+        assert status["certificate"]["subject"] == STATION_ID
+        assert status["certificate"]["serial"] == f"{presented_serial(csms):X}"
+        line = format_security(status)
+        assert line.startswith(f"profile 3, certificate {STATION_ID} until ")
+        assert "last security event StartupOfTheDevice" in line

@@ -120,8 +120,20 @@ async def start(charger: Any, csms: DevCsms, http: aiohttp.ClientSession, **kw: 
 async def test_status_shape(charger: Any, csms: DevCsms, http: aiohttp.ClientSession) -> None:
     h, api = await start(charger, csms, http, connectors=2)
     status = await api.status()
-    assert set(status) == {"station_id", "simulated", "connectors", "csms", "clock", "faults"}
+    assert set(status) == {
+        "station_id",
+        "simulated",
+        "connectors",
+        "csms",
+        "clock",
+        "faults",
+        "security",
+    }
     assert set(status["clock"]) == {"utc", "trusted", "trust_source"}
+    # Profile 1 (ws://): no certificate store opened, no update running, the start recorded.
+    security = status["security"]
+    assert (security["profile"], security["certificate"], security["firmware"]) == (1, None, "idle")
+    assert security["last_event"]["kind"] == "StartupOfTheDevice"
     assert set(status["csms"]) == CSMS_FIELDS
     assert status["station_id"] == STATION_ID
     assert status["simulated"] is True

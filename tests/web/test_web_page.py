@@ -263,6 +263,8 @@ async def test_page_shows_a_live_session(
     assert await page.text(f"{C1} [data-field=status]") == "Available"
     assert await page.text("#csms-state") == "accepted"
     assert "ago" in await page.text("#csms-last")
+    security = await page.text("#security")
+    assert security.startswith("profile 1 · last event StartupOfTheDevice (")
     assert await page.visible("#sim-badge")
     # Loopback without a token configured: the owner is admin, no login form.
     assert not await page.visible("#login")
