@@ -18,11 +18,8 @@ from controller.core.port import CsmsPort
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import ConnectionOptions
-from controller.maintenance.diagnostics import DiagnosticsSources, journal_lines
-from controller.maintenance.firmware import FirmwareUpdater
-from controller.maintenance.installer import Installer, OperatorInstaller, WheelInstaller
-from controller.ocpp16 import diagnostics as diagnostics16
-from controller.ocpp16 import firmware as firmware16
+from controller.maintenance import FIRMWARE_JOB_KEY
+from controller.ocpp16 import FIRMWARE_UNSENT_KEY
 from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import Ocpp16Client, StationIdentity
 from controller.ocpp16.settings import Settings, core_keys
@@ -35,6 +32,9 @@ from controller.security.certtypes import CertStoreHandle
 from controller.security.log import SecurityLog
 
 if TYPE_CHECKING:
+    from controller.maintenance.diagnostics import DiagnosticsSources
+    from controller.maintenance.firmware import FirmwareUpdater
+    from controller.maintenance.installer import Installer
     from controller.security.certstore import CertStore
 from controller.security.material import FirmwareTrust, TlsMaterial
 from controller.security.tls import FileTlsMaterial, StoreTlsMaterial
@@ -270,8 +270,16 @@ class App:
                 tls_material=self.tls_material,
             )
             self.port = self.client
-            self.firmware = self._build_firmware(self.client)
-            diagnostics16.attach(self.client, self.diagnostics_sources())
+            client = self.client
+            # The firmware code is loaded at start only for an update in progress or a
+            # status not yet confirmed; otherwise on the first firmware request.
+            client.firmware_factory = lambda: self._build_firmware(client)
+            if self._firmware_pending():
+                self._build_firmware(client)
+            self.client.diagnostics_sources = self.diagnostics_sources
+            # The ring of recent log records (diagnostics without a journal) stamps them
+            # with the daemon's corrected time from now on.
+            logsetup.ring_handler().now = self._log_time()
         else:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
@@ -327,7 +335,12 @@ class App:
         return {
             "profile": profile,
             "certificate": None if store is None else store.identity_summary(),
-            "firmware": None if self.firmware is None else self.firmware.state.value,
+            # Not loaded: nothing pending at start and no request since, so idle.
+            "firmware": (
+                self.firmware.state.value
+                if self.firmware is not None
+                else ("idle" if self.client is not None else None)
+            ),
             "last_event": None
             if event is None
             else {"kind": event.kind.value, "at": event.at, "tech_info": event.tech_info},
@@ -380,9 +393,19 @@ class App:
         files = FileTlsMaterial(csms.ca_bundle, csms.client_cert, csms.client_key)
         return StoreTlsMaterial(self.certstore_handle, files)
 
+    def _firmware_pending(self) -> bool:
+        """An update in progress (also a new version on trial) or a firmware status the
+        CSMS has not confirmed: their settings rows."""
+        assert self.store is not None
+        return any(self.store.get_setting(key) for key in (FIRMWARE_JOB_KEY, FIRMWARE_UNSENT_KEY))
+
     def _build_firmware(self, client: Ocpp16Client) -> FirmwareUpdater:
         """The firmware updater, reported through the 1.6 client; a pending update (or a
         new version on trial) carries on."""
+        from controller.maintenance.firmware import FirmwareUpdater
+        from controller.maintenance.installer import OperatorInstaller, WheelInstaller
+        from controller.ocpp16 import firmware as firmware16
+
         mt = self.config.maintenance
         installer = self.installer
         if installer is None:
@@ -402,17 +425,20 @@ class App:
             security_log=self.security_log,
         )
         firmware16.attach(client, updater)
+        self.firmware = updater
         updater.start()
         return updater
 
     def diagnostics_sources(self) -> DiagnosticsSources:
         """What GetDiagnostics / GetLog archives are made of (controller/maintenance/
         diagnostics.py): under systemd the unit's journal, else (or when the journal is not
-        readable) the in-memory ring of recent records; never a secret."""
+        readable) the in-memory ring of recent records; never a secret. Built on the first
+        request (the archive code is not loaded at start)."""
+        from controller.maintenance.diagnostics import DiagnosticsSources, journal_lines
+
         cfg = self.config
         assert self.store is not None and self.station is not None
         ring = logsetup.ring_handler()
-        ring.now = self._log_time()
         max_bytes = cfg.maintenance.diagnostics_max_kb * 1024
         under_systemd = bool(os.environ.get("INVOCATION_ID"))
         settings = self.settings

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from controller.core.connector import Phase
 from controller.core.control import StationControl
 from controller.core.security import SecurityEventKind
+from controller.maintenance import FIRMWARE_JOB_KEY
 from controller.maintenance.installer import Installer, InstallOutcome, TrialState
 from controller.maintenance.lazy_transfers import download
 from controller.maintenance.transfers import Downloaded, DownloadError
@@ -28,7 +29,7 @@ from controller.security.material import FirmwareTrust
 
 LOG = logging.getLogger(__name__)
 
-JOB_KEY = "firmware.job"  # the update in progress (JSON), so it survives a restart
+JOB_KEY = FIRMWARE_JOB_KEY  # the update in progress (JSON), so it survives a restart
 STATE_KEY = "firmware.state"  # the last state and its request id, for a triggered status
 MAX_FIRMWARE_BYTES = 512 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 60.0

@@ -35,15 +35,12 @@ from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
-from controller.ocpp16 import certificates as certificates16
-from controller.ocpp16 import diagnostics as _diagnostics  # noqa: F401  (registers routes)
-from controller.ocpp16 import firmware as firmware16  # noqa: F401  (registers its routes)
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import smartcharging as sc16
 from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
-from controller.ocpp16.routes import ROUTES, TRIGGERS, route
+from controller.ocpp16.routes import handler, route, supported_actions, trigger_for
 from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION, TYPE_CONSTRAINT_VIOLATION
 from controller.ocpp16.secprofile import ConnectionSecurity
 from controller.ocpp16.security_events import SecurityEvents16
@@ -198,6 +195,10 @@ class Ocpp16Client:
         # Feature modules: firmware16.attach sets ``firmware``; ``on_accepted`` hooks run
         # each time the CSMS connection is accepted (after the boot), before the pumps.
         self.firmware: Any = None
+        self.firmware_factory: Callable[[], Any] | None = None  # builds ``firmware`` on use
+        # What GetDiagnostics / GetLog archives are made of: built on the first request
+        # (controller/ocpp16/diagnostics.py; None: no diagnostics available).
+        self.diagnostics_sources: Callable[[], Any] | None = None
         self.on_accepted: list[Callable[[], None]] = []
         if security_log is not None:
             security_log.add_listener(self.security_events)
@@ -407,8 +408,13 @@ class Ocpp16Client:
     async def run(self) -> None:
         """Stay connected until close() (the connection keeps itself up with back-off)."""
         if self._certstore is not None:
-            self._tasks.spawn(certificates16.renewal_loop(self), name="cert-renewal")
+            self._certstore.when_opened(self._start_renewal)
         await self._link.run()
+
+    def _start_renewal(self, store: CertStore) -> None:
+        from controller.ocpp16 import certificates as certificates16  # a feature module
+
+        self._tasks.spawn(certificates16.renewal_loop(self), name="cert-renewal")
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
         """Run ``coro`` in the client's task group (feature modules' background work)."""
@@ -720,7 +726,7 @@ class Ocpp16Client:
     async def _handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         LOG.debug("CALL %s from the CSMS", action, extra={"action": action})
         # RpcConnection answers NotImplemented / NotSupported before a handler is looked up.
-        return await ROUTES[action](self, payload)
+        return await handler(action)(self, payload)
 
     def _connector_id(self, payload: dict[str, Any], *, allow_zero: bool) -> int:
         cid = payload["connectorId"]
@@ -1044,8 +1050,8 @@ class Ocpp16Client:
                         self._tasks.spawn(
                             self._send_best_effort("MeterValues", payload), name="trigger"
                         )
-        elif requested in TRIGGERS:
-            return TRIGGERS[requested](self, cid, extended)
+        elif (send := trigger_for(requested)) is not None:
+            return send(self, cid, extended)
         else:
             return "NotImplemented"
         return "Accepted"
@@ -1059,4 +1065,4 @@ class Ocpp16Client:
 # CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage, the
 # Local Auth List Management profile (GetLocalListVersion, SendLocalList) and the
 # Reservation profile (ReserveNow, CancelReservation).
-SUPPORTED_ACTIONS = frozenset(ROUTES)
+SUPPORTED_ACTIONS = supported_actions()

@@ -124,8 +124,11 @@ def attach(
 
 def state_of(client: Ocpp16Client) -> Diagnostics16:
     state = _STATE.get(client)
-    if state is None:  # nothing attached (unit tests): no diagnostics available
-        state = _STATE[client] = Diagnostics16(None)
+    if state is None:
+        # The composition root leaves a factory (this module is loaded on the first
+        # request); without one (unit tests) no diagnostics are available.
+        factory = client.diagnostics_sources
+        state = _STATE[client] = Diagnostics16(None if factory is None else factory())
     return state
 
 

@@ -14,6 +14,7 @@ from controller.maintenance.firmware import (
     FirmwareUpdater,
     SubmitResult,
 )
+from controller.ocpp16 import FIRMWARE_UNSENT_KEY
 from controller.ocpp16.routes import route, trigger
 from controller.ocpp16.rpc import NOT_SUPPORTED, TYPE_CONSTRAINT_VIOLATION
 
@@ -24,7 +25,7 @@ LOG = logging.getLogger(__name__)
 
 LEGACY_ACTION = "FirmwareStatusNotification"
 SIGNED_ACTION = "SignedFirmwareStatusNotification"
-UNSENT_KEY = "ocpp16.firmware.unsent"  # the latest status not yet confirmed by the CSMS
+UNSENT_KEY = FIRMWARE_UNSENT_KEY
 MAX_RETRIES = 100
 MAX_RETRY_INTERVAL_S = 86400
 
@@ -150,8 +151,16 @@ def attach(client: Ocpp16Client, updater: FirmwareUpdater) -> Firmware16:
     return adapter
 
 
+def _loaded(client: Ocpp16Client) -> Any:
+    """The client's firmware adapter, built on first use when the composition root left a
+    factory (nothing was pending at start)."""
+    if client.firmware is None and client.firmware_factory is not None:
+        client.firmware_factory()  # builds the updater and attaches it (client.firmware)
+    return client.firmware
+
+
 def _adapter(client: Ocpp16Client) -> Firmware16:
-    adapter = client.firmware
+    adapter = _loaded(client)
     if not isinstance(adapter, Firmware16):
         raise CallError(NOT_SUPPORTED, "firmware updates are not configured")
     return adapter
@@ -210,7 +219,7 @@ async def signed_update_firmware(client: Ocpp16Client, p: dict[str, Any]) -> dic
 
 
 def _trigger_send(client: Ocpp16Client, extended: bool) -> str:
-    adapter = client.firmware
+    adapter = _loaded(client)
     if not isinstance(adapter, Firmware16):
         return "NotImplemented" if not extended else "Rejected"
     action, payload = adapter.triggered(extended)

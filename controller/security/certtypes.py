@@ -111,6 +111,7 @@ class CertStoreHandle:
     def __init__(self, open_store: Callable[[], CertStore | None], *, open_now: bool) -> None:
         self._open_store: Callable[[], CertStore | None] | None = open_store
         self._store: CertStore | None = None
+        self._on_open: list[Callable[[CertStore], None]] = []
         if open_now:
             self.get()
 
@@ -118,8 +119,19 @@ class CertStoreHandle:
         """The store (opened now if it was not); None when it cannot be used."""
         if self._open_store is not None:
             open_store, self._open_store = self._open_store, None
-            self._store = open_store()
+            self._store = store = open_store()
+            if store is not None:
+                for listener in self._on_open:
+                    listener(store)
         return self._store
+
+    def when_opened(self, listener: Callable[[CertStore], None]) -> None:
+        """``listener(store)`` once the store is open: now if it is, else when it opens
+        (the renewal check of the charger's certificate starts then)."""
+        if self._store is not None:
+            listener(self._store)
+        elif self._open_store is not None:
+            self._on_open.append(listener)
 
     @property
     def opened(self) -> CertStore | None:
