@@ -41,6 +41,7 @@ from controller.security.tls import FileTlsMaterial, StoreTlsMaterial
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
 from controller.storage.store import Store, open_store
+from hal.base import FaultKind
 from hal.registry import DriverContext, create_driver
 from hal.sim import SimControl
 
@@ -284,6 +285,7 @@ class App:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
         self.station.attach_port(self.port)
+        self._watch_tamper(self.station, self.security_log)
         # Queued before anything else of this boot (the client's listener is attached).
         self.security_log.record(SecurityEventKind.STARTUP_OF_THE_DEVICE)
         await self.station.start()
@@ -351,6 +353,21 @@ class App:
         """The certificate store, opened on first use (None: unusable, or not started)."""
         handle = self.certstore_handle
         return None if handle is None else handle.get()
+
+    @staticmethod
+    def _watch_tamper(station: Station, log: SecurityLog) -> None:
+        """A tamper switch (a fault input with ``code = "Tamper"``) that opens is a security
+        event (TamperDetectionActivated, critical); the connector is Faulted like for any
+        fault, so charging stops."""
+
+        def on_fault(connector_id: int, kind: FaultKind, source: str) -> None:
+            if kind is FaultKind.TAMPER:
+                log.record(
+                    SecurityEventKind.TAMPER_DETECTION_ACTIVATED,
+                    f"connector {connector_id}: tamper input ({source})",
+                )
+
+        station.faults.listeners.append(on_fault)
 
     def _certstore_needed_now(self) -> bool:
         """Open the certificate store at start (not on first use) when the connection needs

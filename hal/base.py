@@ -73,6 +73,9 @@ class FaultKind(enum.StrEnum):
     METER = "PowerMeterFailure"
     POWER_SWITCH = "PowerSwitchFailure"  # contactor welded or not closing
     READER = "ReaderFailure"
+    # The enclosure opened (a lid or door switch wired as the connector's fault input):
+    # charging stops like for any fault, and it is a security event (TamperDetectionActivated).
+    TAMPER = "Tamper"
     UNDER_VOLTAGE = "UnderVoltage"
     WEAK_SIGNAL = "WeakSignal"
 

@@ -36,6 +36,7 @@ ERROR_CODE: Final[dict[FaultKind, str]] = {
     FaultKind.METER: "PowerMeterFailure",
     FaultKind.POWER_SWITCH: "PowerSwitchFailure",
     FaultKind.READER: "ReaderFailure",
+    FaultKind.TAMPER: "OtherError",  # 1.6 has no code for it; the security event names it
     FaultKind.UNDER_VOLTAGE: "UnderVoltage",
     FaultKind.WEAK_SIGNAL: "WeakSignal",
 }

@@ -45,13 +45,23 @@ class Faults:
         self._clock = clock
         self._dispatch = dispatch
         self.history: deque[FaultEvent] = deque(maxlen=FAULT_HISTORY_SIZE)
+        # ``listener(connector_id, kind, source)`` when a source raises a fault it did not
+        # hold before (the composition root turns a tamper switch into a security event).
+        self.listeners: list[Callable[[int, FaultKind, str], None]] = []
 
     def set(self, c: ConnectorRuntime, source: str, fault: FaultKind | None) -> None:
         """``source`` raises ``fault`` (None: clears its own)."""
         if fault is None:
             c.faults.pop(source, None)
         else:
+            raised = c.faults.get(source) is not fault
             c.faults[source] = fault
+            if raised:
+                for listener in self.listeners:
+                    try:
+                        listener(c.connector_id, fault, source)
+                    except Exception:
+                        LOG.exception("fault listener failed")
         effective = next(iter(c.faults.values()), None)
         if effective != c.state.fault:
             if effective is not None:

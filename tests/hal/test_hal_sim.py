@@ -478,9 +478,9 @@ def test_fault_input_rejects_unknown_codes(code: str) -> None:
 
 
 def test_every_fault_kind_is_accepted_by_name() -> None:
-    """The 13 hardware fault kinds (LocalListConflict and ResetFailure are protocol
-    conditions, not a connector's hardware, so they are not fault kinds)."""
-    assert len(FAULT_KIND_NAMES) == 13
+    """The 14 hardware fault kinds: the 13 of 1.6 that are a connector's hardware
+    (LocalListConflict and ResetFailure are protocol conditions) and Tamper (a lid switch)."""
+    assert len(FAULT_KIND_NAMES) == 14
     fault = SimFaultInput()
     for code in sorted(FAULT_KIND_NAMES):
         fault.inject(code)

@@ -88,3 +88,30 @@ async def test_reset_is_a_reset_or_reboot_event(csms: DevCsms, charger: Any) -> 
     await h.settle(lambda: h.app.reset_requested == "Soft")
     kinds = [e["kind"] for e in h.app.security_log.entries()]
     assert kinds == ["StartupOfTheDevice", "ResetOrReboot"]
+
+
+async def test_tamper_switch_stops_charging_and_is_reported(csms: DevCsms, charger: Any) -> None:
+    """Whitepaper section 8 TamperDetectionActivated (critical): a lid switch wired as the
+    connector's fault input with code "Tamper" opens the contactor like any fault (Faulted,
+    OtherError: 1.6 has no tamper code) and is sent as a security event; a second
+    opening is reported again (critical events are never folded)."""
+    h = await charger(csms)
+    h.plug()
+    await h.advance(1)
+    h.tap()
+    await h.settle(lambda: h.connector().hw.contactor.closed)
+    h.rig().fault.inject("Tamper")
+    await h.settle(lambda: not h.connector().hw.contactor.closed)
+    event = await csms.wait_for(
+        lambda f: f.action == SEN and f.payload["type"] == "TamperDetectionActivated"
+    )
+    assert event.payload["techInfo"] == "connector 1: tamper input (input)"
+    faulted = await csms.wait_for(
+        lambda f: f.action == "StatusNotification" and f.payload["status"] == "Faulted"
+    )
+    assert faulted.payload["errorCode"] == "OtherError"
+    h.rig().fault.clear()
+    await h.advance(2)
+    h.rig().fault.inject("Tamper")
+    await h.settle(lambda: len(events(csms, "TamperDetectionActivated")) == 2)
+    assert not h.connector().hw.contactor.closed

@@ -289,7 +289,9 @@ def decimal_validator(action: str) -> Draft4Validator:
     ``parse_float=Decimal``, so ``multipleOf`` compares decimals as written."""
     found = _DECIMAL_VALIDATORS.get(action)
     if found is None:
-        text = json.dumps(request_schema(action))
+        # default=float: the ocpp library caches some schemas read with parse_float=Decimal
+        # (once its CSMS validated such a call in this process); read back as Decimal below.
+        text = json.dumps(request_schema(action), default=float)
         found = Draft4Validator(json.loads(text, parse_float=Decimal))
         _DECIMAL_VALIDATORS[action] = found
     return found
