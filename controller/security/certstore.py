@@ -231,19 +231,6 @@ class CertStore:
     def manufacturer_roots_pem(self) -> str:
         return self._roots_pem(CertificateUse.MANUFACTURER_ROOT)
 
-    def has_valid_csms_root(self) -> bool:
-        """A05.FR.03's prerequisite for security profile 2 or 3: a CSMS root valid now."""
-        now = self._clock.utc_now()
-        return any(
-            c.not_valid_before_utc <= now < c.not_valid_after_utc
-            for c in self.roots(CertificateUse.CSMS_ROOT)
-        )
-
-    def has_valid_identity(self) -> bool:
-        """A05.FR.04's prerequisite for security profile 3: a charger certificate valid now."""
-        ident = self._in_use()
-        return ident is not None and self._valid(ident, self._clock.utc_now())
-
     def root_count(self) -> int:
         return sum(len(self._root_files(use)) for use in ROOT_USES)
 

@@ -281,6 +281,7 @@ class FileTlsMaterial:
             return None
         return self.client_cert, self.client_key
 
+    # The TOML's files have no probation: nothing to promote or to set aside.
     def connection_succeeded(self, profile: int) -> None:
         pass
 

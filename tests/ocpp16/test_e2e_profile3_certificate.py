@@ -13,8 +13,7 @@ from cryptography import x509
 from controller.dev.devcsms import CsrSigner, DevCsms
 from controller.ops.opscli import format_security
 from tests.conftest import STATION_ID
-from tests.ocpp16.test_e2e_security_profiles import accepted, advance_until
-from tests.security.tlskit import HOST, Pki
+from tests.security.tlskit import HOST, Pki, accepted, advance_until
 
 CPO = "evsed"  # the O of the charger's first-boot certificate (tlskit) and CpoName
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller.dev.devcsms import CsmsEvent, DevCsms, Frame, StationDisconnected
+from controller.dev.devcsms import CsmsEvent, DevCsms, StationDisconnected
 from controller.ocpp16.secprofile import FALLBACK_AFTER_FAILURES, PREVIOUS_KEY, PREVIOUS_PROFILE
 from tests.conftest import STATION_ID
-from tests.security.tlskit import HOST, Pki, logged_kinds
+from tests.security.tlskit import HOST, Pki, accepted, advance_until, logged_kinds, notification
 
 PASSWORD = "0123456789abcdef0123"  # the TOML's csms.password (A00.FR.205: >= 16 characters)
 NEW_KEY = "fedcba9876543210fedcba9876543210"
@@ -63,32 +63,6 @@ async def change(csms: DevCsms, key: str, value: str) -> str:
     )
     assert frame[0] == 3, frame
     return str(frame[2]["status"])
-
-
-async def advance_until(h: Any, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Move the manual clock in small steps (reconnect back-off) until ``predicate`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await h.clock.advance(0.25, step_s=0.25)
-        await asyncio.sleep(0.02)
-
-
-async def notification(csms: DevCsms, type_16: str, text: str = "") -> Frame:
-    return await csms.wait_for(
-        lambda f: (
-            f.action == "SecurityEventNotification"
-            and f.payload["type"] == type_16
-            and text in f.payload.get("techInfo", "")
-        ),
-        timeout_s=10,
-    )
-
-
-def accepted(h: Any) -> bool:
-    return h.app.client.connection_state() == "accepted"
 
 
 async def start(charger: Any, pair: Pair, pki: Pki, **extra: Any) -> Any:

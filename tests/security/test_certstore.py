@@ -31,6 +31,7 @@ from controller.security.certstore import (
     InstallStatus,
 )
 from controller.security.log import SecurityLog
+from controller.security.tls import client_identity_usable, valid_pem_certificates
 from tests.security.pki import (
     T0,
     Ca,
@@ -483,17 +484,24 @@ def test_chain_may_carry_the_root_and_prerequisites(store: CertStore, clock: Man
     CSMS root, a valid charger certificate) for the security profile guard."""
     root = make_root(not_after=T0 + timedelta(days=100))
     sub = make_sub_ca(root, not_after=T0 + timedelta(days=100))
-    assert not store.has_valid_csms_root()
+
+    def has_valid_csms_root() -> bool:  # the checks the SecurityProfile guard runs on it
+        return valid_pem_certificates(store.csms_roots_pem(), clock.utc_now()) > 0
+
+    def has_valid_identity() -> bool:
+        return client_identity_usable(store, clock.utc_now()) is None
+
+    assert not has_valid_csms_root()
     store.install_root(CertificateUse.CSMS_ROOT, root.pem, max_count=20)
-    assert store.has_valid_csms_root() and not store.has_valid_identity()
+    assert has_valid_csms_root() and not has_valid_identity()
     cert = sign_csr(sub, store.new_csr(organization=CPO, station_id=STATION))
     chain = pem(cert) + sub.pem + root.pem
     assert store.accept_signed(
         chain, organization=CPO, station_id=STATION, max_chain_chars=MAX_CHAIN
     )
-    assert store.has_valid_identity()
+    assert has_valid_identity()
     clock.step_wall(T0 + timedelta(days=400))
-    assert not store.has_valid_csms_root() and not store.has_valid_identity()
+    assert not has_valid_csms_root() and not has_valid_identity()
 
 
 def test_certificate_for_an_earlier_open_csr_fits(store: CertStore) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import serve
 
-from controller.dev.devcsms import DevCsms, Frame
+from controller.dev.devcsms import DevCsms
 from controller.security.tls import (
     TLS12_CIPHERS,
     FileTlsMaterial,
@@ -21,7 +21,15 @@ from controller.security.tls import (
     client_context,
 )
 from tests.conftest import STATION_ID
-from tests.security.tlskit import HOST, HandshakeOnlyServer, Pki, logged_kinds
+from tests.security.tlskit import (
+    HOST,
+    HandshakeOnlyServer,
+    Pki,
+    accepted,
+    advance_until,
+    logged_kinds,
+    notification,
+)
 
 PASSWORD = "0123456789abcdef0123"
 
@@ -43,28 +51,6 @@ async def servers() -> AsyncIterator[list[DevCsms]]:
     yield started
     for csms in started:
         await csms.stop()
-
-
-async def advance_until(h: Any, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Move the manual clock in small steps (reconnect back-off) until ``predicate`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await h.clock.advance(0.25, step_s=0.25)
-        await asyncio.sleep(0.02)
-
-
-async def notification(csms: DevCsms, type_16: str) -> Frame:
-    return await csms.wait_for(
-        lambda f: f.action == "SecurityEventNotification" and f.payload["type"] == type_16,
-        timeout_s=10,
-    )
-
-
-def accepted(h: Any) -> bool:
-    return h.app.client.connection_state() == "accepted"
 
 
 # ----------------------------------------------------------------------------- the context

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 import trustme
 
-from controller.dev.devcsms import server_ssl_context
+from controller.dev.devcsms import DevCsms, Frame, server_ssl_context
 from controller.security.log import SecurityLog
 
 HOST = "127.0.0.1"
@@ -132,3 +134,30 @@ class HandshakeOnlyServer:
         self._stop.set()
         self._thread.join(timeout=5)
         self.sock.close()
+
+
+async def advance_until(h: Any, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Move the manual clock in small steps (reconnect back-off) until ``predicate`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await h.clock.advance(0.25, step_s=0.25)
+        await asyncio.sleep(0.02)
+
+
+async def notification(csms: DevCsms, type_16: str, text: str = "") -> Frame:
+    """The SecurityEventNotification of ``type_16`` (whose techInfo contains ``text``)."""
+    return await csms.wait_for(
+        lambda f: (
+            f.action == "SecurityEventNotification"
+            and f.payload["type"] == type_16
+            and text in f.payload.get("techInfo", "")
+        ),
+        timeout_s=10,
+    )
+
+
+def accepted(h: Any) -> bool:
+    return h.app.client.connection_state() == "accepted"
