@@ -76,7 +76,9 @@ CONTACTORS_OPEN_STATUS = "starting: every contactor verified open"
 # default Modbus settings a read gives up after about 2 s. Longer configured timeouts raise
 # the limit (App.tick_stall_limit_s): a silent meter holding a tick that long is no hang.
 TICK_STALL_LIMIT_S = 60.0
-STATUS_INTERVAL_S = 2.0
+# systemd's STATUS= follows the connectors and the CSMS state at once (events); this is how
+# often it looks anyway, for what changes without an event (the queue length).
+STATUS_REFRESH_S = 30.0
 
 
 class SettingsTimeStore:
@@ -522,8 +524,13 @@ class App:
         self.notifier.ready(self.status_line())
         if not self.notifier.enabled:
             return
+        changed = asyncio.Event()
+        if self.station is not None:
+            self.station.add_listener(lambda _cid, _cmd: changed.set())
+            self.station.online_listeners.append(lambda _online: changed.set())
         self._tasks.spawn(
-            run_status(self.notifier, self.status_line, STATUS_INTERVAL_S), name="sd-status"
+            run_status(self.notifier, self.status_line, STATUS_REFRESH_S, changed=changed),
+            name="sd-status",
         )
         if self.watchdog_s:
             interval_s = self.watchdog_s / 2
@@ -540,7 +547,7 @@ class App:
             return None  # stopping is bounded by TimeoutStopSec, not by the watchdog
         if station is None or not station.started:
             return "the station is not running"
-        silent_s = station.clock.monotonic_s() - station.last_tick_s
+        silent_s = station.tick_stalled_for_s()
         if silent_s > self.tick_stall_limit_s():
             return f"the station tick loop made no progress for {silent_s:.0f} s"
         return None
@@ -602,11 +609,14 @@ class App:
                 w.cancel()
 
     async def _watch_failures(self) -> None:
-        while True:
-            for group in (self._tasks, self.station._tasks if self.station else None):
-                if group is not None and group.failed is not None:
-                    raise RuntimeError("a critical task failed") from await group.failed
-            await asyncio.sleep(0.5)
+        groups = [self._tasks] + ([self.station._tasks] if self.station else [])
+        failures = [asyncio.ensure_future(group.failure()) for group in groups]
+        try:
+            done, _ = await asyncio.wait(failures, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in failures:
+                f.cancel()
+        raise RuntimeError("a critical task failed") from done.pop().result()
 
     async def _close_drivers(self) -> None:
         """Release the hardware: contactors open first, pilots at 0 A, ports closed."""

@@ -527,6 +527,36 @@ def can_start_remotely(s: ConnectorState) -> bool:
     )
 
 
+def tick_due_at_s(s: ConnectorState) -> float | None:
+    """When a ``Tick`` next changes this state (monotonic seconds), or None while time alone
+    changes nothing: the runtime may sleep until then instead of ticking (quiet when idle).
+
+    A step at an earlier time changes nothing either; a Tick at or after the time does what
+    a Tick on every interval would have done.
+    """
+    due: list[float] = []
+    if (
+        not s.tx_active
+        and s.authorized_tag is not None
+        and s.authorized_at_s is not None
+        and s.connection_timeout_s > 0
+    ):
+        due.append(s.authorized_at_s + s.connection_timeout_s)  # ConnectionTimeOut
+    since_s = s.switching_since_s
+    if s.switching is not None and since_s is None:
+        due.append(s.now_s)  # the pause counts from the next Tick: at once
+    elif s.fault is FaultKind.POWER_SWITCH and s.switching is not SwitchStage.SETTLING:
+        pass  # maybe welded: the relay holds where it is until the fault clears (an event)
+    elif s.switching is not None and since_s is not None:
+        if s.switching is SwitchStage.SETTLING:
+            due.append(since_s + s.phase_switch_settle_s)
+        else:
+            due.append(since_s + s.phase_switch_pause_s)
+    elif s.phase_switch and s.phases_wanted != s.phases:
+        due.append(s.now_s)  # a switch waiting to begin
+    return min(due) if due else None
+
+
 def step(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Command]]:
     """Apply one event; return the new state and the commands the runtime must execute.
 

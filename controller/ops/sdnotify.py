@@ -206,8 +206,11 @@ async def run_status(
     interval_s: float,
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    changed: asyncio.Event | None = None,
 ) -> None:
-    """Send ``STATUS=describe()`` whenever the text changes, looking every ``interval_s``."""
+    """Send ``STATUS=describe()`` whenever the text changes: looking every ``interval_s``,
+    and at once when ``changed`` is set (then ``interval_s`` only catches what nobody
+    signals, such as a queue length, and the loop stays asleep while nothing happens)."""
     last: str | None = None
     failing = False
     while True:
@@ -222,7 +225,16 @@ async def run_status(
         if text != last:
             notifier.status(text)
             last = text
-        await sleep(interval_s)
+        if changed is None:
+            await sleep(interval_s)
+            continue
+        changed.clear()
+        waiters = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(sleep(interval_s))]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
 
 
 def install_stall_hook(

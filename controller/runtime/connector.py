@@ -63,6 +63,7 @@ class ConnectorRuntime:
     reading: MeterReading | None = None  # the last good reading (kept through an outage)
     reading_at: str | None = None  # when ``reading`` was taken (UTC, ISO 8601)
     meter_failures: int = 0  # failed reads since the last good one
+    polled_s: float | None = None  # monotonic time of the last meter read (good or not)
     faults: dict[str, FaultKind] = field(default_factory=dict)  # source -> fault
     status_since_s: float = 0.0
 

@@ -71,6 +71,7 @@ class Metering:
 
     async def poll(self, c: ConnectorRuntime) -> None:
         """Read the meter; repeated failures are a meter fault, the first answer MeterReady."""
+        c.polled_s = self._clock.monotonic_s()
         try:
             reading = await c.hw.meter.read()
         except (TimeoutError, DeviceError, OSError) as exc:
@@ -151,6 +152,14 @@ class Metering:
             LOG.exception("connector %d: could not persist the reading", c.connector_id)
             return
         c.persisted_wh = energy_wh
+
+    def next_aligned_in_s(self, utc_now: datetime) -> float | None:
+        """Seconds until the next ClockAlignedDataInterval boundary (None: not configured)."""
+        aligned_s = self._policy().aligned_interval_s
+        if aligned_s <= 0:
+            return None
+        now_ts = utc_now.timestamp()
+        return (int(now_ts) // aligned_s + 1) * aligned_s - now_ts
 
     def maybe_aligned(self, utc_now: datetime) -> None:
         """A clock-aligned sample of every connector at each ClockAlignedDataInterval

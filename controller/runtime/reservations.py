@@ -239,6 +239,10 @@ class Reservations:
                     self._forget(r, "expired")
                     self._unplace(r)
 
+    def next_expiry(self) -> datetime | None:
+        """The earliest expiryDate of the kept reservations (the tick loop wakes then)."""
+        return min((r.expiry for r in self._by_id.values()), default=None)
+
     # ------------------------------------------------------------------ keeping in step
 
     def sync(self) -> None:

@@ -46,6 +46,11 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 VEHICLE_READY_TIMEOUT_S = 2.0
+# While no energy can flow, the meter is read this often to notice a failing meter (a fault
+# then makes the loop tick every interval again until it answers or is faulted).
+IDLE_METER_POLL_S = 60.0
+# Deadlines this close count as due (float noise between the monotonic and UTC clocks).
+_EARLY_S = 0.001
 
 _INDICATOR = {
     sm.Phase.AVAILABLE: IndicatorState.AVAILABLE,
@@ -116,9 +121,13 @@ class Station:
         # False while a CSMS is configured but not connected (the client says so); a
         # standalone charger has none to miss.
         self.csms_online = True
-        # Monotonic time the last tick finished (start() counts as one): the app's watchdog
-        # stops pinging systemd when the tick loop makes no progress.
+        self.online_listeners: list[Callable[[bool], None]] = []
+        # Monotonic time the last tick finished (start() counts as one) and whether one is
+        # running: the app's watchdog stops pinging systemd when a tick makes no progress.
         self.last_tick_s = clock.monotonic_s()
+        self._ticking = False
+        # Set by events: the idle tick loop looks again at once (see _tick_loop).
+        self._wake = asyncio.Event()
         self.faults = Faults(connectors=self.connectors, clock=clock, dispatch=self.dispatch)
         self.metering = Metering(
             connectors=self.connectors,
@@ -272,6 +281,14 @@ class Station:
         hardware always follows the states in order and no stale command of an earlier
         state runs after a later one.
         """
+        if not isinstance(event, sm.Tick):
+            self._wake.set()
+            now_s = self.clock.monotonic_s()
+            if self.connectors[connector_id].state.now_s < now_s:
+                # The idle loop does not tick: bring the machine's clock up to now first,
+                # so that what this event stamps (authorized_at_s) and what time alone
+                # would have ended by now (ConnectionTimeOut) are right.
+                self._events.append((connector_id, sm.Tick(now_s)))
         self._events.append((connector_id, event))
         if self._dispatching:
             return
@@ -628,20 +645,100 @@ class Station:
     # ------------------------------------------------------------------ periodic work
 
     async def _tick_loop(self) -> None:
+        """Tick every ``tick_interval_s`` while energy may flow (or the meter needs watching);
+        otherwise sleep until the next thing that time alone changes, or an event.
+
+        Idle, the loop wakes only for a meter health read every IDLE_METER_POLL_S, a state
+        machine timeout, a reservation's expiry, a clock-aligned sample or a storage probe:
+        an idle charger costs almost no CPU (issue 16). Any event from the hardware, the
+        CSMS or the API wakes it at once (``dispatch``), so it ticks again as soon as a
+        session begins.
+        """
         while True:
-            await self.clock.sleep(self.tick_interval_s)
-            now_s = self.clock.monotonic_s()
-            for c in self.connectors.values():
-                await self.metering.poll(c)
-                self.metering.measure_energy(c)
-                self.dispatch(c.connector_id, sm.Tick(now_s))
-                self.metering.maybe_sample(c, now_s)
-                self.metering.maybe_persist(c, now_s)
-                self._record_history(c, now_s)
-            self.metering.maybe_probe_storage(now_s)
-            self.reservations.tick(self.clock.utc_now())
-            self.metering.maybe_aligned(self.clock.utc_now())
+            self._wake.clear()
             self.last_tick_s = self.clock.monotonic_s()
+            self._ticking = False
+            delay_s = self._next_tick_in_s()
+            if delay_s is None:
+                await self.clock.sleep(self.tick_interval_s)
+            else:
+                await self._sleep_or_wake(delay_s)
+            self._ticking = True
+            await self._tick()
+
+    async def _tick(self) -> None:
+        now_s = self.clock.monotonic_s()
+        busy = any(self._busy(c) for c in self.connectors.values())
+        for c in self.connectors.values():
+            if busy or self._meter_poll_due(c, now_s):
+                await self.metering.poll(c)
+            self.metering.measure_energy(c)
+            self.dispatch(c.connector_id, sm.Tick(now_s))
+            self.metering.maybe_sample(c, now_s)
+            self.metering.maybe_persist(c, now_s)
+            self._record_history(c, now_s)
+        self.metering.maybe_probe_storage(now_s)
+        self.reservations.tick(self.clock.utc_now())
+        self.metering.maybe_aligned(self.clock.utc_now())
+
+    def _busy(self, c: ConnectorRuntime) -> bool:
+        """Whether the connector needs a tick every interval: energy may flow (a transaction
+        or a closed contactor: samples, billing, limits), or the meter has not answered yet
+        or is failing (MeterReady, the meter fault)."""
+        s = c.state
+        return (
+            c.tx_key is not None
+            or s.tx_active
+            or s.contactor_closed
+            or not s.meter_ready
+            or c.meter_failures > 0
+        )
+
+    def _meter_poll_due(self, c: ConnectorRuntime, now_s: float) -> bool:
+        return c.polled_s is None or now_s - c.polled_s >= IDLE_METER_POLL_S - _EARLY_S
+
+    def _next_tick_in_s(self) -> float | None:
+        """Seconds until the next tick that changes anything, or None: tick every
+        ``tick_interval_s`` (a connector is busy, or the database is being probed)."""
+        if self.store.degraded or any(self._busy(c) for c in self.connectors.values()):
+            return None
+        now_s = self.clock.monotonic_s()
+        utc_now = self.clock.utc_now()
+        delays = [IDLE_METER_POLL_S]
+        for c in self.connectors.values():
+            due_s = sm.tick_due_at_s(c.state)
+            if due_s is not None:
+                delays.append(due_s - now_s)
+            if c.polled_s is not None:
+                delays.append(c.polled_s + IDLE_METER_POLL_S - now_s)
+        expiry = self.reservations.next_expiry()
+        if expiry is not None:
+            delays.append((expiry - utc_now).total_seconds())
+        aligned_s = self.metering.next_aligned_in_s(utc_now)
+        if aligned_s is not None:
+            delays.append(aligned_s)
+        delay_s = min(delays)
+        # Something already due (or a clock that stepped) is done at the next regular tick:
+        # never a loop that spins on a deadline in the past.
+        return delay_s if delay_s > _EARLY_S else self.tick_interval_s
+
+    async def _sleep_or_wake(self, delay_s: float) -> None:
+        waiters = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self.clock.sleep(delay_s)),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def tick_stalled_for_s(self) -> float:
+        """How long the tick loop has been stuck in one tick (a meter read that does not
+        return, say), counted from the end of the previous one; 0 while it sleeps."""
+        if not self._ticking:
+            return 0.0
+        return self.clock.monotonic_s() - self.last_tick_s
 
     def _record_history(self, c: ConnectorRuntime, now_s: float) -> None:
         if c.tx_key is None:
@@ -679,6 +776,7 @@ class Station:
         """A new charging policy (the CSMS changed the configuration): from the next tick
         on for sampling, at once for the connectors' session rules."""
         self.policy = policy
+        self._wake.set()  # sample intervals may have changed
         if self.started:
             for c in self.connectors.values():
                 self._apply_policy(c)
@@ -801,6 +899,8 @@ class Station:
         if online == self.csms_online:
             return
         self.csms_online = online
+        for listener in self.online_listeners:
+            listener(online)
         if self.started:
             for c in self.connectors.values():
                 self._show_indicator(c)

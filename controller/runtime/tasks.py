@@ -36,10 +36,18 @@ class TaskGroup:
             return
         LOG.error("task %s failed", task.get_name(), exc_info=exc)
         if critical:
-            if self.failed is None:
-                self.failed = asyncio.get_running_loop().create_future()
-            if not self.failed.done():
-                self.failed.set_result(exc)
+            failed = self._failed_future()
+            if not failed.done():
+                failed.set_result(exc)
+
+    def _failed_future(self) -> asyncio.Future[BaseException]:
+        if self.failed is None:
+            self.failed = asyncio.get_running_loop().create_future()
+        return self.failed
+
+    async def failure(self) -> BaseException:
+        """Wait until a critical task fails (no polling); its exception."""
+        return await asyncio.shield(self._failed_future())
 
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)
