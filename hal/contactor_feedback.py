@@ -32,6 +32,12 @@ class Verdict:
     recheck_s: float
 
 
+# While coil and feedback agree and nothing is wrong, nothing is pending: a feedback edge
+# wakes the driver at once, and this re-read is only the safety net for an edge that was
+# missed (quiet when idle: one wake-up a second instead of ten).
+STEADY_RECHECK_S = 1.0
+
+
 class FeedbackSupervisor:
     """A coil/feedback disagreement lasting ``delay_s`` is a fault (PowerSwitchFailure).
 
@@ -95,7 +101,7 @@ class FeedbackSupervisor:
         if self._agree_since_s is None:
             self._agree_since_s = now_s
         if self.fault is None:
-            return Verdict(False, self._recheck_s)
+            return Verdict(False, max(self._recheck_s, STEADY_RECHECK_S))
         clear_at_s = self._agree_since_s + delay_s
         if self.fault is FeedbackFault.FAILED_TO_CLOSE:
             if self._commanded:

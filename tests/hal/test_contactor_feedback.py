@@ -4,7 +4,7 @@ with real threads and mock pins is tests/hal/test_hal_gpio.py)."""
 
 from __future__ import annotations
 
-from hal.contactor_feedback import FeedbackFault, FeedbackSupervisor
+from hal.contactor_feedback import STEADY_RECHECK_S, FeedbackFault, FeedbackSupervisor
 
 DELAY_S = 0.3
 RETRY_S = 30.0
@@ -57,3 +57,11 @@ def test_switching_the_coil_restarts_the_disagreement_delay() -> None:
     s.evaluate(driven=True, feedback_closed=True, now_s=1.46)  # it closed: all is well
     s.evaluate(driven=True, feedback_closed=True, now_s=9.0)
     assert s.fault is None
+
+
+def test_nothing_pending_means_only_the_safety_net_re_read() -> None:
+    """Agreeing, no fault: edges wake the driver, the periodic re-read is a safety net only
+    (issue 16: quiet when idle); a disagreement is re-read at the monitor interval."""
+    s = supervisor()
+    assert s.evaluate(driven=False, feedback_closed=False, now_s=1.0).recheck_s == STEADY_RECHECK_S
+    assert s.evaluate(driven=False, feedback_closed=True, now_s=2.0).recheck_s == 0.1
