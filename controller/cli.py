@@ -4,6 +4,7 @@ controls."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -119,7 +120,15 @@ async def _run(config_path: str, log_target: str = "auto") -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
     install_stall_hook(loop, app.notifier)  # test-only, needs $EVSED_TEST_STALL_LOOP_S
-    await app.start()
+    try:
+        await app.start()
+    finally:
+        # cmd_run turned the collector off for the start (imports, classes, the store): a
+        # collection then only walks objects that live as long as the process. Frozen, later
+        # collections skip them too; the few start-up cycles that were garbage stay (about
+        # 1,600 objects, measured). ~6 % of the CPU to the BootNotification (issue 16).
+        gc.freeze()
+        gc.enable()
     try:
         await app.wait()
     finally:
@@ -135,6 +144,8 @@ async def _run(config_path: str, log_target: str = "auto") -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+
+    gc.disable()  # until the charger has started: _run
 
     from controller.config import ConfigError
     from controller.storage.migrations import SchemaError
