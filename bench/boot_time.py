@@ -79,6 +79,13 @@ BOOT_TIMEOUT_S = 30.0
 # What `evsed run` imports before it sends BootNotification (the API/aiohttp comes later);
 # os._exit: without the interpreter's teardown, which the boot does not include either.
 IMPORTS = "import controller.cli, controller.app, os; os._exit(0)"
+# The libraries a ws:// charger cannot boot without (event loop, WebSocket client, the JSON
+# schema validator of the BootNotification, the database): what is left when evsed's own
+# start costs nothing.
+LIBRARIES = (
+    "import asyncio, websockets.asyncio.client, jsonschema, sqlite3, json, logging, tomllib, "
+    "argparse, os; os._exit(0)"
+)
 
 
 def fmt(values_s: list[float]) -> str:
@@ -250,6 +257,7 @@ async def run(args: argparse.Namespace, runs: int, workdir: Path) -> int:
     floor_cpus: list[float] = []
     imports: list[float] = []
     import_cpus: list[float] = []
+    library_cpus: list[float] = []
     quota_boots: dict[int, list[float]] = {}
     quota_cpus: dict[int, list[float]] = {}
     quota_skipped: dict[int, str] = {}
@@ -266,6 +274,9 @@ async def run(args: argparse.Namespace, runs: int, workdir: Path) -> int:
             imp, imp_cpu = await asyncio.to_thread(
                 interpreter_start, [sys.executable, "-c", IMPORTS]
             )
+            _, lib_cpu = await asyncio.to_thread(
+                interpreter_start, [sys.executable, "-c", LIBRARIES]
+            )
             boot, boot_cpu, boot_cpu_ns = await boot_once(csms, boot_seen, cfg, log)
             measured = i >= args.warmup
             if measured:
@@ -276,6 +287,7 @@ async def run(args: argparse.Namespace, runs: int, workdir: Path) -> int:
                 floor_cpus.append(floor_cpu)
                 imports.append(imp)
                 import_cpus.append(imp_cpu)
+                library_cpus.append(lib_cpu)
             print(
                 f"  run {i + 1:>3}{'' if measured else ' (warm-up)'}: boot {boot * 1000:7.1f} ms"
                 f" cpu {boot_cpu:.3f} s ({boot_cpu_ns:.4f})   python -c pass {floor * 1000:6.1f} ms"
@@ -334,6 +346,10 @@ async def run(args: argparse.Namespace, runs: int, workdir: Path) -> int:
     )
     print(f"  python -c pass     {fmt_cpu(floor_cpus)}   (floor, to exit)")
     print(f"  import controller  {fmt_cpu(import_cpus)}   (no teardown)")
+    print(
+        f"  libraries          {fmt_cpu(library_cpus)}   (asyncio, websockets, jsonschema, "
+        "sqlite3, ...: the floor of a ws:// boot)"
+    )
     print(
         f"  ratio cpu boot/floor (medians, schedstat): "
         f"{median(boot_cpus_ns) / median(floor_cpus):.1f}x; "
