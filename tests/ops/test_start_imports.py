@@ -9,11 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from controller.app import App
+from controller.config import parse
 from controller.dev.devcsms import CsmsEvent, DevCsms, FrameReceived, FrameSent
+from controller.ops.sdnotify import Notifier
+from controller.runtime.clock import ManualClock
+from tests.conftest import charger_config
 from tests.procs import REPO, free_port, write_config
 
 # What a simulated ws:// charger must not load before its BootNotification (and not at all
@@ -294,3 +301,86 @@ def test_the_light_cli_commands_load_none_of_the_daemon(tmp_path: Path) -> None:
         assert loaded(modules, ("sqlite3", "controller.storage", "controller.config")) == []
     modules = cli_modules("status", "--api", api)
     assert loaded(modules, DAEMON) == []
+
+
+# --------------------------------------------------------------------------- API after the boot
+
+
+class RecordingNotifier(Notifier):
+    """sd_notify without a socket: remembers READY=1 and whether the API was up then."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.ready_with_api: list[bool] = []
+        self.app: App | None = None
+
+    def ready(self, status: str | None = None) -> bool:
+        self.ready_with_api.append(self.app is not None and self.app.api_started.is_set())
+        return True
+
+
+def after_boot_app(tmp_path: Path, csms_url: str, api_port: int = 0) -> App:
+    data = charger_config(tmp_path, csms_url)
+    data["api"]["port"] = api_port
+    notifier = RecordingNotifier()
+    app = App(parse(data), clock=ManualClock(), api_after_boot=True, notifier=notifier)
+    notifier.app = app
+    return app
+
+
+async def test_the_api_and_ready_follow_the_first_boot_notification(
+    tmp_path: Path, csms: DevCsms
+) -> None:
+    """`evsed run` (api_after_boot): the BootNotification goes out before the API starts;
+    READY=1 comes once the API is up (systemd's "started" still includes the API)."""
+    app = after_boot_app(tmp_path, csms.url)
+    api_at_first_frame: list[bool] = []
+    app.on_frame = lambda direction, text: api_at_first_frame.append(app.api_started.is_set())
+    try:
+        await app.start()
+        await asyncio.wait_for(app.api_started.wait(), 10)
+        assert api_at_first_frame[0] is False  # the first frame: BootNotification
+        assert any(f.action == "BootNotification" for f in csms.received)
+        assert isinstance(app.notifier, RecordingNotifier)
+        await wait_until(lambda: bool(app.notifier.ready_with_api))  # type: ignore[attr-defined]
+        assert app.notifier.ready_with_api == [True]
+    finally:
+        await app.stop(reason=None)
+
+
+async def test_an_unreachable_csms_does_not_keep_the_api_down(tmp_path: Path) -> None:
+    """The first connection attempt fails (nothing listens): the API starts then."""
+    app = after_boot_app(tmp_path, f"ws://127.0.0.1:{free_port()}/ocpp")
+    try:
+        await app.start()
+        await asyncio.wait_for(app.api_started.wait(), 10)
+        assert app.client is not None and app.client.connection_state() != "accepted"
+    finally:
+        await app.stop(reason=None)
+
+
+async def test_an_api_port_taken_stops_the_charger_with_its_contactors_open(
+    tmp_path: Path, csms: DevCsms
+) -> None:
+    """As when the API started before the boot, the charger does not run on without it: the
+    API task is critical, so wait() returns (as for a failed CSMS task) and stop() leaves
+    every contactor open."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        app = after_boot_app(tmp_path, csms.url, api_port=taken.getsockname()[1])
+        try:
+            await app.start()
+            await asyncio.wait_for(app.wait(), 10)  # ends by itself: nobody asked to stop
+        finally:
+            await app.stop(reason=None)
+    assert not app.api_started.is_set()
+    assert all(not hw.contactor.closed for hw in app.hardware)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
