@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
 import os
 import random
@@ -62,6 +61,10 @@ JOURNAL_UNIT = "evsed.service"
 
 
 def evsed_version() -> str:
+    # Read on request (status, diagnostics), never at start: the metadata lookup scans
+    # sys.path (a few ms of CPU on a Pi Zero class board).
+    import importlib.metadata
+
     try:
         return importlib.metadata.version("evsed")
     except importlib.metadata.PackageNotFoundError:
@@ -79,6 +82,10 @@ TICK_STALL_LIMIT_S = 60.0
 # systemd's STATUS= follows the connectors and the CSMS state at once (events); this is how
 # often it looks anyway, for what changes without an event (the queue length).
 STATUS_REFRESH_S = 30.0
+# `evsed run` starts the local API (aiohttp: the largest import of a start) once the first
+# BootNotification went out or the first connection attempt failed, at the latest this long
+# after the start (a connect that hangs until its own timeout).
+API_AFTER_BOOT_MAX_WAIT_S = 10.0
 
 
 class SettingsTimeStore:
@@ -114,6 +121,7 @@ class App:
         boot_id: str | None = None,
         on_frame: Callable[[str, str], None] | None = None,
         with_api: bool = True,
+        api_after_boot: bool = False,
         notifier: Notifier | None = None,
         watchdog_s: float | None = None,
         installer: Installer | None = None,
@@ -126,6 +134,11 @@ class App:
         self.boot_id = read_boot_id() if boot_id is None else boot_id
         self.on_frame = on_frame
         self.with_api = with_api
+        # The API after the first BootNotification (or failed attempt): `evsed run` on a
+        # small board (issue 16); in-process tests want it up when start() returns.
+        self.api_after_boot = api_after_boot
+        self.api_started = asyncio.Event()
+        self._frame_out: asyncio.Event | None = None
         self.shared: dict[str, Any] = {}
         # The local API and the demo drive simulated devices through this, not the rigs.
         self.sim = SimControl(self.shared)
@@ -266,7 +279,7 @@ class App:
                 settings=settings,
                 clock=self.clock,
                 rng=self.rng,
-                on_frame=self.on_frame,
+                on_frame=self._observe_frame,
                 on_reset=self._on_reset,
                 security_log=self.security_log,
                 certstore=self.certstore_handle,
@@ -293,18 +306,55 @@ class App:
         await self.station.start()
         if self.client is not None:
             self._tasks.spawn(self.client.run(), name="ocpp", critical=True)
-        if self.with_api:
-            from controller.web.api import Api
-
-            self.api = Api(self)
-            await self.api.start(cfg.api_host, cfg.api_port)
-        self._start_notify()
+        if self.with_api and self.api_after_boot and self.client is not None:
+            # READY=1 (and the watchdog) once the API is up, as without the deferral.
+            self._tasks.spawn(self._start_api_after_boot(self.client), name="api", critical=True)
+        else:
+            if self.with_api:
+                await self._start_api()
+            self._start_notify()
         LOG.info(
             "evsed started: station %s, %d connector(s), %s",
             cfg.station_id,
             len(cfg.connectors),
             f"CSMS {cfg.csms.url}" if cfg.csms else "standalone",
         )
+
+    async def _start_api(self) -> None:
+        from controller.web.api import Api  # aiohttp: only once the API starts
+
+        api = Api(self)
+        self.api = api  # set first: stop() cleans up a start cancelled half-way
+        await api.start(self.config.api_host, self.config.api_port)
+        self.api_started.set()
+
+    async def _start_api_after_boot(self, client: Ocpp16Client) -> None:
+        """Start the API once the first BootNotification was sent (or the first attempt
+        failed): its imports then do not delay the boot on a board with little CPU. Then
+        READY=1. A port that cannot be bound stops the charger, as it does at start."""
+        attempt_over = asyncio.Event()
+
+        def on_link(state: str) -> None:
+            if state == "offline":  # the attempt failed or the connection closed
+                attempt_over.set()
+
+        client.on_link_state.append(on_link)
+        self._frame_out = attempt_over  # the boot (or the first frame of a session) went out
+        try:
+            await asyncio.wait_for(attempt_over.wait(), API_AFTER_BOOT_MAX_WAIT_S)
+        except TimeoutError:
+            LOG.info("no CSMS answer yet: starting the local API anyway")
+        finally:
+            client.on_link_state.remove(on_link)
+            self._frame_out = None
+        await self._start_api()  # fails (port taken, say): critical, the charger stops
+        self._start_notify()
+
+    def _observe_frame(self, direction: str, text: str) -> None:
+        if direction == "out" and self._frame_out is not None:
+            self._frame_out.set()
+        if self.on_frame is not None:
+            self.on_frame(direction, text)
 
     def _watch_security(self, log: SecurityLog, store: Store) -> None:
         """The security events the composition root sees: the time base moved, the database

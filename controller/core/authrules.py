@@ -10,12 +10,12 @@ it (controller/ocpp16/auth.py) and map their configuration onto ``AuthConfig``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from controller.core.records import TagInfo
 from controller.core.timestamps import parse_iso
+from controller.core.values import value
 
 
 class CachedTag(Protocol):
@@ -37,7 +37,7 @@ ACCEPTED = "Accepted"
 EXPIRED = "Expired"
 
 
-@dataclass(frozen=True)
+@value
 class Entry:
     """An IdTagInfo as held by the local list or the cache (7.27)."""
 
@@ -50,7 +50,7 @@ class Entry:
         return None if info is None else cls(*info)
 
 
-@dataclass(frozen=True)
+@value
 class AuthConfig:
     """The configuration that steers local authorization (OCPP 1.6 keys 9.1, 9.2; OCPP 2.0.1
     LocalAuthListCtrlr, AuthCacheCtrlr, AuthCtrlr variables of the same meaning)."""
@@ -62,7 +62,7 @@ class AuthConfig:
     allow_offline_tx_for_unknown_id: bool = False
 
 
-@dataclass(frozen=True)
+@value
 class Verdict:
     """What to do with a presented idTag.
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Context, Decimal
+
+from controller.core.values import value
 
 # IEC 61851-1: the control pilot cannot offer less than 6 A; limits below are reported.
 PILOT_MINIMUM_A = Decimal(6)
@@ -67,7 +69,7 @@ class RateUnit(enum.StrEnum):
     W = "W"
 
 
-@dataclass(frozen=True)
+@value
 class SchedulePeriod:
     """ChargingSchedulePeriod (1.6 7.14): from ``start_s`` after the schedule start until the
     next period's start (or the schedule's end), at most ``limit`` of the schedule's unit."""
@@ -80,7 +82,7 @@ class SchedulePeriod:
     phase_to_use: int | None = None
 
 
-@dataclass(frozen=True)
+@value
 class ChargingSchedule:
     """ChargingSchedule (1.6 7.13, 2.0.1 ChargingScheduleType)."""
 
@@ -94,7 +96,7 @@ class ChargingSchedule:
     min_rate: Decimal | None = None
 
 
-@dataclass(frozen=True)
+@value
 class ChargingProfile:
     """ChargingProfile (1.6 7.8, 2.0.1 ChargingProfileType) as installed on the charger.
 
@@ -116,7 +118,7 @@ class ChargingProfile:
     tx_key: int | None = None
 
 
-@dataclass(frozen=True)
+@value
 class ProfileRules:
     """What the charger accepts: configuration keys and the version's stricter rules.
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import enum
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
@@ -47,6 +46,7 @@ from controller.core.charging_profiles import (
     to_decimal,
     watts_to_amps,
 )
+from controller.core.values import value
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -71,7 +71,7 @@ class LimitSource(enum.StrEnum):
     LOCAL_FALLBACK = "LocalLimitFallback"  # a local limit not refreshed in time
 
 
-@dataclass(frozen=True)
+@value
 class Source:
     """The profile (or the hardware) that sets a limit."""
 
@@ -84,7 +84,7 @@ class Source:
 HARDWARE = Source(LimitSource.HARDWARE)
 
 
-@dataclass(frozen=True)
+@value
 class EffectiveLimit:
     """The limit at one instant. Nothing is rounded up to what the pilot can offer: the
     runtime decides what to do when ``below_pilot_minimum`` or ``below_min_rate``."""
@@ -101,7 +101,7 @@ class EffectiveLimit:
     below_pilot_minimum: bool = False
 
 
-@dataclass(frozen=True)
+@value
 class CompositePeriod:
     """From ``start_s`` after the schedule start until the next period (or the end)."""
 
@@ -110,7 +110,7 @@ class CompositePeriod:
     phases: int
 
 
-@dataclass(frozen=True)
+@value
 class CompositeSchedule:
     """GetCompositeSchedule's answer (1.6 6.22, 2.0.1 CompositeScheduleType), unrounded:
     the adapter puts ``quantize_down(limit)`` and whole seconds on the wire."""

@@ -8,10 +8,11 @@ a 2.0.1 adapter derives TransactionEvent trigger reasons from the session events
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from controller.core.reservations import same_token
 from controller.core.safety import contactor_permitted, offered_current_a
+from controller.core.values import value
 from hal.base import FaultKind, VehicleState
 
 
@@ -81,19 +82,19 @@ class PausedBy(enum.StrEnum):
 # ----------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True)
+@value
 class VehicleChanged:
     state: VehicleState
 
 
-@dataclass(frozen=True)
+@value
 class TokenPresented:
     """A card was presented locally at this connector."""
 
     id_tag: str
 
 
-@dataclass(frozen=True)
+@value
 class AuthResult:
     """The outcome of authorizing ``id_tag`` (cache, local list or CSMS)."""
 
@@ -102,33 +103,33 @@ class AuthResult:
     parent_id_tag: str | None = None
 
 
-@dataclass(frozen=True)
+@value
 class RemoteStart:
     """RemoteStartTransaction already accepted (and authorized if so configured)."""
 
     id_tag: str
 
 
-@dataclass(frozen=True)
+@value
 class StopRequest:
     """Stop the running transaction, for remote stop, reset, unlock, emergency, ..."""
 
     reason: StopCause
 
 
-@dataclass(frozen=True)
+@value
 class FaultChanged:
     """A fault appeared or cleared (None)."""
 
     fault: FaultKind | None
 
 
-@dataclass(frozen=True)
+@value
 class AvailabilityChanged:
     operative: bool
 
 
-@dataclass(frozen=True)
+@value
 class ReservationChanged:
     """Reserve for ``id_tag`` (None cancels or expires the reservation); a card whose parent
     idTag is ``parent_id_tag`` may use it too (5.13)."""
@@ -138,14 +139,14 @@ class ReservationChanged:
     parent_id_tag: str | None = None
 
 
-@dataclass(frozen=True)
+@value
 class CurrentLimitChanged:
     """Maximum current the EVSE may offer (smart charging); 0 suspends charging."""
 
     limit_a: float
 
 
-@dataclass(frozen=True)
+@value
 class PhasesWanted:
     """The number of phases the composite schedule asks for (its ``numberPhases``; the
     wired phases without a profile). Only a connector with a phase switch acts on it: 1
@@ -154,14 +155,14 @@ class PhasesWanted:
     phases: int
 
 
-@dataclass(frozen=True)
+@value
 class Tick:
     """Time passes; ``now_s`` is the injected monotonic clock."""
 
     now_s: float
 
 
-@dataclass(frozen=True)
+@value
 class SettingsChanged:
     """Configuration that changes how events are interpreted."""
 
@@ -170,7 +171,7 @@ class SettingsChanged:
     unlock_on_ev_disconnect: bool = True
 
 
-@dataclass(frozen=True)
+@value
 class Deauthorized:
     """StartTransaction.conf: the idTag of the running transaction is not Accepted, and
     StopTransactionOnInvalidId is false (OCPP 1.6 3.5.4 / 4.8 with errata 3.17): the
@@ -180,14 +181,14 @@ class Deauthorized:
     energy_limit_wh: float | None = None
 
 
-@dataclass(frozen=True)
+@value
 class EnergyMeasured:
     """The connector's energy import register (Wh), to enforce a MaxEnergyOnInvalidId limit."""
 
     energy_wh: float
 
 
-@dataclass(frozen=True)
+@value
 class MeterReady:
     """The connector's meter gave its first good reading since start (or replacement).
 
@@ -197,7 +198,7 @@ class MeterReady:
     """
 
 
-@dataclass(frozen=True)
+@value
 class ResumeTx:
     """Re-attach a transaction a restart left open (``[station] resume_transactions``).
 
@@ -235,12 +236,12 @@ Event = (
 # ----------------------------------------------------------------------------- commands
 
 
-@dataclass(frozen=True)
+@value
 class SwitchContactor:
     on: bool
 
 
-@dataclass(frozen=True)
+@value
 class SwitchPhases:
     """Move the phase relay to ``phases`` (1 or 3). Issued only after the contactor has
     been open and nothing offered for the connector's ``phase_switch_pause_s``."""
@@ -248,41 +249,41 @@ class SwitchPhases:
     phases: int
 
 
-@dataclass(frozen=True)
+@value
 class SetCurrentLimit:
     """Current advertised to the vehicle on the control pilot; 0 = no energy offered."""
 
     current_a: float
 
 
-@dataclass(frozen=True)
+@value
 class Lock:
     pass
 
 
-@dataclass(frozen=True)
+@value
 class Unlock:
     pass
 
 
-@dataclass(frozen=True)
+@value
 class RequestAuthorization:
     id_tag: str
 
 
-@dataclass(frozen=True)
+@value
 class StartTx:
     id_tag: str
     reservation_id: int | None = None
 
 
-@dataclass(frozen=True)
+@value
 class StopTx:
     reason: StopCause
     id_tag: str | None = None
 
 
-@dataclass(frozen=True)
+@value
 class PhaseChanged:
     """The connector's phase or condition changed: adapters report it (1.6 statuses)."""
 
@@ -290,7 +291,7 @@ class PhaseChanged:
     condition: FaultKind | None = None
 
 
-@dataclass(frozen=True)
+@value
 class SessionEvent:
     """Something happened in the connector's session: adapters report it (2.0.1
     TransactionEvent trigger reasons); it moves no hardware.
@@ -353,7 +354,7 @@ class SwitchStage(enum.StrEnum):
     SETTLING = "settling"  # relay moved; waiting phase_switch_settle_s before offering again
 
 
-@dataclass(frozen=True)
+@value
 class ConnectorState:
     """Everything the state machine knows about one connector; immutable."""
 

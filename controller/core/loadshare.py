@@ -31,8 +31,9 @@ connector below its own limit has the same share.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from controller.core.values import value
 
 #: IEC 61851-1: the lowest current a pilot can offer.
 MIN_SHARE_A = Decimal(6)
@@ -44,7 +45,7 @@ ALL_LINES: frozenset[int] = frozenset({1, 2, 3})
 DRAW_HEADROOM_A = Decimal(2)
 
 
-@dataclass(frozen=True)
+@value
 class Demand:
     """A connector that wants current: its own limit (every cap but the site's) and the
     supply lines it draws from (1..3; a three-phase connector all three)."""
@@ -59,7 +60,7 @@ class Demand:
 DEFAULT_FALLBACK_A = Decimal(6)
 
 
-@dataclass(frozen=True)
+@value
 class SiteConfig:
     """The ``[site]`` table: the supply's per-line limit for the chargers (None: no site
     limit, only local limits) and the current a local limit falls back to."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
 from controller.core.connector import Phase, SessionEvent, StopCause
+from controller.core.values import value
 from hal.base import FaultKind, MeterReading
 
 
-@dataclass(frozen=True)
+@value
 class AuthDecision:
     """Outcome of an authorization; ``source`` says who decided (csms, cache, offline...)."""
 
@@ -19,7 +20,7 @@ class AuthDecision:
     source: str = "csms"
 
 
-@dataclass(frozen=True)
+@value
 class Sample:
     """One metering sample: a reading, when it was taken and why (OCPP ReadingContext)."""
 
@@ -31,7 +32,7 @@ class Sample:
     offered_power_w: float | None = None
 
 
-@dataclass(frozen=True)
+@value
 class TxStart:
     connector_id: int
     id_tag: str
@@ -40,7 +41,7 @@ class TxStart:
     reservation_id: int | None = None
 
 
-@dataclass(frozen=True)
+@value
 class TxStop:
     meter_stop_wh: int
     timestamp: str

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+
+from controller.core.values import value
 
 #: ``Reservation.connector_id`` of a reservation for any connector (1.6 connectorId 0,
 #: 2.0.1 ReserveNowRequest without evseId).
@@ -39,7 +40,7 @@ class CancelResult(enum.StrEnum):
     REJECTED = "Rejected"  # no reservation with that id
 
 
-@dataclass(frozen=True)
+@value
 class Reservation:
     """One reservation: ``connector_id`` 0 = any connector; ``expiry`` is timezone-aware."""
 
@@ -54,7 +55,7 @@ class Reservation:
         return self.connector_id == ANY_CONNECTOR
 
 
-@dataclass(frozen=True)
+@value
 class ConnectorSituation:
     """What the rules need to know of a connector.
 

@@ -200,6 +200,9 @@ class Ocpp16Client:
         # (controller/ocpp16/diagnostics.py; None: no diagnostics available).
         self.diagnostics_sources: Callable[[], Any] | None = None
         self.on_accepted: list[Callable[[], None]] = []
+        # Each state of the WebSocket link ("connecting", "connected", "offline"): the App
+        # starts its local API once the first attempt is over (after the boot, issue 16).
+        self.on_link_state: list[Callable[[str], None]] = []
         if security_log is not None:
             security_log.add_listener(self.security_events)
         settings.on_change(self._on_setting)
@@ -394,6 +397,8 @@ class Ocpp16Client:
         elif state == "offline":
             self._state = "offline"
             self._rpc = None
+        for listener in list(self.on_link_state):
+            listener(state)
 
     @property
     def certstore(self) -> CertStore | None:

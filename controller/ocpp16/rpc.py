@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
+# The package alone (its __init__ is empty): its official schema files are what we use. Its
+# v16 package would build ~150 dataclasses and load jsonschema at import (ocpp.v16.call,
+# call_result, datatypes, enums: a third of the start-up CPU on a small board, issue 16).
+import ocpp
 from jsonschema.exceptions import ValidationError as SchemaError
-from ocpp.messages import get_validator
-from ocpp.v16.enums import Action
 
-from controller.csms.rpc import CallError, Dialect
+from controller.csms.rpc import CALL, CALLRESULT, CallError, Dialect
 from controller.csms.schema import exact_validator
 
 OCPP_VERSION = "1.6"
@@ -27,7 +31,15 @@ OCCURENCE_CONSTRAINT_VIOLATION = "OccurenceConstraintViolation"
 TYPE_CONSTRAINT_VIOLATION = "TypeConstraintViolation"
 GENERIC_ERROR = "GenericError"
 
-ACTIONS = frozenset(a.value for a in Action)
+# The ocpp library's OCPP 1.6 schemas (with the security extension): <Action>.json for the
+# CALL, <Action>Response.json for its CALLRESULT. The actions are those with a CALL schema,
+# the same set as the library's ocpp.v16.enums.Action (tests/csms/test_rpc.py checks it).
+SCHEMA_DIR = os.path.join(os.path.dirname(ocpp.__file__), "v16", "schemas")
+ACTIONS = frozenset(
+    name.removesuffix(".json")
+    for name in os.listdir(SCHEMA_DIR)
+    if name.endswith(".json") and not name.endswith("Response.json")
+)
 
 
 def schema_error_code(err: SchemaError) -> str:
@@ -41,7 +53,20 @@ def schema_error_code(err: SchemaError) -> str:
     return PROPERTY_CONSTRAINT_VIOLATION  # enum, minimum, maximum, ...
 
 
+# Compiled on the first message of each (MessageTypeId, action), not at start: most
+# actions never occur in a run (tests/ops/test_start_imports.py).
 _validators: dict[tuple[int, str], Any] = {}
+
+
+def load_schema(message_type: int, action: str) -> dict[str, Any]:
+    """The official OCPP 1.6 JSON schema of a CALL (2) or CALLRESULT (3) of ``action``."""
+    if action not in ACTIONS or message_type not in (CALL, CALLRESULT):
+        raise ValueError(f"no OCPP 1.6 schema for {message_type}/{action!r}")
+    name = action + ("Response.json" if message_type == CALLRESULT else ".json")
+    # utf-8-sig like the ocpp library: some official schema files start with a BOM.
+    with open(os.path.join(SCHEMA_DIR, name), encoding="utf-8-sig") as f:
+        schema: dict[str, Any] = json.load(f)
+    return schema
 
 
 def _validator(message_type: int, action: str) -> Any:
@@ -49,8 +74,7 @@ def _validator(message_type: int, action: str) -> Any:
     key = (message_type, action)
     found = _validators.get(key)
     if found is None:
-        schema = get_validator(message_type, action, OCPP_VERSION).schema
-        found = _validators[key] = exact_validator(schema)
+        found = _validators[key] = exact_validator(load_schema(message_type, action))
     return found
 
 

@@ -6,9 +6,10 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.storage.store import Store
+if TYPE_CHECKING:  # config.py reads the key definitions without loading the database code
+    from controller.storage.store import Store
 
 LOG = logging.getLogger(__name__)
 

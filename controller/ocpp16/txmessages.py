@@ -6,11 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.messages import MessageType
-
 from controller.core.port import Sample, TxStart, TxStop
 from controller.core.records import DEFAULT_BACKEND
-from controller.csms.rpc import CallError
+from controller.csms.rpc import CALL, CallError
 from controller.ocpp16 import messages as build
 from controller.ocpp16.rpc import validate
 from controller.ocpp16.settings import Settings
@@ -29,7 +27,7 @@ def checked(action: str, payload: dict[str, Any]) -> Rendered:
     """
     probe = {**payload, "transactionId": 0} if action != "StartTransaction" else payload
     try:
-        validate(MessageType.Call, action, probe)
+        validate(CALL, action, probe)
     except CallError as exc:
         LOG.error("journaled %s violates the OCPP 1.6 schema: %s", action, exc)
     return action, payload

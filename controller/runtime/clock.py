@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import heapq
 import itertools
 import logging
@@ -138,7 +137,9 @@ def kernel_ntp_synchronized() -> bool | None:
     if sys.platform != "linux":
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # The C library is already loaded: dlopen(NULL) finds its symbols without
+        # find_library's `ldconfig -p` child process (a start-up cost on a small board).
+        libc = ctypes.CDLL(None, use_errno=True)
         func = getattr(libc, "ntp_adjtime", None) or libc.adjtimex
     except (OSError, AttributeError):
         return None

@@ -6,11 +6,12 @@ from __future__ import annotations
 import enum
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from sqlite3 import Connection
 from typing import Any
 
 from controller.core.records import DEFAULT_BACKEND, TxRecord
+from controller.core.values import value
 
 
 class EventKind(enum.StrEnum):
@@ -26,7 +27,7 @@ class EventKind(enum.StrEnum):
     SECURITY = "security"
 
 
-@dataclass(frozen=True)
+@value
 class Outgoing:
     """One backend's message for a transaction event, as its adapter rendered it;
     ``tx_seq`` is that backend's sequence number of the message within the transaction
@@ -49,7 +50,7 @@ def new_tx_id() -> str:
 # have given at once. ``apply`` runs inside the caller's transaction.
 
 
-@dataclass(frozen=True)
+@value
 class BeginTx:
     tx_key: int
     tx_id: str
@@ -98,7 +99,7 @@ class BeginTx:
         )
 
 
-@dataclass(frozen=True)
+@value
 class TxProgress:
     """The latest reading of an open transaction (what a restart after power loss bills)."""
 
@@ -114,7 +115,7 @@ class TxProgress:
         )
 
 
-@dataclass(frozen=True)
+@value
 class EndTx:
     tx_key: int
     meter_stop_wh: int
@@ -136,7 +137,7 @@ class EndTx:
         )
 
 
-@dataclass(frozen=True)
+@value
 class MapTxId:
     """A backend's own id of the transaction (OCPP 1.6: StartTransaction.conf)."""
 
@@ -152,7 +153,7 @@ class MapTxId:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Enqueue:
     """A message into a backend's outbox; ``tx_seq`` is its number within the transaction
     (None: queued before schema 3). While it is queued it is the backend's highest number."""
@@ -183,7 +184,7 @@ class Enqueue:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Delete:
     """A delivered (or given up) message leaves its outbox; its number is remembered in the
     same commit, so that the transaction's next message of that backend never reuses it."""
@@ -202,7 +203,7 @@ class Delete:
         db.execute("DELETE FROM outbox WHERE seq = ?", (self.seq,))
 
 
-@dataclass(frozen=True)
+@value
 class MarkAttempt:
     seq: int
 
@@ -210,7 +211,7 @@ class MarkAttempt:
         db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (self.seq,))
 
 
-@dataclass(frozen=True)
+@value
 class PutSetting:
     """Set (or, with None, delete) a setting."""
 
@@ -228,7 +229,7 @@ class PutSetting:
             )
 
 
-@dataclass(frozen=True)
+@value
 class PutProfile:
     """Install (or replace) a backend's charging profile; ``body`` is its JSON."""
 
@@ -259,7 +260,7 @@ class PutProfile:
         )
 
 
-@dataclass(frozen=True)
+@value
 class DropProfile:
     backend: str
     profile_id: int

@@ -558,3 +558,41 @@ def test_exact_multiple_of_with_a_decimal_divisor() -> None:
     validator = exact_validator(schema)
     assert validator.is_valid({"x": 10.2}) and validator.is_valid({"x": 7})
     assert not validator.is_valid({"x": 10.25})
+
+
+# --------------------------------------------------------------------------- schema files
+
+
+def test_the_actions_are_the_librarys_1_6_actions() -> None:
+    """rpc.ACTIONS comes from the ocpp library's schema file names (its v16 dataclass modules
+    are not loaded at start, issue 16): the same set as its Action enum."""
+    from ocpp.v16.enums import Action
+
+    assert rpc.ACTIONS == {a.value for a in Action}
+
+
+@pytest.mark.parametrize("message_type", [MessageType.Call, MessageType.CallResult])
+def test_every_schema_read_from_the_files_is_the_librarys(message_type: int) -> None:
+    """load_schema reads the official schema the library validates with (OCPP-J 4.2.1/4.2.2:
+    the CALL payload and the CALLRESULT payload of each action)."""
+    for action in sorted(rpc.ACTIONS):
+        assert rpc.load_schema(message_type, action) == (
+            get_validator(message_type, action, rpc.OCPP_VERSION).schema
+        ), action
+
+
+def test_no_schema_for_an_unknown_action_or_a_callerror() -> None:
+    with pytest.raises(ValueError):
+        rpc.load_schema(MessageType.Call, "../../etc/passwd")
+    with pytest.raises(ValueError):
+        rpc.load_schema(MessageType.CallError, "BootNotification")
+
+
+def test_a_schema_is_compiled_on_the_first_message_of_its_action() -> None:
+    """Validators are built when an action is first sent or received, not at import."""
+    rpc._validators.pop((MessageType.Call, "DataTransfer"), None)
+    rpc.validate(MessageType.Call, "DataTransfer", {"vendorId": "evsed"})
+    assert (MessageType.Call, "DataTransfer") in rpc._validators
+    with pytest.raises(CallError) as err:
+        rpc.validate(MessageType.Call, "DataTransfer", {"vendorId": "x" * 256})
+    assert err.value.code == rpc.TYPE_CONSTRAINT_VIOLATION  # maxLength 255
