@@ -37,6 +37,9 @@ _pending: set[type] = set()
 
 
 def _make(cls: type) -> None:
+    # Not for a first use racing from two threads (between the delattr and the dataclass
+    # call the class has no __init__): these values are made on the event loop's thread only
+    # (drivers hand their readings over with call_soon_threadsafe, DESIGN conventions 4).
     if cls not in _pending:
         return
     _pending.discard(cls)
