@@ -40,7 +40,7 @@ from controller.security.material import FirmwareTrust, TlsMaterial
 from controller.security.tls import FileTlsMaterial, StoreTlsMaterial
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
-from controller.storage.store import Store, open_store
+from controller.storage.store import Store, StoreTuning, open_store
 from hal.base import FaultKind
 from hal.registry import DriverContext, create_driver
 from hal.sim import SimControl
@@ -116,8 +116,11 @@ class App:
         watchdog_s: float | None = None,
         installer: Installer | None = None,
         firmware_trust: FirmwareTrust | None = None,
+        store_tuning: StoreTuning | None = None,
     ) -> None:
         self.config = config
+        # Many stations in one process (evsed fleet) tune their stores; a charger never does.
+        self.store_tuning = store_tuning
         # No RTC on a Pi: time is untrusted until NTP or the CSMS confirms it (TrustedClock).
         self.clock = clock or TrustedClock(Clock())
         self.rng = rng
@@ -202,7 +205,11 @@ class App:
         cfg = self.config
         # systemd's RuntimeDirectory (tmpfs, kept across service restarts): pending writes
         # of a full disk survive a crash or watchdog restart there (controller/storage/spill.py).
-        self.store = open_store(cfg.storage_path, spill_dir=os.environ.get("RUNTIME_DIRECTORY"))
+        self.store = open_store(
+            cfg.storage_path,
+            spill_dir=os.environ.get("RUNTIME_DIRECTORY"),
+            tuning=self.store_tuning,
+        )
         if isinstance(self.clock, TrustedClock):
             self.clock.attach_store(SettingsTimeStore(self.store))
             self._tasks.spawn(self.clock.keeper(), name="clock-keeper")

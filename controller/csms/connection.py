@@ -110,6 +110,8 @@ class CsmsConnection:
         self._ws: ClientConnection | None = None
         self._closing = False  # close() was called: no reconnecting
         self._reconnect_now = False  # reconnect() was called: the next attempt without delay
+        # Set by hold_offline() until release(): no attempts meanwhile (simulated outages).
+        self._released: asyncio.Event | None = None
         self.connects = 0
 
     @property
@@ -137,6 +139,11 @@ class CsmsConnection:
         """Stay connected until close(), with jittered exponential back-off between attempts."""
         attempt = 0
         while not self._closing:
+            released = self._released
+            if released is not None:
+                await released.wait()
+                attempt = 0
+                continue
             self._on_state("connecting")
             self._reconnect_now = False
             opened = False
@@ -193,6 +200,8 @@ class CsmsConnection:
             self._on_state("offline")
             if self._closing:
                 break
+            if self._released is not None:
+                continue  # held offline: wait for release() instead of backing off
             if self._reconnect_now:
                 attempt = 0
                 LOG.info("reconnecting now")
@@ -231,6 +240,28 @@ class CsmsConnection:
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             LOG.info("closing the CSMS connection failed: %s", exc)
 
+    @property
+    def held_offline(self) -> bool:
+        return self._released is not None
+
+    async def hold_offline(self, reason: str) -> None:
+        """Close the connection normally (1000) and make no attempt until release(): an
+        offline period of a simulated charger (evsed fleet), or a test's network outage."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        ws = self._ws
+        if ws is not None:
+            try:
+                await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
+            except (OSError, websockets.exceptions.WebSocketException) as exc:
+                LOG.info("closing the CSMS connection failed: %s", exc)
+
+    def release(self) -> None:
+        """End hold_offline(): the next attempt starts at once."""
+        released, self._released = self._released, None
+        if released is not None:
+            released.set()
+
     async def close(self, reason: str) -> None:
         """Close the connection normally (1000) and stop reconnecting.
 
@@ -238,6 +269,7 @@ class CsmsConnection:
         would close it with 1011 (internal error), which a CSMS may report as a fault.
         """
         self._closing = True
+        self.release()  # a held connection's run() returns instead of waiting
         ws = self._ws
         if ws is not None:
             try:
