@@ -22,6 +22,8 @@ RANDOM_FAULT_CODES = (
 )
 # How long a tap may take to start or stop a transaction (the CSMS answers Authorize first).
 TAP_TIMEOUT_S = 60.0
+# How long a station may take to be accepted again after an offline period.
+ONLINE_TIMEOUT_S = 120.0
 # A driver's pauses inside a session: after plugging in and before unplugging.
 HANDLING_S = 2.0
 STEP_KINDS = (
@@ -143,6 +145,7 @@ class Driver(Protocol):
     def fault(self, connector_id: int, code: str | None) -> None: ...
     async def hold_offline(self) -> None: ...
     def release_offline(self) -> None: ...
+    async def wait_online(self, timeout_s: float) -> bool: ...
     async def sleep(self, seconds: float) -> None: ...
     def step_failed(self, step: Step, why: str) -> None: ...
     def session_done(self) -> None: ...
@@ -184,6 +187,10 @@ async def run_step(step: Step, driver: Driver, speed: float) -> None:
             await driver.sleep(wait_s)
         finally:
             driver.release_offline()
+        # The next step waits for the connection: what the CSMS sees after an offline
+        # period does not depend on how fast the reconnection was.
+        if not await driver.wait_online(ONLINE_TIMEOUT_S):
+            driver.step_failed(step, "the CSMS did not accept the station again")
     elif step.do == "session":
         await _session(step, driver, speed)
     else:  # parse_steps admits only STEP_KINDS

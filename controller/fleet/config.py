@@ -73,6 +73,9 @@ class FleetConfig:
     repeat: bool = False
     # Per-station [ocpp] keys (the station's OCPP configuration).
     ocpp: dict[str, Any] = field(default_factory=dict)
+    # [station] reconnect back-off (each station's [csms] reconnect_min_s / reconnect_max_s).
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
     # SQLite page cache per station (KiB): small stores need little.
     store_cache_kib: int = 64
     log_level: str = "WARNING"
@@ -93,7 +96,7 @@ _FLEET_KEYS = {
     "store_cache_kib",
     "log_level",
 }
-_STATION_KEYS = {"ocpp"}
+_STATION_KEYS = {"ocpp", "reconnect_min_s", "reconnect_max_s"}
 _BEHAVIOUR_KEYS = {"mode", "steps", "repeat", *RandomBehaviour.__dataclass_fields__}
 
 
@@ -228,6 +231,9 @@ def parse(data: dict[str, Any]) -> FleetConfig:
     if not isinstance(ocpp, dict):
         raise FleetConfigError("station.ocpp", "must be a table of OCPP configuration keys")
     kwargs["ocpp"] = dict(ocpp)
+    for name in ("reconnect_min_s", "reconnect_max_s"):
+        if name in station:
+            kwargs[name] = _number(station[name], f"station.{name}", 0.01, 3600)
     mode = behaviour.get("mode", "scripted" if "steps" in behaviour else "random")
     if mode not in MODES:
         raise FleetConfigError("behaviour.mode", f"{mode!r}: use one of {', '.join(MODES)}")

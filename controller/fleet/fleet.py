@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from controller.fleet.config import FleetConfig
 from controller.fleet.report import FleetStats, cpu_s, rss_bytes
-from controller.fleet.station import FleetStation
+from controller.fleet.station import CURRENT_STATION, FleetStation
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
 
@@ -55,7 +55,6 @@ class Fleet:
         self.summary_out = summary_out
         self.label = label
         self.stations: dict[str, FleetStation] = {}
-        self._booted_events: dict[str, asyncio.Event] = {}
         self._next_index = first_index
         self._tasks = TaskGroup("fleet")
         self._scripts: dict[str, asyncio.Task[Any]] = {}
@@ -74,19 +73,22 @@ class Fleet:
             index = self._next_index
         self._next_index = max(self._next_index, index + 1)
         station = FleetStation(index, self.config, self.work_dir, self.stats, self.clock)
-        self._booted_events[station.station_id] = asyncio.Event()
         self.stations[station.station_id] = station
+        # The station's tasks (and the script's) copy the context: their log lines name it.
+        token = CURRENT_STATION.set(station.station_id)
         try:
             await station.start()
+            self._scripts[station.station_id] = self._tasks.spawn(
+                self._play(station), name=f"script-{station.station_id}"
+            )
         except Exception as exc:
             self.stats.station_failures += 1
             self.stats.error(f"{station.station_id}: start failed: {exc!r}")
             LOG.exception("%s: start failed", station.station_id)
             del self.stations[station.station_id]
             raise
-        self._scripts[station.station_id] = self._tasks.spawn(
-            self._play(station), name=f"script-{station.station_id}"
-        )
+        finally:
+            CURRENT_STATION.reset(token)
         return station
 
     async def remove_station(self, station_id: str) -> None:
@@ -178,13 +180,10 @@ class Fleet:
     async def _play(self, station: FleetStation) -> None:
         # The script starts once the CSMS accepted the station: what the CSMS sees first is
         # always the boot and the idle statuses, whatever the load (same seed, same sequence).
-        await self._booted_events[station.station_id].wait()
+        await station.wait_ready()
         await station.run()
 
     def _on_boot(self, station_id: str) -> None:
-        event = self._booted_events.get(station_id)
-        if event is not None:
-            event.set()
         if self.stats.booted >= self.count and self.all_booted_s is None:
             self.all_booted_s = time.monotonic() - self._started_s
             self.cpu_until_all_booted_s = cpu_s()

@@ -17,6 +17,7 @@ from typing import Any
 from controller.fleet.config import FleetConfig, FleetConfigError, load, with_overrides
 from controller.fleet.fleet import Fleet, work_dir_for
 from controller.fleet.report import merge_reports, text_report
+from controller.fleet.station import StationLogFilter
 
 LOG = logging.getLogger(__name__)
 EXIT_CONFIG = 2
@@ -48,9 +49,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     except FleetConfigError as exc:
         print(f"evsed fleet: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=config.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(StationLogFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(station)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level, handlers=[handler])
     if args.worker_slice:
         index, workers = (int(part) for part in args.worker_slice.split("/"))
         return _run_worker(config, index, workers, args.report)

@@ -145,13 +145,14 @@ class FleetStats:
 class FrameObserver:
     """Matches one station's CALLs with their answers (``App(on_frame=...)``)."""
 
-    __slots__ = ("_stats", "_station_id", "_pending", "booted")
+    __slots__ = ("_stats", "_station_id", "_pending", "booted", "statuses_sent")
 
     def __init__(self, stats: FleetStats, station_id: str) -> None:
         self._stats = stats
         self._station_id = station_id
         self._pending: dict[str, tuple[str, float]] = {}  # message id -> (action, sent at)
         self.booted = False
+        self.statuses_sent = 0  # StatusNotification CALLs sent
 
     def __call__(self, direction: str, text: str) -> None:
         stats = self._stats
@@ -160,6 +161,8 @@ class FrameObserver:
             m = _CALL.match(text)
             if m is not None:
                 self._pending[m.group(1)] = (m.group(2), stats.monotonic_s())
+                if m.group(2) == "StatusNotification":
+                    self.statuses_sent += 1
             return
         stats.frames_in += 1
         m = _RESULT.match(text)

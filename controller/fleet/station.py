@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from collections.abc import Iterator
@@ -21,6 +22,19 @@ from controller.storage.store import StoreTuning
 from hal.base import VehicleState
 
 LOG = logging.getLogger(__name__)
+
+# The station whose task logs a record: set while a station starts (its tasks copy the
+# context), read by StationLogFilter, so 1,000 stations' log lines say whose they are.
+CURRENT_STATION: contextvars.ContextVar[str] = contextvars.ContextVar("station", default="-")
+
+
+class StationLogFilter(logging.Filter):
+    """Adds ``record.station`` (the fleet station's identity, "-" outside any station)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.station = CURRENT_STATION.get()
+        return True
+
 
 # What a fleet station's OCPP configuration starts with (the fleet TOML's [station.ocpp]
 # overrides it): a sample a minute, and the driver's card works while the CSMS is away.
@@ -63,8 +77,8 @@ def station_config(config: FleetConfig, index: int, work_dir: Path) -> dict[str,
         "csms": {
             "url": config.csms_url,
             "ocpp_version": config.protocol,
-            "reconnect_min_s": 1.0,
-            "reconnect_max_s": 30.0,
+            "reconnect_min_s": config.reconnect_min_s,
+            "reconnect_max_s": max(config.reconnect_min_s, config.reconnect_max_s),
             "response_timeout_s": 30.0,
         },
         "reader": {"driver": "sim"},
@@ -107,7 +121,7 @@ class FleetStation:
             clock=clock,
             rng=station_rng(config.seed, index, "link"),
             boot_id="fleet",
-            on_frame=self.observer,
+            on_frame=self._on_frame,
             with_api=False,
             notifier=Notifier(None),
             watchdog_s=0,
@@ -115,9 +129,10 @@ class FleetStation:
         )
         self._power_w: float | None = None
         self._plugged = False
-        self._changed = asyncio.Event()
-        self.booted = False
+        self._changed = asyncio.Event()  # a command ran (session started or ended)
+        self._frame = asyncio.Event()  # a frame went out or came in
         self.started = False
+        self.sessions_done = 0
 
     # --- lifecycle
 
@@ -187,6 +202,10 @@ class FleetStation:
 
     # --- Driver (controller/fleet/behaviour.py)
 
+    def _on_frame(self, direction: str, text: str) -> None:
+        self.observer(direction, text)
+        self._frame.set()
+
     def _on_command(self, connector_id: int, command: sm.Command) -> None:
         self._changed.set()
 
@@ -231,6 +250,30 @@ class FleetStation:
         if self.app.client is not None:
             self.app.client.release_offline()
 
+    async def wait_ready(self) -> None:
+        """Until the CSMS accepted the boot and the boot statuses (the station's and each
+        connector's) went out: a script that starts earlier would have its first status
+        replace a boot status not yet sent, and the CSMS's sequence would depend on timing."""
+        wanted = 1 + len(self.app.hardware)
+        while not (self.observer.booted and self.observer.statuses_sent >= wanted):
+            self._frame.clear()
+            await self._frame.wait()
+
+    async def wait_online(self, timeout_s: float) -> bool:
+        """Until the CSMS accepted the connection again (False: not within ``timeout_s``)."""
+        client = self.app.client
+        if client is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Accepted comes before the statuses it sends: a frame follows it.
+                while client.connection_state() != "accepted":
+                    self._frame.clear()
+                    await self._frame.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
@@ -239,4 +282,5 @@ class FleetStation:
         self.stats.error(f"{self.station_id}: {step.do}: {why}")
 
     def session_done(self) -> None:
+        self.sessions_done += 1
         self.stats.sessions_done += 1
