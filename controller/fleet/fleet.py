@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller.fleet.config import FleetConfig
-from controller.fleet.report import FleetStats, cpu_s, rss_bytes
+from controller.fleet.report import (
+    FleetStats,
+    cpu_s,
+    process_age_s,
+    rss_bytes,
+    rss_peak_bytes,
+)
 from controller.fleet.station import CURRENT_STATION, FleetStation
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
@@ -21,6 +27,8 @@ LOG = logging.getLogger(__name__)
 
 # A CALL unanswered this long counts as lost (the station's response timeout is 30 s).
 NO_RESPONSE_S = 60.0
+# The report's time series (t, CPU, frames): what a bench needs to tell idle from busy CPU.
+SAMPLE_INTERVAL_S = 1.0
 # How long the end of the run waits for the stations' queued messages to reach the CSMS.
 DRAIN_TIMEOUT_S = 60.0
 
@@ -62,6 +70,9 @@ class Fleet:
         self._started_s = time.monotonic()
         self.all_booted_s: float | None = None
         self.cpu_until_all_booted_s: float | None = None
+        self.process_start_to_all_booted_s: float | None = None
+        self.samples: list[tuple[float, float, int]] = []  # (t since start, CPU s, frames)
+        self._final: dict[str, Any] | None = None  # figures taken before the stations stop
         self._last_frames = 0
         self._last_summary_s = self._started_s
 
@@ -115,6 +126,7 @@ class Fleet:
         if self.config.summary_interval_s > 0 and self.summary_out is not None:
             self._tasks.spawn(self._summaries(), name="summary")
         self._tasks.spawn(self._expire_loop(), name="expire")
+        self._tasks.spawn(self._sample_loop(), name="samples")
         try:
             await self._start_all()
             duration_s = self.config.duration_s
@@ -164,6 +176,7 @@ class Fleet:
                 station.end_sessions()
         await self._drain([s for s in stations if s.started], DRAIN_TIMEOUT_S)
         self._final = self._figures(stations)
+        self._final["rss_bytes"] = rss_bytes()  # with every station still up
         await asyncio.gather(*(s.stop() for s in stations), return_exceptions=True)
         await self._tasks.cancel_all()
 
@@ -187,8 +200,23 @@ class Fleet:
         if self.stats.booted >= self.count and self.all_booted_s is None:
             self.all_booted_s = time.monotonic() - self._started_s
             self.cpu_until_all_booted_s = cpu_s()
+            self.process_start_to_all_booted_s = process_age_s()
 
     # --- figures
+
+    def _sample(self) -> None:
+        self.samples.append(
+            (
+                round(time.monotonic() - self._started_s, 3),
+                round(cpu_s(), 4),
+                self.stats.frames_out + self.stats.frames_in,
+            )
+        )
+
+    async def _sample_loop(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     async def _expire_loop(self) -> None:
         while True:
@@ -231,9 +259,9 @@ class Fleet:
     def report(self) -> dict[str, Any]:
         stats = self.stats
         duration_s = time.monotonic() - self._started_s
-        final = getattr(self, "_final", None) or self._figures(list(self.stations.values()))
+        final = self._final or self._figures(list(self.stations.values()))
         messages = stats.frames_out + stats.frames_in
-        rss = rss_bytes()
+        rss = int(final.get("rss_bytes") or rss_bytes())
         return {
             "workers": 1,
             "stations": self.count,
@@ -259,6 +287,11 @@ class Fleet:
             "error_samples": list(stats.error_samples),
             "rss_bytes": rss,
             "rss_per_station_bytes": rss // max(1, self.count),
+            "rss_peak_bytes": rss_peak_bytes(),
+            "process_start_to_all_booted_s": None
+            if self.process_start_to_all_booted_s is None
+            else round(self.process_start_to_all_booted_s, 3),
+            "samples": self.samples,
             "cpu_s": round(cpu_s(), 3),
             "csms_calls": dict(sorted(stats.csms_calls.items())),
             "actions": {name: a.as_dict() for name, a in sorted(stats.actions.items())},

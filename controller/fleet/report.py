@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -211,6 +212,30 @@ def rss_bytes(pid: int | str = "self") -> int:
     return 0
 
 
+def rss_peak_bytes() -> int:
+    """Peak resident set size (VmHWM) of this process (0 where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (from /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime_s = float(f.read().split()[0])
+        return uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cpu_s() -> float:
     """CPU seconds (user + system) of this process."""
     return time.process_time()
@@ -247,6 +272,11 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "error_samples": [s for r in reports for s in r["error_samples"]][:20],
         "rss_bytes": sum(r["rss_bytes"] for r in reports),
+        "rss_peak_bytes": sum(r["rss_peak_bytes"] for r in reports),
+        "process_start_to_all_booted_s": None
+        if any(r["process_start_to_all_booted_s"] is None for r in reports)
+        else max(r["process_start_to_all_booted_s"] for r in reports),
+        "samples": [r["samples"] for r in reports],
         "cpu_s": round(sum(r["cpu_s"] for r in reports), 3),
         "csms_calls": {},
         "actions": {},
@@ -289,7 +319,7 @@ def text_report(report: dict[str, Any]) -> str:
         f"  errors {report['errors']['total']} (CALLERROR/lost {report['errors']['calls']}, "
         f"steps {report['errors']['steps']}, stations {report['errors']['stations']})",
         f"  RSS {_mib(report['rss_bytes'])} ({_mib(report['rss_per_station_bytes'])} per "
-        f"station), CPU {report['cpu_s']:.2f} s",
+        f"station, peak {_mib(report['rss_peak_bytes'])}), CPU {report['cpu_s']:.2f} s",
         "",
         f"  {'action':<28}{'count':>9}{'errors':>8}{'median ms':>11}{'p99 ms':>10}",
     ]
