@@ -168,6 +168,9 @@ class CsmsConnection:
                     if ws.subprotocol != self.subprotocol:
                         LOG.error("CSMS did not accept subprotocol %s", self.subprotocol)
                         await ws.close()
+                    elif self._released is not None:
+                        # hold_offline() came during the handshake: no session.
+                        await ws.close(CloseCode.NORMAL_CLOSURE, "held offline")
                     else:
                         attempt = 0
                         self.connects += 1
