@@ -466,3 +466,36 @@ async def test_workers_split_the_stations_and_merge_their_reports(tmp_path: Path
     }
     assert "BootNotification" in out.decode()  # the text table
     assert "w1 [" in err.decode() and "w2 [" in err.decode()  # each worker's live line
+
+
+async def test_stations_are_added_and_removed_while_the_fleet_runs(tmp_path: Path) -> None:
+    """The run-time API a load-testing tool uses: add_station / remove_station while it
+    runs; a removed station's session ends with its StopTransaction (6.46) and its
+    connection closes; CallEvents name the station."""
+    async with DevCsms(heartbeat_interval_s=3600) as csms:
+        config = fleet_config(
+            csms.url,
+            stations=2,
+            mode="scripted",
+            steps=load_steps('[[behaviour.steps]]\ndo = "plug"\n[[behaviour.steps]]\ndo = "tap"'),
+        )
+        fleet = Fleet(config, work_dir=tmp_path, summary_out=None)
+        heard: set[str] = set()
+        fleet.stats.listeners.append(lambda e: heard.add(e.station_id))
+        run = asyncio.ensure_future(fleet.run())
+        try:
+            await wait_until(lambda: len(fleet.stations) == 2)
+            added = await fleet.add_station()
+            assert added.station_id == "FT-0003"
+            await wait_until(
+                lambda: all(s.sessions_running() == 1 for s in fleet.stations.values())
+            )
+            await fleet.remove_station("FT-0001")
+            await wait_until(lambda: "FT-0001" not in csms.station_ids)
+            assert set(fleet.stations) == {"FT-0002", "FT-0003"}
+            assert [f.station_id for f in csms.frames(action="StopTransaction")] == ["FT-0001"]
+        finally:
+            fleet.request_stop()
+            await asyncio.wait_for(run, 60)
+    assert heard == {"FT-0001", "FT-0002", "FT-0003"}
+    assert len(csms.frames(action="StopTransaction")) == 3
