@@ -117,10 +117,12 @@ class App:
         installer: Installer | None = None,
         firmware_trust: FirmwareTrust | None = None,
         store_tuning: StoreTuning | None = None,
+        ws_compression: str = "default",
     ) -> None:
         self.config = config
         # Many stations in one process (evsed fleet) tune their stores; a charger never does.
         self.store_tuning = store_tuning
+        self.ws_compression = ws_compression  # ConnectionOptions.compression
         # No RTC on a Pi: time is untrusted until NTP or the CSMS confirms it (TrustedClock).
         self.clock = clock or TrustedClock(Clock())
         self.rng = rng
@@ -265,6 +267,7 @@ class App:
                     reconnect_min_s=cfg.csms.reconnect_min_s,
                     reconnect_max_s=cfg.csms.reconnect_max_s,
                     response_timeout_s=cfg.csms.response_timeout_s,
+                    compression=self.ws_compression,
                 ),
                 station=self.station,
                 store=self.store,

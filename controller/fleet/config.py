@@ -78,6 +78,10 @@ class FleetConfig:
     reconnect_max_s: float = 30.0
     # SQLite page cache per station (KiB): small stores need little.
     store_cache_kib: int = 64
+    # WebSocket permessage-deflate per station: "small" (2 KiB windows, memLevel 4: less zlib
+    # state per station when the CSMS would accept 32 KiB windows), "default" (a single
+    # charger's settings) or "off".
+    compression: str = "small"
     log_level: str = "WARNING"
 
 
@@ -94,6 +98,7 @@ _FLEET_KEYS = {
     "work_dir",
     "start_rate_per_s",
     "store_cache_kib",
+    "compression",
     "log_level",
 }
 _STATION_KEYS = {"ocpp", "reconnect_min_s", "reconnect_max_s"}
@@ -169,6 +174,15 @@ def check_protocol(protocol: str, key: str = "fleet.protocol") -> str:
     raise FleetConfigError(key, f"{protocol!r} is not an OCPP version; use one of {PROTOCOLS}")
 
 
+COMPRESSIONS = ("small", "default", "off")
+
+
+def check_compression(value: Any, key: str) -> str:
+    if value not in COMPRESSIONS:
+        raise FleetConfigError(key, f"{value!r}: use one of {', '.join(COMPRESSIONS)}")
+    return str(value)
+
+
 def check_csms_url(url: str, key: str) -> str:
     if not url:
         raise FleetConfigError(key, "missing; the CSMS URL, e.g. ws://127.0.0.1:9000/ocpp")
@@ -222,6 +236,8 @@ def parse(data: dict[str, Any]) -> FleetConfig:
         kwargs["store_cache_kib"] = _int(
             fleet["store_cache_kib"], "fleet.store_cache_kib", 8, 65536
         )
+    if "compression" in fleet:
+        kwargs["compression"] = check_compression(fleet["compression"], "fleet.compression")
     if "log_level" in fleet:
         level = str(fleet["log_level"]).upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -282,6 +298,8 @@ def with_overrides(config: FleetConfig, **options: Any) -> FleetConfig:
         check_csms_url(given["csms_url"], "--csms")
     if "protocol" in given:
         check_protocol(given["protocol"], "--protocol")
+    if "compression" in given:
+        check_compression(given["compression"], "--compression")
     merged = replace(config, **given)
     if not merged.csms_url:
         raise FleetConfigError("--csms", "missing; give --csms ws://HOST:PORT/PATH or [fleet] csms")

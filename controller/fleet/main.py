@@ -40,6 +40,7 @@ def build_config(args: argparse.Namespace) -> FleetConfig:
         work_dir=args.work_dir,
         summary_interval_s=args.summary_interval,
         log_level=log_level,
+        compression=args.compression,
     )
 
 
@@ -114,6 +115,7 @@ def _passed_options(args: argparse.Namespace) -> list[str]:
         ("protocol", "--protocol"),
         ("summary_interval", "--summary-interval"),
         ("log_level", "--log-level"),
+        ("compression", "--compression"),
     ):
         value = getattr(args, dest, None)
         if value is not None:

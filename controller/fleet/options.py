@@ -18,6 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", help='OCPP version of the stations (default "1.6")')
     p.add_argument("--work-dir", metavar="DIR", help="the stations' stores (default: a temp dir)")
     p.add_argument("--summary-interval", type=float, metavar="S", help="live line every S s")
+    p.add_argument(
+        "--compression",
+        help="WebSocket deflate per station: small (default), default or off",
+    )
     p.add_argument("--log-level", help="log level of the stations (default WARNING)")
     # Internal: this process is worker I of W (started by a --workers parent).
     p.add_argument("--worker-slice", metavar="I/W", help=argparse.SUPPRESS)

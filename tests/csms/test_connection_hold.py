@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from websockets.asyncio.client import ClientConnection
 
 from controller.csms.connection import ConnectionOptions, CsmsConnection, station_url
@@ -55,3 +56,42 @@ async def test_hold_offline_closes_and_waits_for_release() -> None:
         await conn.close("stopping")  # while held: run() returns
         await asyncio.wait_for(run, 5)
     assert events == ["StationConnected", "StationDisconnected"] * 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("default", "permessage-deflate"),  # the server picks (the dev CSMS: 12 bits)
+        ("small", "permessage-deflate; server_max_window_bits=11; client_max_window_bits=11"),
+        ("off", None),
+    ],
+)
+async def test_compression_modes_negotiate_what_they_say(mode: str, expected: str | None) -> None:
+    """ConnectionOptions.compression (RFC 7692): "small" asks for 2 KiB windows on both
+    sides (evsed fleet: less zlib state per station), "off" offers no extension."""
+    negotiated: list[str | None] = []
+
+    async def session(ws: ClientConnection) -> None:
+        assert ws.response is not None
+        negotiated.append(ws.response.headers.get("Sec-WebSocket-Extensions"))
+
+    async with DevCsms() as csms:
+        conn = CsmsConnection(
+            url=station_url(csms.url, STATION),
+            subprotocol="ocpp1.6",
+            options=ConnectionOptions(csms_url=csms.url, compression=mode),
+            clock=ManualClock(),
+            session=session,
+        )
+        run = asyncio.ensure_future(conn.run())
+        try:
+            await csms.wait_connected(STATION)
+            await csms.wait_disconnected(STATION)  # the session returned: closed
+        finally:
+            await conn.close("done")
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    if mode == "default":
+        assert negotiated[0] is not None and negotiated[0].startswith("permessage-deflate")
+    else:
+        assert negotiated[0] == expected
