@@ -39,7 +39,7 @@ from controller.security.material import FirmwareTrust, TlsMaterial
 from controller.security.tls import FileTlsMaterial, StoreTlsMaterial
 from controller.standalone import StandalonePort
 from controller.storage.journal import TxJournal
-from controller.storage.store import Store, open_store
+from controller.storage.store import Store, StoreTuning, open_store
 from hal.base import FaultKind
 from hal.registry import DriverContext, create_driver
 from hal.sim import SimControl
@@ -126,8 +126,13 @@ class App:
         watchdog_s: float | None = None,
         installer: Installer | None = None,
         firmware_trust: FirmwareTrust | None = None,
+        store_tuning: StoreTuning | None = None,
+        ws_compression: str = "default",
     ) -> None:
         self.config = config
+        # Many stations in one process (evsed fleet) tune their stores; a charger never does.
+        self.store_tuning = store_tuning
+        self.ws_compression = ws_compression  # ConnectionOptions.compression
         # No RTC on a Pi: time is untrusted until NTP or the CSMS confirms it (TrustedClock).
         self.clock = clock or TrustedClock(Clock())
         self.rng = rng
@@ -217,7 +222,11 @@ class App:
         cfg = self.config
         # systemd's RuntimeDirectory (tmpfs, kept across service restarts): pending writes
         # of a full disk survive a crash or watchdog restart there (controller/storage/spill.py).
-        self.store = open_store(cfg.storage_path, spill_dir=os.environ.get("RUNTIME_DIRECTORY"))
+        self.store = open_store(
+            cfg.storage_path,
+            spill_dir=os.environ.get("RUNTIME_DIRECTORY"),
+            tuning=self.store_tuning,
+        )
         if isinstance(self.clock, TrustedClock):
             self.clock.attach_store(SettingsTimeStore(self.store))
             self._tasks.spawn(self.clock.keeper(), name="clock-keeper")
@@ -273,6 +282,7 @@ class App:
                     reconnect_min_s=cfg.csms.reconnect_min_s,
                     reconnect_max_s=cfg.csms.reconnect_max_s,
                     response_timeout_s=cfg.csms.response_timeout_s,
+                    compression=self.ws_compression,
                 ),
                 station=self.station,
                 store=self.store,

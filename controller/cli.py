@@ -245,6 +245,12 @@ def cmd_dev_csms(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from controller.fleet.main import cmd_fleet as run_fleet  # only this command needs it
+
+    return run_fleet(args)
+
+
 def _api_base(args: argparse.Namespace) -> str:
     api = getattr(args, "api", None)
     config_path = getattr(args, "config", None)
@@ -504,6 +510,16 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_dev_csms)
 
     p = sub.add_parser(
+        "fleet",
+        help="N simulated chargers in one process, for CSMS load tests",
+        description="Runs N simulated chargers (each a full evsed station with its own "
+        "store and connection) against a CSMS, prints a live summary on stderr and a final "
+        "report. Exit code 0 when every station booted, 1 otherwise, 2 on a configuration error.",
+    )
+    _fleet_arguments(p)
+    p.set_defaults(fn=cmd_fleet)
+
+    p = sub.add_parser(
         "hw-test",
         help="interactive hardware bring-up: meter, vehicle, reader, lock, light, contactor",
         description="Test the configured hardware step by step. The contactor is only closed "
@@ -575,6 +591,12 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
 
         add_subcommands(sub)
     return parser
+
+
+def _fleet_arguments(p: argparse.ArgumentParser) -> None:
+    from controller.fleet.options import add_arguments  # argparse only: nothing loaded
+
+    add_arguments(p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,10 +9,12 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import CloseCode
 
 from controller.runtime.clock import Clock
@@ -44,6 +46,23 @@ class ConnectionOptions:
     # wss:// URL for security profiles 2 and 3 when csms_url is ws:// (A00.FR.006: a CSMS may
     # serve each profile on its own port); None: csms_url with wss://.
     tls_url: str | None = None
+    # permessage-deflate (RFC 7692): "default" (websockets' offer; the CSMS picks the window,
+    # up to 32 KiB: ~170 KiB of zlib state), "small" (2 KiB windows, memLevel 4: many
+    # connections in one process, evsed fleet) or "off".
+    compression: str = "default"
+
+
+def _compression_args(mode: str) -> dict[str, Any]:
+    """connect() arguments for ConnectionOptions.compression."""
+    if mode == "off":
+        return {"compression": None}
+    if mode == "small":
+        # The settings websockets' documentation gives to reduce memory (topics/compression).
+        factory = ClientPerMessageDeflateFactory(
+            server_max_window_bits=11, client_max_window_bits=11, compress_settings={"memLevel": 4}
+        )
+        return {"compression": None, "extensions": [factory]}
+    return {}
 
 
 def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -110,6 +129,8 @@ class CsmsConnection:
         self._ws: ClientConnection | None = None
         self._closing = False  # close() was called: no reconnecting
         self._reconnect_now = False  # reconnect() was called: the next attempt without delay
+        # Set by hold_offline() until release(): no attempts meanwhile (simulated outages).
+        self._released: asyncio.Event | None = None
         self.connects = 0
 
     @property
@@ -137,6 +158,11 @@ class CsmsConnection:
         """Stay connected until close(), with jittered exponential back-off between attempts."""
         attempt = 0
         while not self._closing:
+            released = self._released
+            if released is not None:
+                await released.wait()
+                attempt = 0
+                continue
             self._on_state("connecting")
             self._reconnect_now = False
             opened = False
@@ -156,11 +182,15 @@ class CsmsConnection:
                     close_timeout=CLOSE_TIMEOUT_S,
                     max_size=MAX_FRAME_BYTES,
                     ssl=tls,
+                    **_compression_args(self.options.compression),
                 ) as ws:
                     opened = True
                     if ws.subprotocol != self.subprotocol:
                         LOG.error("CSMS did not accept subprotocol %s", self.subprotocol)
                         await ws.close()
+                    elif self._released is not None:
+                        # hold_offline() came during the handshake: no session.
+                        await ws.close(CloseCode.NORMAL_CLOSURE, "held offline")
                     else:
                         attempt = 0
                         self.connects += 1
@@ -193,6 +223,8 @@ class CsmsConnection:
             self._on_state("offline")
             if self._closing:
                 break
+            if self._released is not None:
+                continue  # held offline: wait for release() instead of backing off
             if self._reconnect_now:
                 attempt = 0
                 LOG.info("reconnecting now")
@@ -231,6 +263,28 @@ class CsmsConnection:
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             LOG.info("closing the CSMS connection failed: %s", exc)
 
+    @property
+    def held_offline(self) -> bool:
+        return self._released is not None
+
+    async def hold_offline(self, reason: str) -> None:
+        """Close the connection normally (1000) and make no attempt until release(): an
+        offline period of a simulated charger (evsed fleet), or a test's network outage."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        ws = self._ws
+        if ws is not None:
+            try:
+                await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
+            except (OSError, websockets.exceptions.WebSocketException) as exc:
+                LOG.info("closing the CSMS connection failed: %s", exc)
+
+    def release(self) -> None:
+        """End hold_offline(): the next attempt starts at once."""
+        released, self._released = self._released, None
+        if released is not None:
+            released.set()
+
     async def close(self, reason: str) -> None:
         """Close the connection normally (1000) and stop reconnecting.
 
@@ -238,6 +292,7 @@ class CsmsConnection:
         would close it with 1011 (internal error), which a CSMS may report as a fault.
         """
         self._closing = True
+        self.release()  # a held connection's run() returns instead of waiting
         ws = self._ws
         if ws is not None:
             try:

@@ -463,7 +463,7 @@ class Ocpp16Client:
         try:
             await reader
         except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
-            if self._link.closing or self._link.reconnecting:
+            if self._link.closing or self._link.reconnecting or self._link.held_offline:
                 LOG.info("CSMS connection closed: %s", exc)
             else:
                 LOG.warning("CSMS connection lost: %s", exc)
@@ -1060,6 +1060,14 @@ class Ocpp16Client:
         else:
             return "NotImplemented"
         return "Accepted"
+
+    async def hold_offline(self, reason: str) -> None:
+        """Drop the CSMS connection and keep it down until release_offline() (a simulated
+        charger's offline period); everything meanwhile is queued as in any outage."""
+        await self._link.hold_offline(reason)
+
+    def release_offline(self) -> None:
+        self._link.release()
 
     async def close(self, reason: str = "charge point stopping") -> None:
         """Close the CSMS connection normally (1000), then stop the background tasks."""

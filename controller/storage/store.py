@@ -123,6 +123,22 @@ class LocalListTooLong(Exception):
     """A SendLocalList would leave more entries than allowed; nothing was changed."""
 
 
+@dataclass(frozen=True)
+class StoreTuning:
+    """Knobs for many stores in one process (evsed fleet); a charger keeps the defaults.
+
+    ``durable`` False: synchronous=NORMAL (WAL still keeps the file consistent, the last
+    commits may be lost on a power cut: fine for a simulated charger, never for a real one).
+    ``cache_kib``: SQLite's page cache bound per connection (None: SQLite's 2 MiB default).
+    ``cached_statements``: prepared statements kept per connection (Python's default 128
+    holds ~130 KiB after the migrations; the steady state uses a few dozen).
+    """
+
+    durable: bool = True
+    cache_kib: int | None = None
+    cached_statements: int = 128
+
+
 class Store:
     """SQLite in WAL mode with synchronous=FULL: a committed row survives power loss.
 
@@ -134,14 +150,28 @@ class Store:
     in one commit once the disk takes data again.
     """
 
-    def __init__(self, path: str | Path, *, spill_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        spill_dir: str | Path | None = None,
+        tuning: StoreTuning | None = None,
+    ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        tuning = tuning or StoreTuning()
+        self._db = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=tuning.cached_statements,
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if tuning.durable else 'NORMAL'}")
+        if tuning.cache_kib is not None:
+            self._db.execute(f"PRAGMA cache_size=-{int(tuning.cache_kib)}")
         self._db.execute("PRAGMA foreign_keys=ON")
         # Creates or upgrades the schema (each step one transaction); raises SchemaTooNew
         # for a database from a newer evsed and MigrationError when a step failed.
@@ -184,6 +214,9 @@ class Store:
         if spill_dir is not None and self.path != ":memory:":
             self._spill = SpillFile(Path(spill_dir) / (Path(self.path).name + ".spill"))
             self._recover_spill()
+        if tuning.cache_kib is not None:
+            # What the migrations left in the page cache beyond the bound: ~80 KiB per store.
+            self._db.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:
         if self._spill is not None:
@@ -1045,7 +1078,9 @@ class Store:
         return row is not None and row[0] == "ok"
 
 
-def open_store(path: str | Path, *, spill_dir: str | Path | None = None) -> Store:
+def open_store(
+    path: str | Path, *, spill_dir: str | Path | None = None, tuning: StoreTuning | None = None
+) -> Store:
     """Open the database; a corrupt file is moved aside so the charger still starts.
 
     A database from a newer evsed, or one whose migration failed, is not corrupt: it holds
@@ -1053,7 +1088,7 @@ def open_store(path: str | Path, *, spill_dir: str | Path | None = None) -> Stor
     It is left as it is and SchemaError propagates: the daemon refuses to start and says why.
     """
     try:
-        store = Store(path, spill_dir=spill_dir)
+        store = Store(path, spill_dir=spill_dir, tuning=tuning)
         if store.integrity_ok():
             return store
         store.close()
@@ -1068,4 +1103,4 @@ def open_store(path: str | Path, *, spill_dir: str | Path | None = None) -> Stor
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(f"{path}{suffix}"):
             os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-    return Store(path, spill_dir=spill_dir)
+    return Store(path, spill_dir=spill_dir, tuning=tuning)

@@ -1,0 +1,1 @@
+"""`evsed fleet`: many simulated chargers in one asyncio process, for CSMS load tests."""
