@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ def build_config(args: argparse.Namespace) -> FleetConfig:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
+    if args.locustfile:
+        print(Path(__file__).with_name("locustfile.py"))
+        return 0
     try:
         config = build_config(args)
     except FleetConfigError as exc:
@@ -54,6 +58,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     handler.addFilter(StationLogFilter())
     handler.setFormatter(logging.Formatter("%(levelname)s %(station)s %(name)s: %(message)s"))
     logging.basicConfig(level=config.log_level, handlers=[handler])
+    if args.serve:
+        from controller.fleet.serve import serve  # only this mode needs it
+
+        return asyncio.run(serve(replace(config, duration_s=None)))
     if args.worker_slice:
         index, workers = (int(part) for part in args.worker_slice.split("/"))
         return _run_worker(config, index, workers, args.report)

@@ -23,5 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="WebSocket deflate per station: small (default), default or off",
     )
     p.add_argument("--log-level", help="log level of the stations (default WARNING)")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="no stations of its own: add/remove them by JSON lines on stdin, one JSON line "
+        "per CALL on stdout (what the Locust file drives)",
+    )
+    p.add_argument(
+        "--locustfile",
+        action="store_true",
+        help='print the path of the Locust file (locust -f "$(evsed fleet --locustfile)")',
+    )
     # Internal: this process is worker I of W (started by a --workers parent).
     p.add_argument("--worker-slice", metavar="I/W", help=argparse.SUPPRESS)
