@@ -272,12 +272,7 @@ class CsmsConnection:
         offline period of a simulated charger (evsed fleet), or a test's network outage."""
         if self._released is None:
             self._released = asyncio.Event()
-        ws = self._ws
-        if ws is not None:
-            try:
-                await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
-            except (OSError, websockets.exceptions.WebSocketException) as exc:
-                LOG.info("closing the CSMS connection failed: %s", exc)
+        await self._close_ws(reason)
 
     def release(self) -> None:
         """End hold_offline(): the next attempt starts at once."""
@@ -293,9 +288,14 @@ class CsmsConnection:
         """
         self._closing = True
         self.release()  # a held connection's run() returns instead of waiting
+        await self._close_ws(reason)
+
+    async def _close_ws(self, reason: str) -> None:
+        """Close the open WebSocket, if any, normally (1000) with ``reason``."""
         ws = self._ws
-        if ws is not None:
-            try:
-                await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
-            except (OSError, websockets.exceptions.WebSocketException) as exc:
-                LOG.info("closing the CSMS connection failed: %s", exc)
+        if ws is None:
+            return
+        try:
+            await ws.close(CloseCode.NORMAL_CLOSURE, reason[:120])
+        except (OSError, websockets.exceptions.WebSocketException) as exc:
+            LOG.info("closing the CSMS connection failed: %s", exc)

@@ -46,7 +46,7 @@ from controller.ocpp16.secprofile import ConnectionSecurity
 from controller.ocpp16.security_events import SecurityEvents16
 from controller.ocpp16.settings import Settings
 from controller.ocpp16.txmessages import TxMessages16
-from controller.runtime.clock import Clock
+from controller.runtime.clock import Clock, sleep_or_event
 from controller.runtime.tasks import TaskGroup
 from controller.security.certtypes import CertStoreHandle
 from controller.security.log import SecurityLog
@@ -644,15 +644,7 @@ class Ocpp16Client:
 
     async def _wait_status_or(self, delay_s: float) -> None:
         """Until a status changes or ``delay_s`` passed on the (injected) clock."""
-        waiters = [
-            asyncio.ensure_future(self._status_wakeup.wait()),
-            asyncio.ensure_future(self.clock.sleep(delay_s)),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+        await sleep_or_event(self.clock.sleep(delay_s), self._status_wakeup)
 
     # ------------------------------------------------------------------ outbox (1.6 rules)
 

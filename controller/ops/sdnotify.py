@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
+from controller.runtime.clock import sleep_or_event
+
 LOG = logging.getLogger(__name__)
 
 # Test-only: with this variable set to a number of seconds, SIGUSR1 makes the event loop run
@@ -229,12 +231,7 @@ async def run_status(
             await sleep(interval_s)
             continue
         changed.clear()
-        waiters = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(sleep(interval_s))]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+        await sleep_or_event(sleep(interval_s), changed)
 
 
 def install_stall_hook(

@@ -9,7 +9,7 @@ import itertools
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -393,3 +393,14 @@ class TrustedClock(Clock):
         while True:
             await self.sleep(interval_s)
             self.persist()
+
+
+async def sleep_or_event(sleep: Awaitable[None], event: asyncio.Event) -> None:
+    """Wait until ``sleep`` (a clock's ``sleep(delay_s)``) ends or ``event`` is set, whichever
+    comes first: a loop that sleeps until its next deadline and wakes early on news."""
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(sleep)]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -34,7 +34,7 @@ from controller.core.composite import (
 from controller.core.loadshare import MIN_SHARE_A, Demand, SiteConfig, allocate, draw_cap
 from controller.core.records import DEFAULT_BACKEND, StationRecords, StoreError
 from controller.core.safety import wants_current
-from controller.runtime.clock import Clock
+from controller.runtime.clock import Clock, sleep_or_event
 from controller.runtime.connector import ConnectorRuntime
 
 LOG = logging.getLogger(__name__)
@@ -625,15 +625,4 @@ class SmartCharging:
             if self._recheck_at_s is not None and now_s >= self._recheck_at_s - _EPS_S:
                 self._recheck_draws(now_s)
             self._apply(now)
-            await self._sleep_or_wake(self._next_wake_s(now, now_s))
-
-    async def _sleep_or_wake(self, delay_s: float) -> None:
-        waiters = [
-            asyncio.ensure_future(self._wakeup.wait()),
-            asyncio.ensure_future(self._clock.sleep(delay_s)),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+            await sleep_or_event(self._clock.sleep(self._next_wake_s(now, now_s)), self._wakeup)

@@ -23,7 +23,7 @@ from controller.core.reservations import CancelResult, Reservation, ReserveResul
 from controller.core.safety import wants_current
 from controller.core.timestamps import iso_utc
 from controller.runtime import snapshot as snap
-from controller.runtime.clock import Clock
+from controller.runtime.clock import Clock, sleep_or_event
 from controller.runtime.connector import ConnectorHardware, ConnectorRuntime
 from controller.runtime.control import Control
 from controller.runtime.faults import FaultEvent, Faults
@@ -662,7 +662,7 @@ class Station:
             if delay_s is None:
                 await self.clock.sleep(self.tick_interval_s)
             else:
-                await self._sleep_or_wake(delay_s)
+                await sleep_or_event(self.clock.sleep(delay_s), self._wake)
             self._ticking = True
             await self._tick()
 
@@ -721,17 +721,6 @@ class Station:
         # Something already due (or a clock that stepped) is done at the next regular tick:
         # never a loop that spins on a deadline in the past.
         return delay_s if delay_s > _EARLY_S else self.tick_interval_s
-
-    async def _sleep_or_wake(self, delay_s: float) -> None:
-        waiters = [
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(self.clock.sleep(delay_s)),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
 
     def tick_stalled_for_s(self) -> float:
         """How long the tick loop has been stuck in one tick (a meter read that does not
