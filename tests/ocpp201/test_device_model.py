@@ -444,3 +444,55 @@ def test_model_follows_the_configuration(tmp_path: Path, store: Store) -> None:
     assert model.has_component(ComponentKey("FiscalMetering", evse_id=2))
     assert model.has_component(ComponentKey("PowerContactor", evse_id=1))
     assert not model.has_component(ComponentKey("EVSE", evse_id=3))
+
+
+def test_all_attribute_types_of_a_variable(store: Store) -> None:
+    """B06.FR.13 (a supported but unset Target reads ""), B07.FR.11 (every supported attribute
+    type is reported, unset ones without a value), B05.FR.03 (the attributeType comes back);
+    a non-persistent attribute lives in memory only."""
+    from controller.ocpp201.dm import DeviceModel, base_report
+    from controller.ocpp201.dm.types import AttributeDef, Characteristics, VariableDef
+
+    fan = VariableDef(
+        ComponentKey("AirCoolingSystem"),
+        VariableKey("FanSpeed"),
+        Characteristics("integer", "RPM", Decimal(0), Decimal(6000)),
+        (
+            AttributeDef("Actual", "ReadOnly", persistent=False, provider=lambda: "1200"),
+            AttributeDef("Target", "ReadWrite", persistent=False),
+            AttributeDef("MinSet", "ReadWrite", default="1000"),
+            AttributeDef("MaxSet", "ReadWrite", default="5000"),
+        ),
+    )
+    model = DeviceModel(store, [fan])
+    results = get(
+        model,
+        *(
+            item("AirCoolingSystem", "FanSpeed", attribute_type=t)
+            for t in ("Actual", "Target", "MinSet", "MaxSet")
+        ),
+    )
+    assert [r["attributeValue"] for r in results] == ["1200", "", "1000", "5000"]
+    assert [r["attributeType"] for r in results] == ["Actual", "Target", "MinSet", "MaxSet"]
+    set_results = put(
+        model,
+        item("AirCoolingSystem", "FanSpeed", attribute_type="Target", value="3000"),
+        item("AirCoolingSystem", "FanSpeed", attribute_type="MaxSet", value="5500"),
+        item("AirCoolingSystem", "FanSpeed", value="1"),
+    )
+    assert [r["attributeStatus"] for r in set_results] == ["Accepted", "Accepted", "Rejected"]
+    assert [r["attributeType"] for r in set_results] == ["Target", "MaxSet", "Actual"]
+    again = DeviceModel(store, [fan])
+    assert again.get("AirCoolingSystem", "FanSpeed", "Target") is None
+    assert again.get("AirCoolingSystem", "FanSpeed", "MaxSet") == "5500"
+    [entry] = base_report(again, "FullInventory").data
+    assert [a.get("value") for a in entry["variableAttribute"]] == ["1200", None, "1000", "5500"]
+    validate(
+        "NotifyReportRequest",
+        {
+            "requestId": 1,
+            "generatedAt": "2026-01-01T00:00:00Z",
+            "seqNo": 0,
+            "reportData": [entry],
+        },
+    )

@@ -298,5 +298,19 @@ def test_required_variables_present(store: Store) -> None:
             if key[2] == "NetworkConfigurationPriority":
                 expected = "SequenceList"
             assert data_type.lower() == expected.lower(), key
+            # Errata 2025-09 6.2.19 (TC_B_53_CS): a value unless WriteOnly (EVSE.Power: only
+            # its maxLimit is required); a list value from the valuesList.
+            chars = reported[key]["variableCharacteristics"]
+            for attribute in reported[key]["variableAttribute"]:
+                if attribute["mutability"] == "WriteOnly":
+                    assert "value" not in attribute, key
+                elif key[2] == "Power":
+                    assert "maxLimit" in chars
+                else:
+                    assert "value" in attribute, key
+                    if data_type in ("OptionList", "SequenceList", "MemberList"):
+                        allowed = set(chars["valuesList"].split(","))
+                        members = [m for m in attribute["value"].split(",") if m]
+                        assert set(members) <= allowed, key
             checked += 1
     assert checked >= 60

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from controller.core.timestamps import iso_utc
 from controller.ocpp201.dm.model import DeviceModel, SettingsStore
 from controller.ocpp201.dm.types import (
     AttributeDef,
@@ -464,7 +466,9 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
     ]
     clock = ComponentKey("ClockCtrlr")
     out += [
-        _var(clock, "DateTime", "dateTime", None, mutability=ro, provider=live.utc_now),
+        # Errata 2025-09 6.2.19 (TC_B_53_CS): a required variable reports a value; without an
+        # injected clock the system clock answers.
+        _var(clock, "DateTime", "dateTime", None, mutability=ro, provider=live.utc_now or _now),
         _var(clock, "TimeSource", "SequenceList", ",".join(TIME_SOURCES), values=TIME_SOURCES),
     ]
     out += _infrastructure(desc, live)
@@ -474,6 +478,10 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
 def _with_attribute(definition: VariableDef, **changes: Any) -> VariableDef:
     attributes = tuple(replace(a, **changes) for a in definition.attributes)
     return replace(definition, attributes=attributes)
+
+
+def _now() -> str:
+    return iso_utc(datetime.now(UTC))
 
 
 def _bind(fn: Callable[[int], Any], evse_id: int) -> Callable[[], Any]:
