@@ -1,5 +1,7 @@
-"""The OCPP 2.0.1 device model (Part 1 ch. 4, Part 2 B05-B08): components, variables and
-their attributes as data, GetVariables / SetVariables, GetBaseReport / GetReport.
+"""The OCPP 2.0.1 device model (Part 1 ch. 4, Part 2 B05-B08) and its request handling.
+
+Components, variables and their attributes as data; GetVariables / SetVariables,
+GetBaseReport / GetReport.
 
 For the 2.0.1 client:
 

@@ -1,5 +1,6 @@
-"""The device model: variables by address, their values (live, durable or in memory), guards
-and change listeners.
+"""The device model: variables by address, their values, guards and change listeners.
+
+Values are live (read from a provider), durable (the Store) or in memory.
 
 Values are canonical text (dm.values). A persistent attribute is stored under
 ``dm.<component>/<variable>/<attributeType>`` in the Store settings (``dm.EVSE@1/Power/Actual``,

@@ -1,5 +1,4 @@
-"""GetBaseReport (B07) and GetReport (B08): which ReportData a request selects, its status,
-and the NotifyReport pages that carry it.
+"""GetBaseReport (B07) and GetReport (B08): the ReportData, the status, the NotifyReport pages.
 
 The client answers the request with ``Report.status`` (Rejected is the client's own answer
 while it is still sending an earlier report: B07.FR.13, B08.FR.16), then, when Accepted,

@@ -1,8 +1,10 @@
-"""The station's device model, built from a description of its hardware: the required
-variables of the controller components for the blocks evsed implements (Part 2, "Referenced
-Components and Variables"; appendices-csv/dm_components_vars.csv), ChargingStation, EVSE n and
-Connector n, and the standard physical components of the parts it has (FiscalMetering,
-PowerContactor, TokenReader; Appendix 3.2 names, no vendor components). Defaults are the
+"""The station's device model, built from a description of its hardware.
+
+The required variables of the controller components for the blocks evsed implements
+(Part 2, "Referenced Components and Variables"; appendices-csv/dm_components_vars.csv),
+ChargingStation, EVSE n and Connector n, and the standard physical components of the parts
+it has (FiscalMetering, PowerContactor, TokenReader; Appendix 3.2 names, no vendor
+components). Defaults are the
 spec's where it gives one, else those of the 1.6 keys (HeartbeatInterval 300, ...).
 
 evsed's 1.6 connectors are 2.0.1 EVSEs with one connector each: 1.6 connector n is EVSE n,

@@ -1,5 +1,6 @@
-"""The device model's vocabulary as data: component and variable addresses, attributes,
-characteristics, and their OCPP-J (camelCase dict) forms."""
+"""The device model's vocabulary as data: addresses, attributes, characteristics.
+
+Each has its OCPP-J (camelCase dict) form."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ LIST_TYPES = frozenset({"OptionList", "SequenceList", "MemberList"})
 Provider = Callable[[], "str | None"]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class ComponentKey:
     """A component as OCPP addresses it: name, optional instance, and its tier (evse id, and
     connector id within that EVSE). Addressing is exact: EVSE 1 is ``evse_id=1`` with no
@@ -73,7 +74,7 @@ class ComponentKey:
         return out
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class VariableKey:
     """A variable of a component: name and optional instance (``ItemsPerMessage[GetReport]``)."""
 
