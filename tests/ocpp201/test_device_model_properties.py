@@ -101,3 +101,36 @@ def test_random_sets_keep_values_within_characteristics(
                 assert result["attributeValue"] == expected[(d.component, d.variable)]
     finally:
         store.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=50),
+    st.one_of(st.none(), st.integers(min_value=200, max_value=20000)),
+    st.integers(min_value=0, max_value=len(VARIABLES)),
+)
+def test_pages_carry_every_entry_once_within_limits(
+    per_page: int, max_bytes: int | None, count: int
+) -> None:
+    """B07.FR.10 / B08.FR.14: for any page limits the pages hold the report in order, seqNo
+    counts from 0, only the last has tbc false, no page exceeds its item (and, unless a single
+    entry is larger, byte) limit."""
+    import json
+
+    from controller.ocpp201.dm import base_report, notify_report_pages
+
+    store = Store(":memory:")
+    try:
+        data = base_report(station_model(store), "FullInventory").data[:count]
+    finally:
+        store.close()
+    pages = notify_report_pages(7, data, "2026-01-01T00:00:00Z", per_page, max_bytes)
+    assert [p["seqNo"] for p in pages] == list(range(len(pages)))
+    assert [p["tbc"] for p in pages] == [True] * (len(pages) - 1) + [False]
+    assert [d for p in pages for d in p.get("reportData", [])] == list(data)
+    for page in pages:
+        entries = page.get("reportData", [])
+        assert len(entries) <= per_page
+        size = sum(len(json.dumps(e, separators=(",", ":"))) + 1 for e in entries)
+        if max_bytes is not None and len(entries) > 1:
+            assert size <= max_bytes

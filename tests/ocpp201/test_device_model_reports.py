@@ -314,3 +314,30 @@ def test_required_variables_present(store: Store) -> None:
                         assert set(members) <= allowed, key
             checked += 1
     assert checked >= 60
+
+
+def test_report_answers_are_schema_valid(store: Store) -> None:
+    """B07.FR.01/02, B08.FR.01/02/15: every status a report request can get is a valid
+    GetBaseReportResponse / GetReportResponse; the filters used are valid GetReportRequests."""
+    model = station_model(store)
+    for base in (*REPORT_BASES, "Other"):
+        validate("GetBaseReportResponse", {"status": base_report(model, base).status})
+    requests = [
+        {"requestId": 1, "componentCriteria": ["Enabled", "Problem"]},
+        {"requestId": 2, "componentVariable": [{"component": {"name": "Nope"}}]},
+        {
+            "requestId": 3,
+            "componentVariable": [
+                {"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"}}
+            ],
+        },
+    ]
+    statuses = set()
+    for request in requests:
+        validate("GetReportRequest", request)
+        report = custom_report(
+            model, request.get("componentVariable"), request.get("componentCriteria")
+        )
+        validate("GetReportResponse", {"status": report.status})
+        statuses.add(report.status)
+    assert statuses == {"Accepted", "EmptyResultSet"}
