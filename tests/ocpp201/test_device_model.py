@@ -496,3 +496,40 @@ def test_all_attribute_types_of_a_variable(store: Store) -> None:
             "reportData": [entry],
         },
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("2026-03-01T10:00:00Z", True),
+        ("2026-03-01T10:00:00.123456789+01:00", True),
+        ("2026-03-01t10:00:00z", True),
+        ("2026-03-01T10:00:00", False),  # no offset
+        ("2026-03-01", False),
+        ("2026-W09-1T10:00:00Z", False),
+        ("2026-02-30T10:00:00Z", False),
+        ("yesterday", False),
+    ],
+)
+def test_datetime_values(text: str, ok: bool) -> None:
+    """B05.FR.07 for dateTime variables (e.g. ClockCtrlr NextTimeOffsetTransitionDateTime):
+    RFC 3339 with its offset, nothing else."""
+    from controller.ocpp201.dm.types import Characteristics
+    from controller.ocpp201.dm.values import normalise
+
+    chars = Characteristics("dateTime")
+    if ok:
+        assert normalise(chars, text) == text
+    else:
+        with pytest.raises(InvalidValue):
+            normalise(chars, text)
+
+
+def test_controllers_with_only_instanced_variables_meet_criteria(store: Store) -> None:
+    """B08.FR.09: DeviceDataCtrlr has no Enabled variable (all its variables have instances):
+    it is in a report for componentCriteria Enabled."""
+    from controller.ocpp201.dm import custom_report
+
+    model = station_model(store)
+    report = custom_report(model, component_criteria=["Enabled"])
+    assert "DeviceDataCtrlr" in {d["component"]["name"] for d in report.data}

@@ -44,8 +44,11 @@ def limit_error(
     DeviceDataCtrlr ItemsPerMessage / BytesPerMessage of ``action``: OccurrenceConstraintViolation
     for too many items (B06.FR.16, B08.FR.17), FormatViolation for too many bytes (B06.FR.17,
     B08.FR.18); None when it fits."""
-    items = model.get("DeviceDataCtrlr", VariableKey("ItemsPerMessage", action))
-    size = model.get("DeviceDataCtrlr", VariableKey("BytesPerMessage", action))
+    items = size = None
+    if model.find("DeviceDataCtrlr", VariableKey("ItemsPerMessage", action)) is not None:
+        items = model.get("DeviceDataCtrlr", VariableKey("ItemsPerMessage", action))
+    if model.find("DeviceDataCtrlr", VariableKey("BytesPerMessage", action)) is not None:
+        size = model.get("DeviceDataCtrlr", VariableKey("BytesPerMessage", action))
     if items is not None and item_count > int(items):
         return ("OccurrenceConstraintViolation", f"at most {items} items per {action}")
     if size is not None and size_bytes > int(size):

@@ -136,15 +136,20 @@ def custom_report(
         return Report("NotSupported")  # B08.FR.02
     definitions = model.variables()
     if criteria:
-        by_component: dict[ComponentKey, dict[str, VariableDef]] = {}
+        # The criterion variables of each component (Active, Available, ... have no instance).
+        flags: dict[ComponentKey, dict[str, VariableDef]] = {d.component: {} for d in definitions}
         for d in definitions:
-            if d.variable.instance is None:
-                by_component.setdefault(d.component, {})[d.variable.name] = d
+            if d.variable.instance is None and d.variable.name in CRITERIA:
+                flags[d.component][d.variable.name] = d
         met = set()
-        for component, named in by_component.items():
+        for component, named in flags.items():
             for criterion in criteria:
                 flag = named.get(criterion)
-                if flag is None and criterion != "Problem" or flag and _truthy(model, flag):
+                if flag is None:
+                    meets = criterion != "Problem"  # no such variable: in, except for Problem
+                else:
+                    meets = _truthy(model, flag)
+                if meets:
                     met.add(component)
                     break
         definitions = [d for d in definitions if d.component in met]

@@ -17,6 +17,11 @@ INT_MAX = 2**31 - 1
 _INTEGER = re.compile(r"[+-]?[0-9]{1,10}")
 # Plain decimal notation only: no exponent, NaN or Infinity, at most 28 significant digits.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,20}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})")
+# RFC 3339 date-time (what the OCPP dateTime is): a full date, time and UTC offset.
+_DATETIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 class InvalidValue(ValueError):
@@ -78,11 +83,13 @@ def normalise(chars: Characteristics, text: str) -> str:
         return low
     if kind == "dateTime":
         stripped = text.strip()
+        if not _DATETIME.fullmatch(stripped):
+            raise InvalidValue("InvalidValue", "expected an RFC 3339 date and time")
         try:
-            moment = datetime.fromisoformat(stripped)
+            moment = datetime.fromisoformat(stripped.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError as exc:
             raise InvalidValue("InvalidValue", "expected an RFC 3339 date and time") from exc
-        if moment.tzinfo is None or "T" not in stripped:
+        if moment.tzinfo is None:  # the pattern requires an offset; kept as a safety net
             raise InvalidValue("InvalidValue", "expected a date and time with its UTC offset")
         return stripped
     if kind == "OptionList":
