@@ -9,7 +9,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -337,6 +337,11 @@ class Store:
 
     def delete_setting(self, key: str) -> None:
         self._commit([PutSetting(key, None)])
+
+    def set_settings(self, values: Mapping[str, str]) -> None:
+        """Several settings in one commit: all or none survive a crash (OCPP 2.0.1
+        SetVariables applies a request's accepted values together)."""
+        self._commit([PutSetting(key, value) for key, value in values.items()])
 
     def settings_with_prefix(self, prefix: str) -> dict[str, str]:
         rows = self._db.execute(
