@@ -31,7 +31,7 @@ from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.datatypes import IdTokenInfoType
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
@@ -818,7 +818,10 @@ class DevCsms:
     ) -> Subprotocol | None:
         """The version to speak (RFC 6455 4.2.2); None: none of ours was offered, the
         upgrade is answered without a subprotocol and the connection closed at once (as
-        some CSMSs do), so a station sees a CSMS that accepts none of its versions."""
+        some CSMSs do), so a station sees a CSMS that accepts none of its versions. No
+        subprotocol offered at all: HTTP 400."""
+        if not offered:
+            raise NegotiationError("missing subprotocol")
         if self.ocpp_versions is None:
             ours = set(SUBPROTOCOLS.values())
             return next((p for p in offered if p in ours), None)
