@@ -663,7 +663,7 @@ class CsrSigner:
 
 
 class DevCsms:
-    """Development OCPP 1.6J central system with recording and fault injection."""
+    """Development OCPP 1.6J and 2.0.1 central system with recording and fault injection."""
 
     def __init__(
         self,
@@ -1108,6 +1108,7 @@ async def run_dev_csms(
     boot_status: str = "Accepted",
     passwords: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    ocpp_versions: tuple[str, ...] | None = None,
 ) -> None:
     """Serve forever, printing one line per event; returns cleanly on cancellation."""
 
@@ -1121,10 +1122,13 @@ async def run_dev_csms(
         passwords=passwords,
         on_event=_print,
         ssl_context=ssl_context,
+        ocpp_versions=ocpp_versions,
     )
     try:
         async with csms:
             print(f"evsed dev CSMS listening on {csms.url}/<station_id>", flush=True)
+            versions = ", ".join(ocpp_versions) if ocpp_versions else "1.6, 2.0.1"
+            print(f"  OCPP {versions}", flush=True)
             if passwords is not None:
                 print(f"  Basic auth required for: {', '.join(sorted(passwords))}", flush=True)
             await asyncio.Event().wait()

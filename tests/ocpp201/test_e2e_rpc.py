@@ -53,18 +53,21 @@ async def test_unreadable_and_malformed_frames(
     assert code in rpc201.ERROR_CODES
 
 
+FULL = {"requestId": 1, "reportBase": "FullInventory"}
+
+
 @pytest.mark.parametrize(
     ("action", "payload", "code"),
     [
         ("FlyToTheMoon", {}, "NotImplemented"),  # not an OCPP 2.0.1 action
-        ("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory"}, "NotSupported"),
+        ("GetBaseReport", FULL, "NotSupported"),
         ("GetBaseReport", {"requestId": 1}, "OccurrenceConstraintViolation"),
-        ("GetBaseReport", {"requestId": "1", "reportBase": "FullInventory"}, "TypeConstraintViolation"),
-        ("GetBaseReport", {"requestId": 1, "reportBase": "Everything"}, "PropertyConstraintViolation"),
-        ("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory", "x": 1}, "FormatViolation"),
+        ("GetBaseReport", {**FULL, "requestId": "1"}, "TypeConstraintViolation"),
+        ("GetBaseReport", {**FULL, "reportBase": "Everything"}, "PropertyConstraintViolation"),
+        ("GetBaseReport", {**FULL, "x": 1}, "FormatViolation"),
         ("Reset", [], "FormatViolation"),
     ],
-)  # fmt: skip
+)
 async def test_requests_are_checked_then_not_supported(
     station: Harness, csms: DevCsms, action: str, payload: Any, code: str
 ) -> None:
