@@ -272,7 +272,7 @@ class App:
         policy16.follow(settings, self.station.set_policy)
         if cfg.csms is not None:
             self.tls_material = self._tls_material()
-            self.versions = VersionChoice(cfg.csms.ocpp_versions, self.store)
+            self.versions = VersionChoice(self._usable_versions(), self.store)
             self._build_adapter(self.versions.first())
         else:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
@@ -333,6 +333,17 @@ class App:
         # with the daemon's corrected time from now on.
         logsetup.ring_handler().now = self._log_time()
         return client
+
+    def _usable_versions(self) -> tuple[str, ...]:
+        """The configured versions, without 2.0.1 once a 1.6 CSMS raised the security
+        profile (A05): the 2.0.1 adapter has no TLS yet and must not downgrade the link."""
+        csms = self.config.csms
+        assert csms is not None
+        versions = csms.ocpp_versions
+        if "2.0.1" in versions and self.settings.get_int("SecurityProfile") >= 2:
+            LOG.error("security profile 2 or 3 is in use: OCPP 2.0.1 (no TLS yet) not offered")
+            versions = tuple(v for v in versions if v != "2.0.1") or ("1.6",)
+        return versions
 
     def _build_adapter(self, version: str) -> None:
         """The adapter of ``version`` becomes the station's CSMS port."""

@@ -146,3 +146,36 @@ async def test_a_csms_that_accepts_none_is_an_error_and_retried(
         assert h.app.adapter.connection_state() != "accepted"
         assert csms.received == []
         assert h.station is not None and h.station.started
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"security_profile": 2, "url": "wss://127.0.0.1:9/ocpp"}, {"url": "wss://127.0.0.1:9/ocpp"}],
+)
+def test_201_refused_with_tls_until_it_has_it(tmp_path: Path, extra: dict[str, Any]) -> None:
+    """The 2.0.1 adapter has no TLS yet: a configuration that needs it is an error, not a
+    silent downgrade to ws://."""
+    data = charger_config(tmp_path, "ws://127.0.0.1:9/ocpp", ocpp_version=["2.0.1", "1.6"])
+    data["csms"].update(extra)
+    if extra.get("security_profile") == 2:
+        data["csms"]["password"] = "secret-secret-1234"
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert info.value.key == "csms.ocpp_version"
+    assert "security profile 1" in str(info.value)
+
+
+async def test_201_not_offered_once_a_16_csms_raised_the_profile(
+    charger: Any, csms: DevCsms, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A05: a 1.6 CSMS raised SecurityProfile to 2; the 2.0.1 adapter (no TLS yet) would
+    downgrade the link, so 2.0.1 is no longer offered (a logged error)."""
+    h = await charger(csms, wait_accepted=False, ocpp_version=["1.6", "2.0.1"])
+    await boots(h, csms)
+    assert h.app.versions is not None and h.app.versions.offered() == ["ocpp1.6", "ocpp2.0.1"]
+    h.app.settings.set_internal("SecurityProfile", "2")
+    await h.app.stop(reason=None)
+    with caplog.at_level(logging.ERROR, logger="controller.app"):
+        again = await charger(csms, wait_accepted=False, ocpp_version=["1.6", "2.0.1"])
+    assert again.app.versions is not None and again.app.versions.offered() == ["ocpp1.6"]
+    assert "OCPP 2.0.1 (no TLS yet) not offered" in caplog.text
