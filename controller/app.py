@@ -724,6 +724,11 @@ class App:
         self.reset_requested = kind
         # ResetRetries (9.1.22): how often a failed reboot is tried again (cli.py).
         self.reset_retries = self.settings.get_int("ResetRetries")
+        if self.client201 is not None and self.store is not None:
+            # The next BootNotificationRequest says why (B01.FR.09); 1.6 has no reason.
+            from controller.ocpp201.client import BOOT_REASON_KEY, boot_reason_of
+
+            self.store.set_setting(BOOT_REASON_KEY, boot_reason_of(kind))
         self._stopped.set()
 
     @property

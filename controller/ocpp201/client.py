@@ -73,7 +73,15 @@ BOOT_REASONS = frozenset(
         "Watchdog",
     }
 )
+# Why the App restarts (App._on_reset's kind) as a BootReasonEnumType.
+_RESET_BOOT_REASONS = {"Hard": "RemoteReset", "Soft": "RemoteReset", "Firmware": "FirmwareUpdate"}
 DEFAULT_HEARTBEAT_S = 300
+
+
+def boot_reason_of(reset_kind: str) -> str:
+    return _RESET_BOOT_REASONS.get(reset_kind, "Unknown")
+
+
 # B02.FR.07 / B03.FR.05: the CSMS said interval 0 while not accepting: our own wait.
 OWN_BOOT_RETRY_S = 60
 # B04: offline for longer than this, every connector's status is sent again; shorter,

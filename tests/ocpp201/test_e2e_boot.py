@@ -186,3 +186,18 @@ async def test_reconnect_reports_only_changes_after_a_short_outage(
     await wait_status(h, 2, "Occupied")
     assert statuses(h, 1) == ["Available"]
     assert len(h.frames("BootNotification")) == 1
+
+
+async def test_boot_reason_after_a_reset(charger: Any, csms: DevCsms) -> None:
+    """B01.FR.09: the next boot after a reset says RemoteReset (the reason is kept in the
+    store across the restart and cleared once that boot was accepted)."""
+    h = await start(charger, csms)
+    await accepted(h)
+    h.app._on_reset("Soft")
+    await h.app.stop(reason=None)
+    again = await start(charger, csms)
+    await accepted(again)
+    reasons = [f.payload["reason"] for f in again.frames("BootNotification")]
+    assert reasons == ["PowerUp", "RemoteReset"]
+    assert again.app.store is not None
+    assert again.app.store.get_setting("csms.boot_reason") is None
