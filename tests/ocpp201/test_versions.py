@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from controller.config import ConfigError, parse
+from controller.core.records import DEFAULT_BACKEND
 from controller.csms.versions import REMEMBERED_KEY, VersionChoice
 from controller.dev.devcsms import DevCsms
 from controller.ocpp16.client import Ocpp16Client
@@ -119,6 +120,10 @@ async def test_prefers_16_but_a_201_csms_gets_201(charger: Any) -> None:
         assert h.frames("BootNotification")[0].payload["reason"] == "PowerUp"
         assert h.app.store is not None
         assert h.app.store.get_setting(REMEMBERED_KEY) == "2.0.1"
+        # The 1.6 adapter's queue (its StartupOfTheDevice security event) stays in the
+        # database for when 1.6 is spoken again; nothing of it went out on 2.0.1.
+        assert h.app.store.outbox_count(DEFAULT_BACKEND) >= 1
+        assert "SecurityEventNotification" not in {f.action for f in csms.received}
 
 
 async def test_both_offered_the_csms_preference_decides(charger: Any) -> None:
