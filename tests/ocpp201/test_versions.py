@@ -184,3 +184,13 @@ async def test_201_not_offered_once_a_16_csms_raised_the_profile(
         again = await charger(csms, wait_accepted=False, ocpp_version=["1.6", "2.0.1"])
     assert again.app.versions is not None and again.app.versions.offered() == ["ocpp1.6"]
     assert "OCPP 2.0.1 (no TLS yet) not offered" in caplog.text
+
+
+def test_config_show_writes_the_list_back(tmp_path: Path) -> None:
+    """`evsed config show`: csms.ocpp_version as configured (a list stays a list)."""
+    from controller.ops.opscli import effective_config
+
+    for value, shown in ((["2.0.1", "1.6"], ["2.0.1", "1.6"]), ("2.0.1", "2.0.1")):
+        config = parse(charger_config(tmp_path, "ws://127.0.0.1:9/ocpp", ocpp_version=value))
+        csms = effective_config(config)["csms"]
+        assert csms["ocpp_version"] == shown and "ocpp_versions" not in csms
