@@ -1,1 +1,1 @@
-"""OCPP 2.0.1 adapter: the dialect, the client and its wording of the core's states."""
+"""The OCPP 2.0.1 adapter: the device model (dm/); the client comes next."""
