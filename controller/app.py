@@ -17,6 +17,7 @@ from controller.core.port import CsmsPort
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
 from controller.csms.connection import ConnectionOptions
+from controller.csms.versions import VersionChoice
 from controller.maintenance import FIRMWARE_JOB_KEY
 from controller.ocpp16 import FIRMWARE_UNSENT_KEY
 from controller.ocpp16 import policy as policy16
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from controller.maintenance.diagnostics import DiagnosticsSources
     from controller.maintenance.firmware import FirmwareUpdater
     from controller.maintenance.installer import Installer
+    from controller.ocpp201.client import Ocpp201Client
     from controller.security.certstore import CertStore
 from controller.security.material import FirmwareTrust, TlsMaterial
 from controller.security.tls import FileTlsMaterial, StoreTlsMaterial
@@ -151,7 +153,10 @@ class App:
         self.station: Station | None = None
         self.hardware: list[ConnectorHardware] = []
         self.port: CsmsPort | None = None
-        self.client: Ocpp16Client | None = None
+        self.client: Ocpp16Client | None = None  # the 1.6 adapter while it is the one used
+        self.client201: Ocpp201Client | None = None  # the 2.0.1 adapter, likewise
+        self.adapter: Ocpp16Client | Ocpp201Client | None = None  # the one in use
+        self.versions: VersionChoice | None = None
         self.tls_material: TlsMaterial | None = None
         self.security_log: SecurityLog | None = None
         self.certstore_handle: CertStoreHandle | None = None
@@ -267,58 +272,21 @@ class App:
         policy16.follow(settings, self.station.set_policy)
         if cfg.csms is not None:
             self.tls_material = self._tls_material()
-            self.client = Ocpp16Client(
-                identity=StationIdentity(
-                    cfg.station_id,
-                    cfg.vendor,
-                    cfg.model,
-                    cfg.serial_number,
-                    cfg.firmware_version,
-                ),
-                options=ConnectionOptions(
-                    csms_url=cfg.csms.url,
-                    tls_url=cfg.csms.tls_url,
-                    password=cfg.csms.password,
-                    reconnect_min_s=cfg.csms.reconnect_min_s,
-                    reconnect_max_s=cfg.csms.reconnect_max_s,
-                    response_timeout_s=cfg.csms.response_timeout_s,
-                    compression=self.ws_compression,
-                ),
-                station=self.station,
-                store=self.store,
-                settings=settings,
-                clock=self.clock,
-                rng=self.rng,
-                on_frame=self._observe_frame,
-                on_reset=self._on_reset,
-                security_log=self.security_log,
-                certstore=self.certstore_handle,
-                tls_material=self.tls_material,
-            )
-            self.port = self.client
-            client = self.client
-            # The firmware code is loaded at start only for an update in progress or a
-            # status not yet confirmed; otherwise on the first firmware request.
-            client.firmware_factory = lambda: self._build_firmware(client)
-            if self._firmware_pending():
-                self._build_firmware(client)
-            self.client.diagnostics_sources = self.diagnostics_sources
-            # The ring of recent log records (diagnostics without a journal) stamps them
-            # with the daemon's corrected time from now on.
-            logsetup.ring_handler().now = self._log_time()
+            self.versions = VersionChoice(self._usable_versions(), self.store)
+            self._build_adapter(self.versions.first())
         else:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
-        self.station.attach_port(self.port)
+            self.station.attach_port(self.port)
         self._watch_tamper(self.station, self.security_log)
         # Queued before anything else of this boot (the client's listener is attached).
         self.security_log.record(SecurityEventKind.STARTUP_OF_THE_DEVICE)
         await self.station.start()
-        if self.client is not None:
-            self._tasks.spawn(self.client.run(), name="ocpp", critical=True)
-        if self.with_api and self.api_after_boot and self.client is not None:
+        if self.adapter is not None:
+            self._tasks.spawn(self._run_csms(), name="ocpp", critical=True)
+        if self.with_api and self.api_after_boot and self.adapter is not None:
             # READY=1 (and the watchdog) once the API is up, as without the deferral.
-            self._tasks.spawn(self._start_api_after_boot(self.client), name="api", critical=True)
+            self._tasks.spawn(self._start_api_after_boot(self.adapter), name="api", critical=True)
         else:
             if self.with_api:
                 await self._start_api()
@@ -330,6 +298,116 @@ class App:
             f"CSMS {cfg.csms.url}" if cfg.csms else "standalone",
         )
 
+    def _build_client16(self) -> Ocpp16Client:
+        """The OCPP 1.6 adapter, with its firmware and diagnostics wiring."""
+        cfg = self.config
+        assert self.store is not None and self.station is not None
+        client = Ocpp16Client(
+            identity=StationIdentity(
+                cfg.station_id,
+                cfg.vendor,
+                cfg.model,
+                cfg.serial_number,
+                cfg.firmware_version,
+            ),
+            options=self._connection_options(),
+            station=self.station,
+            store=self.store,
+            settings=self.settings,
+            clock=self.clock,
+            rng=self.rng,
+            on_frame=self._observe_frame,
+            on_reset=self._on_reset,
+            security_log=self.security_log,
+            certstore=self.certstore_handle,
+            tls_material=self.tls_material,
+            versions=self.versions,
+        )
+        # The firmware code is loaded at start only for an update in progress or a
+        # status not yet confirmed; otherwise on the first firmware request.
+        client.firmware_factory = lambda: self._build_firmware(client)
+        if self._firmware_pending():
+            self._build_firmware(client)
+        client.diagnostics_sources = self.diagnostics_sources
+        # The ring of recent log records (diagnostics without a journal) stamps them
+        # with the daemon's corrected time from now on.
+        logsetup.ring_handler().now = self._log_time()
+        return client
+
+    def _usable_versions(self) -> tuple[str, ...]:
+        """The configured versions, without 2.0.1 once a 1.6 CSMS raised the security
+        profile (A05): the 2.0.1 adapter has no TLS yet and must not downgrade the link."""
+        csms = self.config.csms
+        assert csms is not None
+        versions = csms.ocpp_versions
+        if "2.0.1" in versions and self.settings.get_int("SecurityProfile") >= 2:
+            LOG.error("security profile 2 or 3 is in use: OCPP 2.0.1 (no TLS yet) not offered")
+            versions = tuple(v for v in versions if v != "2.0.1") or ("1.6",)
+        return versions
+
+    def _build_adapter(self, version: str) -> None:
+        """The adapter of ``version`` becomes the station's CSMS port."""
+        if version == "1.6":
+            self.client201 = None
+            self.adapter = self.client = self._build_client16()
+        else:
+            self.client = None
+            self.adapter = self.client201 = self._build_client201()
+        self.port = self.adapter
+        if self.station is not None:
+            self.station.attach_port(self.port)
+
+    def _build_client201(self) -> Ocpp201Client:
+        """The OCPP 2.0.1 adapter (loaded only when a configuration uses it)."""
+        from controller.ocpp201.client import Identity, Ocpp201Client
+
+        cfg = self.config
+        csms = cfg.csms
+        assert csms is not None and self.store is not None and self.station is not None
+        return Ocpp201Client(
+            identity=Identity(
+                cfg.station_id, cfg.vendor, cfg.model, cfg.serial_number, cfg.firmware_version
+            ),
+            options=self._connection_options(),
+            station=self.station,
+            store=self.store,
+            clock=self.clock,
+            versions=self.versions,
+            rng=self.rng,
+            on_frame=self._observe_frame,
+            security_log=self.security_log,
+        )
+
+    def _connection_options(self) -> ConnectionOptions:
+        csms = self.config.csms
+        assert csms is not None
+        return ConnectionOptions(
+            csms_url=csms.url,
+            tls_url=csms.tls_url,
+            password=csms.password,
+            reconnect_min_s=csms.reconnect_min_s,
+            reconnect_max_s=csms.reconnect_max_s,
+            response_timeout_s=csms.response_timeout_s,
+            compression=self.ws_compression,
+        )
+
+    async def _run_csms(self) -> None:
+        """Run the CSMS adapter. When the CSMS picks another configured version than the
+        adapter speaks (its connection closes and run() returns), stop that adapter (its
+        queued messages stay in the database) and build the picked version's adapter on a
+        fresh connection; the pick is remembered, so the next start builds it first."""
+        while True:
+            adapter = self.adapter
+            assert adapter is not None and self.versions is not None
+            await adapter.run()
+            version = self.versions.switch_to
+            if not adapter.handed_over or version is None or self._stopping:
+                return
+            self.versions.switch_to = None
+            await adapter.close(f"switching to OCPP {version}")
+            LOG.info("speaking OCPP %s from now on", version)
+            self._build_adapter(version)
+
     async def _start_api(self) -> None:
         from controller.web.api import Api  # aiohttp: only once the API starts
 
@@ -338,7 +416,7 @@ class App:
         await api.start(self.config.api_host, self.config.api_port)
         self.api_started.set()
 
-    async def _start_api_after_boot(self, client: Ocpp16Client) -> None:
+    async def _start_api_after_boot(self, client: Ocpp16Client | Ocpp201Client) -> None:
         """Start the API once the first BootNotification was sent (or the first attempt
         failed): its imports then do not delay the boot on a board with little CPU. Then
         READY=1. A port that cannot be bound stops the charger, as it does at start."""
@@ -634,9 +712,9 @@ class App:
         faulted = phases.count(sm.Phase.FAULTED)
         if faulted:
             parts.append(f"{faulted} faulted")
-        if self.client is not None:
-            csms = f"CSMS {self.client.connection_state()}"
-            queued = self.client.queued_messages()
+        if self.adapter is not None:
+            csms = f"CSMS {self.adapter.connection_state()}"
+            queued = self.adapter.queued_messages()
             parts.append(f"{csms} ({queued} queued)" if queued else csms)
         else:
             parts.append("standalone")
@@ -646,6 +724,11 @@ class App:
         self.reset_requested = kind
         # ResetRetries (9.1.22): how often a failed reboot is tried again (cli.py).
         self.reset_retries = self.settings.get_int("ResetRetries")
+        if self.client201 is not None and self.store is not None:
+            # The next BootNotificationRequest says why (B01.FR.09); 1.6 has no reason.
+            from controller.ocpp201.client import BOOT_REASON_KEY, boot_reason_of
+
+            self.store.set_setting(BOOT_REASON_KEY, boot_reason_of(kind))
         self._stopped.set()
 
     @property
@@ -725,17 +808,15 @@ class App:
                 await self.station.stop(reason)
             except Exception:  # contactors were opened anyway (Station.stop's finally)
                 LOG.exception("stopping the station failed; releasing the hardware anyway")
-        if self.client is not None:
+        adapter = self.adapter
+        if adapter is not None:
             # Give just-queued StopTransactions a moment to go out.
             for _ in range(20):
-                if (
-                    self.client.queued_messages() == 0
-                    or self.client.connection_state() != "accepted"
-                ):
+                if adapter.queued_messages() == 0 or adapter.connection_state() != "accepted":
                     break
                 await asyncio.sleep(0.1)
             # Closed normally (1000) before _tasks cancels the connection's task.
-            await self.client.close(
+            await adapter.close(
                 f"{self.reset_requested} reset" if self.reset_requested else "charge point stopping"
             )
         if self.firmware is not None:

@@ -238,6 +238,7 @@ def cmd_dev_csms(args: argparse.Namespace) -> int:
                 boot_status=args.boot_status,
                 passwords=passwords,
                 ssl_context=tls,
+                ocpp_versions=tuple(args.ocpp) if args.ocpp else None,
             )
         )
     except KeyboardInterrupt:
@@ -490,8 +491,16 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="hide the OCPP messages")
     p.set_defaults(fn=cmd_demo)
 
-    p = sub.add_parser("dev-csms", help="run the development CSMS (OCPP 1.6J)")
+    p = sub.add_parser("dev-csms", help="run the development CSMS (OCPP 1.6J and 2.0.1)")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--ocpp",
+        action="append",
+        choices=["1.6", "2.0.1"],
+        metavar="VERSION",
+        help="speak only this OCPP version (1.6 or 2.0.1); repeat it for an order of "
+        "preference; default: both, the version the station offers first",
+    )
     p.add_argument("--port", type=int, default=9000)
     p.add_argument("--boot-status", default="Accepted", choices=["Accepted", "Pending", "Rejected"])
     p.add_argument(

@@ -60,7 +60,10 @@ class ConnectorConfig:
 @dataclass(frozen=True)
 class CsmsConfig:
     url: str
-    ocpp_version: str = "1.6"
+    ocpp_version: str = "1.6"  # the first of ``ocpp_versions``
+    # The versions in order of preference: every one is offered as a WebSocket subprotocol
+    # and the charger speaks the one the CSMS picks (controller/csms/versions.py).
+    ocpp_versions: tuple[str, ...] = ("1.6",)
     password: str | None = field(default=None, repr=False)
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
@@ -174,6 +177,29 @@ def _str(
     if not isinstance(value, str):
         raise ConfigError(key, f"must be a string in quotes, not {type(value).__name__}")
     return value
+
+
+# The OCPP versions evsed speaks (controller/csms/versions.py SUBPROTOCOLS).
+OCPP_VERSIONS = ("1.6", "2.0.1")
+
+
+def _ocpp_versions(value: Any) -> tuple[str, ...]:
+    """csms.ocpp_version: "1.6", "2.0.1" or a list of them in order of preference."""
+    key = "csms.ocpp_version"
+    hint = 'use "1.6", "2.0.1" or a list in order of preference, e.g. ["2.0.1", "1.6"]'
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ConfigError(key, f"must be a version string or a non-empty list; {hint}")
+    versions: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(key, f"{item!r} is not a string in quotes; {hint}")
+        if item not in OCPP_VERSIONS:
+            raise ConfigError(key, f"unknown OCPP version {item!r}; {hint}")
+        if item in versions:
+            raise ConfigError(key, f"{item!r} is listed twice")
+        versions.append(item)
+    return tuple(versions)
 
 
 def _num(data: dict[str, Any], name: str, key: str, default: float, lo: float, hi: float) -> float:
@@ -348,9 +374,7 @@ def parse(data: dict[str, Any]) -> Config:
             raise ConfigError("csms.url", f"not a valid URL ({exc})") from None
         if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
             raise ConfigError("csms.url", "must be ws://host[:port]/path or wss://...")
-        version = _str(csms_t, "ocpp_version", "csms.ocpp_version", "1.6")
-        if version != "1.6":
-            raise ConfigError("csms.ocpp_version", 'only "1.6" is supported so far')
+        versions = _ocpp_versions(csms_t.get("ocpp_version", "1.6"))
         password = _str(csms_t, "password", "csms.password")
         if password is not None and not 1 <= len(password) <= 40:
             raise ConfigError("csms.password", "must be 1-40 characters (OCPP AuthorizationKey)")
@@ -367,6 +391,12 @@ def parse(data: dict[str, Any]) -> Config:
                 "csms.client_key" if client_key is None else "csms.client_cert",
                 "client_cert and client_key come together (the chain and its private key)",
             )
+        if "2.0.1" in versions and (profile >= 2 or parsed.scheme == "wss"):
+            # The 2.0.1 adapter has no TLS yet (issue 14): never a silent downgrade.
+            raise ConfigError(
+                "csms.ocpp_version",
+                '"2.0.1" supports security profile 1 (ws:// with Basic auth) only so far',
+            )
         tls_url = _str(csms_t, "tls_url", "csms.tls_url")
         if tls_url is not None:
             try:
@@ -378,6 +408,8 @@ def parse(data: dict[str, Any]) -> Config:
                 raise ConfigError("csms.tls_url", "must be wss://host[:port]/path (TLS only)")
         csms = CsmsConfig(
             url=url,
+            ocpp_version=versions[0],
+            ocpp_versions=versions,
             tls_url=tls_url,
             security_profile=profile,
             ca_bundle=ca_bundle,

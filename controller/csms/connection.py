@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import CloseCode
 
+from controller.csms.versions import VersionChoice
 from controller.runtime.clock import Clock
 from controller.security.tls import (
     ClosedAfterHandshake,
@@ -113,8 +114,13 @@ class CsmsConnection:
         rng: random.Random | None = None,
         url_of: Callable[[], str] | None = None,
         on_failure: Callable[[BaseException], None] = lambda exc: None,
+        versions: VersionChoice | None = None,
     ) -> None:
         self.url = url
+        # Every listed version is offered; a CSMS picking another than ``subprotocol`` ends
+        # run() (``handed_over``): the owner builds that version's adapter.
+        self._versions = versions
+        self.handed_over = False
         self._url_of = url_of
         self._on_failure = on_failure
         self.subprotocol = subprotocol
@@ -170,9 +176,10 @@ class CsmsConnection:
             try:
                 ping_s = self._ping_interval_s()
                 url, tls = self._open_args()
+                offer = self._versions.offered() if self._versions else [self.subprotocol]
                 async with connect(
                     url,
-                    subprotocols=[self.subprotocol],  # type: ignore[list-item]
+                    subprotocols=offer,  # type: ignore[arg-type]
                     additional_headers=self._headers(),
                     ping_interval=ping_s or None,
                     ping_timeout=ping_s or None,
@@ -185,7 +192,14 @@ class CsmsConnection:
                     **_compression_args(self.options.compression),
                 ) as ws:
                     opened = True
-                    if ws.subprotocol != self.subprotocol:
+                    if self._versions is not None and not self._versions.picked(
+                        ws.subprotocol, self.subprotocol
+                    ):
+                        if self._versions.switch_to is not None:
+                            self.handed_over = True
+                            self._closing = True
+                        await ws.close(CloseCode.NORMAL_CLOSURE, "OCPP version not used")
+                    elif ws.subprotocol != self.subprotocol:
                         LOG.error("CSMS did not accept subprotocol %s", self.subprotocol)
                         await ws.close()
                     elif self._released is not None:

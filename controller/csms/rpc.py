@@ -82,6 +82,14 @@ class Dialect:
     protocol_error: str = "ProtocolError"
     internal_error: str = "InternalError"
     generic_error: str = "GenericError"
+    # 2.0.1 part 4 4.3/4.4: a frame that is no valid RPC request (RpcFrameworkError) and an
+    # unknown MessageTypeId (MessageTypeNotSupported); None: ``formation_violation`` (1.6).
+    rpc_framework_error: str | None = None
+    message_type_not_supported: str | None = None
+
+    @property
+    def not_rpc(self) -> str:
+        return self.rpc_framework_error or self.formation_violation
 
 
 class RpcConnection:
@@ -120,6 +128,9 @@ class RpcConnection:
         self.calls_sent = 0
         # While a boot is Rejected the charge point must not answer the CSMS (OCPP 1.6 4.2).
         self.silent = False
+        # While a boot is Rejected every CSMS CALL is answered with this CALLERROR code
+        # (2.0.1 B03.FR.08: SecurityError); None: handled normally.
+        self.refuse_code: str | None = None
 
     async def call(
         self, action: str, payload: dict[str, Any], *, prevalidated: bool = False
@@ -185,7 +196,7 @@ class RpcConnection:
             self._invalid("frame is not an OCPP-J array")
             await self._send_error(
                 UNKNOWN_MESSAGE_ID,
-                self._dialect.formation_violation,
+                self._dialect.not_rpc,
                 "frame is not an OCPP-J array",
             )
             return
@@ -196,15 +207,13 @@ class RpcConnection:
                 self._invalid("malformed CALL")
                 await self._send_error(
                     message_id or UNKNOWN_MESSAGE_ID,
-                    self._dialect.formation_violation,
+                    self._dialect.not_rpc,
                     "malformed CALL",
                 )
                 return
             if len(message_id) > _MAX_MESSAGE_ID_LEN:
                 self._invalid("CALL message id too long")
-                await self._send_error(
-                    message_id, self._dialect.formation_violation, "message id too long"
-                )
+                await self._send_error(message_id, self._dialect.not_rpc, "message id too long")
                 return
             if message_id in self._seen_ids:
                 LOG.warning("CALL %s reuses message id %.36s: not executed", frame[2], message_id)
@@ -224,7 +233,7 @@ class RpcConnection:
             self._invalid("unknown MessageTypeId")
             await self._send_error(
                 message_id or UNKNOWN_MESSAGE_ID,
-                self._dialect.formation_violation,
+                self._dialect.message_type_not_supported or self._dialect.formation_violation,
                 "unknown MessageTypeId",
             )
 
@@ -258,6 +267,10 @@ class RpcConnection:
             _, message_id, action, payload = await self._inbound.get()
             if self.silent:
                 LOG.info("ignoring %s while BootNotification is Rejected", action)
+                continue
+            if self.refuse_code is not None:
+                LOG.info("refusing %s while BootNotification is Rejected", action)
+                await self._send_error(message_id, self.refuse_code, "boot not accepted")
                 continue
             try:
                 result = await self._dispatch(action, payload)

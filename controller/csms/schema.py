@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from jsonschema import Draft4Validator, validators
+from jsonschema import Draft4Validator, Draft6Validator, validators
 from jsonschema.exceptions import ValidationError as SchemaError
 
 
@@ -33,6 +33,14 @@ def _decimal(number: Any) -> Decimal:
 ExactDraft4Validator = validators.extend(Draft4Validator, {"multipleOf": _exact_multiple_of})
 
 
+ExactDraft6Validator = validators.extend(Draft6Validator, {"multipleOf": _exact_multiple_of})
+
+
 def exact_validator(schema: dict[str, Any]) -> Any:
     """A draft-04 validator of ``schema`` whose ``multipleOf`` compares decimals as written."""
     return ExactDraft4Validator(schema)
+
+
+def exact_draft6_validator(schema: dict[str, Any]) -> Any:
+    """The same for the draft-06 schemas of OCPP 2.0.1."""
+    return ExactDraft6Validator(schema)

@@ -1,4 +1,5 @@
-"""Development OCPP 1.6J central system (CSMS) for `evsed dev-csms`, `evsed demo` and tests."""
+"""Development OCPP central system (CSMS), 1.6J and 2.0.1, for `evsed dev-csms`, `evsed demo`
+and tests."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -21,18 +22,25 @@ from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from ocpp.exceptions import SecurityError as OcppSecurityError
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action
+from ocpp.v201 import ChargePoint as ChargePoint201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.datatypes import IdTokenInfoType
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 logger = logging.getLogger(__name__)
 
 OCPP16_SUBPROTOCOL = Subprotocol("ocpp1.6")
+OCPP201_SUBPROTOCOL = Subprotocol("ocpp2.0.1")
+# The versions the dev CSMS speaks, by name and subprotocol.
+SUBPROTOCOLS: dict[str, Subprotocol] = {"1.6": OCPP16_SUBPROTOCOL, "2.0.1": OCPP201_SUBPROTOCOL}
 CALL = 2
 CALLRESULT = 3
 CALLERROR = 4
@@ -510,6 +518,99 @@ class StationSession(ChargePoint):
         self.csms.certificate_signed_statuses.append(result.status)
 
 
+def _trivial_results_201() -> dict[str, Callable[[], Any]]:
+    """2.0.1 station messages whose schema-valid answer needs no decision: the minimal one."""
+    return {
+        "ClearedChargingLimit": result201.ClearedChargingLimit,
+        "DataTransfer": lambda: result201.DataTransfer(status="UnknownVendorId"),
+        "FirmwareStatusNotification": result201.FirmwareStatusNotification,
+        "GetCertificateStatus": lambda: result201.GetCertificateStatus(status="Failed"),
+        "LogStatusNotification": result201.LogStatusNotification,
+        "MeterValues": result201.MeterValues,
+        "NotifyChargingLimit": result201.NotifyChargingLimit,
+        "NotifyCustomerInformation": result201.NotifyCustomerInformation,
+        "NotifyDisplayMessages": result201.NotifyDisplayMessages,
+        "NotifyEVChargingNeeds": lambda: result201.NotifyEVChargingNeeds(status="Rejected"),
+        "NotifyEVChargingSchedule": lambda: result201.NotifyEVChargingSchedule(status="Rejected"),
+        "NotifyEvent": result201.NotifyEvent,
+        "NotifyMonitoringReport": result201.NotifyMonitoringReport,
+        "NotifyReport": result201.NotifyReport,
+        "PublishFirmwareStatusNotification": result201.PublishFirmwareStatusNotification,
+        "ReportChargingProfiles": result201.ReportChargingProfiles,
+        "ReservationStatusUpdate": result201.ReservationStatusUpdate,
+        "SecurityEventNotification": result201.SecurityEventNotification,
+        "SignCertificate": lambda: result201.SignCertificate(status="Rejected"),
+        "TransactionEvent": result201.TransactionEvent,
+    }
+
+
+class StationSession201(ChargePoint201):
+    """Server-side view of one charging station speaking OCPP 2.0.1: BootNotification,
+    Heartbeat, StatusNotification and Authorize answered by the CSMS's settings, other
+    station messages with their minimal valid answer; requests are schema-checked by the
+    ocpp library. Until a boot is Accepted, any other CALL gets SecurityError (B02.FR.09,
+    B03.FR.07): a station that sends one is caught in the records (``sent_results``)."""
+
+    def __init__(
+        self,
+        station_id: str,
+        link: _StationLink,
+        csms: DevCsms,
+        *,
+        response_timeout_s: float,
+        ocpp_logger: logging.Logger,
+    ) -> None:
+        super().__init__(station_id, link, response_timeout=response_timeout_s, logger=ocpp_logger)
+        self.link = link
+        self.csms = csms
+        self.accepted = False
+        for action, make in _trivial_results_201().items():
+            self.route_map[action] = {
+                "_on_action": self._trivial(action, make),
+                "_skip_schema_validation": False,
+            }
+
+    def _trivial(self, action: str, make: Callable[[], Any]) -> Callable[..., Any]:
+        def answer(**_: Any) -> Any:
+            self._check_accepted(action)
+            return make()
+
+        return answer
+
+    def _check_accepted(self, action: str) -> None:
+        if not self.accepted:
+            raise OcppSecurityError(description=f"{action} before the boot was accepted")
+
+    @on("BootNotification")
+    def on_boot_notification(self, **_: Any) -> result201.BootNotification:
+        status = self.csms.boot_status
+        self.accepted = self.accepted or status == "Accepted"
+        interval_s = (
+            self.csms.heartbeat_interval_s
+            if status == "Accepted"
+            else self.csms.boot_retry_interval_s
+        )
+        return result201.BootNotification(
+            current_time=_now_iso(), interval=int(interval_s), status=status
+        )
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **_: Any) -> result201.Heartbeat:
+        self._check_accepted("Heartbeat")
+        return result201.Heartbeat(current_time=_now_iso())
+
+    @on("StatusNotification")
+    def on_status_notification(self, **_: Any) -> result201.StatusNotification:
+        self._check_accepted("StatusNotification")
+        return result201.StatusNotification()
+
+    @on("Authorize")
+    def on_authorize(self, id_token: dict[str, Any], **_: Any) -> result201.Authorize:
+        self._check_accepted("Authorize")
+        status = self.csms.id_tag_info(str(id_token.get("id_token", ""))).status
+        return result201.Authorize(id_token_info=IdTokenInfoType(status=str(status)))
+
+
 class CsrSigner:
     """The dev CSMS's CA (A02.FR.04 says a separate CA server; a test needs only one key):
     signs a CSR's subject and key with ``ca_cert_pem``/``ca_key_pem`` and returns the leaf
@@ -562,7 +663,7 @@ class CsrSigner:
 
 
 class DevCsms:
-    """Development OCPP 1.6J central system with recording and fault injection."""
+    """Development OCPP 1.6J and 2.0.1 central system with recording and fault injection."""
 
     def __init__(
         self,
@@ -579,6 +680,7 @@ class DevCsms:
         ocpp_logger: str = "ocpp",
         response_timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        ocpp_versions: tuple[str, ...] | None = None,
     ) -> None:
         if boot_status not in _BOOT_STATUSES:
             raise ValueError(f"boot_status must be one of {_BOOT_STATUSES}, got {boot_status!r}")
@@ -596,6 +698,12 @@ class DevCsms:
         # wss:// (security profiles 2 and 3; a client certificate is required when the
         # context verifies clients, see server_ssl_context).
         self.ssl_context = ssl_context
+        # The OCPP versions accepted, in this CSMS's order of preference; None: both, the
+        # station's preference (the first subprotocol it offers that the CSMS speaks).
+        unknown = [v for v in ocpp_versions or () if v not in SUBPROTOCOLS]
+        if unknown or ocpp_versions == ():
+            raise ValueError(f"ocpp_versions must name {', '.join(SUBPROTOCOLS)}")
+        self.ocpp_versions = ocpp_versions
         self.auth_refusals: list[str] = []  # station ids refused with HTTP 401
 
         # Fault injection.
@@ -644,7 +752,8 @@ class DevCsms:
             self._handle_connection,
             self.host,
             self._requested_port,
-            subprotocols=[OCPP16_SUBPROTOCOL],
+            subprotocols=list(SUBPROTOCOLS.values()),
+            select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
             logger=logging.getLogger(__name__ + ".ws"),
             ping_interval=None,
@@ -704,18 +813,36 @@ class DevCsms:
             return response
         return None
 
+    def _select_subprotocol(
+        self, connection: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        """The version to speak (RFC 6455 4.2.2); None: none of ours was offered, the
+        upgrade is answered without a subprotocol and the connection closed at once (as
+        some CSMSs do), so a station sees a CSMS that accepts none of its versions. No
+        subprotocol offered at all: HTTP 400."""
+        if not offered:
+            raise NegotiationError("missing subprotocol")
+        if self.ocpp_versions is None:
+            ours = set(SUBPROTOCOLS.values())
+            return next((p for p in offered if p in ours), None)
+        return next(
+            (SUBPROTOCOLS[v] for v in self.ocpp_versions if SUBPROTOCOLS[v] in offered), None
+        )
+
     async def _handle_connection(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         station_id = station_id_from_path(ws.request.path)
-        if ws.subprotocol != OCPP16_SUBPROTOCOL:  # defensive; serve() already enforces it
-            await ws.close(1002, "ocpp1.6 subprotocol required")
+        if ws.subprotocol not in SUBPROTOCOLS.values():
+            logger.warning("%s: no common OCPP version: closing", station_id)
+            await ws.close(1002, "no supported OCPP subprotocol offered")
             return
         old = self._sessions.get(station_id)
         if old is not None:
             logger.info("%s: new connection replaces the old one", station_id)
             await old.link.ws.close(1000, "replaced by new connection")
         link = _StationLink(self, station_id, ws)
-        session = StationSession(
+        kind = StationSession201 if ws.subprotocol == OCPP201_SUBPROTOCOL else StationSession
+        session = kind(
             station_id,
             link,
             self,
@@ -981,6 +1108,7 @@ async def run_dev_csms(
     boot_status: str = "Accepted",
     passwords: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    ocpp_versions: tuple[str, ...] | None = None,
 ) -> None:
     """Serve forever, printing one line per event; returns cleanly on cancellation."""
 
@@ -994,10 +1122,13 @@ async def run_dev_csms(
         passwords=passwords,
         on_event=_print,
         ssl_context=ssl_context,
+        ocpp_versions=ocpp_versions,
     )
     try:
         async with csms:
             print(f"evsed dev CSMS listening on {csms.url}/<station_id>", flush=True)
+            versions = ", ".join(ocpp_versions) if ocpp_versions else "1.6, 2.0.1"
+            print(f"  OCPP {versions}", flush=True)
             if passwords is not None:
                 print(f"  Basic auth required for: {', '.join(sorted(passwords))}", flush=True)
             await asyncio.Event().wait()

@@ -35,6 +35,7 @@ from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
+from controller.csms.versions import VersionChoice
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import smartcharging as sc16
@@ -118,6 +119,7 @@ class Ocpp16Client:
         security_log: SecurityLog | None = None,
         certstore: CertStoreHandle | None = None,
         tls_material: TlsMaterial | None = None,
+        versions: VersionChoice | None = None,
     ) -> None:
         self.identity = identity
         self._certstore = certstore  # certificates16 routes; None: no certificate handling
@@ -165,6 +167,7 @@ class Ocpp16Client:
             on_state=self._on_link,
             on_failure=self.security.attempt_failed,
             rng=self._rng,
+            versions=versions,  # every configured version offered (csms/versions.py)
         )
         self.messages = TxMessages16(settings, backend)
         self.journal = TxJournal(store, [self.messages], boot_id=station.boot_id, clock=clock)
@@ -368,6 +371,11 @@ class Ocpp16Client:
     def tx_message_timeouts(self) -> int:
         """Transaction messages the CSMS did not answer in time (each one is resent)."""
         return self.pump.timeouts
+
+    @property
+    def handed_over(self) -> bool:
+        """The CSMS picked another offered version: run() returned for the owner to switch."""
+        return self._link.handed_over
 
     @property
     def connects(self) -> int:

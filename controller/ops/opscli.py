@@ -296,6 +296,10 @@ def effective_config(config: Config) -> dict[str, Any]:
         value = getattr(config, f.name)
         if f.name in ("csms", "standalone", "security", "maintenance"):
             out[f.name] = None if value is None else _plain(value)
+            if f.name == "csms" and value is not None:
+                # One key in the TOML: a version, or the list in order of preference.
+                versions = out["csms"].pop("ocpp_versions")
+                out["csms"]["ocpp_version"] = versions if len(versions) > 1 else versions[0]
         elif f.name == "reader":
             out["reader"] = None if value is None else _device(value)
         elif f.name == "connectors":

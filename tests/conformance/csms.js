@@ -8,6 +8,11 @@
 // charge point must never have more than one CALL outstanding (OCPP-J 1.6 section 4.1.1), and a
 // CALLERROR must use an OCPP 1.6 error code with an object as errorDetails (section 4.2.3).
 //
+// OCPP 2.0.1: with CSMS_PROTOCOLS=ocpp2.0.1 (a comma-separated list, in order of preference;
+// default ocpp1.6) a station that picks ocpp2.0.1 is checked against ocpp-rpc's 2.0.1 schemas,
+// with BootNotification, Heartbeat, StatusNotification and Authorize answered and the 2.0.1
+// error codes (part 4 4.3) required in its CALLERRORs.
+//
 // Usage: node csms.js [port]   (or CSMS_PORT=...; 0 or nothing = pick a free port)
 // Listens on 127.0.0.1, URL ws://127.0.0.1:<port>/<anything>/<chargePointId>.
 //
@@ -37,6 +42,15 @@ const OCPP16_ERROR_CODES = new Set([
     'FormationViolation', 'PropertyConstraintViolation', 'OccurenceConstraintViolation',
     'TypeConstraintViolation', 'GenericError',
 ]);
+
+// OCPP-J 2.0.1 part 4, 4.3 Table 8.
+const OCPP201_ERROR_CODES = new Set([
+    'FormatViolation', 'GenericError', 'InternalError', 'MessageTypeNotSupported',
+    'NotImplemented', 'NotSupported', 'OccurrenceConstraintViolation',
+    'PropertyConstraintViolation', 'ProtocolError', 'RpcFrameworkError', 'SecurityError',
+    'TypeConstraintViolation',
+]);
+const PROTOCOLS = (process.env.CSMS_PROTOCOLS ?? 'ocpp1.6').split(',').map((p) => p.trim());
 
 function emit(obj) {
     process.stdout.write(JSON.stringify(obj) + '\n');
@@ -87,6 +101,20 @@ function record(kind, identity, fields) {
 
 function now() {
     return new Date().toISOString();
+}
+
+function registerHandlers201(client) {
+    client.handle('BootNotification', () => ({
+        status: 'Accepted',
+        currentTime: now(),
+        interval: HEARTBEAT_INTERVAL_S,
+    }));
+    client.handle('Heartbeat', () => ({ currentTime: now() }));
+    client.handle('StatusNotification', () => ({}));
+    client.handle('Authorize', () => ({ idTokenInfo: { status: 'Accepted' } }));
+    client.handle(({ method }) => {
+        throw createRPCError('NotImplemented', `test CSMS does not handle ${method}`);
+    });
 }
 
 function registerHandlers(client) {
@@ -160,7 +188,7 @@ function registerHandlers(client) {
 const clients = new Map();  // identity -> RPCServerClient (the current connection)
 
 const server = new RPCServer({
-    protocols: ['ocpp1.6'],
+    protocols: PROTOCOLS,
     strictMode: true,
     callTimeoutMs: 10000,
     pingIntervalMs: 30000,
@@ -214,12 +242,13 @@ server.on('client', (client) => {
             inflight.delete(id);
         } else if (!outbound && type === 4) {
             const [, , code, , details] = frame;
-            if (!OCPP16_ERROR_CODES.has(code) || typeof details !== 'object' || details === null
+            const codes = client.protocol === 'ocpp2.0.1' ? OCPP201_ERROR_CODES : OCPP16_ERROR_CODES;
+            if (!codes.has(code) || typeof details !== 'object' || details === null
                 || Array.isArray(details) || frame.length !== 5) {
                 record('callerror', identity, {
                     direction: 'inbound',
                     frame,
-                    error: 'CALLERROR with a non-OCPP-1.6 error code or malformed errorDetails',
+                    error: `CALLERROR with a non-${client.protocol} error code or malformed errorDetails`,
                 });
             }
         }
@@ -283,7 +312,8 @@ server.on('client', (client) => {
         emit({ event: 'disconnected', identity, code, reason: String(reason ?? '') });
     });
 
-    registerHandlers(client);
+    if (client.protocol === 'ocpp2.0.1') registerHandlers201(client);
+    else registerHandlers(client);
 });
 
 // ---------------------------------------------------------------------------- control

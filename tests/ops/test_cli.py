@@ -57,7 +57,7 @@ def test_check_config_standalone(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 BROKEN = [
-    ("ocpp_version", ('ocpp_version = "1.6"', 'ocpp_version = "2.0.1"'), "csms.ocpp_version"),
+    ("ocpp_version", ('ocpp_version = "1.6"', 'ocpp_version = "2.1"'), "csms.ocpp_version"),
     ("http url", ('url = "ws://', 'url = "http://'), "csms.url"),
     ("station id", ('id = "EVSED-001"', 'id = "EVSED 001"'), "station.id"),
     ("unknown key", ("[api]", "[api]\ntoken = 'x'"), "api.token"),

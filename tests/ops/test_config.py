@@ -189,7 +189,10 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("csms.url no scheme", _set("csms.url", "127.0.0.1:9000/ocpp"), "csms.url"),
     ("csms.url no host", _set("csms.url", "ws:///ocpp"), "csms.url"),
     ("csms.url not a string", _set("csms.url", 9000), "csms.url"),
-    ("ocpp_version 2.0.1", _set("csms.ocpp_version", "2.0.1"), "csms.ocpp_version"),
+    ("ocpp_version 2.1", _set("csms.ocpp_version", "2.1"), "csms.ocpp_version"),
+    ("ocpp_version empty list", _set("csms.ocpp_version", []), "csms.ocpp_version"),
+    ("ocpp_version twice", _set("csms.ocpp_version", ["1.6", "1.6"]), "csms.ocpp_version"),
+    ("ocpp_version list of numbers", _set("csms.ocpp_version", [1.6]), "csms.ocpp_version"),
     ("ocpp_version a float", _set("csms.ocpp_version", 1.6), "csms.ocpp_version"),
     ("password > 40 chars", _set("csms.password", "p" * 41), "csms.password"),
     ("password empty", _set("csms.password", ""), "csms.password"),
@@ -399,7 +402,7 @@ def test_load_invalid_utf8(tmp_path: Path) -> None:
 def test_load_valid_file_reports_validation_key(tmp_path: Path) -> None:
     path = tmp_path / "evsed.toml"
     text = EXAMPLE.read_text(encoding="utf-8").replace(
-        'ocpp_version = "1.6"', 'ocpp_version = "2.0.1"'
+        'ocpp_version = "1.6"', 'ocpp_version = "2.1"'
     )
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as info:

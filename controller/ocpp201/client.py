@@ -1,0 +1,475 @@
+"""OCPP 2.0.1 charging station client, a first vertical slice (issue 14).
+
+Done: the connection (every configured version offered, Basic auth from the configuration),
+BootNotification with Accepted / Pending / Rejected (B01-B03), Heartbeat with the boot
+interval and the CSMS time (G02), StatusNotification per EVSE and connector (G01, B01.FR.05,
+B04), Authorize when online (C01, basic), every other CSMS request schema-checked and
+answered NotSupported (part 4 4.3: a 2.0.1 action recognised but not supported), unknown
+actions NotImplemented, and while Rejected SecurityError (B03.FR.08).
+
+Not yet: TransactionEvent (transactions are recorded in the journal, nothing is sent),
+device model (Get/SetVariables, reports), Reset, ChangeAvailability, TriggerMessage,
+security profiles 2/3 and certificates, smart charging, reservations, firmware and logs,
+the authorization cache and local list, offline authorization rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from controller.core import connector as sm
+from controller.core.control import StationControl
+from controller.core.port import AuthDecision, Sample, TxStart, TxStop
+from controller.core.security import SecurityEventKind
+from controller.core.timestamps import iso_utc
+from controller.csms.connection import (
+    ConnectionOptions,
+    CsmsConnection,
+    backoff_s,
+    basic_auth_header,
+    station_url,
+)
+from controller.csms.heartbeat import Heartbeat
+from controller.csms.outbox import OutboxPump, OutboxRules
+from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
+from controller.csms.timesync import TimeSync
+from controller.csms.versions import VersionChoice
+from controller.ocpp201 import rpc as rpc201
+from controller.ocpp201 import status as status201
+from controller.runtime.clock import Clock
+from controller.runtime.tasks import TaskGroup
+from controller.security.log import SecurityLog
+from controller.storage.journal import TxJournal
+from controller.storage.store import QueuedMessage, Store
+from hal.base import FaultKind
+
+LOG = logging.getLogger(__name__)
+
+SUBPROTOCOL = rpc201.SUBPROTOCOL
+# The outbox rows of this adapter (the 1.6 adapter's stay apart, for when it returns).
+BACKEND = "ocpp2.0.1"
+# Store settings: the heartbeat interval of the last accepted boot, and why the station
+# restarts (written before a reset or firmware restart, read by the next boot, B01.FR.09).
+HEARTBEAT_KEY = "ocpp201.heartbeat_interval_s"
+BOOT_REASON_KEY = "csms.boot_reason"
+BOOT_REASONS = frozenset(
+    {
+        "ApplicationReset",
+        "FirmwareUpdate",
+        "LocalReset",
+        "PowerUp",
+        "RemoteReset",
+        "ScheduledReset",
+        "Triggered",
+        "Unknown",
+        "Watchdog",
+    }
+)
+# Why the App restarts (App._on_reset's kind) as a BootReasonEnumType.
+_RESET_BOOT_REASONS = {"Hard": "RemoteReset", "Soft": "RemoteReset", "Firmware": "FirmwareUpdate"}
+DEFAULT_HEARTBEAT_S = 300
+
+
+def boot_reason_of(reset_kind: str) -> str:
+    return _RESET_BOOT_REASONS.get(reset_kind, "Unknown")
+
+
+# B02.FR.07 / B03.FR.05: the CSMS said interval 0 while not accepting: our own wait.
+OWN_BOOT_RETRY_S = 60
+# B04: offline for longer than this, every connector's status is sent again; shorter,
+# only those that changed (the OfflineThreshold variable of the device model, later).
+OFFLINE_THRESHOLD_S = 60.0
+# What a message needs the message transport to give up after (TransactionEvent, later).
+MESSAGE_ATTEMPTS = 3
+MESSAGE_RETRY_INTERVAL_S = 60
+# CSMS requests this slice answers itself; every other 2.0.1 action is NotSupported.
+IMPLEMENTED_ACTIONS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """BootNotificationRequest.chargingStation and the station's part of the URL."""
+
+    station_id: str
+    vendor: str
+    model: str
+    serial_number: str | None = None
+    firmware_version: str | None = None
+
+
+class Ocpp201Client:
+    """Implements ``CsmsPort`` over OCPP 2.0.1 and keeps the connection up."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        options: ConnectionOptions,
+        station: StationControl,
+        store: Store,
+        clock: Clock,
+        versions: VersionChoice | None = None,
+        rng: random.Random | None = None,
+        on_frame: Callable[[str, str], None] | None = None,
+        security_log: SecurityLog | None = None,
+        offline_threshold_s: float = OFFLINE_THRESHOLD_S,
+    ) -> None:
+        self.identity = identity
+        self.options = options
+        self.station = station
+        self.store = store
+        self.clock = clock
+        self.backend = BACKEND
+        self._rng = rng or random.Random()
+        self._on_frame_cb = on_frame
+        self.security_log = security_log
+        self.offline_threshold_s = offline_threshold_s
+        self._rpc: RpcConnection | None = None
+        self._conn_state = "offline"
+        station.set_csms_online(False)
+        self._accepted_once = False  # one BootNotification per process (B01.FR.03)
+        self._offline_since_s: float | None = None
+        self._tasks = TaskGroup("ocpp201")
+        # connector id -> (connectorStatus, since when): the latest status not reported yet.
+        self._pending_status: dict[int, tuple[str, str]] = {}
+        self._reported_status: dict[int, str] = {}
+        self._status_wakeup = asyncio.Event()
+        self.last_message_s: float | None = None
+        self.boot_statuses: list[str] = []  # what each BootNotificationResponse said
+        self._link = CsmsConnection(
+            url=station_url(options.csms_url, identity.station_id),
+            subprotocol=SUBPROTOCOL,
+            options=options,
+            clock=clock,
+            session=self._session,
+            headers=lambda: basic_auth_header(identity.station_id, options.password),
+            on_state=self._on_link,
+            rng=self._rng,
+            versions=versions,
+        )
+        # Transactions are journaled (records only, no 2.0.1 messages yet: TransactionEvent
+        # is the next step); nothing is lost when it comes.
+        self.journal = TxJournal(store, (), boot_id=station.boot_id, clock=clock)
+        self.time = TimeSync(clock)
+        self.heartbeat = Heartbeat(
+            clock=clock,
+            interval_s=self.heartbeat_interval_s,
+            call=lambda action, payload: self._call(action, payload),
+            on_time=self.time.note_server_time,
+        )
+        self.pump = OutboxPump(
+            store=store,
+            backend=BACKEND,
+            clock=clock,
+            call=self._send_queued,
+            rules=OutboxRules(
+                prepare=self._prepare_queued,
+                confirmed=lambda msg, result: False,
+                max_attempts=lambda: MESSAGE_ATTEMPTS,
+                retry_interval_s=lambda: MESSAGE_RETRY_INTERVAL_S,
+            ),
+        )
+        self.on_link_state: list[Callable[[str], None]] = []
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def _state(self) -> str:
+        return self._conn_state
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        self._conn_state = value
+        self.station.set_csms_online(value == "accepted")
+
+    def heartbeat_interval_s(self) -> int:
+        """The interval of the last accepted boot (B01.FR.04, G02.FR.01)."""
+        text = self.store.get_setting(HEARTBEAT_KEY)
+        try:
+            return int(text) if text else DEFAULT_HEARTBEAT_S
+        except ValueError:
+            return DEFAULT_HEARTBEAT_S
+
+    def boot_reason(self) -> str:
+        reason = self.store.get_setting(BOOT_REASON_KEY)
+        return reason if reason in BOOT_REASONS else "PowerUp"
+
+    @property
+    def url(self) -> str:
+        return self._link.url
+
+    @property
+    def connects(self) -> int:
+        return self._link.connects
+
+    @property
+    def handed_over(self) -> bool:
+        """The CSMS picked another offered version: run() returned for the owner to switch."""
+        return self._link.handed_over
+
+    # ------------------------------------------------------------------ CsmsPort
+
+    def start_transaction(self, tx: TxStart) -> int:
+        tx_key = self.journal.start_transaction(tx)
+        LOG.warning(
+            "transaction %d on connector %d recorded; TransactionEvent not sent (not yet "
+            "implemented for OCPP 2.0.1)",
+            tx_key,
+            tx.connector_id,
+        )
+        return tx_key
+
+    def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
+        done = self.journal.stop_transaction(tx_key, stop)
+        LOG.warning("transaction %d ended (%s); recorded, not sent", tx_key, stop.reason.value)
+        return done
+
+    def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
+        if tx_key is not None:
+            self.journal.record_samples(connector_id, tx_key, samples)
+        # Samples outside a transaction are best effort: MeterValuesRequest comes later.
+
+    def status_changed(
+        self, connector_id: int, phase: sm.Phase, condition: FaultKind | None, at: str
+    ) -> None:
+        try:
+            plugged = self.station.view(connector_id).plugged
+        except KeyError:
+            plugged = phase is not sm.Phase.PREPARING
+        status = status201.connector_status(phase, plugged)
+        if self._reported_status.get(connector_id) == status:
+            self._pending_status.pop(connector_id, None)  # back to what the CSMS knows
+            return
+        pending = self._pending_status.get(connector_id)
+        if pending is not None and pending[0] == status:
+            return  # the same status keeps its start time
+        self._pending_status[connector_id] = (status, at)
+        self._status_wakeup.set()
+
+    def session_event(self, connector_id: int, event: sm.SessionEvent, at: str) -> None:
+        LOG.debug("connector %d: %s at %s", connector_id, event.kind.value, at)
+
+    async def authorize(self, id_tag: str) -> AuthDecision:
+        """AuthorizeRequest when accepted (C01); offline (or on any failure) the token is
+        not accepted: the offline rules (cache, local list) come later."""
+        if self._state != "accepted":
+            return AuthDecision(False, "Invalid", source="offline")
+        payload = {"idToken": {"idToken": id_tag[:36], "type": "ISO14443"}}
+        try:
+            result = await self._call("Authorize", payload)
+        except (CallError, CallTimeout, ConnectionLost) as exc:
+            LOG.warning("Authorize for %s failed (%s): not accepted", id_tag, exc)
+            return AuthDecision(False, "Invalid", source="offline")
+        info = result["idTokenInfo"]
+        status = str(info["status"])
+        group = info.get("groupIdToken")
+        parent = str(group["idToken"]) if isinstance(group, dict) else None
+        return AuthDecision(status == "Accepted", status, parent, "csms")
+
+    def queued_messages(self) -> int:
+        return max(0, self.store.outbox_count(BACKEND) - self.pump.pending_deletes())
+
+    def connection_state(self) -> str:
+        return self._state
+
+    # ------------------------------------------------------------------ connection
+
+    def _on_link(self, state: str) -> None:
+        if state == "connecting":
+            self._state = "connecting"
+        elif state == "offline":
+            if self._offline_since_s is None:
+                self._offline_since_s = self.clock.monotonic_s()
+            self._state = "offline"
+            self._rpc = None
+        for listener in list(self.on_link_state):
+            listener(state)
+
+    async def run(self) -> None:
+        """Stay connected until close(), or until the CSMS picked another version."""
+        await self._link.run()
+
+    def _observe(self, direction: str, text: str) -> None:
+        self.heartbeat.activity()  # G02.FR.05: any message resets the heartbeat timer
+        self.last_message_s = self.heartbeat.last_activity_s
+        if self._on_frame_cb:
+            self._on_frame_cb(direction, text)
+
+    def _incident(self, kind: SecurityEventKind) -> Callable[[str], None] | None:
+        log = self.security_log
+        if log is None:
+            return None
+
+        def incident(what: str) -> None:
+            log.record(kind, what)
+
+        return incident
+
+    async def _session(self, ws: ClientConnection) -> None:
+        rpc = RpcConnection(
+            ws,
+            self._handle,
+            dialect=rpc201.DIALECT,
+            response_timeout_s=self.options.response_timeout_s,
+            # Every 2.0.1 action passes to the handler, after its schema check: one that is
+            # not implemented yet is answered NotSupported there.
+            supported_actions=rpc201.ACTIONS,
+            on_frame=self._observe,
+            on_invalid=self._incident(SecurityEventKind.INVALID_MESSAGES),
+            on_replay=self._incident(SecurityEventKind.ATTEMPTED_REPLAY_ATTACKS),
+        )
+        self._rpc = rpc
+        session = TaskGroup("ocpp201-session")
+        reader = asyncio.create_task(rpc.run(), name="ocpp201:reader")
+        session.spawn(self._bring_up(), name="bring-up")
+        try:
+            await reader
+        except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
+            LOG.info("CSMS connection closed: %s", exc)
+        finally:
+            reader.cancel()
+            await session.cancel_all()
+            self._rpc = None
+            self._state = "offline"
+
+    async def _bring_up(self) -> None:
+        try:
+            first = not self._accepted_once
+            if first:
+                await self._boot()
+            self._state = "accepted"
+            self._queue_statuses(every=first or self._offline_long())
+            self._offline_since_s = None
+            self.pump.wake()
+            await asyncio.gather(self._status_pump(), self.pump.run(), self.heartbeat.run())
+        except ConnectionLost:
+            LOG.info("connection lost during session")
+
+    def _offline_long(self) -> bool:
+        since = self._offline_since_s
+        return since is None or self.clock.monotonic_s() - since > self.offline_threshold_s
+
+    def _queue_statuses(self, *, every: bool) -> None:
+        """B01.FR.05 after the boot and B04.FR.01 after a long outage: every connector's
+        status; B04.FR.02 after a short one: only those that changed meanwhile."""
+        if every:
+            self._reported_status.clear()
+        for cid in self.station.connector_ids():
+            view = self.station.view(cid)
+            status = status201.connector_status(view.phase, view.plugged)
+            if cid not in self._pending_status and self._reported_status.get(cid) != status:
+                self._pending_status[cid] = (status, self._now())
+        self._status_wakeup.set()
+
+    async def _boot(self) -> None:
+        """BootNotification until Accepted. Pending (B02): answer the CSMS, send nothing
+        else, again after ``interval``. Rejected (B03): send nothing and answer every CSMS
+        request with SecurityError until ``interval`` passed, then boot again."""
+        station: dict[str, Any] = {
+            "vendorName": self.identity.vendor,
+            "model": self.identity.model,
+        }
+        if self.identity.serial_number:
+            station["serialNumber"] = self.identity.serial_number
+        if self.identity.firmware_version:
+            station["firmwareVersion"] = self.identity.firmware_version
+        payload = {"reason": self.boot_reason(), "chargingStation": station}
+        while True:
+            self._state = "booting"
+            try:
+                result = await self._call("BootNotification", payload)
+            except (CallError, CallTimeout) as exc:
+                LOG.warning("BootNotification failed: %s", exc)
+                await self.clock.sleep(backoff_s(2, 1.0, 30.0, self._rng))
+                continue
+            self.time.note_server_time(result.get("currentTime"))  # B01.FR.06
+            interval_s = int(result["interval"])
+            status = str(result["status"])
+            self.boot_statuses.append(status)
+            LOG.info("BootNotification: %s (interval %d s)", status, interval_s)
+            if status == "Accepted":
+                if interval_s > 0:  # B01.FR.04
+                    self.store.set_setting(HEARTBEAT_KEY, str(interval_s))
+                if self.store.get_setting(BOOT_REASON_KEY):
+                    self.store.delete_setting(BOOT_REASON_KEY)
+                self._accepted_once = True
+                return
+            self._state = status.lower()  # "pending" / "rejected"
+            rpc = self._rpc
+            if rpc is not None and status == "Rejected":
+                rpc.refuse_code = rpc201.SECURITY_ERROR  # B03.FR.08
+            try:
+                # B02.FR.04/08, B03.FR.02/06: not before the interval; B02.FR.07, B03.FR.05.
+                await self.clock.sleep(interval_s if interval_s > 0 else OWN_BOOT_RETRY_S)
+            finally:
+                if rpc is not None:
+                    rpc.refuse_code = None
+
+    async def _call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        rpc = self._rpc
+        if rpc is None:
+            raise ConnectionLost("not connected")
+        return await rpc.call(action, payload)
+
+    def _now(self) -> str:
+        return iso_utc(self.clock.utc_now())
+
+    async def _status_pump(self) -> None:
+        """One StatusNotificationRequest per changed connector, oldest change first."""
+        while True:
+            self._status_wakeup.clear()
+            if not self._pending_status:
+                await self._status_wakeup.wait()
+                continue
+            cid = next(iter(self._pending_status))
+            status, at = self._pending_status[cid]
+            evse_id, connector_id = status201.evse_of(cid)
+            payload = {
+                "timestamp": at,
+                "connectorStatus": status,
+                "evseId": evse_id,
+                "connectorId": connector_id,
+            }
+            try:
+                await self._call(
+                    "StatusNotification", self.time.guard("StatusNotification", payload)
+                )
+            except CallTimeout:
+                continue
+            except CallError as exc:
+                LOG.warning("StatusNotification refused: %s", exc)
+            self._reported_status[cid] = status
+            if self._pending_status.get(cid) == (status, at):
+                del self._pending_status[cid]
+
+    def _prepare_queued(self, msg: QueuedMessage) -> dict[str, Any]:
+        return self.time.guard(msg.action, dict(msg.payload))
+
+    async def _send_queued(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(action, payload)
+
+    # ------------------------------------------------------------------ CSMS requests
+
+    async def _handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Reached after the schema check of ``payload``; nothing is implemented yet."""
+        LOG.info("CSMS request %s: not supported yet", action)
+        raise CallError(rpc201.NOT_SUPPORTED, f"{action} is not supported yet")
+
+    async def hold_offline(self, reason: str) -> None:
+        await self._link.hold_offline(reason)
+
+    def release_offline(self) -> None:
+        self._link.release()
+
+    async def close(self, reason: str = "charging station stopping") -> None:
+        """Close the CSMS connection normally (1000), then stop the background tasks."""
+        await self._link.close(reason)
+        await self._tasks.cancel_all()
