@@ -1070,9 +1070,15 @@ class Ocpp16Client:
         self._link.release()
 
     async def close(self, reason: str = "charge point stopping") -> None:
-        """Close the CSMS connection normally (1000), then stop the background tasks."""
+        """Close the CSMS connection normally (1000), then stop the background tasks and
+        stop listening to the station's security log and store: after a hand-over to
+        another OCPP version, their events go to that version's adapter, not to this
+        adapter's queue."""
         await self._link.close(reason)
         await self._tasks.cancel_all()
+        if self.security_log is not None:
+            self.security_log.remove_listener(self.security_events)
+        self.store.remove_listener(self._on_storage)
 
 
 # CSMS-initiated actions of the Core profile (OCPP 1.6 section 5) plus TriggerMessage, the

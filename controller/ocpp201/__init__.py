@@ -1,1 +1,1 @@
-"""The OCPP 2.0.1 adapter: the device model (dm/); the client comes next."""
+"""The OCPP 2.0.1 adapter: dialect (rpc), client (boot, heartbeat, statuses), device model (dm/)."""

@@ -75,6 +75,11 @@ class SecurityLog:
         """``listener(event)`` for each recorded event (after it was written)."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop telling ``listener`` (an adapter handed over to another OCPP version)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def record(
         self, kind: SecurityEventKind, tech_info: str | None = None, *, fold: bool = True
     ) -> SecurityEvent | None:

@@ -900,6 +900,10 @@ class Store:
         """Called with True when the store turns degraded, False when it recovered."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Callable[[bool], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def memory_messages(self) -> int:
         """Outbox messages held only in memory (lost on a crash)."""
         return len(self._mem_outbox)
