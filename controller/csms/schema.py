@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 from jsonschema import Draft4Validator, Draft6Validator, validators
 from jsonschema.exceptions import ValidationError as SchemaError
+
+# OCPP-J MessageTypeIds with a payload schema (controller.csms.rpc's CALL and CALLRESULT).
+_CALL = 2
+_CALLRESULT = 3
 
 
 def _exact_multiple_of(
@@ -44,3 +50,60 @@ def exact_validator(schema: dict[str, Any]) -> Any:
 def exact_draft6_validator(schema: dict[str, Any]) -> Any:
     """The same for the draft-06 schemas of OCPP 2.0.1."""
     return ExactDraft6Validator(schema)
+
+
+class SchemaFiles:
+    """One OCPP version's official JSON schema files (as the ``ocpp`` library ships them),
+    each compiled into an exact-decimal validator on its first message, not at start (most
+    actions never occur in a run: tests/ops/test_start_imports.py)."""
+
+    def __init__(
+        self,
+        version: str,
+        directory: str,
+        call_suffix: str,
+        make_validator: Callable[[dict[str, Any]], Any],
+    ) -> None:
+        self.version = version
+        self.directory = directory
+        self.call_suffix = call_suffix  # "<Action>.json" (1.6) or "<Action>Request.json"
+        self._make_validator = make_validator
+        # The actions are those with a CALL schema.
+        self.actions = frozenset(
+            name.removesuffix(call_suffix)
+            for name in os.listdir(directory)
+            if name.endswith(call_suffix) and not name.endswith("Response.json")
+        )
+        self.validators: dict[tuple[int, str], Any] = {}
+
+    def load(self, message_type: int, action: str) -> dict[str, Any]:
+        """The official schema of a CALL (2) or CALLRESULT (3) of ``action``."""
+        if action not in self.actions or message_type not in (_CALL, _CALLRESULT):
+            raise ValueError(f"no OCPP {self.version} schema for {message_type}/{action!r}")
+        suffix = "Response.json" if message_type == _CALLRESULT else self.call_suffix
+        # utf-8-sig like the ocpp library: some official schema files start with a BOM.
+        with open(os.path.join(self.directory, action + suffix), encoding="utf-8-sig") as f:
+            schema: dict[str, Any] = json.load(f)
+        return schema
+
+    def validator(self, message_type: int, action: str) -> Any:
+        """The compiled validator of ``action`` (cached)."""
+        key = (message_type, action)
+        found = self.validators.get(key)
+        if found is None:
+            found = self.validators[key] = self._make_validator(self.load(message_type, action))
+        return found
+
+    def first_error(self, message_type: int, action: str, payload: Any) -> SchemaError | None:
+        """The schema violation ``validate`` would raise for ``payload``, or None."""
+        try:
+            self.validator(message_type, action).validate(payload)
+        except SchemaError as err:
+            return err
+        return None
+
+
+def describe(err: SchemaError) -> str:
+    """Where and what, for a CALLERROR description (bounded)."""
+    where = "/".join(str(p) for p in err.absolute_path) or "payload"
+    return f"{where}: {err.message}"[:200]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -12,8 +11,8 @@ from typing import Any
 import ocpp
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from controller.csms.rpc import CALL, CALLRESULT, CallError, Dialect
-from controller.csms.schema import exact_validator
+from controller.csms.rpc import CallError, Dialect
+from controller.csms.schema import SchemaFiles, describe, exact_validator
 
 OCPP_VERSION = "1.6"
 
@@ -34,12 +33,16 @@ GENERIC_ERROR = "GenericError"
 # The ocpp library's OCPP 1.6 schemas (with the security extension): <Action>.json for the
 # CALL, <Action>Response.json for its CALLRESULT. The actions are those with a CALL schema,
 # the same set as the library's ocpp.v16.enums.Action (tests/csms/test_rpc.py checks it).
-SCHEMA_DIR = os.path.join(os.path.dirname(ocpp.__file__), "v16", "schemas")
-ACTIONS = frozenset(
-    name.removesuffix(".json")
-    for name in os.listdir(SCHEMA_DIR)
-    if name.endswith(".json") and not name.endswith("Response.json")
+SCHEMAS = SchemaFiles(
+    OCPP_VERSION,
+    os.path.join(os.path.dirname(ocpp.__file__), "v16", "schemas"),
+    ".json",
+    exact_validator,
 )
+SCHEMA_DIR = SCHEMAS.directory
+ACTIONS = SCHEMAS.actions
+load_schema = SCHEMAS.load
+_validators = SCHEMAS.validators  # what was compiled so far (tests/ops/test_start_imports.py)
 
 
 def schema_error_code(err: SchemaError) -> str:
@@ -53,41 +56,13 @@ def schema_error_code(err: SchemaError) -> str:
     return PROPERTY_CONSTRAINT_VIOLATION  # enum, minimum, maximum, ...
 
 
-# Compiled on the first message of each (MessageTypeId, action), not at start: most
-# actions never occur in a run (tests/ops/test_start_imports.py).
-_validators: dict[tuple[int, str], Any] = {}
-
-
-def load_schema(message_type: int, action: str) -> dict[str, Any]:
-    """The official OCPP 1.6 JSON schema of a CALL (2) or CALLRESULT (3) of ``action``."""
-    if action not in ACTIONS or message_type not in (CALL, CALLRESULT):
-        raise ValueError(f"no OCPP 1.6 schema for {message_type}/{action!r}")
-    name = action + ("Response.json" if message_type == CALLRESULT else ".json")
-    # utf-8-sig like the ocpp library: some official schema files start with a BOM.
-    with open(os.path.join(SCHEMA_DIR, name), encoding="utf-8-sig") as f:
-        schema: dict[str, Any] = json.load(f)
-    return schema
-
-
-def _validator(message_type: int, action: str) -> Any:
-    """The official schema of ``action`` with the exact ``multipleOf`` check (cached)."""
-    key = (message_type, action)
-    found = _validators.get(key)
-    if found is None:
-        found = _validators[key] = exact_validator(load_schema(message_type, action))
-    return found
-
-
 def validate(message_type: int, action: str, payload: Any) -> None:
     """Raise CallError when ``payload`` violates the official OCPP 1.6 JSON schema."""
     if not isinstance(payload, dict):
         raise CallError(FORMATION_VIOLATION, "payload must be a JSON object")
-    validator = _validator(message_type, action)
-    try:
-        validator.validate(payload)
-    except SchemaError as err:
-        where = "/".join(str(p) for p in err.absolute_path) or "payload"
-        raise CallError(schema_error_code(err), f"{where}: {err.message}"[:200]) from None
+    err = SCHEMAS.first_error(message_type, action, payload)
+    if err is not None:
+        raise CallError(schema_error_code(err), describe(err))
 
 
 DIALECT = Dialect(

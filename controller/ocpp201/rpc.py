@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -11,8 +10,8 @@ from typing import Any
 import ocpp
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from controller.csms.rpc import CALL, CALLRESULT, CallError, Dialect
-from controller.csms.schema import exact_draft6_validator
+from controller.csms.rpc import CallError, Dialect
+from controller.csms.schema import SchemaFiles, describe, exact_draft6_validator
 
 OCPP_VERSION = "2.0.1"
 SUBPROTOCOL = "ocpp2.0.1"
@@ -49,12 +48,16 @@ ERROR_CODES = frozenset(
 
 # The ocpp library's official OCPP 2.0.1 schemas: <Action>Request.json for the CALL,
 # <Action>Response.json for its CALLRESULT; the actions are those with a request schema.
-SCHEMA_DIR = os.path.join(os.path.dirname(ocpp.__file__), "v201", "schemas")
-ACTIONS = frozenset(
-    name.removesuffix("Request.json")
-    for name in os.listdir(SCHEMA_DIR)
-    if name.endswith("Request.json")
+SCHEMAS = SchemaFiles(
+    OCPP_VERSION,
+    os.path.join(os.path.dirname(ocpp.__file__), "v201", "schemas"),
+    "Request.json",
+    exact_draft6_validator,
 )
+SCHEMA_DIR = SCHEMAS.directory
+ACTIONS = SCHEMAS.actions
+load_schema = SCHEMAS.load
+_validators = SCHEMAS.validators
 
 
 def schema_error_code(err: SchemaError) -> str:
@@ -68,37 +71,13 @@ def schema_error_code(err: SchemaError) -> str:
     return PROPERTY_CONSTRAINT_VIOLATION  # enum, minimum, maximum, ...
 
 
-# Compiled on the first message of each (MessageTypeId, action), not at start.
-_validators: dict[tuple[int, str], Any] = {}
-
-
-def load_schema(message_type: int, action: str) -> dict[str, Any]:
-    """The official OCPP 2.0.1 JSON schema of a CALL (2) or CALLRESULT (3) of ``action``."""
-    if action not in ACTIONS or message_type not in (CALL, CALLRESULT):
-        raise ValueError(f"no OCPP 2.0.1 schema for {message_type}/{action!r}")
-    name = action + ("Response.json" if message_type == CALLRESULT else "Request.json")
-    with open(os.path.join(SCHEMA_DIR, name), encoding="utf-8-sig") as f:
-        schema: dict[str, Any] = json.load(f)
-    return schema
-
-
-def _validator(message_type: int, action: str) -> Any:
-    key = (message_type, action)
-    found = _validators.get(key)
-    if found is None:
-        found = _validators[key] = exact_draft6_validator(load_schema(message_type, action))
-    return found
-
-
 def validate(message_type: int, action: str, payload: Any) -> None:
     """Raise CallError when ``payload`` violates the official OCPP 2.0.1 JSON schema."""
     if not isinstance(payload, dict):
         raise CallError(FORMAT_VIOLATION, "payload must be a JSON object")
-    try:
-        _validator(message_type, action).validate(payload)
-    except SchemaError as err:
-        where = "/".join(str(p) for p in err.absolute_path) or "payload"
-        raise CallError(schema_error_code(err), f"{where}: {err.message}"[:200]) from None
+    err = SCHEMAS.first_error(message_type, action, payload)
+    if err is not None:
+        raise CallError(schema_error_code(err), describe(err))
 
 
 DIALECT = Dialect(
