@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import websockets
 from websockets.asyncio.client import ClientConnection
 
 from controller.core import connector as sm
@@ -26,6 +25,7 @@ from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.core.records import DEFAULT_BACKEND
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc, parse_iso
+from controller.csms.adapter import AdapterBase
 from controller.csms.connection import (
     ConnectionOptions,
     CsmsConnection,
@@ -100,7 +100,7 @@ class StationIdentity:
     firmware_version: str | None = None
 
 
-class Ocpp16Client:
+class Ocpp16Client(AdapterBase):
     """Implements ``CsmsPort`` over OCPP 1.6J and keeps the connection up."""
 
     def __init__(
@@ -217,15 +217,6 @@ class Ocpp16Client:
     def _wake_pump(self) -> None:
         self.pump.wake()
 
-    @property
-    def _state(self) -> str:
-        return self._conn_state
-
-    @_state.setter
-    def _state(self, value: str) -> None:
-        self._conn_state = value
-        self.station.set_csms_online(value == "accepted")
-
     def _on_setting(self, name: str, value: str) -> None:
         if name == "MinimumStatusDuration":
             self._status_wakeup.set()  # re-evaluate what is due
@@ -330,9 +321,6 @@ class Ocpp16Client:
         # Confirmed MeterValues waiting for their batched delete are not queued any more.
         return max(0, self.store.outbox_count(self.backend) - self.pump.pending_deletes())
 
-    def connection_state(self) -> str:
-        return self._state
-
     # ------------------------------------------------------------------ auth cache
 
     def _remember(self, id_tag: str, info: dict[str, Any]) -> None:
@@ -364,23 +352,9 @@ class Ocpp16Client:
     # ------------------------------------------------------------------ connection
 
     @property
-    def url(self) -> str:
-        return self._link.url
-
-    @property
     def tx_message_timeouts(self) -> int:
         """Transaction messages the CSMS did not answer in time (each one is resent)."""
         return self.pump.timeouts
-
-    @property
-    def handed_over(self) -> bool:
-        """The CSMS picked another offered version: run() returned for the owner to switch."""
-        return self._link.handed_over
-
-    @property
-    def connects(self) -> int:
-        """Connections opened so far (each one boots only once per process, OCPP-J 5.4)."""
-        return self._link.connects
 
     def _headers(self) -> dict[str, str]:
         # A CSMS-set AuthorizationKey (ChangeConfiguration) wins over the configured
@@ -437,22 +411,6 @@ class Ocpp16Client:
         """Send a CALL now (not queued); raises ConnectionLost, CallError or CallTimeout."""
         return await self._call(action, payload)
 
-    def _observe(self, direction: str, text: str) -> None:
-        self.heartbeat.activity()
-        self.last_message_s = self.heartbeat.last_activity_s  # for the local status page
-        if self._on_frame_cb:
-            self._on_frame_cb(direction, text)
-
-    def _security_incident(self, kind: SecurityEventKind) -> Callable[[str], None] | None:
-        log = self.security_log
-        if log is None:
-            return None
-
-        def incident(what: str) -> None:
-            log.record(kind, what)
-
-        return incident
-
     async def _session(self, ws: ClientConnection) -> None:
         rpc = RpcConnection(
             ws,
@@ -461,25 +419,10 @@ class Ocpp16Client:
             response_timeout_s=self.options.response_timeout_s,
             supported_actions=SUPPORTED_ACTIONS,
             on_frame=self._observe,
-            on_invalid=self._security_incident(SecurityEventKind.INVALID_MESSAGES),
-            on_replay=self._security_incident(SecurityEventKind.ATTEMPTED_REPLAY_ATTACKS),
+            on_invalid=self._incident(SecurityEventKind.INVALID_MESSAGES),
+            on_replay=self._incident(SecurityEventKind.ATTEMPTED_REPLAY_ATTACKS),
         )
-        self._rpc = rpc
-        session = TaskGroup("ocpp16-session")
-        reader = asyncio.create_task(rpc.run(), name="ocpp16:reader")
-        session.spawn(self._bring_up(), name="bring-up")
-        try:
-            await reader
-        except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
-            if self._link.closing or self._link.reconnecting or self._link.held_offline:
-                LOG.info("CSMS connection closed: %s", exc)
-            else:
-                LOG.warning("CSMS connection lost: %s", exc)
-        finally:
-            reader.cancel()
-            await session.cancel_all()
-            self._rpc = None
-            self._state = "offline"
+        await self._run_session(rpc, self._bring_up(), "ocpp16")
 
     async def _bring_up(self) -> None:
         try:
@@ -1061,21 +1004,12 @@ class Ocpp16Client:
             return "NotImplemented"
         return "Accepted"
 
-    async def hold_offline(self, reason: str) -> None:
-        """Drop the CSMS connection and keep it down until release_offline() (a simulated
-        charger's offline period); everything meanwhile is queued as in any outage."""
-        await self._link.hold_offline(reason)
-
-    def release_offline(self) -> None:
-        self._link.release()
-
     async def close(self, reason: str = "charge point stopping") -> None:
         """Close the CSMS connection normally (1000), then stop the background tasks and
         stop listening to the station's security log and store: after a hand-over to
         another OCPP version, their events go to that version's adapter, not to this
         adapter's queue."""
-        await self._link.close(reason)
-        await self._tasks.cancel_all()
+        await super().close(reason)
         if self.security_log is not None:
             self.security_log.remove_listener(self.security_events)
         self.store.remove_listener(self._on_storage)

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import websockets
 from websockets.asyncio.client import ClientConnection
 
 from controller.core import connector as sm
@@ -30,6 +29,7 @@ from controller.core.control import StationControl
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
+from controller.csms.adapter import AdapterBase
 from controller.csms.connection import (
     ConnectionOptions,
     CsmsConnection,
@@ -105,7 +105,7 @@ class Identity:
     firmware_version: str | None = None
 
 
-class Ocpp201Client:
+class Ocpp201Client(AdapterBase):
     """Implements ``CsmsPort`` over OCPP 2.0.1 and keeps the connection up."""
 
     def __init__(
@@ -181,15 +181,6 @@ class Ocpp201Client:
 
     # ------------------------------------------------------------------ state
 
-    @property
-    def _state(self) -> str:
-        return self._conn_state
-
-    @_state.setter
-    def _state(self, value: str) -> None:
-        self._conn_state = value
-        self.station.set_csms_online(value == "accepted")
-
     def heartbeat_interval_s(self) -> int:
         """The interval of the last accepted boot (B01.FR.04, G02.FR.01)."""
         text = self.store.get_setting(HEARTBEAT_KEY)
@@ -201,19 +192,6 @@ class Ocpp201Client:
     def boot_reason(self) -> str:
         reason = self.store.get_setting(BOOT_REASON_KEY)
         return reason if reason in BOOT_REASONS else "PowerUp"
-
-    @property
-    def url(self) -> str:
-        return self._link.url
-
-    @property
-    def connects(self) -> int:
-        return self._link.connects
-
-    @property
-    def handed_over(self) -> bool:
-        """The CSMS picked another offered version: run() returned for the owner to switch."""
-        return self._link.handed_over
 
     # ------------------------------------------------------------------ CsmsPort
 
@@ -277,9 +255,6 @@ class Ocpp201Client:
     def queued_messages(self) -> int:
         return max(0, self.store.outbox_count(BACKEND) - self.pump.pending_deletes())
 
-    def connection_state(self) -> str:
-        return self._state
-
     # ------------------------------------------------------------------ connection
 
     def _on_link(self, state: str) -> None:
@@ -297,22 +272,6 @@ class Ocpp201Client:
         """Stay connected until close(), or until the CSMS picked another version."""
         await self._link.run()
 
-    def _observe(self, direction: str, text: str) -> None:
-        self.heartbeat.activity()  # G02.FR.05: any message resets the heartbeat timer
-        self.last_message_s = self.heartbeat.last_activity_s
-        if self._on_frame_cb:
-            self._on_frame_cb(direction, text)
-
-    def _incident(self, kind: SecurityEventKind) -> Callable[[str], None] | None:
-        log = self.security_log
-        if log is None:
-            return None
-
-        def incident(what: str) -> None:
-            log.record(kind, what)
-
-        return incident
-
     async def _session(self, ws: ClientConnection) -> None:
         rpc = RpcConnection(
             ws,
@@ -326,19 +285,7 @@ class Ocpp201Client:
             on_invalid=self._incident(SecurityEventKind.INVALID_MESSAGES),
             on_replay=self._incident(SecurityEventKind.ATTEMPTED_REPLAY_ATTACKS),
         )
-        self._rpc = rpc
-        session = TaskGroup("ocpp201-session")
-        reader = asyncio.create_task(rpc.run(), name="ocpp201:reader")
-        session.spawn(self._bring_up(), name="bring-up")
-        try:
-            await reader
-        except (websockets.exceptions.ConnectionClosed, ConnectionLost) as exc:
-            LOG.info("CSMS connection closed: %s", exc)
-        finally:
-            reader.cancel()
-            await session.cancel_all()
-            self._rpc = None
-            self._state = "offline"
+        await self._run_session(rpc, self._bring_up(), "ocpp201")
 
     async def _bring_up(self) -> None:
         try:
@@ -462,14 +409,3 @@ class Ocpp201Client:
         """Reached after the schema check of ``payload``; nothing is implemented yet."""
         LOG.info("CSMS request %s: not supported yet", action)
         raise CallError(rpc201.NOT_SUPPORTED, f"{action} is not supported yet")
-
-    async def hold_offline(self, reason: str) -> None:
-        await self._link.hold_offline(reason)
-
-    def release_offline(self) -> None:
-        self._link.release()
-
-    async def close(self, reason: str = "charging station stopping") -> None:
-        """Close the CSMS connection normally (1000), then stop the background tasks."""
-        await self._link.close(reason)
-        await self._tasks.cancel_all()
