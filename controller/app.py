@@ -360,11 +360,20 @@ class App:
     def _build_client201(self) -> Ocpp201Client:
         """The OCPP 2.0.1 adapter (loaded only when a configuration uses it)."""
         from controller.ocpp201.client import Identity, Ocpp201Client
+        from controller.ocpp201.provisioning import station_model
 
         cfg = self.config
         csms = cfg.csms
         assert csms is not None and self.store is not None and self.station is not None
+        model = station_model(
+            self.store,
+            cfg.connectors,
+            has_reader=cfg.reader is not None,
+            station=self.station,
+            clock=self.clock,
+        )
         return Ocpp201Client(
+            device_model=model,
             identity=Identity(
                 cfg.station_id, cfg.vendor, cfg.model, cfg.serial_number, cfg.firmware_version
             ),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller.csms.rpc import CallTimeout
-from controller.runtime.clock import Clock
+from controller.runtime.clock import Clock, sleep_or_event
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +34,12 @@ class Heartbeat:
         self._call = call
         self._on_time = on_time
         self.last_activity_s = clock.monotonic_s()
+        self._changed = asyncio.Event()
+
+    def interval_changed(self) -> None:
+        """The interval was set anew (by the CSMS): the next Heartbeat is due by it at once,
+        not after the wait the old interval began."""
+        self._changed.set()
 
     def activity(self) -> None:
         """A frame went in or out."""
@@ -40,13 +47,14 @@ class Heartbeat:
 
     async def run(self) -> None:
         while True:
+            self._changed.clear()
             interval_s = self._interval_s()
             if interval_s <= 0:
-                await self._clock.sleep(DISABLED_RECHECK_S)
+                await sleep_or_event(self._clock.sleep(DISABLED_RECHECK_S), self._changed)
                 continue
             idle_s = self._clock.monotonic_s() - self.last_activity_s
             if idle_s < interval_s:
-                await self._clock.sleep(interval_s - idle_s)
+                await sleep_or_event(self._clock.sleep(interval_s - idle_s), self._changed)
                 continue
             try:
                 result = await self._call("Heartbeat", {})

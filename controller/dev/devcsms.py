@@ -544,6 +544,11 @@ def _trivial_results_201() -> dict[str, Callable[[], Any]]:
     }
 
 
+# What a station may send before its boot was accepted because the CSMS asked for it
+# (B02.FR.02 / B02.FR.09: the pages of a GetBaseReport or GetReport).
+_SENT_WHEN_ASKED_201 = frozenset({"NotifyReport"})
+
+
 class StationSession201(ChargePoint201):
     """Server-side view of one charging station speaking OCPP 2.0.1: BootNotification,
     Heartbeat, StatusNotification and Authorize answered by the CSMS's settings, other
@@ -572,7 +577,8 @@ class StationSession201(ChargePoint201):
 
     def _trivial(self, action: str, make: Callable[[], Any]) -> Callable[..., Any]:
         def answer(**_: Any) -> Any:
-            self._check_accepted(action)
+            if action not in _SENT_WHEN_ASKED_201:
+                self._check_accepted(action)
             return make()
 
         return answer

@@ -220,6 +220,8 @@ class Ocpp16Client(AdapterBase):
     def _on_setting(self, name: str, value: str) -> None:
         if name == "MinimumStatusDuration":
             self._status_wakeup.set()  # re-evaluate what is due
+        elif name == "HeartbeatInterval":
+            self.heartbeat.interval_changed()  # due by the new interval, not the old wait
 
     def _on_time_confirmed(self, shift_s: float) -> None:
         """The journal moved queued timestamps: the pump must not send its stale copies.

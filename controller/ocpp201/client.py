@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,10 @@ from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
+from controller.ocpp201 import provisioning
 from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
+from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
@@ -121,6 +123,7 @@ class Ocpp201Client(AdapterBase):
         on_frame: Callable[[str, str], None] | None = None,
         security_log: SecurityLog | None = None,
         offline_threshold_s: float = OFFLINE_THRESHOLD_S,
+        device_model: DeviceModel | None = None,
     ) -> None:
         self.identity = identity
         self.options = options
@@ -132,6 +135,10 @@ class Ocpp201Client(AdapterBase):
         self._on_frame_cb = on_frame
         self.security_log = security_log
         self.offline_threshold_s = offline_threshold_s
+        # GetVariables / SetVariables / reports (None: answered NotSupported).
+        self.device_model = device_model
+        if device_model is not None:
+            self._follow_model(device_model)
         self._rpc: RpcConnection | None = None
         self._conn_state = "offline"
         station.set_csms_online(False)
@@ -345,6 +352,7 @@ class Ocpp201Client(AdapterBase):
             if status == "Accepted":
                 if interval_s > 0:  # B01.FR.04
                     self.store.set_setting(HEARTBEAT_KEY, str(interval_s))
+                    self._note_interval(interval_s)
                 if self.store.get_setting(BOOT_REASON_KEY):
                     self.store.delete_setting(BOOT_REASON_KEY)
                 self._accepted_once = True
@@ -406,6 +414,38 @@ class Ocpp201Client(AdapterBase):
     # ------------------------------------------------------------------ CSMS requests
 
     async def _handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Reached after the schema check of ``payload``; nothing is implemented yet."""
+        """Reached after the schema check of ``payload``: the declared routes (the device
+        model's requests so far); any other action is answered NotSupported."""
+        handler = provisioning.ROUTES.get(action)
+        if handler is not None and self.device_model is not None:
+            return await handler(self, payload)
         LOG.info("CSMS request %s: not supported yet", action)
         raise CallError(rpc201.NOT_SUPPORTED, f"{action} is not supported yet")
+
+    def _note_interval(self, interval_s: int) -> None:
+        """The boot's interval is OCPPCommCtrlr.HeartbeatInterval from now on (GetVariables
+        reports what the charger uses)."""
+        if self.device_model is None:
+            return
+        try:
+            self.device_model.set_internal("OCPPCommCtrlr", "HeartbeatInterval", str(interval_s))
+        except (KeyError, InvalidValue) as exc:
+            LOG.warning("HeartbeatInterval %d not kept in the device model: %s", interval_s, exc)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
+        """Run ``coro`` in the client's task group (work that follows a request's answer)."""
+        self._tasks.spawn(coro, name=name)
+
+    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send a CALL now (not queued); raises ConnectionLost, CallError or CallTimeout."""
+        return await self._call(action, payload)
+
+    def _follow_model(self, model: DeviceModel) -> None:
+        """The heartbeat follows OCPPCommCtrlr.HeartbeatInterval set by the CSMS (B05)."""
+
+        def changed(component: ComponentKey, variable: VariableKey, value: str) -> None:
+            if component.name == "OCPPCommCtrlr" and variable.name == "HeartbeatInterval":
+                self.store.set_setting(HEARTBEAT_KEY, value)
+                self.heartbeat.interval_changed()
+
+        model.on_change(changed)

@@ -79,7 +79,8 @@ async def test_boot_accepted_reports_every_connector(charger: Any, csms: DevCsms
 async def test_pending_then_accepted(charger: Any, csms: DevCsms) -> None:
     """TC_B_02_CS (B02.FR.02, B02.FR.04, B02.FR.06, B02.FR.08): while Pending nothing but
     BootNotification is sent, not before the interval, and the connection stays open; the
-    CSMS may ask meanwhile (B02.FR.01: answered, here NotSupported); Accepted follows."""
+    CSMS may ask meanwhile (B02.FR.01: GetBaseReport answered, its NotifyReport pages sent,
+    as B02.FR.02 allows); Accepted follows."""
     csms.boot_status = "Pending"
     csms.boot_retry_interval_s = 30
     h = await start(charger, csms)
@@ -87,14 +88,21 @@ async def test_pending_then_accepted(charger: Any, csms: DevCsms) -> None:
     assert client(h).connection_state() == "pending"
     report = {"requestId": 1, "reportBase": "FullInventory"}
     answer = await csms.call_raw(STATION_ID, "GetBaseReport", report)
-    assert answer[0] == 4 and answer[2] == "NotSupported"
+    assert answer[0] == 3 and answer[2] == {"status": "Accepted"}
+    await h.settle(
+        lambda: bool(h.frames("NotifyReport")) and not h.frames("NotifyReport")[-1].payload["tbc"]
+    )
     await h.advance(29)
     assert len(h.frames("BootNotification")) == 1  # B02.FR.04: not before the interval
     csms.boot_status = "Accepted"
     await h.advance(2)
     await accepted(h)
     await wait_status(h, 1, "Available")
-    assert {f.action for f in csms.received} == {"BootNotification", "StatusNotification"}
+    assert {f.action for f in csms.received} == {
+        "BootNotification",
+        "NotifyReport",
+        "StatusNotification",
+    }
     assert client(h).connects == 1  # B02.FR.06: the connection was not closed
     assert security_errors(csms) == []
 

@@ -60,7 +60,7 @@ FULL = {"requestId": 1, "reportBase": "FullInventory"}
     ("action", "payload", "code"),
     [
         ("FlyToTheMoon", {}, "NotImplemented"),  # not an OCPP 2.0.1 action
-        ("GetBaseReport", FULL, "NotSupported"),
+        ("Reset", {"type": "Immediate"}, "NotSupported"),
         ("GetBaseReport", {"requestId": 1}, "OccurrenceConstraintViolation"),
         ("GetBaseReport", {**FULL, "requestId": "1"}, "TypeConstraintViolation"),
         ("GetBaseReport", {**FULL, "reportBase": "Everything"}, "PropertyConstraintViolation"),
