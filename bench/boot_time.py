@@ -1,7 +1,9 @@
 """Benchmark: process start to BootNotification sent: wall time, CPU seconds, and under a quota.
 
-Starts ``python -m controller.cli run -c <cfg>`` (the ``evsed run`` entry point, with the
-venv's interpreter) as a subprocess N times against a ``DevCsms`` running in this
+Starts ``python -m controller.cli run -c <cfg>`` (the ``evsed run`` entry point) as a
+subprocess N times, by default with the interpreter of a temporary venv where evsed is
+``pip install``-ed as on a charger (``--layout installed``; this checkout's editable install
+adds a ``.pth`` finder to every interpreter start, ``--layout checkout`` measures that), against a ``DevCsms`` running in this
 process on 127.0.0.1 (free port). Each sample is the time from just before
 ``subprocess.Popen`` to the moment the DevCsms receives the BootNotification CALL
 (``on_event`` callback, ``time.perf_counter``). Simulated hardware, API on 127.0.0.1 with
@@ -45,12 +47,15 @@ import asyncio
 import os
 import resource
 import shutil
+import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
 from benchlib import (
+    ROOT,
     add_repo_root_to_sys_path,
     format_stats,
     kill,
@@ -86,6 +91,34 @@ LIBRARIES = (
     "import asyncio, websockets.asyncio.client, jsonschema, sqlite3, json, logging, tomllib, "
     "argparse, os; os._exit(0)"
 )
+
+
+# The interpreter (and its options) the children run: this one (``--layout checkout``) or
+# that of a venv with evsed installed as on a charger (``--layout installed``, the default).
+PYTHON = [sys.executable]
+
+
+def installed_python(workdir: Path) -> str:
+    """A venv laid out like a charger's (README "Install as a service"): evsed installed with
+    ``pip install`` (a wheel, not this checkout's editable install, whose ``.pth`` finder
+    runs at every interpreter start), its dependencies those of this interpreter's venv
+    (one ``.pth`` path line, no import). Returns its interpreter."""
+    venv = workdir / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    deps = sysconfig.get_paths()["purelib"]
+    (Path(purelib) / "evsed-deps.pth").write_text(deps + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", purelib, str(ROOT)],
+        check=True,
+    )
+    return python
 
 
 def fmt(values_s: list[float]) -> str:
@@ -203,7 +236,7 @@ async def boot_once(
     """One start: (wall seconds, CPU seconds from /proc stat, CPU seconds from schedstat)
     from spawn to the BootNotification."""
     boot_seen.clear()
-    argv = [sys.executable, "-m", "controller.cli", "run", "--no-restart", "-c", str(cfg)]
+    argv = [*PYTHON, "-m", "controller.cli", "run", "--no-restart", "-c", str(cfg)]
     if quota is not None:
         argv = quota.wrap(argv)
     t0 = time.perf_counter()
@@ -268,15 +301,9 @@ async def run(args: argparse.Namespace, runs: int, workdir: Path) -> int:
             storage_dir = workdir / (f"store-{i}" if args.fresh_store else "store")
             write_config(cfg, csms.url, storage_dir / "evsed.db")
             # Interleave the floors with the boots so both see the same machine load.
-            floor, floor_cpu = await asyncio.to_thread(
-                interpreter_start, [sys.executable, "-c", "pass"]
-            )
-            imp, imp_cpu = await asyncio.to_thread(
-                interpreter_start, [sys.executable, "-c", IMPORTS]
-            )
-            _, lib_cpu = await asyncio.to_thread(
-                interpreter_start, [sys.executable, "-c", LIBRARIES]
-            )
+            floor, floor_cpu = await asyncio.to_thread(interpreter_start, [*PYTHON, "-c", "pass"])
+            imp, imp_cpu = await asyncio.to_thread(interpreter_start, [*PYTHON, "-c", IMPORTS])
+            _, lib_cpu = await asyncio.to_thread(interpreter_start, [*PYTHON, "-c", LIBRARIES])
             boot, boot_cpu, boot_cpu_ns = await boot_once(csms, boot_seen, cfg, log)
             measured = i >= args.warmup
             if measured:
@@ -395,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PERCENT",
         help="a run under this CPU quota, in %% of one core (repeatable; default 10 and 25)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=("installed", "checkout"),
+        default="installed",
+        help="installed: a venv with evsed pip-installed as on a charger (default); "
+        "checkout: this venv's editable install",
+    )
     parser.add_argument("--no-quota", action="store_true", help="skip the CPU quota runs")
     parser.add_argument(
         "--quota-runs", type=int, default=None, help="starts per quota (default 5, --quick 2)"
@@ -421,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="evsed-bench-boot-"))
     try:
+        if args.layout == "installed":
+            # -P: the children start in the checkout (spawn's cwd), which must not shadow
+            # the installed package.
+            PYTHON[:] = [installed_python(workdir), "-P"]
+        print(f"layout {args.layout}: children run {' '.join(PYTHON)}", flush=True)
         return asyncio.run(run(args, runs, workdir))
     finally:
         kill_all()
