@@ -3,12 +3,12 @@
 Starts ``python -m controller.cli run -c <cfg>`` (the ``evsed run`` entry point) as a
 subprocess N times, by default with the interpreter of a temporary venv where evsed is
 ``pip install``-ed as on a charger (``--layout installed``; this checkout's editable install
-adds a ``.pth`` finder to every interpreter start, ``--layout checkout`` measures that), against a ``DevCsms`` running in this
-process on 127.0.0.1 (free port). Each sample is the time from just before
-``subprocess.Popen`` to the moment the DevCsms receives the BootNotification CALL
-(``on_event`` callback, ``time.perf_counter``). Simulated hardware, API on 127.0.0.1 with
-a free port, store in a temporary directory (kept across runs like a service restart;
-``--fresh-store`` for a new database each run).
+adds a ``.pth`` finder to every interpreter start, ``--layout checkout`` measures that),
+against a ``DevCsms`` running in this process on 127.0.0.1 (free port). Each sample is the
+time from just before ``subprocess.Popen`` to the moment the DevCsms receives the
+BootNotification CALL (``on_event`` callback, ``time.perf_counter``). Simulated hardware,
+API on 127.0.0.1 with a free port, store in a temporary directory (kept across runs like a
+service restart; ``--fresh-store`` for a new database each run).
 
 As a floor, the bare interpreter start (``python -c pass``, spawn to exit) and the import
 of the modules needed before BootNotification (``python -c "import controller.cli,

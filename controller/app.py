@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.config import Config
 from controller.core import connector as sm
+from controller.core.policy import ChargingPolicy
 from controller.core.port import CsmsPort
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
@@ -269,7 +270,7 @@ class App:
             resume_transactions=cfg.resume_transactions,
             site=cfg.site,
         )
-        policy16.follow(settings, self.station.set_policy)
+        policy16.follow(settings, self._apply_policy16)
         if cfg.csms is not None:
             self.tls_material = self._tls_material()
             self.versions = VersionChoice(self._usable_versions(), self.store)
@@ -345,11 +346,19 @@ class App:
             versions = tuple(v for v in versions if v != "2.0.1") or ("1.6",)
         return versions
 
+    def _apply_policy16(self, policy: ChargingPolicy) -> None:
+        """The 1.6 keys steer the station unless the 2.0.1 adapter (its device model) does."""
+        if self.client201 is None and self.station is not None:
+            self.station.set_policy(policy)
+
     def _build_adapter(self, version: str) -> None:
-        """The adapter of ``version`` becomes the station's CSMS port."""
+        """The adapter of ``version`` becomes the station's CSMS port, and its configuration
+        (1.6 keys or the 2.0.1 device model) the station's policy."""
         if version == "1.6":
             self.client201 = None
             self.adapter = self.client = self._build_client16()
+            if self.station is not None:
+                self.station.set_policy(policy16.policy_from(self.settings))
         else:
             self.client = None
             self.adapter = self.client201 = self._build_client201()
@@ -359,6 +368,7 @@ class App:
 
     def _build_client201(self) -> Ocpp201Client:
         """The OCPP 2.0.1 adapter (loaded only when a configuration uses it)."""
+        from controller.ocpp201 import policy as policy201
         from controller.ocpp201.client import Identity, Ocpp201Client
         from controller.ocpp201.provisioning import station_model
 
@@ -372,6 +382,7 @@ class App:
             station=self.station,
             clock=self.clock,
         )
+        policy201.follow(model, self.station.set_policy)
         return Ocpp201Client(
             device_model=model,
             identity=Identity(

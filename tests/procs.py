@@ -30,6 +30,7 @@ def write_config(
     csms_url: str | None,
     api_port: int,
     ocpp: dict[str, Any] | None = None,
+    ocpp_version: str = "1.6",
 ) -> Path:
     """A simulated single-connector charger; the meter register survives restarts.
     ``csms_url`` None: standalone with free vend (no CSMS)."""
@@ -38,7 +39,8 @@ def write_config(
 url = "{csms_url}"
 reconnect_min_s = 0.05
 reconnect_max_s = 0.3
-response_timeout_s = 5"""
+response_timeout_s = 5
+ocpp_version = {json.dumps(ocpp_version)}"""
         if csms_url is not None
         else """[standalone]
 free_vend = true"""

@@ -540,7 +540,6 @@ def _trivial_results_201() -> dict[str, Callable[[], Any]]:
         "ReservationStatusUpdate": result201.ReservationStatusUpdate,
         "SecurityEventNotification": result201.SecurityEventNotification,
         "SignCertificate": lambda: result201.SignCertificate(status="Rejected"),
-        "TransactionEvent": result201.TransactionEvent,
     }
 
 
@@ -568,7 +567,9 @@ class StationSession201(ChargePoint201):
         super().__init__(station_id, link, response_timeout=response_timeout_s, logger=ocpp_logger)
         self.link = link
         self.csms = csms
-        self.accepted = False
+        # A station booted once stays accepted over reconnects: 2.0.1 boots once per
+        # power-up, not per connection (B01.FR.03 sends no new BootNotification).
+        self.accepted = station_id in csms.accepted_201
         for action, make in _trivial_results_201().items():
             self.route_map[action] = {
                 "_on_action": self._trivial(action, make),
@@ -591,6 +592,10 @@ class StationSession201(ChargePoint201):
     def on_boot_notification(self, **_: Any) -> result201.BootNotification:
         status = self.csms.boot_status
         self.accepted = self.accepted or status == "Accepted"
+        if self.accepted:
+            self.csms.accepted_201.add(self.id)
+        else:
+            self.csms.accepted_201.discard(self.id)
         interval_s = (
             self.csms.heartbeat_interval_s
             if status == "Accepted"
@@ -615,6 +620,17 @@ class StationSession201(ChargePoint201):
         self._check_accepted("Authorize")
         status = self.csms.id_tag_info(str(id_token.get("id_token", ""))).status
         return result201.Authorize(id_token_info=IdTokenInfoType(status=str(status)))
+
+    @on("TransactionEvent")
+    def on_transaction_event(
+        self, id_token: dict[str, Any] | None = None, **_: Any
+    ) -> result201.TransactionEvent:
+        """With an idToken, its authorization as Authorize gives it (E01.FR.12, E05)."""
+        self._check_accepted("TransactionEvent")
+        if id_token is None:
+            return result201.TransactionEvent()
+        status = self.csms.id_tag_info(str(id_token.get("id_token", ""))).status
+        return result201.TransactionEvent(id_token_info=IdTokenInfoType(status=str(status)))
 
 
 class CsrSigner:
@@ -717,6 +733,8 @@ class DevCsms:
         self.black_hole = False
         self.error_actions: dict[str, str] = {}
         self.error_actions_once: dict[str, str] = {}
+        # 2.0.1 stations whose last BootNotification was Accepted (StationSession201).
+        self.accepted_201: set[str] = set()
 
         # Records.
         self.received: list[Frame] = []  # CALLs from stations, as on the wire

@@ -5,81 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 from controller.core.port import Sample, TxStart, TxStop
+from controller.csms.measurands import measured
 from controller.ocpp16 import status as status16
 
 
 def _fmt(value: float, decimals: int = 1) -> str:
+    if decimals == 0:
+        return str(round(value))
     text = f"{value:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def sampled_values(sample: Sample, measurands: list[str]) -> list[dict[str, Any]]:
     """SampledValue entries (section 7.45) for the configured measurands of one reading."""
-    r = sample.reading
-    base = {"context": sample.context, "format": "Raw", "location": "Outlet"}
     out: list[dict[str, Any]] = []
-    for measurand in measurands:
-        if measurand == "Energy.Active.Import.Register":
-            out.append(
-                {**base, "value": str(round(r.energy_wh)), "measurand": measurand, "unit": "Wh"}
-            )
-        elif measurand == "Energy.Active.Export.Register" and r.energy_export_wh is not None:
-            out.append(
-                {
-                    **base,
-                    "value": str(round(r.energy_export_wh)),
-                    "measurand": measurand,
-                    "unit": "Wh",
-                }
-            )
-        elif measurand == "Power.Active.Import":
-            out.append({**base, "value": _fmt(r.power_w), "measurand": measurand, "unit": "W"})
-        elif measurand == "Current.Offered" and sample.offered_current_a is not None:
-            out.append(
-                {
-                    **base,
-                    "value": _fmt(sample.offered_current_a),
-                    "measurand": measurand,
-                    "unit": "A",
-                }
-            )
-        elif measurand == "Power.Offered" and sample.offered_power_w is not None:
-            out.append(
-                {
-                    **base,
-                    "value": _fmt(sample.offered_power_w),
-                    "measurand": measurand,
-                    "unit": "W",
-                }
-            )
-        elif measurand.startswith("Current.Import"):
-            for index, amps in enumerate(r.current_a, start=1):
-                phase = f"L{index}"
-                if measurand in ("Current.Import", f"Current.Import.{phase}"):
-                    out.append(
-                        {
-                            **base,
-                            "value": _fmt(amps, 2),
-                            "measurand": "Current.Import",
-                            "phase": phase,
-                            "unit": "A",
-                        }
-                    )
-        elif measurand.startswith("Voltage"):
-            for index, volts in enumerate(r.voltage_v, start=1):
-                phase = f"L{index}"
-                if measurand in ("Voltage", f"Voltage.{phase}"):
-                    out.append(
-                        {
-                            **base,
-                            "value": _fmt(volts),
-                            "measurand": "Voltage",
-                            "phase": f"{phase}-N",
-                            "unit": "V",
-                        }
-                    )
-        elif measurand == "Frequency" and r.frequency_hz is not None:
-            out.append({**base, "value": _fmt(r.frequency_hz, 2), "measurand": measurand})
+    for m in measured(sample, measurands):
+        value: dict[str, Any] = {
+            "context": sample.context,
+            "format": "Raw",
+            "location": "Outlet",
+            "value": _fmt(m.value, m.decimals),
+            "measurand": m.measurand,
+        }
+        if m.phase is not None:
+            value["phase"] = m.phase
+        # 1.6's UnitOfMeasure has no Hz: a frequency goes without a unit, as before.
+        if m.unit is not None and m.unit != "Hz":
+            value["unit"] = m.unit
+        out.append(value)
     return out
 
 

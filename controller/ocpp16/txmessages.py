@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controller.core.connector import SessionEvent
 from controller.core.port import Sample, TxStart, TxStop
 from controller.core.records import DEFAULT_BACKEND
 from controller.csms.rpc import CALL, CallError
@@ -63,6 +64,12 @@ class TxMessages16:
             self.settings.get_csl("StopTxnAlignedData"),
         )
         return checked("StopTransaction", payload)
+
+    def updated(
+        self, connector_id: int, tx_id: str, seq: int, event: SessionEvent, at: str
+    ) -> None:
+        """1.6 has no message for a session event within a transaction."""
+        return None
 
     def meter_values(self, connector_id: int, samples: list[Sample]) -> dict[str, Any] | None:
         """A MeterValues payload (without transactionId) with the configured measurands of

@@ -42,10 +42,11 @@ from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
-from controller.ocpp201 import provisioning
 from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
+from controller.ocpp201.routes import ROUTES
+from controller.ocpp201.transactions import TxMessages201
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
@@ -162,9 +163,15 @@ class Ocpp201Client(AdapterBase):
             rng=self._rng,
             versions=versions,
         )
-        # Transactions are journaled (records only, no 2.0.1 messages yet: TransactionEvent
-        # is the next step); nothing is lost when it comes.
-        self.journal = TxJournal(store, (), boot_id=station.boot_id, clock=clock)
+        # TransactionEvent messages are journaled with each transaction event, in the same
+        # commit (E01-E09); without a device model (tests of the wire alone) records only.
+        self.transactions: TxMessages201 | None = None
+        if device_model is not None:
+            self.transactions = TxMessages201(
+                device_model, station, online=lambda: self._state == "accepted", backend=BACKEND
+            )
+        renderers = () if self.transactions is None else (self.transactions,)
+        self.journal = TxJournal(store, renderers, boot_id=station.boot_id, clock=clock)
         self.time = TimeSync(clock)
         self.heartbeat = Heartbeat(
             clock=clock,
@@ -179,9 +186,11 @@ class Ocpp201Client(AdapterBase):
             call=self._send_queued,
             rules=OutboxRules(
                 prepare=self._prepare_queued,
-                confirmed=lambda msg, result: False,
-                max_attempts=lambda: MESSAGE_ATTEMPTS,
-                retry_interval_s=lambda: MESSAGE_RETRY_INTERVAL_S,
+                confirmed=self._tx_message_confirmed,
+                max_attempts=lambda: self._comm_int("MessageAttempts", MESSAGE_ATTEMPTS),
+                retry_interval_s=lambda: self._comm_int(
+                    "MessageAttemptInterval", MESSAGE_RETRY_INTERVAL_S
+                ),
             ),
         )
         self.on_link_state: list[Callable[[str], None]] = []
@@ -204,22 +213,18 @@ class Ocpp201Client(AdapterBase):
 
     def start_transaction(self, tx: TxStart) -> int:
         tx_key = self.journal.start_transaction(tx)
-        LOG.warning(
-            "transaction %d on connector %d recorded; TransactionEvent not sent (not yet "
-            "implemented for OCPP 2.0.1)",
-            tx_key,
-            tx.connector_id,
-        )
+        self.pump.wake()
         return tx_key
 
     def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
         done = self.journal.stop_transaction(tx_key, stop)
-        LOG.warning("transaction %d ended (%s); recorded, not sent", tx_key, stop.reason.value)
+        self.pump.wake()
         return done
 
     def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
         if tx_key is not None:
             self.journal.record_samples(connector_id, tx_key, samples)
+            self.pump.wake()
         # Samples outside a transaction are best effort: MeterValuesRequest comes later.
 
     def status_changed(
@@ -240,7 +245,19 @@ class Ocpp201Client(AdapterBase):
         self._status_wakeup.set()
 
     def session_event(self, connector_id: int, event: sm.SessionEvent, at: str) -> None:
+        """Fed to the TransactionEvent renderer in order; within a running transaction it
+        may be an Updated (charging state, deauthorization)."""
         LOG.debug("connector %d: %s at %s", connector_id, event.kind.value, at)
+        if self.transactions is None:
+            return
+        self.transactions.note(connector_id, event)
+        try:
+            tx_key = self.station.view(connector_id).tx_key
+        except KeyError:
+            return
+        if tx_key is not None:
+            self.journal.record_event(connector_id, tx_key, event, at)
+            self.pump.wake()
 
     async def authorize(self, id_tag: str) -> AuthDecision:
         """AuthorizeRequest when accepted (C01); offline (or on any failure) the token is
@@ -408,16 +425,60 @@ class Ocpp201Client(AdapterBase):
     def _prepare_queued(self, msg: QueuedMessage) -> dict[str, Any]:
         return self.time.guard(msg.action, dict(msg.payload))
 
+    def _tx_message_confirmed(self, msg: QueuedMessage, result: dict[str, Any]) -> bool:
+        """A TransactionEventResponse whose idTokenInfo does not accept the transaction's
+        idToken deauthorizes it (E05.FR.02/09/10, C15.FR.03/04: StopTxOnInvalidId and
+        MaxEnergyOnInvalidId decide); the pump removes the message."""
+        info = result.get("idTokenInfo")
+        if (
+            msg.action == "TransactionEvent"
+            and isinstance(info, dict)
+            and msg.tx_key is not None
+            and "idToken" in msg.payload
+            and msg.payload.get("eventType") != "Ended"
+        ):
+            status = str(info.get("status"))
+            if status != "Accepted":
+                LOG.warning(
+                    "transaction %d: the CSMS answered idToken %s; deauthorized",
+                    msg.tx_key,
+                    status,
+                    extra={"action": "TransactionEvent", "tx_key": msg.tx_key},
+                )
+                self.station.deauthorize(msg.tx_key)
+        if msg.action == "TransactionEvent" and msg.payload.get("eventType") in (
+            "Started",
+            "Ended",
+        ):
+            LOG.info(
+                "transaction %s: TransactionEvent %s delivered (transactionId %s)",
+                msg.tx_key,
+                msg.payload["eventType"],
+                msg.payload["transactionInfo"]["transactionId"],
+                extra={"action": "TransactionEvent", "tx_key": msg.tx_key},
+            )
+        return False
+
+    def _comm_int(self, name: str, default: int) -> int:
+        """OCPPCommCtrlr.<name>[TransactionEvent] (E13.FR.01)."""
+        model = self.device_model
+        if model is None:
+            return default
+        try:
+            return model.get_int("OCPPCommCtrlr", VariableKey(name, "TransactionEvent"))
+        except (KeyError, ValueError):
+            return default
+
     async def _send_queued(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         return await self._call(action, payload)
 
     # ------------------------------------------------------------------ CSMS requests
 
     async def _handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Reached after the schema check of ``payload``: the declared routes (the device
-        model's requests so far); any other action is answered NotSupported."""
-        handler = provisioning.ROUTES.get(action)
-        if handler is not None and self.device_model is not None:
+        """Reached after the schema check of ``payload``: the declared routes
+        (controller/ocpp201/routes.py); any other action is answered NotSupported."""
+        handler = ROUTES.get(action)
+        if handler is not None:
             return await handler(self, payload)
         LOG.info("CSMS request %s: not supported yet", action)
         raise CallError(rpc201.NOT_SUPPORTED, f"{action} is not supported yet")

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from controller.core.connector import SessionEvent
 from controller.core.port import Sample, TxStart, TxStop
 from controller.core.records import StoreError
 from controller.runtime.clock import Clock
@@ -25,7 +26,8 @@ class TxRenderer(Protocol):
 
     ``seq`` is the backend's sequence number of the message within the transaction (0 for
     the start; a renderer that returns None for an event does not use up a number).
-    Implemented by controller.ocpp16.txmessages.TxMessages16.
+    Implemented by controller.ocpp16.txmessages.TxMessages16 and
+    controller.ocpp201.transactions.TxMessages201.
     """
 
     @property
@@ -38,6 +40,12 @@ class TxRenderer(Protocol):
     ) -> Rendered: ...
 
     def ended(self, stop: TxStop, tx_id: str, seq: int) -> Rendered: ...
+
+    def updated(
+        self, connector_id: int, tx_id: str, seq: int, event: SessionEvent, at: str
+    ) -> Rendered:
+        """A session event within the transaction (charging state, authorization)."""
+        ...
 
 
 class TxJournal:
@@ -163,6 +171,25 @@ class TxJournal:
             # Not expected (a full disk switches the store to memory); charging goes on,
             # the reading is lost but the end still carries the total.
             LOG.exception("could not journal samples")
+            return
+        if self._untrusted():
+            self._untrusted_seqs.extend(seqs)
+
+    def record_event(self, connector_id: int, tx_key: int, event: SessionEvent, at: str) -> None:
+        """A session event of a running transaction, for the backends that report it (2.0.1
+        TransactionEvent Updated); nothing is written when none does."""
+        record = self.store.get_transaction(tx_key)
+        if record is None or not record.open:
+            return
+        messages = self._render(
+            tx_key, lambda r, seq: r.updated(connector_id, record.tx_id, seq, event, at)
+        )
+        if not messages:
+            return
+        try:
+            seqs = self.store.append_tx_event(tx_key, EventKind.UPDATED, messages)
+        except StoreError:
+            LOG.exception("could not journal %s of transaction %d", event.kind.value, tx_key)
             return
         if self._untrusted():
             self._untrusted_seqs.extend(seqs)

@@ -493,6 +493,33 @@ class Store:
         ).fetchall()
         return [t for t in self._merged(tx_record(r) for r in rows) if t.open]
 
+    def transaction_by_tx_id(self, tx_id: str) -> TxRecord | None:
+        """The transaction with the charger's own id ``tx_id`` (2.0.1 transactionId)."""
+        for record in self._mem_tx.values():
+            if record.tx_id == tx_id:
+                return record
+        row = self._db.execute(TX_SELECT + " WHERE t.tx_id = ?", (tx_id,)).fetchone()
+        return None if row is None else tx_record(row)
+
+    def tx_messages_queued(self, backend: str, tx_key: int | None = None) -> bool:
+        """Whether the backend has transaction messages still to deliver: of transaction
+        ``tx_key``, or of any transaction."""
+        gone = self._mem_gone
+        for seq, msg in self._mem_outbox.items():
+            if msg.backend == backend and msg.tx_key is not None and seq not in gone:
+                if tx_key is None or msg.tx_key == tx_key:
+                    return True
+        where = (
+            "backend = ? AND tx_key IS NOT NULL"
+            if tx_key is None
+            else ("backend = ? AND tx_key = ?")
+        )
+        params: tuple[Any, ...] = (backend,) if tx_key is None else (backend, tx_key)
+        for row in self._db.execute(f"SELECT seq FROM outbox WHERE {where}", params):
+            if int(row["seq"]) not in gone:
+                return True
+        return False
+
     def transactions(self, limit: int = 100) -> list[TxRecord]:
         rows = self._db.execute(TX_SELECT + " ORDER BY t.tx_key DESC LIMIT ?", (limit,)).fetchall()
         merged = self._merged(tx_record(r) for r in rows)

@@ -21,6 +21,9 @@ class EventKind(enum.StrEnum):
 
     STARTED = "started"
     SAMPLES = "samples"
+    # Anything else within a transaction (2.0.1 TransactionEvent Updated for a charging
+    # state, an authorization change): never dropped, unlike samples at the memory cap.
+    UPDATED = "updated"
     ENDED = "ended"
     # Not of a transaction, but delivered with the same guarantee: queued durably, in order,
     # removed on confirmation (security whitepaper A04.FR.02).

@@ -10,8 +10,8 @@
 //
 // OCPP 2.0.1: with CSMS_PROTOCOLS=ocpp2.0.1 (a comma-separated list, in order of preference;
 // default ocpp1.6) a station that picks ocpp2.0.1 is checked against ocpp-rpc's 2.0.1 schemas,
-// with BootNotification, Heartbeat, StatusNotification and Authorize answered and the 2.0.1
-// error codes (part 4 4.3) required in its CALLERRORs.
+// with BootNotification, Heartbeat, StatusNotification, Authorize and TransactionEvent answered
+// and the 2.0.1 error codes (part 4 4.3) required in its CALLERRORs.
 //
 // Usage: node csms.js [port]   (or CSMS_PORT=...; 0 or nothing = pick a free port)
 // Listens on 127.0.0.1, URL ws://127.0.0.1:<port>/<anything>/<chargePointId>.
@@ -112,6 +112,8 @@ function registerHandlers201(client) {
     client.handle('Heartbeat', () => ({ currentTime: now() }));
     client.handle('StatusNotification', () => ({}));
     client.handle('Authorize', () => ({ idTokenInfo: { status: 'Accepted' } }));
+    client.handle('TransactionEvent', ({ params }) =>
+        params.idToken ? { idTokenInfo: { status: 'Accepted' } } : {});
     client.handle(({ method }) => {
         throw createRPCError('NotImplemented', `test CSMS does not handle ${method}`);
     });

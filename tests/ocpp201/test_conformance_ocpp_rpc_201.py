@@ -51,3 +51,28 @@ async def test_boot_status_heartbeat_and_errors_pass_strict_201(
     stats = await csms.stats()
     assert stats["violations"] == []
     assert stats["maxOutstanding"] == 1
+
+
+async def test_transaction_events_pass_strict_201(charger: Any, node_csms_201: NodeCsms) -> None:
+    """TC_E_03_CS / TC_E_07_CS against ocpp-rpc strict mode: a whole session's
+    TransactionEvent Started, Updated (charging state, periodic samples) and Ended are
+    schema-valid 2.0.1, one at a time, with seqNo 0, 1, 2, ... and one transactionId."""
+    csms = node_csms_201
+    h = await charger(csms, wait_accepted=False, ocpp_version="2.0.1")
+    await csms.wait_connected(STATION_ID)
+    await csms.wait_call("StatusNotification", lambda p: p["connectorStatus"] == "Available")
+    h.plug(1)
+    await h.advance(1)
+    h.tap()
+    await csms.wait_call("TransactionEvent", lambda p: p["eventType"] == "Started")
+    for _ in range(125):
+        await h.advance(1)
+    await csms.wait_call("TransactionEvent", lambda p: p["triggerReason"] == "MeterValuePeriodic")
+    h.tap()
+    await csms.wait_call("TransactionEvent", lambda p: p["eventType"] == "Ended")
+    sent = [f.payload for f in csms.received if f.action == "TransactionEvent"]
+    assert [p["seqNo"] for p in sent] == list(range(len(sent)))
+    assert len({p["transactionInfo"]["transactionId"] for p in sent}) == 1
+    stats = await csms.stats()
+    assert stats["violations"] == []
+    assert stats["maxOutstanding"] == 1

@@ -264,7 +264,7 @@ def test_set_out_of_range_and_not_in_values_list(store: Store) -> None:
         item("OCPPCommCtrlr", "HeartbeatInterval", value="0"),
         item("OCPPCommCtrlr", "ResetRetries", value="11"),
         item("SampledDataCtrlr", "TxUpdatedMeasurands", value="Energy.Active.Import.Register,RPM"),
-        item("TxCtrlr", "TxStartPoint", value="DataSigned"),
+        item("AlignedDataCtrlr", "Measurands", value="SoC"),
         item("SecurityCtrlr", "OrganizationName", value="x" * 65),
         item("ClockCtrlr", "TimeSource", value="Heartbeat,Heartbeat"),
         item("OCPPCommCtrlr", "OfflineThreshold", value="99999999999"),

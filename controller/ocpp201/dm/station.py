@@ -421,8 +421,24 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
         _var(
             tx, "MaxEnergyOnInvalidId", "integer", "0", unit="Wh", min_limit=0, max_limit=1_000_000
         ),
-        _var(tx, "TxStartPoint", "MemberList", "PowerPathClosed", values=TX_POINTS),
-        _var(tx, "TxStopPoint", "MemberList", "EVConnected,Authorized", values=TX_POINTS),
+        # The transaction is the core's (authorized and connected, to the unplug or the stop
+        # authorization): the 1.6-compatible points of Part 2 E 1.1.2, fixed (E 1.1.1 "R").
+        _var(
+            tx,
+            "TxStartPoint",
+            "MemberList",
+            "PowerPathClosed",
+            mutability=ro,
+            values=TX_POINTS,
+        ),
+        _var(
+            tx,
+            "TxStopPoint",
+            "MemberList",
+            "EVConnected,Authorized",
+            mutability=ro,
+            values=TX_POINTS,
+        ),
     ]
     smart = ComponentKey("SmartChargingCtrlr")
     switch = any(e.phase_switch for e in desc.evses)
