@@ -161,14 +161,17 @@ def write_sim_charger_toml(
     csms_url: str,
     storage: Path,
     reconnect_s: tuple[float, float] | None = None,
+    ocpp_version: str = "1.6",
 ) -> None:
     """An ``evsed run`` config: one simulated connector, 1 s tick, API on a free 127.0.0.1
-    port; ``reconnect_s`` = (reconnect_min_s, reconnect_max_s) if not the defaults."""
+    port; ``reconnect_s`` = (reconnect_min_s, reconnect_max_s) if not the defaults;
+    ``ocpp_version`` the version the charger speaks ("1.6" or "2.0.1")."""
     reconnect = (
         f"reconnect_min_s = {reconnect_s[0]}\nreconnect_max_s = {reconnect_s[1]}\n"
         if reconnect_s is not None
         else ""
     )
+    reconnect += f'ocpp_version = "{ocpp_version}"\n'
     path.write_text(
         f'[station]\nid = "{station_id}"\nstorage = "{storage}"\ntick_interval_s = 1.0\n\n'
         f'[csms]\nurl = "{csms_url}"\n{reconnect}\n'

@@ -220,9 +220,14 @@ class CpuQuota:
 # --------------------------------------------------------------------------- boot runs
 
 
-def write_config(path: Path, csms_url: str, storage: Path) -> None:
+def write_config(path: Path, csms_url: str, storage: Path, ocpp_version: str) -> None:
     write_sim_charger_toml(
-        path, station_id=STATION_ID, csms_url=csms_url, storage=storage, reconnect_s=(0.05, 0.5)
+        path,
+        station_id=STATION_ID,
+        csms_url=csms_url,
+        storage=storage,
+        reconnect_s=(0.05, 0.5),
+        ocpp_version=ocpp_version,
     )
 
 
@@ -299,7 +304,7 @@ async def run(args: argparse.Namespace, runs: int, workdir: Path) -> int:
         log = workdir / "evsed.log"
         for i in range(args.warmup + runs):
             storage_dir = workdir / (f"store-{i}" if args.fresh_store else "store")
-            write_config(cfg, csms.url, storage_dir / "evsed.db")
+            write_config(cfg, csms.url, storage_dir / "evsed.db", args.ocpp)
             # Interleave the floors with the boots so both see the same machine load.
             floor, floor_cpu = await asyncio.to_thread(interpreter_start, [*PYTHON, "-c", "pass"])
             imp, imp_cpu = await asyncio.to_thread(interpreter_start, [*PYTHON, "-c", IMPORTS])
@@ -333,7 +338,7 @@ async def run(args: argparse.Namespace, runs: int, workdir: Path) -> int:
                     storage_dir = workdir / (
                         f"store-q{percent}-{i}" if args.fresh_store else "store"
                     )
-                    write_config(cfg, csms.url, storage_dir / "evsed.db")
+                    write_config(cfg, csms.url, storage_dir / "evsed.db", args.ocpp)
                     boot, boot_cpu, _ = await boot_once(csms, boot_seen, cfg, log, quota)
                     quota_boots.setdefault(percent, []).append(boot)
                     quota_cpus.setdefault(percent, []).append(boot_cpu)
@@ -423,6 +428,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a run under this CPU quota, in %% of one core (repeatable; default 10 and 25)",
     )
     parser.add_argument(
+        "--ocpp",
+        choices=("1.6", "2.0.1"),
+        default="1.6",
+        help="the version the charger speaks (2.0.1 also loads its adapter before the boot)",
+    )
+    parser.add_argument(
         "--layout",
         choices=("installed", "checkout"),
         default="installed",
@@ -450,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
 
     print(
-        f"evsed boot time: {runs} measured start(s) (+{args.warmup} warm-up), "
+        f"evsed boot time (OCPP {args.ocpp}): {runs} measured start(s) (+{args.warmup} warm-up), "
         f"{sys.executable}, Python {sys.version.split()[0]}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="evsed-bench-boot-"))

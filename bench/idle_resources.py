@@ -119,8 +119,14 @@ def sample(pid: int) -> ProcSample:
 # --------------------------------------------------------------------------- child
 
 
-def write_config(path: Path, csms_url: str, storage: Path) -> None:
-    write_sim_charger_toml(path, station_id=STATION_ID, csms_url=csms_url, storage=storage)
+def write_config(path: Path, csms_url: str, storage: Path, ocpp_version: str = "1.6") -> None:
+    write_sim_charger_toml(
+        path,
+        station_id=STATION_ID,
+        csms_url=csms_url,
+        storage=storage,
+        ocpp_version=ocpp_version,
+    )
 
 
 # --------------------------------------------------------------------------- run
@@ -132,7 +138,7 @@ async def run(args: argparse.Namespace, idle_s: float, workdir: Path) -> int:
     ) as csms:
         cfg = workdir / "evsed.toml"
         log = workdir / "evsed.log"
-        write_config(cfg, csms.url, workdir / "store" / "evsed.db")
+        write_config(cfg, csms.url, workdir / "store" / "evsed.db", args.ocpp)
         argv = [sys.executable, "-m", "controller.cli", "run", "--no-restart", "-c", str(cfg)]
         proc = spawn(argv, log)
         # The floor: the same interpreter running an asyncio loop with nothing to do.
@@ -265,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         help="HeartbeatInterval the DevCsms hands out at boot (s)",
     )
     parser.add_argument(
+        "--ocpp", choices=("1.6", "2.0.1"), default="1.6", help="the version the charger speaks"
+    )
+    parser.add_argument(
         "--settle",
         type=float,
         default=1.0,
@@ -284,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
 
     print(
-        f"evsed idle resources: {minutes:g} min idle, HeartbeatInterval "
+        f"evsed idle resources (OCPP {args.ocpp}): {minutes:g} min idle, HeartbeatInterval "
         f"{args.heartbeat_interval} s, tick 1.0 s, {sys.executable}, "
         f"Python {sys.version.split()[0]}"
     )
