@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller.core.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
 from controller.core.composite import CompositeSchedule
 from controller.core.connector import Phase, StopCause
-from controller.core.reservations import CancelResult, Reservation, ReserveResult
+from controller.core.reservations import (
+    CancelResult,
+    Reservation,
+    ReservationEnd,
+    ReserveResult,
+)
 from hal.base import FaultKind, MeterReading
 
 __all__ = [
@@ -98,6 +104,11 @@ class StationControl(Protocol):
         ...
 
     def cancel_reservation(self, reservation_id: int) -> CancelResult: ...
+
+    def on_reservation_ended(self, listener: Callable[[Reservation, ReservationEnd], None]) -> None:
+        """``listener(reservation, end)`` whenever a reservation ends (used, cancelled,
+        expired, removed by a fault or unavailability)."""
+        ...
 
     async def stop_all(self, cause: StopCause) -> None: ...
 

@@ -40,6 +40,17 @@ class CancelResult(enum.StrEnum):
     REJECTED = "Rejected"  # no reservation with that id
 
 
+class ReservationEnd(enum.StrEnum):
+    """Why a reservation ended (2.0.1 ReservationStatusUpdate reports EXPIRED and REMOVED)."""
+
+    USED = "used"  # a transaction started with it (5.13 (1), H03.FR.09)
+    CANCELLED = "cancelled"  # the CSMS cancelled it (H02)
+    EXPIRED = "expired"  # its expiry passed (5.13 (2), H04.FR.01)
+    # The connector faulted or went unavailable, or the whole station did (5.13 (3),
+    # H01.FR.16/17).
+    REMOVED = "removed"
+
+
 @value
 class Reservation:
     """One reservation: ``connector_id`` 0 = any connector; ``expiry`` is timezone-aware."""

@@ -42,6 +42,7 @@ from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
+from controller.ocpp201 import reservations as reservations201
 from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
@@ -194,6 +195,7 @@ class Ocpp201Client(AdapterBase):
             ),
         )
         self.on_link_state: list[Callable[[str], None]] = []
+        reservations201.follow(self)  # ReservationStatusUpdate (H01.FR.16/17, H04.FR.01)
 
     # ------------------------------------------------------------------ state
 
@@ -395,14 +397,20 @@ class Ocpp201Client(AdapterBase):
         return iso_utc(self.clock.utc_now())
 
     async def _status_pump(self) -> None:
-        """One StatusNotificationRequest per changed connector, oldest change first."""
+        """One StatusNotificationRequest per changed connector, oldest change first.
+
+        The status in flight counts as reported while it is sent, so a change back to the
+        status before it (Reserved, then Available at once) is queued, not dropped as
+        "what the CSMS knows"; a status that did not get through is queued again."""
         while True:
             self._status_wakeup.clear()
             if not self._pending_status:
                 await self._status_wakeup.wait()
                 continue
             cid = next(iter(self._pending_status))
-            status, at = self._pending_status[cid]
+            status, at = self._pending_status.pop(cid)
+            previous = self._reported_status.get(cid)
+            self._reported_status[cid] = status
             evse_id, connector_id = status201.evse_of(cid)
             payload = {
                 "timestamp": at,
@@ -414,13 +422,22 @@ class Ocpp201Client(AdapterBase):
                 await self._call(
                     "StatusNotification", self.time.guard("StatusNotification", payload)
                 )
-            except CallTimeout:
-                continue
             except CallError as exc:
                 LOG.warning("StatusNotification refused: %s", exc)
-            self._reported_status[cid] = status
-            if self._pending_status.get(cid) == (status, at):
-                del self._pending_status[cid]
+            except CallTimeout:
+                self._unsent_status(cid, status, at, previous)
+            except ConnectionLost:
+                self._unsent_status(cid, status, at, previous)
+                raise
+
+    def _unsent_status(self, cid: int, status: str, at: str, previous: str | None) -> None:
+        """Put back a status that did not get through (unless a newer one waits)."""
+        if previous is None:
+            self._reported_status.pop(cid, None)
+        else:
+            self._reported_status[cid] = previous
+        if cid not in self._pending_status:
+            self._pending_status[cid] = (status, at)
 
     def _prepare_queued(self, msg: QueuedMessage) -> dict[str, Any]:
         return self.time.guard(msg.action, dict(msg.payload))

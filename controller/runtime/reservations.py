@@ -18,7 +18,12 @@ from datetime import datetime
 from controller.core import connector as sm
 from controller.core import reservations as rules
 from controller.core.records import StationRecords, StoreError
-from controller.core.reservations import CancelResult, Reservation, ReserveResult
+from controller.core.reservations import (
+    CancelResult,
+    Reservation,
+    ReservationEnd,
+    ReserveResult,
+)
 from controller.core.timestamps import iso_utc, parse_iso
 from controller.runtime.clock import Clock
 from controller.runtime.connector import ConnectorRuntime
@@ -86,6 +91,7 @@ class Reservations:
         self._by_id: dict[int, Reservation] = {}
         self._holds: dict[int, int] = {}  # reservation for any connector -> connector kept
         self._syncing = False
+        self._listeners: list[Callable[[Reservation, ReservationEnd], None]] = []
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[None]:
@@ -201,7 +207,7 @@ class Reservations:
         if r is None:
             return CancelResult.REJECTED
         with self._batch():
-            self._forget(r, "cancelled")
+            self._forget(r, ReservationEnd.CANCELLED)
             self._unplace(r)
         return CancelResult.ACCEPTED
 
@@ -227,7 +233,7 @@ class Reservations:
         r = self._by_id.get(reservation_id)
         if r is not None:
             self._holds.pop(reservation_id, None)
-            self._forget(r, "used")
+            self._forget(r, ReservationEnd.USED)
 
     def tick(self, now: datetime) -> None:
         """5.13 (2): at expiryDate the reservation ends and its connector becomes available
@@ -236,7 +242,7 @@ class Reservations:
         if ended:
             with self._batch():
                 for r in ended:
-                    self._forget(r, "expired")
+                    self._forget(r, ReservationEnd.EXPIRED)
                     self._unplace(r)
 
     def next_expiry(self) -> datetime | None:
@@ -271,11 +277,11 @@ class Reservations:
             if s.reservation_id != r.reservation_id:
                 # Dropped by the state machine: the connector faulted or went unavailable.
                 why = "connector faulted" if s.fault is not None else "connector unavailable"
-                self._forget(r, why)
+                self._forget(r, ReservationEnd.REMOVED, why)
                 changed = True
         if not self._station_operative():
             for r in [r for r in self._by_id.values() if r.any_connector]:
-                self._forget(r, "charge point unavailable")
+                self._forget(r, ReservationEnd.REMOVED, "charge point unavailable")
                 self._unplace(r)
                 changed = True
         # A kept connector the state machine released (fault, unavailable) keeps it no more.
@@ -312,10 +318,16 @@ class Reservations:
 
     # ------------------------------------------------------------------ storage
 
-    def _forget(self, r: Reservation, why: str) -> None:
+    def _forget(self, r: Reservation, end: ReservationEnd, why: str | None = None) -> None:
         self._by_id.pop(r.reservation_id, None)
         self._delete(PREFIX + str(r.reservation_id))
-        LOG.info("reservation %d ended: %s", r.reservation_id, why)
+        LOG.info("reservation %d ended: %s", r.reservation_id, why or end.value)
+        for listener in list(self._listeners):
+            listener(r, end)
+
+    def add_listener(self, listener: Callable[[Reservation, ReservationEnd], None]) -> None:
+        """``listener(reservation, end)`` whenever a reservation ends, for any reason."""
+        self._listeners.append(listener)
 
     def _save(self, r: Reservation) -> None:
         try:

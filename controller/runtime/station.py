@@ -19,7 +19,13 @@ from controller.core.loadshare import SiteConfig
 from controller.core.policy import ChargingPolicy
 from controller.core.port import AuthDecision, CsmsPort, Sample, TxStart, TxStop
 from controller.core.records import StationRecords, StoreError
-from controller.core.reservations import CancelResult, Reservation, ReserveResult, same_token
+from controller.core.reservations import (
+    CancelResult,
+    Reservation,
+    ReservationEnd,
+    ReserveResult,
+    same_token,
+)
 from controller.core.safety import wants_current
 from controller.core.timestamps import iso_utc
 from controller.runtime import snapshot as snap
@@ -881,6 +887,9 @@ class Station:
 
     def cancel_reservation(self, reservation_id: int) -> CancelResult:
         return self.reservations.cancel(reservation_id)
+
+    def on_reservation_ended(self, listener: Callable[[Reservation, ReservationEnd], None]) -> None:
+        self.reservations.add_listener(listener)
 
     def set_csms_online(self, online: bool) -> None:
         """The CSMS connection went up or down: an idle connector's light says "offline"
