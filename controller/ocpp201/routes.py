@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from controller.ocpp201 import provisioning, reservations, txstatus
+from controller.ocpp201 import datatransfer, provisioning, reservations, txstatus
 
 if TYPE_CHECKING:
     from controller.ocpp201.client import Ocpp201Client
@@ -18,4 +18,5 @@ ROUTES: dict[str, Handler] = {
     **provisioning.ROUTES,
     **txstatus.ROUTES,
     **reservations.ROUTES,
+    **datatransfer.ROUTES,
 }

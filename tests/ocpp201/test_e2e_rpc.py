@@ -86,3 +86,11 @@ async def test_station_frames_are_valid_201(station: Harness, csms: DevCsms) -> 
     assert [r.error_code for r in csms.sent_results if r.error_code] == []
     for frame in csms.received:
         rpc201.validate(2, frame.action, frame.payload)
+
+
+async def test_data_transfer_unknown_vendor(station: Harness, csms: DevCsms) -> None:
+    """P01.FR.05: evsed implements no vendor extension: any vendorId is UnknownVendorId."""
+    request = {"vendorId": "com.example.widget", "messageId": "Ping", "data": {"x": 1}}
+    frame = await csms.call_raw(STATION_ID, "DataTransfer", request)
+    assert frame[0] == 3 and frame[2] == {"status": "UnknownVendorId"}
+    rpc201.validate(3, "DataTransfer", frame[2])
