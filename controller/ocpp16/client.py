@@ -34,6 +34,7 @@ from controller.csms.connection import (
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
+from controller.csms.security_events import SecurityEventQueue
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
 from controller.ocpp16 import messages as build
@@ -44,7 +45,7 @@ from controller.ocpp16.auth import LocalAuth
 from controller.ocpp16.routes import handler, route, supported_actions, trigger_for
 from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION, TYPE_CONSTRAINT_VIOLATION
 from controller.ocpp16.secprofile import ConnectionSecurity
-from controller.ocpp16.security_events import SecurityEvents16
+from controller.ocpp16.security_events import TYPE_16
 from controller.ocpp16.settings import Settings
 from controller.ocpp16.txmessages import TxMessages16
 from controller.runtime.clock import Clock, sleep_or_event
@@ -179,7 +180,9 @@ class Ocpp16Client(AdapterBase):
             call=lambda action, payload: self._call(action, payload),
             on_time=self.time.note_server_time,
         )
-        self.security_events = SecurityEvents16(self.journal, backend, self._wake_pump)
+        self.security_events = SecurityEventQueue(
+            self.journal, backend, self._wake_pump, TYPE_16.__getitem__
+        )
         self.pump = OutboxPump(
             store=store,
             backend=backend,

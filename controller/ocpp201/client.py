@@ -40,6 +40,7 @@ from controller.csms.connection import (
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
+from controller.csms.security_events import SecurityEventQueue
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
 from controller.ocpp201 import reservations as reservations201
@@ -192,9 +193,17 @@ class Ocpp201Client(AdapterBase):
                 retry_interval_s=lambda: self._comm_int(
                     "MessageAttemptInterval", MESSAGE_RETRY_INTERVAL_S
                 ),
+                refused_for_good=lambda msg, exc: self.security_events.refused_for_good(msg, exc),
             ),
         )
         self.on_link_state: list[Callable[[str], None]] = []
+        # A04: every security event as a SecurityEventNotification, queued durably in order
+        # with the transaction messages (2.0.1 spells the types as the core names them).
+        self.security_events = SecurityEventQueue(
+            self.journal, BACKEND, self.pump.wake, lambda kind: kind.value
+        )
+        if security_log is not None:
+            security_log.add_listener(self.security_events)
         reservations201.follow(self)  # ReservationStatusUpdate (H01.FR.16/17, H04.FR.01)
 
     # ------------------------------------------------------------------ state
@@ -509,6 +518,13 @@ class Ocpp201Client(AdapterBase):
             self.device_model.set_internal("OCPPCommCtrlr", "HeartbeatInterval", str(interval_s))
         except (KeyError, InvalidValue) as exc:
             LOG.warning("HeartbeatInterval %d not kept in the device model: %s", interval_s, exc)
+
+    async def close(self, reason: str = "charging station stopping") -> None:
+        """Close the connection, then stop listening to the security log: after a hand-over
+        to another OCPP version its events go to that version's adapter."""
+        await super().close(reason)
+        if self.security_log is not None:
+            self.security_log.remove_listener(self.security_events)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
         """Run ``coro`` in the client's task group (work that follows a request's answer)."""

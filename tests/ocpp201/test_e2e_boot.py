@@ -102,6 +102,7 @@ async def test_pending_then_accepted(charger: Any, csms: DevCsms) -> None:
         "BootNotification",
         "NotifyReport",
         "StatusNotification",
+        "SecurityEventNotification",  # StartupOfTheDevice, queued since the start (A04)
     }
     assert client(h).connects == 1  # B02.FR.06: the connection was not closed
     assert security_errors(csms) == []
