@@ -337,12 +337,20 @@ class App:
 
     def _usable_versions(self) -> tuple[str, ...]:
         """The configured versions, without 2.0.1 once a 1.6 CSMS raised the security
-        profile (A05): the 2.0.1 adapter has no TLS yet and must not downgrade the link."""
+        profile above the configured one (A05): 2.0.1 connects with the configured profile
+        (its raise, B09 SetNetworkProfile, is not built yet) and must not downgrade the link."""
         csms = self.config.csms
         assert csms is not None
         versions = csms.ocpp_versions
-        if "2.0.1" in versions and self.settings.get_int("SecurityProfile") >= 2:
-            LOG.error("security profile 2 or 3 is in use: OCPP 2.0.1 (no TLS yet) not offered")
+        raised = self.settings.get_int("SecurityProfile")
+        if "2.0.1" in versions and raised > csms.security_profile:
+            LOG.error(
+                "a 1.6 CSMS raised the security profile to %d (configured %d): OCPP 2.0.1 not"
+                " offered, it would connect with profile %d",
+                raised,
+                csms.security_profile,
+                csms.security_profile,
+            )
             versions = tuple(v for v in versions if v != "2.0.1") or ("1.6",)
         return versions
 
@@ -381,6 +389,7 @@ class App:
             has_reader=cfg.reader is not None,
             station=self.station,
             clock=self.clock,
+            security_profile=csms.security_profile,
         )
         policy201.follow(model, self.station.set_policy)
         return Ocpp201Client(
@@ -396,6 +405,8 @@ class App:
             rng=self.rng,
             on_frame=self._observe_frame,
             security_log=self.security_log,
+            tls_material=self.tls_material,
+            configured_profile=csms.security_profile,
         )
 
     def _connection_options(self) -> ConnectionOptions:

@@ -391,12 +391,6 @@ def parse(data: dict[str, Any]) -> Config:
                 "csms.client_key" if client_key is None else "csms.client_cert",
                 "client_cert and client_key come together (the chain and its private key)",
             )
-        if "2.0.1" in versions and (profile >= 2 or parsed.scheme == "wss"):
-            # The 2.0.1 adapter has no TLS yet (issue 14): never a silent downgrade.
-            raise ConfigError(
-                "csms.ocpp_version",
-                '"2.0.1" supports security profile 1 (ws:// with Basic auth) only so far',
-            )
         tls_url = _str(csms_t, "tls_url", "csms.tls_url")
         if tls_url is not None:
             try:

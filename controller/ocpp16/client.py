@@ -34,6 +34,7 @@ from controller.csms.connection import (
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
+from controller.csms.secprofile import ConnectionSecurity
 from controller.csms.security_events import SecurityEventQueue
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
@@ -44,7 +45,6 @@ from controller.ocpp16 import status as status16
 from controller.ocpp16.auth import LocalAuth
 from controller.ocpp16.routes import handler, route, supported_actions, trigger_for
 from controller.ocpp16.rpc import PROPERTY_CONSTRAINT_VIOLATION, TYPE_CONSTRAINT_VIOLATION
-from controller.ocpp16.secprofile import ConnectionSecurity
 from controller.ocpp16.security_events import TYPE_16
 from controller.ocpp16.settings import Settings
 from controller.ocpp16.txmessages import TxMessages16

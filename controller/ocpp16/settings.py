@@ -298,6 +298,11 @@ class Settings:
     def key(self, name: str) -> KeyDef | None:
         return self._keys.get(name)
 
+    def configured(self, name: str) -> str:
+        """The key's value from the configuration file (its default here), before any
+        change the CSMS made."""
+        return self._keys[name].default
+
     def get(self, name: str) -> str:
         return self._values[name]
 

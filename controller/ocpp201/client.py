@@ -40,6 +40,7 @@ from controller.csms.connection import (
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
+from controller.csms.secprofile import ConnectionSecurity
 from controller.csms.security_events import SecurityEventQueue
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
@@ -48,10 +49,12 @@ from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
 from controller.ocpp201.routes import ROUTES
+from controller.ocpp201.security import DeviceModelSecurity
 from controller.ocpp201.transactions import TxMessages201
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
+from controller.security.material import TlsMaterial
 from controller.storage.journal import TxJournal
 from controller.storage.store import QueuedMessage, Store
 from hal.base import FaultKind
@@ -127,6 +130,8 @@ class Ocpp201Client(AdapterBase):
         security_log: SecurityLog | None = None,
         offline_threshold_s: float = OFFLINE_THRESHOLD_S,
         device_model: DeviceModel | None = None,
+        tls_material: TlsMaterial | None = None,
+        configured_profile: int = 1,
     ) -> None:
         self.identity = identity
         self.options = options
@@ -154,17 +159,47 @@ class Ocpp201Client(AdapterBase):
         self._status_wakeup = asyncio.Event()
         self.last_message_s: float | None = None
         self.boot_statuses: list[str] = []  # what each BootNotificationResponse said
-        self._link = CsmsConnection(
-            url=station_url(options.csms_url, identity.station_id),
-            subprotocol=SUBPROTOCOL,
-            options=options,
-            clock=clock,
-            session=self._session,
-            headers=lambda: basic_auth_header(identity.station_id, options.password),
-            on_state=self._on_link,
-            rng=self._rng,
-            versions=versions,
-        )
+        # Security profiles 1-3 (A00): URL, TLS context and Basic credentials of each attempt
+        # from SecurityCtrlr (controller/csms/secprofile.py, shared with 1.6); without a
+        # device model (tests of the wire alone) plain Basic auth from the configuration.
+        self.security: ConnectionSecurity | None = None
+        if device_model is not None:
+            self.security = ConnectionSecurity(
+                station_id=identity.station_id,
+                options=options,
+                settings=DeviceModelSecurity(device_model, configured_profile),
+                store=store,
+                clock=clock,
+                material=tls_material,
+                security_log=security_log,
+            )
+            self.security.request_reconnect = self._reconnect_soon
+            self._link = CsmsConnection(
+                url=self.security.url(),
+                url_of=self.security.url,
+                subprotocol=SUBPROTOCOL,
+                options=options,
+                clock=clock,
+                session=self._session,
+                headers=self.security.headers,
+                ssl_context=self.security.ssl_context,
+                on_state=self._on_link,
+                on_failure=self.security.attempt_failed,
+                rng=self._rng,
+                versions=versions,
+            )
+        else:
+            self._link = CsmsConnection(
+                url=station_url(options.csms_url, identity.station_id),
+                subprotocol=SUBPROTOCOL,
+                options=options,
+                clock=clock,
+                session=self._session,
+                headers=lambda: basic_auth_header(identity.station_id, options.password),
+                on_state=self._on_link,
+                rng=self._rng,
+                versions=versions,
+            )
         # TransactionEvent messages are journaled with each transaction event, in the same
         # commit (E01-E09); without a device model (tests of the wire alone) records only.
         self.transactions: TxMessages201 | None = None
@@ -292,7 +327,19 @@ class Ocpp201Client(AdapterBase):
 
     # ------------------------------------------------------------------ connection
 
+    def _reconnect_soon(self, reason: str) -> None:
+        """After SetVariables(BasicAuthPassword) Accepted: close normally and reconnect with
+        the new password (A01.FR.xx: the next connection uses it)."""
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)  # let SetVariablesResponse go out first
+            await self._link.reconnect(reason)
+
+        self._tasks.spawn(later(), name="security-reconnect")
+
     def _on_link(self, state: str) -> None:
+        if state == "connected" and self.security is not None:
+            self.security.connected()
         if state == "connecting":
             self._state = "connecting"
         elif state == "offline":

@@ -35,6 +35,7 @@ def station_model(
     has_reader: bool,
     station: StationControl,
     clock: Clock,
+    security_profile: int = 1,
 ) -> dm.DeviceModel:
     """The charger's device model (config ``connectors``: one EVSE each), its live values
     read from the station: availability, power and energy register, the clock."""
@@ -59,7 +60,8 @@ def station_model(
         energy_wh=energy_wh,
         utc_now=lambda: iso_utc(clock.utc_now()),
     )
-    return dm.build_station_model(store, dm.describe(connectors, has_reader=has_reader), live)
+    description = dm.describe(connectors, has_reader=has_reader, security_profile=security_profile)
+    return dm.build_station_model(store, description, live)
 
 
 def _model(client: Ocpp201Client) -> dm.DeviceModel:

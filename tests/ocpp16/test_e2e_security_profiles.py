@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from controller.csms.secprofile import FALLBACK_AFTER_FAILURES, PREVIOUS_KEY, PREVIOUS_PROFILE
 from controller.dev.devcsms import CsmsEvent, DevCsms, StationDisconnected
-from controller.ocpp16.secprofile import FALLBACK_AFTER_FAILURES, PREVIOUS_KEY, PREVIOUS_PROFILE
 from tests.conftest import STATION_ID
 from tests.security.tlskit import HOST, Pki, accepted, advance_until, logged_kinds, notification
 

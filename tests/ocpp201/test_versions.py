@@ -157,24 +157,23 @@ async def test_a_csms_that_accepts_none_is_an_error_and_retried(
     "extra",
     [{"security_profile": 2, "url": "wss://127.0.0.1:9/ocpp"}, {"url": "wss://127.0.0.1:9/ocpp"}],
 )
-def test_201_refused_with_tls_until_it_has_it(tmp_path: Path, extra: dict[str, Any]) -> None:
-    """The 2.0.1 adapter has no TLS yet: a configuration that needs it is an error, not a
-    silent downgrade to ws://."""
+def test_201_configured_with_tls(tmp_path: Path, extra: dict[str, Any]) -> None:
+    """2.0.1 speaks security profiles 2 and 3 (A00): a wss:// CSMS is a valid choice."""
     data = charger_config(tmp_path, "ws://127.0.0.1:9/ocpp", ocpp_version=["2.0.1", "1.6"])
     data["csms"].update(extra)
     if extra.get("security_profile") == 2:
         data["csms"]["password"] = "secret-secret-1234"
-    with pytest.raises(ConfigError) as info:
-        parse(data)
-    assert info.value.key == "csms.ocpp_version"
-    assert "security profile 1" in str(info.value)
+    config = parse(data)
+    assert config.csms is not None and config.csms.security_profile == 2
+    assert config.csms.ocpp_versions == ("2.0.1", "1.6")
 
 
 async def test_201_not_offered_once_a_16_csms_raised_the_profile(
     charger: Any, csms: DevCsms, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A05: a 1.6 CSMS raised SecurityProfile to 2; the 2.0.1 adapter (no TLS yet) would
-    downgrade the link, so 2.0.1 is no longer offered (a logged error)."""
+    """A05: a 1.6 CSMS raised SecurityProfile to 2 above the configured 1; the 2.0.1 adapter
+    connects with the configured profile (no raise over 2.0.1 yet), which would downgrade
+    the link, so 2.0.1 is no longer offered (a logged error)."""
     h = await charger(csms, wait_accepted=False, ocpp_version=["1.6", "2.0.1"])
     await boots(h, csms)
     assert h.app.versions is not None and h.app.versions.offered() == ["ocpp1.6", "ocpp2.0.1"]
@@ -183,7 +182,7 @@ async def test_201_not_offered_once_a_16_csms_raised_the_profile(
     with caplog.at_level(logging.ERROR, logger="controller.app"):
         again = await charger(csms, wait_accepted=False, ocpp_version=["1.6", "2.0.1"])
     assert again.app.versions is not None and again.app.versions.offered() == ["ocpp1.6"]
-    assert "OCPP 2.0.1 (no TLS yet) not offered" in caplog.text
+    assert "OCPP 2.0.1 not offered" in caplog.text
 
 
 def test_config_show_writes_the_list_back(tmp_path: Path) -> None:

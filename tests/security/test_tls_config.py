@@ -11,7 +11,7 @@ import pytest
 from controller.config import ConfigError, parse
 from controller.core.security import SecurityEventKind
 from controller.csms.connection import ConnectionOptions, CsmsConnection
-from controller.ocpp16.secprofile import ConnectionSecurity
+from controller.csms.secprofile import ConnectionSecurity
 from controller.ocpp16.settings import Settings, core_keys
 from controller.ops.logsetup import MASK, SecretFilter
 from controller.runtime.clock import ManualClock

@@ -67,7 +67,7 @@ class DeviceModel:
         self._components = {component for component, _ in self._defs}
         self._values: dict[_Slot, str | None] = {}
         self._listeners: list[tuple[str, Listener]] = []
-        self._guards: dict[tuple[ComponentKey, VariableKey], Guard] = {}
+        self._guards: dict[tuple[ComponentKey, VariableKey], list[Guard]] = {}
         stored = store.settings_with_prefix(PREFIX)
         for definition in self._defs.values():
             for attribute in definition.attributes:
@@ -148,13 +148,17 @@ class DeviceModel:
     ) -> None:
         """``guard(old, new)`` decides a CSMS change beyond type and range: it returns why
         the change is Rejected, or None to accept it (SecurityProfile only raised,
-        NetworkConfigurationPriority only naming configured slots, ...)."""
+        NetworkConfigurationPriority only naming configured slots, ...). Several guards of
+        one variable must all accept, in the order they were added."""
         definition = self._def(component, variable)
-        self._guards[(definition.component, definition.variable)] = guard
+        self._guards.setdefault((definition.component, definition.variable), []).append(guard)
 
     def guard_reason(self, definition: VariableDef, old: str | None, new: str) -> str | None:
-        guard = self._guards.get((definition.component, definition.variable))
-        return None if guard is None else guard(old, new)
+        for guard in self._guards.get((definition.component, definition.variable), ()):
+            reason = guard(old, new)
+            if reason is not None:
+                return reason
+        return None
 
     def write(self, changes: Iterable[tuple[VariableDef, str, str]]) -> None:
         """Store canonical values ``(definition, attribute type, value)`` in one commit, then

@@ -1,14 +1,15 @@
-"""SecurityProfile and AuthorizationKey (whitepaper A05, A01): guards, reconnects and fallbacks."""
+"""SecurityProfile and the Basic auth key (1.6 whitepaper A05/A01, 2.0.1 A00-A01): what a
+connection attempt uses, guards, reconnects and fallbacks, for any OCPP version."""
 
 from __future__ import annotations
 
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 from controller.core.security import SecurityEventKind
 from controller.csms.connection import ConnectionOptions, basic_auth_header, station_url
-from controller.ocpp16.settings import Settings
 from controller.runtime.clock import Clock
 from controller.security.log import SecurityLog
 from controller.security.material import TlsMaterial
@@ -22,6 +23,29 @@ from controller.security.tls import (
 from controller.storage.store import Store
 
 LOG = logging.getLogger(__name__)
+
+
+class SecuritySettings(Protocol):
+    """The two values a connection's security is made of, by the neutral names
+    "SecurityProfile" and "AuthorizationKey": the 1.6 configuration keys
+    (controller.ocpp16.settings.Settings) or the 2.0.1 device model's
+    SecurityCtrlr.SecurityProfile and SecurityCtrlr.BasicAuthPassword
+    (controller/ocpp201/security.py)."""
+
+    def get(self, name: str) -> str | None: ...
+
+    def get_int(self, name: str) -> int: ...
+
+    def configured(self, name: str) -> str:
+        """The value the configuration file gives (the first-boot value)."""
+        ...
+
+    def set_internal(self, name: str, value: str) -> None: ...
+
+    def add_guard(self, name: str, guard: Callable[[str, str], str | None]) -> None: ...
+
+    def on_change(self, listener: Callable[[str, str], None]) -> None: ...
+
 
 # Settings rows (besides the keys' own cfg.* rows):
 # the profile connected before the CSMS raised it, while the raised one has not connected yet;
@@ -67,7 +91,7 @@ class ConnectionSecurity:
         *,
         station_id: str,
         options: ConnectionOptions,
-        settings: Settings,
+        settings: SecuritySettings,
         store: Store,
         clock: Clock,
         material: TlsMaterial | None = None,
@@ -123,9 +147,7 @@ class ConnectionSecurity:
         """The TOML's security_profile is the first-boot value; a value the CSMS set is kept
         across restarts. Lowering is not done over OCPP (A00.FR.005) but by the operator: a
         TOML value that differs from the one of the previous start replaces the stored one."""
-        key = self.settings.key("SecurityProfile")
-        assert key is not None
-        configured = key.default
+        configured = self.settings.configured("SecurityProfile")
         seen = self.store.get_setting(CONFIGURED_PROFILE)
         if (
             seen is not None
