@@ -396,6 +396,7 @@ class App:
             rng=self.rng,
             on_frame=self._observe_frame,
             security_log=self.security_log,
+            on_reset=self._on_reset,
         )
 
     def _connection_options(self) -> ConnectionOptions:
