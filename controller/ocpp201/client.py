@@ -350,6 +350,13 @@ class Ocpp201Client(AdapterBase):
                 self._pending_status[cid] = (status, self._now())
         self._status_wakeup.set()
 
+    def reported_status(self, connector_id: int) -> str | None:
+        """The connectorStatus the CSMS last confirmed for this connector (None: none yet,
+        or one is still to be sent)."""
+        if connector_id in self._pending_status:
+            return None
+        return self._reported_status.get(connector_id)
+
     def _offline_long(self) -> bool:
         since = self._offline_since_s
         return since is None or self.clock.monotonic_s() - since > self.offline_threshold_s

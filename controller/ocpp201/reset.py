@@ -144,6 +144,8 @@ class Resets:
             client.availability.hold([evse_id])
         try:
             await self._wait_idle([evse_id], lambda: self.evse_resets.get(evse_id) == "Immediate")
+            if hold:
+                await self._reported(evse_id, "Unavailable")
         finally:
             kind = self.evse_resets.pop(evse_id, "OnIdle")
             if hold and self.station_reset is None:
@@ -151,6 +153,17 @@ class Resets:
         LOG.warning("EVSE %d: %s reset by the CSMS done", evse_id, kind)
 
     # ------------------------------------------------------------------ waiting
+
+    async def _reported(self, connector_id: int, status: str) -> None:
+        """Until the CSMS confirmed ``status`` for the connector (it sees the EVSE reset),
+        for a few seconds at most while connected: the reset never waits for the network."""
+        client = self.client
+        for _ in range(round(DELIVERY_WAIT_S / DELIVERY_POLL_S)):
+            if client.connection_state() != "accepted":
+                return
+            if client.reported_status(connector_id) == status:
+                return
+            await asyncio.sleep(DELIVERY_POLL_S)
 
     async def _wait_idle(self, cids: list[int], immediate: Callable[[], bool]) -> bool:
         """Until no transaction runs on ``cids``; each one still running is stopped with

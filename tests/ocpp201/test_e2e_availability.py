@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.dev.devcsms import DevCsms
-from tests.conftest import STATION_ID, Harness
+from tests.conftest import CARD, STATION_ID, Harness
 from tests.ocpp201.test_e2e_boot import accepted, start, statuses, wait_status
 from tests.ocpp201.test_e2e_transactions import charging, events
 
@@ -46,10 +46,10 @@ async def two_connectors(charger: Any, csms: DevCsms) -> Harness:
     return h
 
 
-async def start_transaction(h: Harness, connector_id: int = 1) -> None:
+async def start_transaction(h: Harness, connector_id: int = 1, card: str = CARD) -> None:
     h.plug(connector_id)
     await h.advance(1)
-    h.tap()
+    h.tap(card)
     await h.settle(lambda: len(events(h)) >= 1)
     await h.settle(lambda: h.connector(connector_id).hw.contactor.closed)
 
