@@ -750,6 +750,12 @@ class App:
             from controller.ocpp201.client import BOOT_REASON_KEY, boot_reason_of
 
             self.store.set_setting(BOOT_REASON_KEY, boot_reason_of(kind))
+            model = self.client201.device_model
+            if model is not None:  # 2.0.1 keeps ResetRetries in its device model
+                try:
+                    self.reset_retries = model.get_int("OCPPCommCtrlr", "ResetRetries")
+                except (KeyError, ValueError):
+                    pass
         self._stopped.set()
 
     @property

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.core.connector import Phase, StopCause
 from controller.core.security import SecurityEventKind
+from controller.runtime.clock import sleep_or_event
 
 if TYPE_CHECKING:
     from controller.ocpp201.client import Ocpp201Client
@@ -187,13 +188,7 @@ class Resets:
     async def _next_look(self) -> None:
         """A wake-up (a transaction ended, OnIdle became Immediate) or the next poll."""
         self._wake.clear()
-        tick = asyncio.ensure_future(self.client.clock.sleep(IDLE_POLL_S))
-        woken = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({tick, woken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            tick.cancel()
-            woken.cancel()
+        await sleep_or_event(self.client.clock.sleep(IDLE_POLL_S), self._wake)
 
 
 def _rejected(reason: str) -> dict[str, Any]:

@@ -50,10 +50,19 @@ def ended(h: Harness) -> dict[str, Any]:
 async def test_on_idle_without_transaction(charger: Any, csms: DevCsms) -> None:
     """TC_B_20_CS (B11.FR.01/03/04, B01.FR.03): OnIdle on an idle station: Accepted, the
     connectors out of service (B11.FR.03 may: Unavailable), the application restarts; the
-    next boot says RemoteReset and every connector is Available again."""
+    next boot says RemoteReset and every connector is Available again. A failed reboot is
+    tried OCPPCommCtrlr.ResetRetries times (the device model's value)."""
     h = await two_connectors(charger, csms)
+    retries = {
+        "component": {"name": "OCPPCommCtrlr"},
+        "variable": {"name": "ResetRetries"},
+        "attributeValue": "5",
+    }
+    answer = await csms.call_raw(STATION_ID, "SetVariables", {"setVariableData": [retries]})
+    assert answer[2]["setVariableResult"][0]["attributeStatus"] == "Accepted"
     assert await reset(csms, "OnIdle") == {"status": "Accepted"}
     await restart_requested(h, "Soft")
+    assert h.app.reset_retries == 5
     await wait_status(h, 1, "Unavailable")
     assert events(h) == []
     again = await restart(h, charger, csms)
