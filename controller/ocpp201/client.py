@@ -8,7 +8,7 @@ answered NotSupported (part 4 4.3: a 2.0.1 action recognised but not supported),
 actions NotImplemented, and while Rejected SecurityError (B03.FR.08).
 
 Not yet: TransactionEvent (transactions are recorded in the journal, nothing is sent),
-device model (Get/SetVariables, reports), TriggerMessage,
+device model (Get/SetVariables, reports), Reset, ChangeAvailability, TriggerMessage,
 security profiles 2/3 and certificates, smart charging, reservations, firmware and logs,
 the authorization cache and local list, offline authorization rules.
 """
