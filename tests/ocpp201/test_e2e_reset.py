@@ -4,13 +4,19 @@ the next boot's reason) and of one EVSE (its transaction ended, the EVSE back in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from controller.core.reservations import Reservation, ReserveResult
 from controller.dev.devcsms import DevCsms
 from controller.ocpp201.availability import HELD_KEY
 from tests.conftest import STATION_ID, Harness
+from tests.e2e.test_kill9 import CARD as PROC_CARD
+from tests.e2e.test_kill9 import STATION, boot, charging, wait_until
 from tests.ocpp201.test_e2e_availability import (
     after_boot,
     change,
@@ -20,6 +26,17 @@ from tests.ocpp201.test_e2e_availability import (
 )
 from tests.ocpp201.test_e2e_boot import client, statuses, wait_status
 from tests.ocpp201.test_e2e_transactions import assert_one_transaction, events
+from tests.procs import Evsed, free_port, write_config
+
+
+@pytest.fixture
+def evsed() -> Iterator[dict[str, Any]]:
+    """Holds the `evsed run` child of a test; killed (by pid) at teardown."""
+    holder: dict[str, Any] = {}
+    yield holder
+    ev = holder.get("ev")
+    if ev is not None:
+        ev.cleanup()
 
 
 async def reset(csms: DevCsms, kind: str, evse_id: int | None = None) -> dict[str, Any]:
@@ -254,3 +271,49 @@ async def test_rejected_resets(charger: Any, csms: DevCsms) -> None:
     await h.advance(2)
     assert h.app.reset_requested is None
     assert statuses(h, 1) == ["Available"] and statuses(h, 2) == ["Available"]
+
+
+async def test_immediate_reset_restarts_the_real_process(tmp_path: Path, evsed: dict) -> None:
+    """TC_B_22_CS end to end with the real `evsed run` (B12.FR.04/05, B11.FR.04, B01.FR.09):
+    Immediate while charging: the Ended TransactionEvent (ImmediateReset) reaches the CSMS,
+    the process restarts itself in place (same pid) and boots again with reason
+    RemoteReset, reporting its connector Available (the reset's hold undone)."""
+    async with DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as csms:
+        api_port = free_port()
+        cfg = write_config(
+            tmp_path,
+            station_id=STATION,
+            csms_url=csms.url,
+            api_port=api_port,
+            ocpp_version="2.0.1",
+        )
+        ev = evsed["ev"] = Evsed(cfg, api_port, tmp_path)
+        await boot(ev, csms)
+        pid = ev.pid
+        await ev.post("/api/sim/plug", {"connector": 1})
+        assert (await ev.post("/api/sim/card", {"uid": PROC_CARD}))["delivered"]
+        await ev.wait_status(charging, what="charging")
+        answer = await csms.call_raw(STATION, "Reset", {"type": "Immediate"})
+        assert answer[2] == {"status": "Accepted"}
+        await wait_until(lambda: len(csms.frames(STATION, "BootNotification")) >= 2, 30, "reboot")
+        assert ev.pid == pid and ev.proc is not None and ev.proc.poll() is None
+        reasons = [f.payload["reason"] for f in csms.frames(STATION, "BootNotification")]
+        assert reasons == ["PowerUp", "RemoteReset"]
+        tx = [f.payload for f in csms.frames(STATION, "TransactionEvent")]
+        (last,) = [e for e in tx if e["eventType"] == "Ended"]
+        assert last["transactionInfo"]["stoppedReason"] == "ImmediateReset"
+        assert last["triggerReason"] == "ResetCommand"
+        boot_at = csms.frames(STATION, "BootNotification")[1].received_at
+        assert all(
+            f.received_at < boot_at
+            for f in csms.frames(STATION, "TransactionEvent")
+            if f.payload["eventType"] == "Ended"
+        )
+        await wait_until(
+            lambda: any(
+                f.received_at > boot_at and f.payload["connectorStatus"] == "Available"
+                for f in csms.frames(STATION, "StatusNotification")
+            ),
+            15,
+            "Available after the restart",
+        )
