@@ -61,30 +61,21 @@ class Resets:
         targets = cids if evse_id is None else [evse_id]
         busy = any(client.station.view(cid).tx_key is not None for cid in targets)
         immediate = kind == "Immediate"
+        previous = self.station_reset if evse_id is None else self.evse_resets.get(evse_id)
+        if previous == "Immediate" or (previous == "OnIdle" and not immediate):
+            # Already under way: the same answer again; an OnIdle reset never slows down
+            # an Immediate one.
+            return {"status": "Scheduled" if busy and previous == "OnIdle" else "Accepted"}
         if evse_id is None:
-            previous = self.station_reset
-            if previous == "Immediate" or (previous == "OnIdle" and not immediate):
-                # Already under way: the same answer again; an OnIdle reset never slows
-                # down an Immediate one.
-                return {
-                    "status": "Accepted" if previous == "Immediate" or not busy else "Scheduled"
-                }
             self.station_reset = kind
-            if previous is None:
-                client.spawn(self._reset_station(), name="reset")
-            else:
-                self._wake.set()  # OnIdle became Immediate: stop what runs
         else:
-            previous = self.evse_resets.get(evse_id)
-            if previous is not None and (previous == "Immediate" or not immediate):
-                return {
-                    "status": "Accepted" if previous == "Immediate" or not busy else "Scheduled"
-                }
             self.evse_resets[evse_id] = kind
-            if previous is None:
-                client.spawn(self._reset_evse(evse_id), name=f"reset-evse-{evse_id}")
-            else:
-                self._wake.set()
+        if previous is not None:
+            self._wake.set()  # OnIdle became Immediate: stop what runs
+        elif evse_id is None:
+            client.spawn(self._reset_station(), name="reset")
+        else:
+            client.spawn(self._reset_evse(evse_id), name=f"reset-evse-{evse_id}")
         # B12.FR.01 (Scheduled) / B12.FR.02 (Accepted); B11: Accepted.
         return {"status": "Scheduled" if busy and not immediate else "Accepted"}
 
@@ -143,14 +134,14 @@ class Resets:
         hold = client.station.view(evse_id).phase is not Phase.RESERVED
         if hold:
             client.availability.hold([evse_id])
-        try:
-            await self._wait_idle([evse_id], lambda: self.evse_resets.get(evse_id) == "Immediate")
-            if hold:
-                await self._reported(evse_id, "Unavailable")
-        finally:
-            kind = self.evse_resets.pop(evse_id, "OnIdle")
-            if hold and self.station_reset is None:
-                client.availability.release([evse_id])
+        # Cancelled (the client closes): the hold stays recorded and the next start undoes
+        # it (Availability.restore), nothing is dispatched on the way down.
+        await self._wait_idle([evse_id], lambda: self.evse_resets.get(evse_id) == "Immediate")
+        if hold:
+            await self._reported(evse_id, "Unavailable")
+        kind = self.evse_resets.pop(evse_id, "OnIdle")
+        if hold and self.station_reset is None:  # a station reset keeps it out of service
+            client.availability.release([evse_id])
         LOG.warning("EVSE %d: %s reset by the CSMS done", evse_id, kind)
 
     # ------------------------------------------------------------------ waiting
