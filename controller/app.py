@@ -407,6 +407,7 @@ class App:
             security_log=self.security_log,
             tls_material=self.tls_material,
             configured_profile=csms.security_profile,
+            on_reset=self._on_reset,
         )
 
     def _connection_options(self) -> ConnectionOptions:
@@ -760,6 +761,12 @@ class App:
             from controller.ocpp201.client import BOOT_REASON_KEY, boot_reason_of
 
             self.store.set_setting(BOOT_REASON_KEY, boot_reason_of(kind))
+            model = self.client201.device_model
+            if model is not None:  # 2.0.1 keeps ResetRetries in its device model
+                try:
+                    self.reset_retries = model.get_int("OCPPCommCtrlr", "ResetRetries")
+                except (KeyError, ValueError):
+                    pass
         self._stopped.set()
 
     @property

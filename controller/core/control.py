@@ -92,8 +92,12 @@ class StationControl(Protocol):
         """The backend rejected the idTag of a running transaction."""
         ...
 
-    def change_availability(self, connector_id: int, operative: bool) -> AvailabilityResult:
-        """Connector 0 is the whole station."""
+    def change_availability(
+        self, connector_id: int, operative: bool, *, cascade: bool = True
+    ) -> AvailabilityResult:
+        """Connector 0 is the whole station: with ``cascade`` (1.6) every connector follows;
+        without it (2.0.1, G04 Note 1: the station, EVSEs and connectors have their own
+        states) only the station's own state changes and the caller sets each connector."""
         ...
 
     async def unlock(self, connector_id: int) -> UnlockResult: ...

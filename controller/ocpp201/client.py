@@ -47,7 +47,9 @@ from controller.csms.versions import VersionChoice
 from controller.ocpp201 import reservations as reservations201
 from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
+from controller.ocpp201.availability import Availability
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
+from controller.ocpp201.reset import Resets
 from controller.ocpp201.routes import ROUTES
 from controller.ocpp201.security import DeviceModelSecurity
 from controller.ocpp201.transactions import TxMessages201
@@ -82,7 +84,12 @@ BOOT_REASONS = frozenset(
     }
 )
 # Why the App restarts (App._on_reset's kind) as a BootReasonEnumType.
-_RESET_BOOT_REASONS = {"Hard": "RemoteReset", "Soft": "RemoteReset", "Firmware": "FirmwareUpdate"}
+_RESET_BOOT_REASONS = {
+    "Hard": "RemoteReset",
+    "Soft": "RemoteReset",
+    "Scheduled": "ScheduledReset",  # an OnIdle reset that waited for transactions
+    "Firmware": "FirmwareUpdate",
+}
 DEFAULT_HEARTBEAT_S = 300
 
 
@@ -132,6 +139,7 @@ class Ocpp201Client(AdapterBase):
         device_model: DeviceModel | None = None,
         tls_material: TlsMaterial | None = None,
         configured_profile: int = 1,
+        on_reset: Callable[[str], None] | None = None,
     ) -> None:
         self.identity = identity
         self.options = options
@@ -147,6 +155,11 @@ class Ocpp201Client(AdapterBase):
         self.device_model = device_model
         if device_model is not None:
             self._follow_model(device_model)
+        # App._on_reset: restart evsed (a station Reset); None: a station Reset is Rejected.
+        self.on_reset = on_reset
+        # ChangeAvailability's three tiers (G03/G04) and the resets under way (B11/B12).
+        self.availability = Availability(station, store)
+        self.resets = Resets(self)
         self._rpc: RpcConnection | None = None
         self._conn_state = "offline"
         station.set_csms_online(False)
@@ -265,6 +278,7 @@ class Ocpp201Client(AdapterBase):
     def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
         done = self.journal.stop_transaction(tx_key, stop)
         self.pump.wake()
+        self.resets.transaction_ended()
         return done
 
     def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
@@ -352,6 +366,7 @@ class Ocpp201Client(AdapterBase):
 
     async def run(self) -> None:
         """Stay connected until close(), or until the CSMS picked another version."""
+        self.availability.restore()  # connectors a reset held before the restart
         await self._link.run()
 
     async def _session(self, ws: ClientConnection) -> None:
@@ -381,6 +396,24 @@ class Ocpp201Client(AdapterBase):
             await asyncio.gather(self._status_pump(), self.pump.run(), self.heartbeat.run())
         except ConnectionLost:
             LOG.info("connection lost during session")
+
+    def report_statuses(self, connector_ids: list[int]) -> None:
+        """Report these connectors' statuses again, also unchanged ones (G04.FR.05 after a
+        ChangeAvailability: the CSMS learns where each connector stands)."""
+        for cid in connector_ids:
+            self._reported_status.pop(cid, None)
+            if cid not in self._pending_status:
+                view = self.station.view(cid)
+                status = status201.connector_status(view.phase, view.plugged)
+                self._pending_status[cid] = (status, self._now())
+        self._status_wakeup.set()
+
+    def reported_status(self, connector_id: int) -> str | None:
+        """The connectorStatus the CSMS last confirmed for this connector (None: none yet,
+        or one is still to be sent)."""
+        if connector_id in self._pending_status:
+            return None
+        return self._reported_status.get(connector_id)
 
     def _offline_long(self) -> bool:
         since = self._offline_since_s

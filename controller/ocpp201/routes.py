@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from controller.ocpp201 import datatransfer, provisioning, reservations, txstatus
+from controller.ocpp201 import (
+    availability,
+    datatransfer,
+    provisioning,
+    reservations,
+    reset,
+    txstatus,
+)
 
 if TYPE_CHECKING:
     from controller.ocpp201.client import Ocpp201Client
@@ -19,4 +26,6 @@ ROUTES: dict[str, Handler] = {
     **txstatus.ROUTES,
     **reservations.ROUTES,
     **datatransfer.ROUTES,
+    **availability.ROUTES,
+    **reset.ROUTES,
 }

@@ -110,8 +110,11 @@ class Control:
                 break
             await asyncio.sleep(0.01)
 
-    def change_availability(self, connector_id: int, operative: bool) -> AvailabilityResult:
-        """ChangeAvailability (5.2): Accepted, or Scheduled while a transaction runs."""
+    def change_availability(
+        self, connector_id: int, operative: bool, *, cascade: bool = True
+    ) -> AvailabilityResult:
+        """ChangeAvailability (5.2): Accepted, or Scheduled while a transaction runs.
+        Connector 0 without ``cascade``: the station's own state only (2.0.1)."""
         targets = (
             list(self._connectors.values())
             if connector_id == 0
@@ -121,6 +124,8 @@ class Control:
         self._store.set_setting(f"availability.{connector_id}", value)
         if connector_id == 0:
             self.station_operative = operative
+            if not cascade:
+                return AvailabilityResult.ACCEPTED
             for c in targets:
                 self._store.set_setting(f"availability.{c.connector_id}", value)
         scheduled = False

@@ -874,8 +874,10 @@ class Station:
     async def stop_all(self, reason: sm.StopCause) -> None:
         await self.control.stop_all(reason)
 
-    def change_availability(self, connector_id: int, operative: bool) -> AvailabilityResult:
-        return self.control.change_availability(connector_id, operative)
+    def change_availability(
+        self, connector_id: int, operative: bool, *, cascade: bool = True
+    ) -> AvailabilityResult:
+        return self.control.change_availability(connector_id, operative, cascade=cascade)
 
     async def unlock(self, connector_id: int) -> UnlockResult:
         return await self.control.unlock(connector_id)

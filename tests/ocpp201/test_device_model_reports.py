@@ -171,7 +171,7 @@ def test_custom_report_component_variable(store: Store) -> None:
     assert len(one_instance.data) == 1
     whole_component = custom_report(model, [{"component": {"name": "EVSE", "evse": {"id": 2}}}])
     assert {n[1] for n in names(whole_component.data)} == {2}
-    assert len(whole_component.data) == 5  # AvailabilityState, Available, SupplyPhases, ...
+    assert len(whole_component.data) == 6  # AvailabilityState, Available, AllowReset, ...
     connector = custom_report(
         model, [{"component": {"name": "Connector", "evse": {"id": 1, "connectorId": 1}}}]
     )

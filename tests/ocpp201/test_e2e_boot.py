@@ -126,9 +126,11 @@ async def test_rejected_waits_for_the_retry_interval(charger: Any, csms: DevCsms
     await accepted(h)
     assert len(h.frames("BootNotification")) == 2
     assert client(h).boot_statuses == ["Rejected", "Accepted"]
-    # Accepted: requests are handled again (nothing implemented yet: NotSupported).
-    answer = await csms.call_raw(STATION_ID, "Reset", {"type": "Immediate"})
-    assert answer[2] == "NotSupported"
+    # Accepted: requests are handled again.
+    answer = await csms.call_raw(
+        STATION_ID, "ChangeAvailability", {"operationalStatus": "Operative"}
+    )
+    assert answer[0] == 3 and answer[2] == {"status": "Accepted"}
 
 
 async def test_heartbeat_interval_from_the_boot(charger: Any, csms: DevCsms) -> None:

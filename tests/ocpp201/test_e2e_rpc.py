@@ -60,7 +60,12 @@ FULL = {"requestId": 1, "reportBase": "FullInventory"}
     ("action", "payload", "code"),
     [
         ("FlyToTheMoon", {}, "NotImplemented"),  # not an OCPP 2.0.1 action
-        ("Reset", {"type": "Immediate"}, "NotSupported"),
+        # A Local Controller's action: a charging station does not support it.
+        (
+            "PublishFirmware",
+            {"location": "http://x/fw", "checksum": "0", "requestId": 1},
+            "NotSupported",
+        ),
         ("GetBaseReport", {"requestId": 1}, "OccurrenceConstraintViolation"),
         ("GetBaseReport", {**FULL, "requestId": "1"}, "TypeConstraintViolation"),
         ("GetBaseReport", {**FULL, "reportBase": "Everything"}, "PropertyConstraintViolation"),

@@ -577,6 +577,8 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 provider=_available(live, e.evse_id, None),
             ),
             _var(evse, "SupplyPhases", "integer", str(e.phases), mutability=ro),
+            # B11.FR.10: each EVSE can be reset on its own (controller/ocpp201/reset.py).
+            _var(evse, "AllowReset", "boolean", "true", mutability=ro),
             # Part 2 2.13.7: required for its maxLimit, the EVSE's rated power.
             _var(
                 evse,
