@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from controller.ocpp201 import provisioning, txstatus
+from controller.ocpp201 import provisioning, remote, trigger, txstatus
 
 if TYPE_CHECKING:
     from controller.ocpp201.client import Ocpp201Client
@@ -17,4 +17,6 @@ Handler = Callable[["Ocpp201Client", dict[str, Any]], Awaitable[dict[str, Any]]]
 ROUTES: dict[str, Handler] = {
     **provisioning.ROUTES,
     **txstatus.ROUTES,
+    **remote.ROUTES,
+    **trigger.ROUTES,
 }
