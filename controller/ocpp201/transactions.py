@@ -140,7 +140,10 @@ class TxMessages201:
         Authorized or RemoteStart when the authorization did)."""
         session = self._session.setdefault(connector_id, _Session())
         if event.kind is SessionEventKind.EV_CONNECTED:
-            session.trigger = "CablePluggedIn"
+            # F02.FR.21: after RequestStartTransaction the next TransactionEvent says
+            # RemoteStart, even when the cable that came later started the transaction.
+            if session.trigger != "RemoteStart":
+                session.trigger = "CablePluggedIn"
         elif event.kind is SessionEventKind.AUTHORIZED:
             session.trigger = "RemoteStart" if event.remote else "Authorized"
             # A remote start's idToken is the CSMS's, with its type (F01.FR.04, F02.FR.05).
