@@ -147,7 +147,10 @@ class TxMessages201:
         elif event.kind is SessionEventKind.AUTHORIZED:
             session.trigger = "RemoteStart" if event.remote else "Authorized"
             # A remote start's idToken is the CSMS's, with its type (F01.FR.04, F02.FR.05).
-            remote = self._remote.pop(connector_id, None) if event.remote else None
+            # Any authorization settles what a RequestStartTransaction left for the connector.
+            remote = self._remote.pop(connector_id, None)
+            if not event.remote:
+                remote = None
             session.remote_start_id = None if remote is None else remote.remote_start_id
             session.id_token = None if remote is None else remote.id_token
             if remote is not None:

@@ -4,8 +4,10 @@ RequestStopTransaction, UnlockConnector and TriggerMessage, with time on a manua
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from controller.core.reservations import Reservation
 from controller.dev.devcsms import DevCsms
 from controller.ocpp201 import rpc as rpc201
 from hal.base import FaultKind
@@ -239,6 +241,14 @@ async def test_remote_start_rejections(charger: Any, csms: DevCsms) -> None:
     answer = await req(csms, "RequestStartTransaction", start_request(evseId=5))
     assert answer["status"] == "Rejected"
     assert answer["statusInfo"]["reasonCode"] == "UnknownEvse"
+    expiry = h.clock.utc_now() + timedelta(hours=1)
+    reservation = Reservation(3, 1, "SOMEONE-ELSE", expiry)
+    assert h.station.reserve(reservation, any_connector_supported=True).value == "Accepted"
+    await wait_status(h, 1, "Reserved")
+    answer = await req(csms, "RequestStartTransaction", start_request(evseId=1))
+    assert answer["status"] == "Rejected"
+    assert h.station.cancel_reservation(3).value == "Accepted"
+    await wait_status(h, 1, "Available")
     h.station.set_connector_fault(2, FaultKind.GROUND)
     await wait_status(h, 2, "Faulted")
     answer = await req(csms, "RequestStartTransaction", start_request(evseId=2))
