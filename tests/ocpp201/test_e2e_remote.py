@@ -7,11 +7,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from controller.core.reservations import Reservation
 from controller.dev.devcsms import DevCsms
 from controller.ocpp201 import rpc as rpc201
 from hal.base import FaultKind
 from tests.conftest import STATION_ID, Harness
+from tests.ocpp16.test_fuzz_inbound import check_station, valid_value
 from tests.ocpp201.test_e2e_boot import accepted, client, start, wait_status
 from tests.ocpp201.test_e2e_transactions import assert_one_transaction, charging, events
 
@@ -577,3 +582,67 @@ async def test_trigger_boot_notification_while_pending(charger: Any, csms: DevCs
     await accepted(h)
     assert client(h).boot_statuses == ["Pending", "Accepted"]
     await wait_status(h, 1, "Available")
+
+
+# ----------------------------------------------------------------------------- untrusted input
+
+FUZZED_ACTIONS = (
+    "RequestStartTransaction",
+    "RequestStopTransaction",
+    "UnlockConnector",
+    "TriggerMessage",
+)
+
+
+@st.composite
+def remote_call(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A schema-valid request of this block, from the official 2.0.1 schemas."""
+    action = draw(st.sampled_from(FUZZED_ACTIONS))
+    schema = rpc201.load_schema(2, action)
+    payload = draw(
+        valid_value(schema, schema).filter(
+            lambda p: rpc201.SCHEMAS.first_error(2, action, p) is None
+        )
+    )
+    return action, payload
+
+
+@pytest.fixture
+async def fuzz_target(csms: DevCsms, charger: Any) -> Harness:
+    """One charger for all examples (the state carries over, as in the field)."""
+    return await ready(charger, csms)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(
+        st.one_of(remote_call(), remote_call(), st.sampled_from(("plug", "unplug", "tap"))),
+        min_size=1,
+        max_size=4,
+    )
+)
+async def test_fuzzed_remote_requests_are_answered_safely(
+    csms: DevCsms, fuzz_target: Harness, steps: list[Any]
+) -> None:
+    """Untrusted input: every schema-valid RequestStart/StopTransaction, UnlockConnector and
+    TriggerMessage (any ids, tokens, profiles, EVSEs) gets a schema-valid CALLRESULT, never
+    a CALLERROR or a crash, interleaved with plug / unplug / card; the contactor is closed
+    only within a transaction; the connection stays up and serves the next request."""
+    h = fuzz_target
+    for step in steps:
+        if isinstance(step, str):
+            getattr(h, step)()
+            await h.advance(0.2, step_s=0.1)
+        else:
+            action, payload = step
+            frame = await csms.call_raw(STATION_ID, action, payload, timeout_s=5)
+            assert frame[0] == 3, (action, payload, frame)
+            rpc201.validate(3, action, frame[2])
+        check_station(h)
+    assert await trigger(csms, "Heartbeat") == {"status": "Accepted"}
+    assert client(h).connects == 1
