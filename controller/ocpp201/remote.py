@@ -4,10 +4,9 @@ RequestStopTransaction and UnlockConnector over the station's neutral controls."
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from controller.core.charging_profiles import ChargingProfile, validate_profile
+from controller.core.charging_profiles import ChargingProfile, validate_remote_start_profile
 from controller.core.connector import StopCause
 from controller.core.control import StationControl, UnlockResult
 from controller.ocpp201 import smartcharging
@@ -21,8 +20,6 @@ LOG = logging.getLogger(__name__)
 
 # IdTokenEnumType of a remote start that needs no authorization (F01 remark).
 NO_AUTHORIZATION = "NoAuthorization"
-# Stands for the transaction a remote start will begin while its profile is checked.
-_PENDING_TX = -1
 
 
 def connectors_of(
@@ -103,24 +100,20 @@ def _tx_profile(
     """The chargingProfile of a remote start: a TxProfile without transactionId (F01.FR.09/
     11) for the transaction it starts, checked as if that ran (K05.FR.03); else the
     Rejected answer."""
-    if raw["chargingProfilePurpose"] != "TxProfile":
-        return _answer("Rejected", "InvalidProfile", "chargingProfilePurpose is not TxProfile")
     if "transactionId" in raw:
-        return _answer(
-            "Rejected", "InvalidProfile", "a remote start's profile has no transactionId"
-        )
+        return _answer("Rejected", "InvalidProfile", "transactionId set (F01.FR.11)")
     evse_id, _ = status201.evse_of(connector_id)
     try:
-        profile = smartcharging.parse_profile(raw, evse_id, _PENDING_TX)
+        profile = smartcharging.parse_profile(raw, evse_id)
     except smartcharging.BadProfile as exc:
         return _answer("Rejected", exc.reason_code, str(exc))
     assert client.device_model is not None
     rules = smartcharging.rules(client.device_model, len(client.station.connector_ids()))
-    reason = validate_profile(profile, rules, running_tx={evse_id: _PENDING_TX})
+    reason = validate_remote_start_profile(profile, rules)
     if reason is not None:
         LOG.warning("RequestStartTransaction rejected: chargingProfile %s", reason)
         return _answer("Rejected", "InvalidProfile", reason)
-    return replace(profile, tx_key=None)
+    return profile
 
 
 def _authorize_first(client: Ocpp201Client) -> bool:
