@@ -142,13 +142,15 @@ async def _begin(
         if not decision.accepted:
             LOG.info("remote start %d: idToken %s not authorized", request.remote_start_id, id_tag)
             return
-        if client.station.remote_start(connector_id, id_tag) != connector_id:
-            LOG.info(
-                "remote start %d: connector %d was taken meanwhile",
-                request.remote_start_id,
-                connector_id,
-            )
-            return
+    # Still free? A card, a fault or an earlier remote start may have taken it since the
+    # answer (the state machine changes synchronously, so this check and the start agree).
+    if client.station.remote_start(connector_id, id_tag) != connector_id:
+        LOG.warning(
+            "remote start %d: connector %d no longer free; not started",
+            request.remote_start_id,
+            connector_id,
+        )
+        return
     if client.transactions is not None:
         client.transactions.remote_start(connector_id, request)
     client.station.begin_remote(connector_id, id_tag, tx_profile)

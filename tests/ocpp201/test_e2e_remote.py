@@ -272,6 +272,22 @@ async def test_remote_start_rejections(charger: Any, csms: DevCsms) -> None:
     assert h.connector(2).state.authorized_tag is None
 
 
+async def test_second_remote_start_on_an_authorized_evse(charger: Any, csms: DevCsms) -> None:
+    """F01.FR.24 / F02.FR.26: once a remote start authorized the EVSE (EV not yet there), a
+    second RequestStartTransaction for it is Rejected; the transaction that follows carries
+    the first request's remoteStartId."""
+    h = await ready(charger, csms)
+    assert await req(csms, "RequestStartTransaction", start_request(31, evseId=1)) == {
+        "status": "Accepted"
+    }
+    await h.settle(lambda: h.connector().state.authorized_tag is not None)
+    second = await req(csms, "RequestStartTransaction", start_request(32, evseId=1))
+    assert second["status"] == "Rejected"
+    h.plug()
+    await h.settle(lambda: len(events(h)) >= 1)
+    assert events(h)[0]["transactionInfo"]["remoteStartId"] == 31
+
+
 async def test_remote_start_and_stop_rejected_while_pending(charger: Any, csms: DevCsms) -> None:
     """B02.FR.05: while the boot is Pending, RequestStartTransaction and
     RequestStopTransaction are Rejected (reasonCode CSNotAccepted)."""
