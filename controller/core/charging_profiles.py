@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import field
+from dataclasses import field, replace
 from datetime import datetime
 from decimal import ROUND_FLOOR, Context, Decimal
 
@@ -263,6 +263,19 @@ def validate_profile(
     ):
         return "validFrom is not before validTo (K01.FR.36/37: valid from <= t < to)"
     return None
+
+
+def validate_remote_start_profile(profile: ChargingProfile, rules: ProfileRules) -> str | None:
+    """Why the charging profile of a remote start must be refused, or None: a TX profile
+    (1.6 5.11; 2.0.1 F01.FR.09, K05.FR.02) for the transaction the start will begin on its
+    connector, checked as if that transaction ran. The adapter hands the profile (with
+    ``tx_key`` None) to ``StationControl.begin_remote``, which binds it to that transaction."""
+    if profile.purpose is not ProfilePurpose.TX:
+        return "not a TX profile (1.6 5.11; F01.FR.09, K05.FR.02)"
+    pending = -1  # stands for the transaction this remote start will begin
+    return validate_profile(
+        replace(profile, tx_key=pending), rules, running_tx={profile.connector_id: pending}
+    )
 
 
 # ----------------------------------------------------------------------------- install

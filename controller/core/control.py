@@ -54,6 +54,8 @@ class ConnectorView:
     offered_power_w: float
     # The latest reading; None while the meter does not answer (no sample is invented).
     live_reading: MeterReading | None
+    # The CSMS rejected the idTag of the running transaction (it runs on unauthorized).
+    deauthorized: bool = False
 
 
 class StationControl(Protocol):

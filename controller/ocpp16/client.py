@@ -19,6 +19,7 @@ from controller.core.charging_profiles import (
     RateUnit,
     install_profile,
     validate_profile,
+    validate_remote_start_profile,
 )
 from controller.core.control import Reservation, StationControl
 from controller.core.port import AuthDecision, Sample, TxStart, TxStop
@@ -800,19 +801,16 @@ class Ocpp16Client(AdapterBase):
         if raw["chargingProfilePurpose"] != "TxProfile":
             LOG.warning("RemoteStartTransaction rejected: its chargingProfile is not a TxProfile")
             return None
-        pending = -1  # stands for the transaction this remote start will begin
         try:
-            profile = sc16.parse_profile(raw, connector_id, pending)
+            profile = sc16.parse_profile(raw, connector_id)
         except sc16.BadProfile as exc:
             LOG.warning("RemoteStartTransaction rejected: %s", exc)
             return None
-        reason = validate_profile(
-            profile, self._profile_rules(), running_tx={connector_id: pending}
-        )
+        reason = validate_remote_start_profile(profile, self._profile_rules())
         if reason is not None:
             LOG.warning("RemoteStartTransaction rejected: chargingProfile %s", reason)
             return None
-        return replace(profile, tx_key=None)
+        return profile
 
     async def _remote_start(
         self, connector_id: int, id_tag: str, tx_profile: ChargingProfile | None = None

@@ -53,7 +53,7 @@ from controller.ocpp201.reset import Resets
 from controller.ocpp201.routes import ROUTES
 from controller.ocpp201.security import DeviceModelSecurity
 from controller.ocpp201.transactions import TxMessages201
-from controller.runtime.clock import Clock
+from controller.runtime.clock import Clock, sleep_or_event
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
 from controller.security.material import TlsMaterial
@@ -170,6 +170,8 @@ class Ocpp201Client(AdapterBase):
         self._pending_status: dict[int, tuple[str, str]] = {}
         self._reported_status: dict[int, str] = {}
         self._status_wakeup = asyncio.Event()
+        # TriggerMessage(BootNotification) while not accepted: boot now (B02.FR.04, F06).
+        self._boot_now = asyncio.Event()
         self.last_message_s: float | None = None
         self.boot_statuses: list[str] = []  # what each BootNotificationResponse said
         # Security profiles 1-3 (A00): URL, TLS context and Basic credentials of each attempt
@@ -470,8 +472,13 @@ class Ocpp201Client(AdapterBase):
             if rpc is not None and status == "Rejected":
                 rpc.refuse_code = rpc201.SECURITY_ERROR  # B03.FR.08
             try:
-                # B02.FR.04/08, B03.FR.02/06: not before the interval; B02.FR.07, B03.FR.05.
-                await self.clock.sleep(interval_s if interval_s > 0 else OWN_BOOT_RETRY_S)
+                # B02.FR.04/08, B03.FR.02/06: not before the interval (unless triggered);
+                # B02.FR.07, B03.FR.05.
+                self._boot_now.clear()
+                await sleep_or_event(
+                    self.clock.sleep(interval_s if interval_s > 0 else OWN_BOOT_RETRY_S),
+                    self._boot_now,
+                )
             finally:
                 if rpc is not None:
                     rpc.refuse_code = None
@@ -613,6 +620,39 @@ class Ocpp201Client(AdapterBase):
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send a CALL now (not queued); raises ConnectionLost, CallError or CallTimeout."""
         return await self._call(action, payload)
+
+    # ------------------------------------------------------------------ triggered (F06)
+
+    def trigger_boot(self) -> bool:
+        """TriggerMessage(BootNotification): False once a boot was Accepted (F06.FR.17);
+        else the BootNotification goes now instead of after the interval (B02.FR.04)."""
+        if self._accepted_once:
+            return False
+        self._boot_now.set()
+        return True
+
+    async def send_heartbeat(self) -> None:
+        """TriggerMessage(Heartbeat): its currentTime sets the clock like any other."""
+        result = await self._call("Heartbeat", {})
+        self.time.note_server_time(result.get("currentTime"))
+
+    async def send_status(self, connector_id: int) -> None:
+        """TriggerMessage(StatusNotification): the connector's status now, also while
+        Pending (B02.FR.02); it counts as reported."""
+        view = self.station.view(connector_id)
+        status = status201.connector_status(view.phase, view.plugged)
+        evse_id, evse_connector = status201.evse_of(connector_id)
+        payload = {
+            "timestamp": self._now(),
+            "connectorStatus": status,
+            "evseId": evse_id,
+            "connectorId": evse_connector,
+        }
+        await self._call("StatusNotification", self.time.guard("StatusNotification", payload))
+        self._reported_status[connector_id] = status
+        pending = self._pending_status.get(connector_id)
+        if pending is not None and pending[0] == status:
+            del self._pending_status[connector_id]
 
     def _follow_model(self, model: DeviceModel) -> None:
         """The heartbeat follows OCPPCommCtrlr.HeartbeatInterval set by the CSMS (B05)."""

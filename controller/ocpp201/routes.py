@@ -10,8 +10,10 @@ from controller.ocpp201 import (
     availability,
     datatransfer,
     provisioning,
+    remote,
     reservations,
     reset,
+    trigger,
     txstatus,
 )
 
@@ -28,4 +30,6 @@ ROUTES: dict[str, Handler] = {
     **datatransfer.ROUTES,
     **availability.ROUTES,
     **reset.ROUTES,
+    **remote.ROUTES,
+    **trigger.ROUTES,
 }

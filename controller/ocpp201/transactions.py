@@ -24,6 +24,7 @@ from controller.core.records import DEFAULT_BACKEND
 from controller.csms.measurands import measured
 from controller.ocpp201 import status as status201
 from controller.ocpp201.dm import DeviceModel
+from hal.base import MeterReading
 
 LOG = logging.getLogger(__name__)
 
@@ -98,6 +99,17 @@ class _Session:
 
     trigger: str = "Authorized"
     id_token_type: str = "ISO14443"
+    # RequestStartTransaction's remoteStartId and idToken (F01.FR.25, F02.FR.01/21).
+    remote_start_id: int | None = None
+    id_token: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RemoteStart:
+    """A RequestStartTransaction the station is about to begin on a connector."""
+
+    remote_start_id: int
+    id_token: dict[str, Any]  # the CSMS's IdTokenType: its type goes into the TransactionEvent
 
 
 @dataclass
@@ -114,24 +126,43 @@ class TxMessages201:
     backend: str = DEFAULT_BACKEND
     _tx: dict[str, _TxSeen] = field(default_factory=dict)  # by transactionId
     _session: dict[int, _Session] = field(default_factory=dict)  # by connector
+    _remote: dict[int, RemoteStart] = field(default_factory=dict)  # by connector
 
     # ------------------------------------------------------------ session events
+
+    def remote_start(self, connector_id: int, request: RemoteStart) -> None:
+        """RequestStartTransaction is about to authorize ``connector_id``: the remote
+        authorization that follows carries its remoteStartId and idToken type."""
+        self._remote[connector_id] = request
 
     def note(self, connector_id: int, event: SessionEvent) -> None:
         """Remember what a later Started reports (CablePluggedIn when the cable came last,
         Authorized or RemoteStart when the authorization did)."""
         session = self._session.setdefault(connector_id, _Session())
         if event.kind is SessionEventKind.EV_CONNECTED:
-            session.trigger = "CablePluggedIn"
+            # F02.FR.21: after RequestStartTransaction the next TransactionEvent says
+            # RemoteStart, even when the cable that came later started the transaction.
+            if session.trigger != "RemoteStart":
+                session.trigger = "CablePluggedIn"
         elif event.kind is SessionEventKind.AUTHORIZED:
             session.trigger = "RemoteStart" if event.remote else "Authorized"
-            # A remote start's idToken is the CSMS's (RequestStartTransaction, later).
-            session.id_token_type = "Central" if event.remote else "ISO14443"
+            # A remote start's idToken is the CSMS's, with its type (F01.FR.04, F02.FR.05).
+            # Any authorization settles what a RequestStartTransaction left for the connector.
+            remote = self._remote.pop(connector_id, None)
+            if not event.remote:
+                remote = None
+            session.remote_start_id = None if remote is None else remote.remote_start_id
+            session.id_token = None if remote is None else remote.id_token
+            if remote is not None:
+                session.id_token_type = str(remote.id_token["type"])
+            else:
+                session.id_token_type = "Central" if event.remote else "ISO14443"
         elif event.kind in (
             SessionEventKind.EV_DISCONNECTED,
             SessionEventKind.AUTHORIZATION_CANCELLED,
         ):
             self._session.pop(connector_id, None)
+            self._remote.pop(connector_id, None)
         elif event.kind is SessionEventKind.TRANSACTION_ENDED:
             # Once the core ended it, nothing but its Ended (journaled after the last meter
             # read) is sent for the transaction.
@@ -152,8 +183,14 @@ class TxMessages201:
         evse_id, connector_id = status201.evse_of(tx.connector_id)
         payload = self._event("Started", tx.timestamp, session.trigger, seq)
         payload["transactionInfo"] = {"transactionId": tx_id, "chargingState": state}
+        if session.remote_start_id is not None:
+            # F01.FR.25 / F02.FR.01: the first TransactionEvent of a remote start's transaction.
+            payload["transactionInfo"]["remoteStartId"] = session.remote_start_id
         payload["evse"] = {"id": evse_id, "connectorId": connector_id}
         payload["idToken"] = {"idToken": tx.id_tag[:36], "type": session.id_token_type}
+        token = session.id_token
+        if token is not None and "additionalInfo" in token and token["idToken"] == tx.id_tag:
+            payload["idToken"]["additionalInfo"] = token["additionalInfo"]
         if tx.reservation_id is not None:
             payload["reservationId"] = tx.reservation_id
         begin = self._begin_sample(tx, view.live_reading)
@@ -203,6 +240,28 @@ class TxMessages201:
         seen.charging_state = state
         payload = self._event("Updated", at, "ChargingStateChanged", seq)
         payload["transactionInfo"] = {"transactionId": tx_id, "chargingState": state}
+        return ACTION, payload
+
+    def triggered(
+        self, connector_id: int, tx_id: str, seq: int, at: str, reading: MeterReading | None
+    ) -> Rendered:
+        """Updated for TriggerMessage(TransactionEvent) (F06.FR.07): triggerReason Trigger,
+        the current chargingState, the evse, and the live reading of TxUpdatedMeasurands
+        with context Trigger (none while the meter is silent: no sample is invented)."""
+        seen = self._tx.get(tx_id)
+        view = self.station.view(connector_id)
+        state = seen.charging_state if seen is not None else None
+        if state is None:
+            state = _PHASE_STATE.get(view.phase, "EVConnected" if view.plugged else "Idle")
+        payload = self._event("Updated", at, "Trigger", seq)
+        payload["transactionInfo"] = {"transactionId": tx_id, "chargingState": state}
+        evse_id, evse_connector = status201.evse_of(connector_id)
+        payload["evse"] = {"id": evse_id, "connectorId": evse_connector}
+        if reading is not None:
+            sample = Sample(reading, at, "Trigger", view.offered_current_a, view.offered_power_w)
+            value = meter_value(sample, self._list("SampledDataCtrlr", "TxUpdatedMeasurands"))
+            if value is not None:
+                payload["meterValue"] = [value]
         return ACTION, payload
 
     def ended(self, stop: TxStop, tx_id: str, seq: int) -> Rendered:

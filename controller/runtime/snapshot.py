@@ -27,6 +27,7 @@ def view(c: ConnectorRuntime) -> ConnectorView:
         offered_current_a=c.state.offered_current_a,
         offered_power_w=c.offered_power_w,
         live_reading=c.live_reading,
+        deauthorized=c.state.deauthorized,
     )
 
 

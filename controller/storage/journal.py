@@ -194,6 +194,30 @@ class TxJournal:
         if self._untrusted():
             self._untrusted_seqs.extend(seqs)
 
+    def record_message(
+        self, tx_key: int, backend: str, render: Callable[[str, int], Rendered]
+    ) -> bool:
+        """One backend's own message within a running transaction (a triggered 2.0.1
+        TransactionEvent): ``render(tx_id, seq)`` numbered and queued like every other
+        message of the transaction. False when it is not running or nothing was queued."""
+        record = self.store.get_transaction(tx_key)
+        if record is None or not record.open:
+            return False
+        seq = self.store.next_tx_seq(tx_key, backend)
+        rendered = render(record.tx_id, seq)
+        if rendered is None:
+            return False
+        try:
+            seqs = self.store.append_tx_event(
+                tx_key, EventKind.UPDATED, [Outgoing(backend, *rendered, tx_seq=seq)]
+            )
+        except StoreError:
+            LOG.exception("could not journal %s of transaction %d", rendered[0], tx_key)
+            return False
+        if self._untrusted():
+            self._untrusted_seqs.extend(seqs)
+        return True
+
     def enqueue(self, kind: EventKind, messages: Sequence[Outgoing]) -> None:
         """Queue messages of no transaction (security events) with the same guarantee; their
         timestamps move with the transactions' when an untrusted clock is confirmed."""
