@@ -44,6 +44,7 @@ from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
 from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
+from controller.ocpp201.authorization import Authorization, reader_token
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
 from controller.ocpp201.routes import ROUTES
 from controller.ocpp201.transactions import TxMessages201
@@ -194,6 +195,8 @@ class Ocpp201Client(AdapterBase):
             ),
         )
         self.on_link_state: list[Callable[[str], None]] = []
+        # Authorize, the Authorization Cache and the offline rules (C01, C09-C16).
+        self.auth = Authorization(self)
 
     # ------------------------------------------------------------------ state
 
@@ -260,21 +263,9 @@ class Ocpp201Client(AdapterBase):
             self.pump.wake()
 
     async def authorize(self, id_tag: str) -> AuthDecision:
-        """AuthorizeRequest when accepted (C01); offline (or on any failure) the token is
-        not accepted: the offline rules (cache, local list) come later."""
-        if self._state != "accepted":
-            return AuthDecision(False, "Invalid", source="offline")
-        payload = {"idToken": {"idToken": id_tag[:36], "type": "ISO14443"}}
-        try:
-            result = await self._call("Authorize", payload)
-        except (CallError, CallTimeout, ConnectionLost) as exc:
-            LOG.warning("Authorize for %s failed (%s): not accepted", id_tag, exc)
-            return AuthDecision(False, "Invalid", source="offline")
-        info = result["idTokenInfo"]
-        status = str(info["status"])
-        group = info.get("groupIdToken")
-        parent = str(group["idToken"]) if isinstance(group, dict) else None
-        return AuthDecision(status == "Accepted", status, parent, "csms")
+        """A card at the reader (ISO14443): list, cache, CSMS or the offline rules (C01,
+        C10-C16; controller/ocpp201/authorization.py)."""
+        return await self.auth.authorize(reader_token(id_tag))
 
     def queued_messages(self) -> int:
         return max(0, self.store.outbox_count(BACKEND) - self.pump.pending_deletes())
@@ -430,12 +421,15 @@ class Ocpp201Client(AdapterBase):
         idToken deauthorizes it (E05.FR.02/09/10, C15.FR.03/04: StopTxOnInvalidId and
         MaxEnergyOnInvalidId decide); the pump removes the message."""
         info = result.get("idTokenInfo")
+        if msg.action == "TransactionEvent":
+            self.auth.transaction_answered(msg.payload, result)  # C10.FR.05
         if (
             msg.action == "TransactionEvent"
             and isinstance(info, dict)
             and msg.tx_key is not None
             and "idToken" in msg.payload
             and msg.payload.get("eventType") != "Ended"
+            and self.auth.required()  # AuthCtrlr.Enabled false: nobody's token decides
         ):
             status = str(info.get("status"))
             if status != "Accepted":

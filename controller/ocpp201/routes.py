@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from controller.ocpp201 import provisioning, txstatus
+from controller.ocpp201 import authorization, locallist, provisioning, txstatus
 
 if TYPE_CHECKING:
     from controller.ocpp201.client import Ocpp201Client
@@ -16,5 +16,7 @@ Handler = Callable[["Ocpp201Client", dict[str, Any]], Awaitable[dict[str, Any]]]
 # One module per line: a feature adds its own.
 ROUTES: dict[str, Handler] = {
     **provisioning.ROUTES,
+    **authorization.ROUTES,
+    **locallist.ROUTES,
     **txstatus.ROUTES,
 }
