@@ -3,14 +3,13 @@
 Done: the connection (every configured version offered, Basic auth from the configuration),
 BootNotification with Accepted / Pending / Rejected (B01-B03), Heartbeat with the boot
 interval and the CSMS time (G02), StatusNotification per EVSE and connector (G01, B01.FR.05,
-B04), Authorize when online (C01, basic), every other CSMS request schema-checked and
+B04), authorization (C, D: authorization.py, locallist.py), other CSMS requests schema-checked and
 answered NotSupported (part 4 4.3: a 2.0.1 action recognised but not supported), unknown
 actions NotImplemented, and while Rejected SecurityError (B03.FR.08).
 
 Not yet: TransactionEvent (transactions are recorded in the journal, nothing is sent),
 device model (Get/SetVariables, reports), Reset, ChangeAvailability, TriggerMessage,
-security profiles 2/3 and certificates, smart charging, reservations, firmware and logs,
-the authorization cache and local list, offline authorization rules.
+security profiles 2/3 and certificates, smart charging, reservations, firmware and logs.
 """
 
 from __future__ import annotations

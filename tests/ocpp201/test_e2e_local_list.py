@@ -330,3 +330,23 @@ async def test_offline_list_refusals(charger: Any, csms: DevCsms) -> None:
     assert h.connector().tx_key is None
     await tap_and_wait(h, "04DD4400")  # unknown: OfflineTxForUnknownIdEnabled admits it
     await charging(h)
+
+
+async def test_token_type_is_part_of_the_identity(charger: Any, csms: DevCsms) -> None:
+    """C 1.1 (an IdToken is its idToken and its type, case-insensitive): a listed Central
+    token with the card's digits does not authorize the ISO14443 card, which is asked; the
+    listed ISO14443 token matches in any letter case."""
+    h = await booted(charger, csms, AuthCtrlr__LocalPreAuthorize="true")
+    central = {"idToken": CARD, "type": "Central"}
+    await send(csms, 1, "Full", [{"idToken": central, "idTokenInfo": {"status": "Accepted"}}])
+    assert set(listed(h)) == {token_key(central)}
+    h.plug()
+    await h.advance(1)
+    csms.id_token_infos[CARD] = {"status": "Invalid"}
+    await tap_and_wait(h)
+    assert len(authorizes(h)) == 1
+    await send(csms, 2, "Differential", [entry(OTHER.lower())])
+    await h.advance(2)
+    await tap_and_wait(h, OTHER)
+    await charging(h)
+    assert len(authorizes(h)) == 1
