@@ -52,9 +52,10 @@ class LocalAuth:
 
     # ------------------------------------------------------------------ decisions
 
-    def decide(self, key: str, *, online: bool) -> Verdict:
-        """``decide`` fed from the store; marks expired cache entries and records cache use."""
-        config = self.config()
+    def decide(self, key: str, *, online: bool, config: AuthConfig | None = None) -> Verdict:
+        """``decide`` fed from the store; marks expired cache entries and records cache use.
+        ``config``: instead of the configured one (a rule that applies in one situation)."""
+        config = self.config() if config is None else config
         listed = (
             Entry.of(self.store.local_list_get(key)) if config.local_auth_list_enabled else None
         )
@@ -80,6 +81,16 @@ class LocalAuth:
             return entry
         expiry = datetime.fromtimestamp(last_used + lifetime_s, UTC)
         return Entry(entry.status, entry.parent_id_tag, iso_utc(expiry))
+
+    def entry(self, key: str) -> Entry | None:
+        """The (enabled) list's entry for the key, else the (enabled) cache's, else None."""
+        config = self.config()
+        listed = self.store.local_list_get(key) if config.local_auth_list_enabled else None
+        if listed is not None:
+            return Entry.of(listed)
+        if config.authorization_cache_enabled:
+            return Entry.of(self.store.cache_get(key))
+        return None
 
     def listed(self, key: str) -> bool:
         """Whether the key is in the (enabled) Local Authorization List."""

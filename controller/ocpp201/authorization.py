@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from controller.core import connector as sm
@@ -139,7 +140,9 @@ class Authorization:
             return AuthDecision(True, ACCEPTED, None, "auth-disabled")
         key = token_key(id_token)
         online = self.client.connection_state() == "accepted"
-        verdict = self.local.decide(key, online=online)
+        verdict = (self._stops_own_group(key) if online else None) or self.local.decide(
+            key, online=online
+        )
         if verdict.ask and online and not self._remote_disabled():
             try:
                 result = await self.client.call("Authorize", {"idToken": dict(id_token)})
@@ -159,6 +162,27 @@ class Authorization:
         return self._master_pass(
             AuthDecision(verdict.accepted, verdict.status, verdict.parent_id_tag, verdict.source)
         )
+
+    def _stops_own_group(self, key: str) -> Verdict | None:
+        """C01.FR.03 (b), C09.FR.07: a token valid in the list or the cache whose group is
+        the group of a running transaction's token ends it without an AuthorizeRequest, also
+        without LocalPreAuthorize. Only while every connector is in a transaction: with a
+        free one the token may be meant to start, and LocalPreAuthorize decides."""
+        station = self.client.station
+        running = station.running_transactions()
+        if not running or any(cid not in running for cid in station.connector_ids()):
+            return None
+        config = replace(self.local.config(), local_pre_authorize=True)
+        verdict = self.local.decide(key, online=True, config=config)
+        group = verdict.parent_id_tag
+        if not verdict.accepted or group is None:
+            return None
+        for record in self.client.store.open_transactions():
+            starter = self.local.entry(token_key(reader_token(record.id_tag)))
+            parent = None if starter is None else starter.parent_id_tag
+            if parent is not None and parent.casefold() == group.casefold():
+                return verdict
+        return None
 
     def _remote_disabled(self) -> bool:
         return _bool(self.client.device_model, AUTH_CTRLR, "DisableRemoteAuthorization", False)

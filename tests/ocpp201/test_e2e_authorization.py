@@ -469,3 +469,23 @@ async def test_authorize_failure_decides_offline(charger: Any, csms: DevCsms) ->
     await tap_and_wait(h)
     await charging(h)
     assert len(authorizes(h)) == 2
+
+
+async def test_group_stop_from_the_cache_without_authorize(charger: Any, csms: DevCsms) -> None:
+    """TC_C_41_CS (C09.FR.03/07, C01.FR.03 b): a cached valid card of the transaction's group
+    ends it without an AuthorizeRequest, even with LocalPreAuthorize false (every connector
+    is busy, so the card can only be meant to stop)."""
+    h = await booted(charger, csms)
+    csms.id_token_infos[OTHER] = {"status": "Accepted", "groupIdToken": GROUP}
+    csms.id_token_infos[CARD] = {"status": "Accepted", "groupIdToken": GROUP}
+    await tap_and_wait(h, OTHER)  # cached with its group; lapses without a cable
+    await h.advance(70)
+    h.plug()
+    await h.advance(1)
+    await tap_and_wait(h)
+    await charging(h)
+    assert len(authorizes(h)) == 2
+    await tap_and_wait(h, OTHER)
+    await h.settle(lambda: events(h)[-1]["eventType"] == "Ended")
+    assert events(h)[-1]["idToken"] == {"idToken": OTHER, "type": "ISO14443"}
+    assert len(authorizes(h)) == 2

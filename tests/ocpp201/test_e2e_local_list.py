@@ -350,3 +350,37 @@ async def test_token_type_is_part_of_the_identity(charger: Any, csms: DevCsms) -
     await tap_and_wait(h, OTHER)
     await charging(h)
     assert len(authorizes(h)) == 1
+
+
+async def test_group_stop_through_the_list(charger: Any, csms: DevCsms) -> None:
+    """TC_C_40_CS (C09.FR.02/03/07): two listed valid cards of one group: the second ends the
+    transaction of the first without any AuthorizeRequest (StopAuthorized with its idToken);
+    TC_C_43_CS (C09.FR.11, C14.FR.03): a listed Invalid card of the group is asked and, still
+    Invalid, stops nothing."""
+    h = await booted(charger, csms, AuthCtrlr__LocalPreAuthorize="true")
+    group = {"idToken": "ACCOUNT-7", "type": "Central"}
+    await send(
+        csms,
+        1,
+        "Full",
+        [
+            entry(CARD, groupIdToken=group),
+            entry(OTHER, groupIdToken=group),
+            entry("04CC3300", "Invalid", groupIdToken=group),
+        ],
+    )
+    h.plug()
+    await h.advance(1)
+    await tap_and_wait(h)
+    await charging(h)
+    csms.id_token_infos["04CC3300"] = {"status": "Invalid", "groupIdToken": group}
+    await tap_and_wait(h, "04CC3300")
+    assert len(authorizes(h)) == 1
+    await h.advance(2)
+    assert h.connector().hw.contactor.closed
+    await tap_and_wait(h, OTHER)
+    await h.settle(lambda: events(h)[-1]["eventType"] == "Ended")
+    ended = events(h)[-1]
+    assert ended["triggerReason"] == "StopAuthorized"
+    assert ended["idToken"] == iso14443(OTHER)
+    assert len(authorizes(h)) == 1
