@@ -3,8 +3,9 @@ authorization cache or the CSMS decides about a presented token, when a cache en
 expired, and which cache entries make room first.
 
 Written from OCPP 1.6 section 3.5 (3.5.1 cache, 3.5.3 priority, 3.5.4 offline) and 9.1/9.2;
-OCPP 2.0.1 C (C10-C14: cache, local list, offline) states the same rules. The adapters feed
-it (controller/ocpp16/auth.py) and map their configuration onto ``AuthConfig``.
+OCPP 2.0.1 C (C10-C15: cache, local list, offline) states the same rules, except that a
+list entry that is not valid is checked with the CSMS (C14.FR.03/05). The adapters map their
+configuration onto ``AuthConfig``; controller/csms/localauth.py feeds the rules from the store.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class AuthConfig:
     local_pre_authorize: bool = False
     local_authorize_offline: bool = True
     allow_offline_tx_for_unknown_id: bool = False
+    # Online with LocalPreAuthorize: whether a cache entry that is not valid is checked with
+    # the CSMS (1.6 3.5.1; 2.0.1 C10.FR.03 unless AuthCacheCtrlr.DisablePostAuthorize) ...
+    recheck_cached_not_valid: bool = True
+    # ... and a list entry that is not valid (2.0.1 C14.FR.03/05 unless
+    # LocalAuthListCtrlr.DisablePostAuthorize; in 1.6 3.5.2 the list entry decides alone).
+    recheck_listed_not_valid: bool = False
 
 
 @value
@@ -105,10 +112,11 @@ def decide(
 
     * A disabled list (LocalAuthListEnabled=false) or cache (AuthorizationCacheEnabled=false)
       is treated as absent. A list entry hides any cache entry (3.5.3 priority).
-    * Online, LocalPreAuthorize=true (9.1.13): a list entry decides on its own, whatever its
-      status (Blocked/Expired/Invalid/ConcurrentTx refuse without asking the CSMS); a valid
-      cache entry accepts at once. A NOT-valid cache entry is re-checked with the CSMS
-      (3.5.1 last bullet), as is an unknown idTag.
+    * Online, LocalPreAuthorize=true (9.1.13, C12, C14): a valid entry accepts at once. A
+      NOT-valid cache entry is re-checked with the CSMS (3.5.1 last bullet, C10.FR.03) unless
+      ``recheck_cached_not_valid`` is off; a NOT-valid list entry decides on its own in 1.6
+      (Blocked/Expired/Invalid/ConcurrentTx refuse without asking the CSMS) and is re-checked
+      in 2.0.1 (``recheck_listed_not_valid``, C14.FR.03/05). An unknown idTag is asked.
     * Online, LocalPreAuthorize=false: always ask the CSMS.
     * Offline: an entry that is not valid (status other than Accepted, or expired) refuses
       (3.5.4 MUST). A valid entry accepts when LocalAuthorizeOffline=true (9.1.12).
@@ -131,7 +139,12 @@ def decide(
     expire_cache = source == "cache" and status == EXPIRED and local.status != EXPIRED
     valid = status == ACCEPTED
     if online:
-        if not config.local_pre_authorize or (source == "cache" and not valid):
+        recheck = (
+            config.recheck_cached_not_valid
+            if source == "cache"
+            else config.recheck_listed_not_valid
+        )
+        if not config.local_pre_authorize or (recheck and not valid):
             return Verdict(False, status, None, "csms", ask=True, expire_cache=expire_cache)
         return Verdict(valid, status, local.parent_id_tag, source, expire_cache=expire_cache)
     if not valid:

@@ -47,6 +47,7 @@ class StopCause(enum.StrEnum):
     SOFT_RESET = "SoftReset"
     UNLOCK_COMMAND = "UnlockCommand"
     DE_AUTHORIZED = "DeAuthorized"
+    MASTER_PASS = "MasterPass"  # a master pass token stopped it (2.0.1 C16)
 
 
 class SessionEventKind(enum.StrEnum):

@@ -618,8 +618,7 @@ class StationSession201(ChargePoint201):
     @on("Authorize")
     def on_authorize(self, id_token: dict[str, Any], **_: Any) -> result201.Authorize:
         self._check_accepted("Authorize")
-        status = self.csms.id_tag_info(str(id_token.get("id_token", ""))).status
-        return result201.Authorize(id_token_info=IdTokenInfoType(status=str(status)))
+        return result201.Authorize(id_token_info=self.csms.id_token_info_201(id_token))
 
     @on("TransactionEvent")
     def on_transaction_event(
@@ -629,8 +628,7 @@ class StationSession201(ChargePoint201):
         self._check_accepted("TransactionEvent")
         if id_token is None:
             return result201.TransactionEvent()
-        status = self.csms.id_tag_info(str(id_token.get("id_token", ""))).status
-        return result201.TransactionEvent(id_token_info=IdTokenInfoType(status=str(status)))
+        return result201.TransactionEvent(id_token_info=self.csms.id_token_info_201(id_token))
 
 
 class CsrSigner:
@@ -735,6 +733,10 @@ class DevCsms:
         self.error_actions_once: dict[str, str] = {}
         # 2.0.1 stations whose last BootNotification was Accepted (StationSession201).
         self.accepted_201: set[str] = set()
+        # 2.0.1: idToken -> the IdTokenInfo (wire names: status, groupIdToken,
+        # cacheExpiryDateTime, ...) Authorize and TransactionEvent answer for it; a token not
+        # here gets the status id_tag_info gives.
+        self.id_token_infos: dict[str, dict[str, Any]] = {}
 
         # Records.
         self.received: list[Frame] = []  # CALLs from stations, as on the wire
@@ -917,6 +919,14 @@ class DevCsms:
         ):
             return IdTagInfo(status="Invalid")
         return IdTagInfo(status="Accepted")
+
+    def id_token_info_201(self, id_token: dict[str, Any]) -> IdTokenInfoType | dict[str, Any]:
+        """The IdTokenInfo a 2.0.1 Authorize / TransactionEvent answers for ``id_token``."""
+        token = str(id_token.get("id_token", ""))
+        info = self.id_token_infos.get(token)
+        if info is not None:
+            return dict(info)
+        return IdTokenInfoType(status=str(self.id_tag_info(token).status))
 
     def _next_transaction_id(self) -> int:
         self._last_transaction_id += 1

@@ -1,28 +1,22 @@
 """Local authorization for OCPP 1.6 (section 3.5): Local Authorization List and Authorization
 Cache over the store.
 
-The decision rules are version-neutral and pure (controller/core/authrules.py ``decide``);
-``LocalAuth`` feeds them from the store and the 1.6 keys and keeps the cache and the list up
-to date (3.5.1 cache semantics, 5.15 SendLocalList, 5.10 GetLocalListVersion).
+The decision rules are version-neutral and pure (controller/core/authrules.py ``decide``) and
+fed from the store by the neutral controller/csms/localauth.py, which the 2.0.1 adapter uses
+too; ``LocalAuth`` steers it with the 1.6 keys and adds the 1.6 messages (3.5.1 cache
+semantics, 5.15 SendLocalList, 5.10 GetLocalListVersion).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from controller.core.authrules import (
-    ACCEPTED,
-    EXPIRED,
-    AuthConfig,
-    Entry,
-    Verdict,
-    cache_victims,
-    decide,
-)
+from controller.core.authrules import ACCEPTED, AuthConfig, Entry
 from controller.core.records import TagInfo
+from controller.csms import localauth
+from controller.csms.localauth import CACHE_MAX_ENTRIES, CACHE_TOUCH_GRANULARITY_S
 from controller.csms.rpc import CallError
 from controller.ocpp16.rpc import (
     OCCURENCE_CONSTRAINT_VIOLATION,
@@ -31,10 +25,7 @@ from controller.ocpp16.rpc import (
 from controller.ocpp16.settings import Settings
 from controller.storage.store import LocalListTooLong, Store
 
-# Authorization Cache capacity (3.5.1: "If ... the Authorization Cache is full").
-CACHE_MAX_ENTRIES = 1000
-# A use of a cache entry is written back (for LRU eviction) at most this often.
-CACHE_TOUCH_GRANULARITY_S = 60.0
+__all__ = ["CACHE_MAX_ENTRIES", "CACHE_TOUCH_GRANULARITY_S", "LocalAuth", "auth_config"]
 
 
 def auth_config(settings: Settings) -> AuthConfig:
@@ -48,8 +39,9 @@ def auth_config(settings: Settings) -> AuthConfig:
     )
 
 
-class LocalAuth:
-    """Local Authorization List and Authorization Cache over the store."""
+class LocalAuth(localauth.LocalAuth):
+    """Local Authorization List and Authorization Cache over the store, steered by the 1.6
+    keys; SendLocalList and GetLocalListVersion in 1.6 words."""
 
     def __init__(
         self,
@@ -60,67 +52,26 @@ class LocalAuth:
         cache_max_entries: int = CACHE_MAX_ENTRIES,
         wall_s: Callable[[], float] | None = None,
     ) -> None:
-        self.store = store
+        super().__init__(
+            store,
+            lambda: auth_config(settings),
+            now,
+            cache_max_entries=cache_max_entries,
+            wall_s=wall_s,
+        )
         self.settings = settings
-        self._now = now
-        self._wall_s = wall_s or time.time
-        self.cache_max_entries = cache_max_entries
-
-    # ------------------------------------------------------------------ decisions
-
-    def decide(self, id_tag: str, *, online: bool) -> Verdict:
-        """``decide`` fed from the store; marks expired cache entries and records cache use."""
-        config = auth_config(self.settings)
-        listed = (
-            Entry.of(self.store.local_list_get(id_tag)) if config.local_auth_list_enabled else None
-        )
-        cached = (
-            Entry.of(self.store.cache_get(id_tag))
-            if config.authorization_cache_enabled and listed is None
-            else None
-        )
-        verdict = decide(listed, cached, online=online, config=config, now=self._now())
-        if verdict.expire_cache:
-            self.store.cache_set_status(id_tag, EXPIRED)
-        if cached is not None and verdict.source == "cache" and verdict.accepted:
-            self.store.cache_touch(id_tag, self._wall_s(), min_age_s=CACHE_TOUCH_GRANULARITY_S)
-        return verdict
-
-    def listed(self, id_tag: str) -> bool:
-        """Whether the idTag is in the (enabled) Local Authorization List."""
-        return (
-            self.settings.get_bool("LocalAuthListEnabled")
-            and self.store.local_list_get(id_tag) is not None
-        )
 
     # ------------------------------------------------------------------ cache
 
     def remember(self, id_tag: str, info: dict[str, Any]) -> None:
         """Update the cache from an IdTagInfo (Authorize/StartTransaction/StopTransaction.conf,
         3.5.1). Not when the cache is disabled, nor for idTags in the list (3.5.3)."""
-        if not self.settings.get_bool("AuthorizationCacheEnabled"):
-            return
-        if self.listed(id_tag):
-            if self.store.cache_get(id_tag) is not None:
-                self.store.cache_delete(id_tag)
-            return
-        entry = (str(info["status"]), info.get("parentIdTag"), info.get("expiryDate"))
-        current = self.store.cache_get(id_tag)
-        now_s = self._wall_s()
-        if current == entry:
-            # Skip the (fsync'ed) write when nothing changed: it sits on the tap-to-charge path.
-            self.store.cache_touch(id_tag, now_s, min_age_s=CACHE_TOUCH_GRANULARITY_S)
-            return
-        evict: list[str] = []
-        if current is None:
-            excess = self.store.cache_count() + 1 - self.cache_max_entries
-            if excess > 0:
-                evict = cache_victims(self.store.cache_rows(), excess, self._now())
-        self.store.cache_put(id_tag, *entry, used_at=now_s, evict=evict)
+        entry = Entry(str(info["status"]), info.get("parentIdTag"), info.get("expiryDate"))
+        self.remember_entry(id_tag, entry)
 
     def clear_cache(self) -> str:
         """5.4 ClearCache: the cache only; the Local Authorization List stays (3.5.3)."""
-        self.store.cache_clear()
+        self.empty_cache()
         return ACCEPTED
 
     # ------------------------------------------------------------------ local list

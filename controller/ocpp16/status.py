@@ -54,6 +54,7 @@ STOP_REASON: Final[dict[StopCause, str]] = {
     StopCause.SOFT_RESET: "SoftReset",
     StopCause.UNLOCK_COMMAND: "UnlockCommand",
     StopCause.DE_AUTHORIZED: "DeAuthorized",
+    StopCause.MASTER_PASS: "Other",  # 1.6 has no master pass (2.0.1 C16)
 }
 
 

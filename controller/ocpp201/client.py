@@ -3,14 +3,13 @@
 Done: the connection (every configured version offered, Basic auth from the configuration),
 BootNotification with Accepted / Pending / Rejected (B01-B03), Heartbeat with the boot
 interval and the CSMS time (G02), StatusNotification per EVSE and connector (G01, B01.FR.05,
-B04), Authorize when online (C01, basic), every other CSMS request schema-checked and
+B04), authorization (C, D: authorization.py, locallist.py), other CSMS requests schema-checked and
 answered NotSupported (part 4 4.3: a 2.0.1 action recognised but not supported), unknown
 actions NotImplemented, and while Rejected SecurityError (B03.FR.08).
 
 Not yet: TransactionEvent (transactions are recorded in the journal, nothing is sent),
 device model (Get/SetVariables, reports), Reset, ChangeAvailability, TriggerMessage,
-security profiles 2/3 and certificates, smart charging, reservations, firmware and logs,
-the authorization cache and local list, offline authorization rules.
+security profiles 2/3 and certificates, smart charging, reservations, firmware and logs.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from controller.csms.versions import VersionChoice
 from controller.ocpp201 import reservations as reservations201
 from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
+from controller.ocpp201.authorization import Authorization, reader_token
 from controller.ocpp201.availability import Availability
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
 from controller.ocpp201.reset import Resets
@@ -255,6 +255,8 @@ class Ocpp201Client(AdapterBase):
         if security_log is not None:
             security_log.add_listener(self.security_events)
         reservations201.follow(self)  # ReservationStatusUpdate (H01.FR.16/17, H04.FR.01)
+        # Authorize, the Authorization Cache and the offline rules (C01, C09-C16).
+        self.auth = Authorization(self)
 
     # ------------------------------------------------------------------ state
 
@@ -322,21 +324,9 @@ class Ocpp201Client(AdapterBase):
             self.pump.wake()
 
     async def authorize(self, id_tag: str) -> AuthDecision:
-        """AuthorizeRequest when accepted (C01); offline (or on any failure) the token is
-        not accepted: the offline rules (cache, local list) come later."""
-        if self._state != "accepted":
-            return AuthDecision(False, "Invalid", source="offline")
-        payload = {"idToken": {"idToken": id_tag[:36], "type": "ISO14443"}}
-        try:
-            result = await self._call("Authorize", payload)
-        except (CallError, CallTimeout, ConnectionLost) as exc:
-            LOG.warning("Authorize for %s failed (%s): not accepted", id_tag, exc)
-            return AuthDecision(False, "Invalid", source="offline")
-        info = result["idTokenInfo"]
-        status = str(info["status"])
-        group = info.get("groupIdToken")
-        parent = str(group["idToken"]) if isinstance(group, dict) else None
-        return AuthDecision(status == "Accepted", status, parent, "csms")
+        """A card at the reader (ISO14443): list, cache, CSMS or the offline rules (C01,
+        C10-C16; controller/ocpp201/authorization.py)."""
+        return await self.auth.authorize(reader_token(id_tag))
 
     def queued_messages(self) -> int:
         return max(0, self.store.outbox_count(BACKEND) - self.pump.pending_deletes())
@@ -543,12 +533,15 @@ class Ocpp201Client(AdapterBase):
         idToken deauthorizes it (E05.FR.02/09/10, C15.FR.03/04: StopTxOnInvalidId and
         MaxEnergyOnInvalidId decide); the pump removes the message."""
         info = result.get("idTokenInfo")
+        if msg.action == "TransactionEvent":
+            self.auth.transaction_answered(msg.payload, result)  # C10.FR.05
         if (
             msg.action == "TransactionEvent"
             and isinstance(info, dict)
             and msg.tx_key is not None
             and "idToken" in msg.payload
             and msg.payload.get("eventType") != "Ended"
+            and self.auth.required()  # AuthCtrlr.Enabled false: nobody's token decides
         ):
             status = str(info.get("status"))
             if status != "Accepted":

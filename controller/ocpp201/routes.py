@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.ocpp201 import (
+    authorization,
     availability,
     datatransfer,
+    locallist,
     provisioning,
     remote,
     reservations,
@@ -25,6 +27,8 @@ Handler = Callable[["Ocpp201Client", dict[str, Any]], Awaitable[dict[str, Any]]]
 # One module per line: a feature adds its own.
 ROUTES: dict[str, Handler] = {
     **provisioning.ROUTES,
+    **authorization.ROUTES,
+    **locallist.ROUTES,
     **txstatus.ROUTES,
     **reservations.ROUTES,
     **datatransfer.ROUTES,

@@ -44,6 +44,7 @@ _ENDED: dict[StopCause, tuple[str, str]] = {
     StopCause.EV_DISCONNECTED: ("EVCommunicationLost", "EVDisconnected"),
     StopCause.REMOTE: ("RemoteStop", "Remote"),
     StopCause.DE_AUTHORIZED: ("Deauthorized", "DeAuthorized"),
+    StopCause.MASTER_PASS: ("StopAuthorized", "MasterPass"),  # C16, TC_C_14_CS
     StopCause.HARD_RESET: ("ResetCommand", "ImmediateReset"),
     StopCause.SOFT_RESET: ("ResetCommand", "ImmediateReset"),
     StopCause.REBOOT: ("AbnormalCondition", "Reboot"),

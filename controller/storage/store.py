@@ -734,6 +734,13 @@ class Store:
             for r in rows
         ]
 
+    def cache_last_used(self, id_tag: str) -> float | None:
+        """When the entry was last used (wall clock seconds), or None if there is none."""
+        row = self._db.execute(
+            "SELECT last_used FROM auth_cache WHERE id_tag = ?", (id_tag,)
+        ).fetchone()
+        return None if row is None else float(row["last_used"])
+
     def cache_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM auth_cache").fetchone()[0])
 

@@ -169,6 +169,28 @@ def test_decisions_exhaustive_invariants() -> None:
             assert eff_cache is not None and eff_cache.status == "Accepted", case
 
 
+def test_recheck_of_entries_that_are_not_valid() -> None:
+    """OCPP 2.0.1 C14.FR.03/05: online with LocalPreAuthorize a list entry that is not valid
+    (status or expired) is checked with the CSMS (``recheck_listed_not_valid``), a valid one
+    still decides alone (C14.FR.02/04); C10.FR.03 / AuthCacheCtrlr.DisablePostAuthorize: the
+    cache's recheck can be switched off, and the entry then refuses on its own."""
+    listed_201 = AuthConfig(local_pre_authorize=True, recheck_listed_not_valid=True)
+    for entry in (BLOCKED, Entry("Invalid"), ACC_PAST):
+        got = decide(entry, None, online=True, config=listed_201, now=NOW)
+        assert got.ask and not got.accepted, entry
+        got = decide(entry, None, online=False, config=listed_201, now=NOW)
+        assert not got.ask and not got.accepted, entry
+    assert decide(ACC, None, online=True, config=listed_201, now=NOW) == v(
+        True, "Accepted", "list", "PARENT"
+    )
+    no_post = AuthConfig(local_pre_authorize=True, recheck_cached_not_valid=False)
+    assert decide(None, BLOCKED, online=True, config=no_post, now=NOW) == v(
+        False, "Blocked", "cache"
+    )
+    got = decide(None, ACC_PAST, online=True, config=no_post, now=NOW)
+    assert (got.accepted, got.ask, got.status, got.expire_cache) == (False, False, "Expired", True)
+
+
 def test_effective_status_expiry() -> None:
     """3.5.1: an entry whose validity expired counts as Expired; 7.27 (errata 3.73): no
     expiryDate means no end date."""

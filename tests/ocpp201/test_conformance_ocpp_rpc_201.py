@@ -46,7 +46,7 @@ async def test_boot_status_heartbeat_and_errors_pass_strict_201(
     for _ in range(65):
         await h.advance(1)
     await csms.wait_call("Heartbeat")
-    reply = await csms.command("call", method="ClearCache", params={})
+    reply = await csms.command("call", method="ClearDisplayMessage", params={"id": 1})
     assert reply["error"]["code"] == "NotSupported"
     stats = await csms.stats()
     assert stats["violations"] == []

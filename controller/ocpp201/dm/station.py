@@ -46,6 +46,8 @@ MEASURANDS = (
 TX_POINTS = ("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")
 FILE_TRANSFER_PROTOCOLS = ("HTTP", "HTTPS", "FTP", "FTPS")
 TIME_SOURCES = ("NTP", "Heartbeat")
+# AuthCacheCtrlr.Policy: the cache makes room least recently used first (core.authrules).
+CACHE_POLICIES = ("LRU", "LFU", "FIFO", "CUSTOM")
 # The CSV length of a measurand list: all supported measurands fit.
 MEASURAND_LIST_MAX = Decimal(len(",".join(MEASURANDS)))
 
@@ -337,11 +339,18 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
         _var(auth, "LocalAuthorizeOffline", "boolean", "true"),
         _var(auth, "LocalPreAuthorize", "boolean", "false"),
         _var(auth, "OfflineTxForUnknownIdEnabled", "boolean", "false"),
+        # C: authorization (controller/ocpp201/authorization.py).
+        _var(auth, "Enabled", "boolean", "true"),
+        _var(auth, "DisableRemoteAuthorization", "boolean", "false"),
+        _var(auth, "MasterPassGroupId", "string", None, max_limit=36),
     ]
     cache = ComponentKey("AuthCacheCtrlr")
     out += [
         _var(cache, "Enabled", "boolean", "true"),
         _var(cache, "Available", "boolean", "true", mutability=ro),
+        _var(cache, "LifeTime", "integer", "86400", unit="s", min_limit=1, max_limit=31536000),
+        _var(cache, "Policy", "OptionList", "LRU", mutability=ro, values=CACHE_POLICIES),
+        _var(cache, "DisablePostAuthorize", "boolean", "false"),
     ]
     local = ComponentKey("LocalAuthListCtrlr")
     out += [
@@ -358,6 +367,8 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
         ),
         _var(local, "ItemsPerMessage", "integer", str(desc.local_list_max_entries), mutability=ro),
         _var(local, "BytesPerMessage", "integer", str(desc.bytes_per_message), mutability=ro),
+        _var(local, "DisablePostAuthorize", "boolean", "false"),
+        _var(local, "SupportsExpiryDateTime", "boolean", "true", mutability=ro),
     ]
     sampled = ComponentKey("SampledDataCtrlr")
     out += [
