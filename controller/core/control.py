@@ -75,12 +75,19 @@ class StationControl(Protocol):
 
     def view(self, connector_id: int) -> ConnectorView: ...
 
-    def remote_start(self, connector_id: int | None, id_tag: str) -> int | None:
-        """The connector a remote start would use; None when none can take it."""
+    def remote_start(
+        self, connector_id: int | None, id_tag: str, parent_id_tag: str | None = None
+    ) -> int | None:
+        """The connector a remote start would use; None when none can take it
+        (``parent_id_tag``: the token's group, which a group reservation admits)."""
         ...
 
     def begin_remote(
-        self, connector_id: int, id_tag: str, tx_profile: ChargingProfile | None = None
+        self,
+        connector_id: int,
+        id_tag: str,
+        tx_profile: ChargingProfile | None = None,
+        parent_id_tag: str | None = None,
     ) -> None:
         """Start the authorized remote session; ``tx_profile`` (validated) becomes the TX
         profile of the transaction it starts."""
