@@ -52,7 +52,7 @@ from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, Varia
 from controller.ocpp201.reset import Resets
 from controller.ocpp201.routes import ROUTES
 from controller.ocpp201.security import DeviceModelSecurity
-from controller.ocpp201.transactions import TxMessages201
+from controller.ocpp201.transactions import TxMessages201, meter_value
 from controller.runtime.clock import Clock, sleep_or_event
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
@@ -289,7 +289,23 @@ class Ocpp201Client(AdapterBase):
         if tx_key is not None:
             self.journal.record_samples(connector_id, tx_key, samples)
             self.pump.wake()
-        # Samples outside a transaction are best effort: MeterValuesRequest comes later.
+            return
+        # J01/J02: clock-aligned samples outside a transaction as a MeterValuesRequest with
+        # AlignedDataCtrlr.Measurands, best effort (while accepted; not queued offline).
+        if self._state != "accepted" or self.transactions is None:
+            return
+        measurands = self.transactions.aligned_measurands()
+        values = [mv for sample in samples if (mv := meter_value(sample, measurands))]
+        if values:
+            evse_id, _ = status201.evse_of(connector_id)
+            payload = {"evseId": evse_id, "meterValue": values}
+            self._tasks.spawn(self._send_best_effort("MeterValues", payload), name="mv")
+
+    async def _send_best_effort(self, action: str, payload: dict[str, Any]) -> None:
+        try:
+            await self._call(action, payload)
+        except (CallError, CallTimeout, ConnectionLost) as exc:
+            LOG.info("%s not delivered (best effort): %s", action, exc)
 
     def status_changed(
         self, connector_id: int, phase: sm.Phase, condition: FaultKind | None, at: str

@@ -302,6 +302,10 @@ class TxMessages201:
             payload["meterValue"] = values
         return ACTION, payload
 
+    def aligned_measurands(self) -> list[str]:
+        """AlignedDataCtrlr.Measurands (clock-aligned samples, J01)."""
+        return self._list("AlignedDataCtrlr", "Measurands")
+
     # ------------------------------------------------------------ helpers
 
     def _event(self, kind: str, at: str, trigger: str, seq: int) -> dict[str, Any]:
