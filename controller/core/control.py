@@ -118,6 +118,10 @@ class StationControl(Protocol):
 
     def cancel_reservation(self, reservation_id: int) -> CancelResult: ...
 
+    def current_reservations(self) -> list[Reservation]:
+        """The reservations kept now."""
+        ...
+
     def on_reservation_ended(self, listener: Callable[[Reservation, ReservationEnd], None]) -> None:
         """``listener(reservation, end)`` whenever a reservation ends (used, cancelled,
         expired, removed by a fault or unavailability)."""

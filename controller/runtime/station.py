@@ -896,6 +896,9 @@ class Station:
     def cancel_reservation(self, reservation_id: int) -> CancelResult:
         return self.reservations.cancel(reservation_id)
 
+    def current_reservations(self) -> list[Reservation]:
+        return self.reservations.all()
+
     def on_reservation_ended(self, listener: Callable[[Reservation, ReservationEnd], None]) -> None:
         self.reservations.add_listener(listener)
 
