@@ -1,15 +1,15 @@
-"""OCPP 2.0.1 charging station client, a first vertical slice (issue 14).
+"""OCPP 2.0.1 charging station client: the connection, the boot, the heartbeat, statuses,
+the outbox pump and the CsmsPort the station talks to; every CSMS request goes through the
+declared routes of controller/ocpp201/routes.py to one feature module each.
 
-Done: the connection (every configured version offered, Basic auth from the configuration),
-BootNotification with Accepted / Pending / Rejected (B01-B03), Heartbeat with the boot
-interval and the CSMS time (G02), StatusNotification per EVSE and connector (G01, B01.FR.05,
-B04), authorization (C, D: authorization.py, locallist.py), other CSMS requests schema-checked and
-answered NotSupported (part 4 4.3: a 2.0.1 action recognised but not supported), unknown
-actions NotImplemented, and while Rejected SecurityError (B03.FR.08).
-
-Not yet: TransactionEvent (transactions are recorded in the journal, nothing is sent),
-device model (Get/SetVariables, reports), Reset, ChangeAvailability, TriggerMessage,
-security profiles 2/3 and certificates, smart charging, reservations, firmware and logs.
+The connection offers every configured version and uses security profiles 1-3 (security.py
+on controller/csms/secprofile.py). BootNotification Accepted / Pending / Rejected (B01-B03),
+Heartbeat with the CSMS time (G02), StatusNotification per EVSE and connector (G01, B01.FR.05,
+B04), TransactionEvent through the journal (transactions.py), SecurityEventNotification
+(A04), Authorize and the offline rules (authorization.py). A recognised 2.0.1 action without
+a route is answered NotSupported (part 4 4.3), an unknown one NotImplemented, and while
+Rejected every request SecurityError (B03.FR.08). What is done and what is not: README
+"OCPP 2.0.1: what is done".
 """
 
 from __future__ import annotations
