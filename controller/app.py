@@ -24,6 +24,7 @@ from controller.ocpp16 import FIRMWARE_UNSENT_KEY
 from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import Ocpp16Client, StationIdentity
 from controller.ocpp16.settings import Settings, core_keys
+from controller.ocpp201 import FIRMWARE_UNSENT_KEY as FIRMWARE_UNSENT_KEY_201
 from controller.ops import logsetup
 from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
 from controller.runtime.clock import Clock, TrustedClock
@@ -392,7 +393,7 @@ class App:
             security_profile=csms.security_profile,
         )
         policy201.follow(model, self.station.set_policy)
-        return Ocpp201Client(
+        client = Ocpp201Client(
             device_model=model,
             identity=Identity(
                 cfg.station_id, cfg.vendor, cfg.model, cfg.serial_number, cfg.firmware_version
@@ -409,6 +410,14 @@ class App:
             configured_profile=csms.security_profile,
             on_reset=self._on_reset,
         )
+        # Firmware (L01/L02) and GetLog (N01) on the same neutral pieces as 1.6, loaded on
+        # the first request unless an update or an unconfirmed status is pending.
+        client.firmware_factory = lambda: self._build_firmware(client)
+        if self._firmware_pending():
+            self._build_firmware(client)
+        client.diagnostics_sources = self.diagnostics_sources
+        logsetup.ring_handler().now = self._log_time()
+        return client
 
     def _connection_options(self) -> ConnectionOptions:
         csms = self.config.csms
@@ -586,14 +595,14 @@ class App:
         """An update in progress (also a new version on trial) or a firmware status the
         CSMS has not confirmed: their settings rows."""
         assert self.store is not None
-        return any(self.store.get_setting(key) for key in (FIRMWARE_JOB_KEY, FIRMWARE_UNSENT_KEY))
+        keys = (FIRMWARE_JOB_KEY, FIRMWARE_UNSENT_KEY, FIRMWARE_UNSENT_KEY_201)
+        return any(self.store.get_setting(key) for key in keys)
 
-    def _build_firmware(self, client: Ocpp16Client) -> FirmwareUpdater:
-        """The firmware updater, reported through the 1.6 client; a pending update (or a
-        new version on trial) carries on."""
+    def _build_firmware(self, client: Ocpp16Client | Ocpp201Client) -> FirmwareUpdater:
+        """The firmware updater, reported through the client of the version in use; a
+        pending update (or a new version on trial) carries on."""
         from controller.maintenance.firmware import FirmwareUpdater
         from controller.maintenance.installer import OperatorInstaller, WheelInstaller
-        from controller.ocpp16 import firmware as firmware16
 
         mt = self.config.maintenance
         installer = self.installer
@@ -613,7 +622,14 @@ class App:
             trust=self.firmware_trust if self.firmware_trust is not None else self.certstore_handle,
             security_log=self.security_log,
         )
-        firmware16.attach(client, updater)
+        if isinstance(client, Ocpp16Client):
+            from controller.ocpp16 import firmware as firmware16
+
+            firmware16.attach(client, updater)
+        else:
+            from controller.ocpp201 import firmware as firmware201
+
+            firmware201.attach(client, updater)
         self.firmware = updater
         updater.start()
         return updater
@@ -663,7 +679,7 @@ class App:
             security_log=self.security_log,
             config=lambda: _effective_config(cfg),
             state=state,
-            backends=(self.client.backend,) if self.client else (),
+            backends=(self.adapter.backend,) if self.adapter else (),
             secrets=secrets,
             mask=masker.mask,
         )

@@ -257,6 +257,15 @@ class Ocpp201Client(AdapterBase):
         reservations201.follow(self)  # ReservationStatusUpdate (H01.FR.16/17, H04.FR.01)
         # Authorize, the Authorization Cache and the offline rules (C01, C09-C16).
         self.auth = Authorization(self)
+        # Called each time a session is up with the boot accepted (firmware.py resends its
+        # unconfirmed status and confirms a version on trial).
+        self.on_accepted: list[Callable[[], None]] = []
+        # Firmware (L01/L02, firmware.py) and GetLog (N01, logs.py): the composition root
+        # leaves factories, so their code loads on the first request or trigger.
+        self.firmware: Any = None
+        self.firmware_factory: Callable[[], Any] | None = None
+        self.diagnostics_sources: Callable[[], Any] | None = None
+        self.logs: Any = None
 
     # ------------------------------------------------------------------ state
 
@@ -382,6 +391,8 @@ class Ocpp201Client(AdapterBase):
             if first:
                 await self._boot()
             self._state = "accepted"
+            for listener in list(self.on_accepted):
+                listener()
             self._queue_statuses(every=first or self._offline_long())
             self._offline_since_s = None
             self.pump.wake()

@@ -10,7 +10,9 @@ from controller.ocpp201 import (
     authorization,
     availability,
     datatransfer,
+    firmware,
     locallist,
+    logs,
     provisioning,
     remote,
     reservations,
@@ -36,4 +38,6 @@ ROUTES: dict[str, Handler] = {
     **reset.ROUTES,
     **remote.ROUTES,
     **trigger.ROUTES,
+    **firmware.ROUTES,
+    **logs.ROUTES,
 }
