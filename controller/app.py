@@ -661,11 +661,18 @@ class App:
         masker = logsetup.SecretFilter()
 
         def secrets() -> list[str | None]:
-            return [
+            found = [
                 cfg.csms.password if cfg.csms else None,
                 cfg.api_token,
                 settings.get("AuthorizationKey"),
             ]
+            model = self.client201.device_model if self.client201 is not None else None
+            if model is not None:  # the 2.0.1 password the CSMS set (A01)
+                try:
+                    found.append(model.get("SecurityCtrlr", "BasicAuthPassword"))
+                except KeyError:
+                    pass
+            return found
 
         def state() -> dict[str, Any]:
             return {"version": evsed_version(), "status": station.snapshot()}
