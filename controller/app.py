@@ -604,6 +604,12 @@ class App:
         from controller.maintenance.firmware import FirmwareUpdater
         from controller.maintenance.installer import OperatorInstaller, WheelInstaller
 
+        if self.firmware is not None:
+            # A switch of OCPP version: the update under way goes on (it is not started
+            # twice), told by the new adapter only.
+            self.firmware.clear_listeners()
+            self._attach_firmware(client, self.firmware)
+            return self.firmware
         mt = self.config.maintenance
         installer = self.installer
         if installer is None:
@@ -622,6 +628,14 @@ class App:
             trust=self.firmware_trust if self.firmware_trust is not None else self.certstore_handle,
             security_log=self.security_log,
         )
+        self._attach_firmware(client, updater)
+        self.firmware = updater
+        updater.start()
+        return updater
+
+    @staticmethod
+    def _attach_firmware(client: Ocpp16Client | Ocpp201Client, updater: FirmwareUpdater) -> None:
+        """The client of the version in use reports the updater's states."""
         if isinstance(client, Ocpp16Client):
             from controller.ocpp16 import firmware as firmware16
 
@@ -630,9 +644,6 @@ class App:
             from controller.ocpp201 import firmware as firmware201
 
             firmware201.attach(client, updater)
-        self.firmware = updater
-        updater.start()
-        return updater
 
     def diagnostics_sources(self) -> DiagnosticsSources:
         """What GetDiagnostics / GetLog archives are made of (controller/maintenance/

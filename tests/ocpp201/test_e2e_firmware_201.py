@@ -110,11 +110,16 @@ async def fw201(tmp_path: Path) -> AsyncIterator[Any]:
     apps: list[App] = []
 
     async def factory(
-        csms: DevCsms, installer: Installer, *, trust: Any = None, connectors: int = 1
+        csms: DevCsms,
+        installer: Installer,
+        *,
+        trust: Any = None,
+        connectors: int = 1,
+        ocpp_version: Any = "2.0.1",
     ) -> Harness:
         clock = ManualClock()
         config = parse(
-            charger_config(tmp_path, csms.url, connectors=connectors, ocpp_version="2.0.1")
+            charger_config(tmp_path, csms.url, connectors=connectors, ocpp_version=ocpp_version)
         )
         app = App(config, clock=clock, boot_id="boot-1", installer=installer, firmware_trust=trust)
         await app.start()
@@ -501,6 +506,30 @@ async def test_status_while_offline_is_sent_after_reconnecting(
         await h.advance(1)
     await until(h, "Installed")
     assert statuses(h) == [("DownloadScheduled", 3), ("Installed", 3)]
+
+
+async def test_an_update_goes_on_across_a_switch_of_ocpp_version(
+    fw201: Any, files: FileServer, operator: OperatorInstaller, installer_log: Path
+) -> None:
+    """An update a 1.6 CSMS scheduled is resumed at the next start by the 1.6 adapter built
+    first; the CSMS now speaks 2.0.1 only, the 2.0.1 adapter takes over the same updater:
+    the update runs once (one download, one install) and 2.0.1 reports it."""
+    async with DevCsms(ocpp_versions=("1.6",), heartbeat_interval_s=3600) as csms16:
+        h = await fw201(csms16, operator, ocpp_version="1.6")
+        location = files.url("/f/fw.bin")
+        frame = await csms16.call_raw(
+            STATION_ID, "UpdateFirmware", {"location": location, "retrieveDate": now(h, 3600)}
+        )
+        assert frame[0] == 3
+        await h.settle(lambda: bool(h.app.store.get_setting(JOB_KEY)))
+        await h.app.stop(reason=None)
+    async with DevCsms(ocpp_versions=("2.0.1",), heartbeat_interval_s=3600) as csms201:
+        h2 = await fw201(csms201, operator, ocpp_version=["1.6", "2.0.1"])
+        assert h2.app.client201 is h2.app.adapter
+        await h2.advance(3700, step_s=600)
+        await until(h2, "Installed")
+        assert names(h2)[-4:] == ["Downloading", "Downloaded", "Installing", "Installed"]
+        assert len(files.hits) == 1 and installs(installer_log) == [str(len(FIRMWARE))]
 
 
 # ----------------------------------------------------------------------------- L02 plain
