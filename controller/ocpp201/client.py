@@ -617,9 +617,9 @@ class Ocpp201Client(AdapterBase):
         if self.security_log is not None:
             self.security_log.remove_listener(self.security_events)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in the client's task group (work that follows a request's answer)."""
-        self._tasks.spawn(coro, name=name)
+        return self._tasks.spawn(coro, name=name)
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send a CALL now (not queued); raises ConnectionLost, CallError or CallTimeout."""

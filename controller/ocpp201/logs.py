@@ -124,7 +124,7 @@ class Logs201:
             _bounded(p.get("retryInterval"), DEFAULT_RETRY_INTERVAL_S, MAX_RETRY_INTERVAL_S),
         )
         self.job = job
-        job.task = self.client._tasks.spawn(self._run(job, sources), name="log-upload")
+        job.task = self.client.spawn(self._run(job, sources), name="log-upload")
         status = "AcceptedCanceled" if canceled is not None else "Accepted"
         return {"status": status, "filename": job.filename}
 
