@@ -10,16 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from controller.core.timestamps import parse_iso
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost
-from controller.maintenance.firmware import (
-    FirmwareJob,
-    FirmwareState,
-    FirmwareUpdater,
-    SubmitResult,
-)
 from controller.ocpp201 import FIRMWARE_UNSENT_KEY
 from controller.ocpp201.rpc import FORMAT_VIOLATION
 
 if TYPE_CHECKING:
+    # The updater's code loads with the first firmware request (App._build_firmware), not
+    # with the client: these modules are not imported at start.
+    from controller.maintenance.firmware import FirmwareJob, FirmwareState, FirmwareUpdater
     from controller.ocpp201.client import Ocpp201Client
 
 LOG = logging.getLogger(__name__)
@@ -29,33 +26,35 @@ UNSENT_KEY = FIRMWARE_UNSENT_KEY
 MAX_RETRIES = 100
 MAX_RETRY_INTERVAL_S = 86400
 
-# FirmwareStatusEnumType (DownloadPaused is never entered: evsed does not pause).
-STATUS: dict[FirmwareState, str] = {
-    FirmwareState.IDLE: "Idle",
-    FirmwareState.DOWNLOAD_SCHEDULED: "DownloadScheduled",
-    FirmwareState.DOWNLOADING: "Downloading",
-    FirmwareState.DOWNLOADED: "Downloaded",
-    FirmwareState.DOWNLOAD_FAILED: "DownloadFailed",
-    FirmwareState.SIGNATURE_VERIFIED: "SignatureVerified",
-    FirmwareState.INVALID_SIGNATURE: "InvalidSignature",
-    FirmwareState.INSTALL_SCHEDULED: "InstallScheduled",
-    FirmwareState.INSTALLING: "Installing",
-    FirmwareState.INSTALL_REBOOTING: "InstallRebooting",
-    FirmwareState.INSTALLED: "Installed",
-    FirmwareState.INSTALLATION_FAILED: "InstallationFailed",
-    FirmwareState.INSTALL_VERIFICATION_FAILED: "InstallVerificationFailed",
+# FirmwareStatusEnumType by FirmwareState value (DownloadPaused is never entered: evsed
+# does not pause a download).
+STATUS: dict[str, str] = {
+    "idle": "Idle",
+    "download scheduled": "DownloadScheduled",
+    "downloading": "Downloading",
+    "downloaded": "Downloaded",
+    "download failed": "DownloadFailed",
+    "signature verified": "SignatureVerified",
+    "invalid signature": "InvalidSignature",
+    "install scheduled": "InstallScheduled",
+    "installing": "Installing",
+    "install rebooting": "InstallRebooting",
+    "installed": "Installed",
+    "installation failed": "InstallationFailed",
+    "install verification failed": "InstallVerificationFailed",
 }
 
+# UpdateFirmwareStatusEnumType by SubmitResult name.
 SUBMIT_STATUS = {
-    SubmitResult.ACCEPTED: "Accepted",
-    SubmitResult.ACCEPTED_CANCELED: "AcceptedCanceled",
-    SubmitResult.REJECTED: "Rejected",
-    SubmitResult.INVALID_CERTIFICATE: "InvalidCertificate",
+    "ACCEPTED": "Accepted",
+    "ACCEPTED_CANCELED": "AcceptedCanceled",
+    "REJECTED": "Rejected",
+    "INVALID_CERTIFICATE": "InvalidCertificate",
 }
 
 # While the updater is in one of these, the install cannot be interrupted (B11.FR.06: a
 # station Reset is Rejected; L01.FR.27: a new UpdateFirmware too).
-UNINTERRUPTIBLE = frozenset({FirmwareState.INSTALLING, FirmwareState.INSTALL_REBOOTING})
+UNINTERRUPTIBLE = frozenset({"installing", "install rebooting"})
 
 
 class Firmware201:
@@ -79,8 +78,8 @@ class Firmware201:
     @staticmethod
     def payload_for(state: FirmwareState, job: FirmwareJob | None) -> dict[str, Any]:
         """L01.FR.10/20, L02.FR.06/14: the request's id with every status but Idle."""
-        payload: dict[str, Any] = {"status": STATUS[state]}
-        if state is not FirmwareState.IDLE and job is not None and job.request_id is not None:
+        payload: dict[str, Any] = {"status": STATUS[state.value]}
+        if state.value != "idle" and job is not None and job.request_id is not None:
             payload["requestId"] = job.request_id
         return payload
 
@@ -118,6 +117,8 @@ class Firmware201:
     def triggered(self) -> dict[str, Any]:
         """L01.FR.25/26, L02.FR.16/17: Idle after Installed (or when no update ever ran),
         else the last status sent, with its requestId."""
+        from controller.maintenance.firmware import FirmwareState
+
         state = self.updater.state
         if state is FirmwareState.INSTALLED:
             state = FirmwareState.IDLE
@@ -125,12 +126,14 @@ class Firmware201:
 
     @property
     def uninterruptible(self) -> bool:
-        return self.updater.busy and self.updater.state in UNINTERRUPTIBLE
+        return self.updater.busy and self.updater.state.value in UNINTERRUPTIBLE
 
     # ------------------------------------------------------------------ UpdateFirmware
 
     async def request(self, p: dict[str, Any]) -> dict[str, Any]:
         """UpdateFirmwareRequest (L01 with signingCertificate and signature, L02 without)."""
+        from controller.maintenance.firmware import FirmwareJob, SubmitResult
+
         fw = p["firmware"]
         request_id = int(p["requestId"])
         retrieve_at = parse_iso(str(fw["retrieveDateTime"]))
@@ -168,7 +171,7 @@ class Firmware201:
             return _answer("Rejected", "FwUpdateInProgress", "an install is running")
         if result is SubmitResult.INVALID_CERTIFICATE:
             return _answer("InvalidCertificate", "InvalidCertificate", "")
-        return {"status": SUBMIT_STATUS[result]}
+        return {"status": SUBMIT_STATUS[result.name]}
 
 
 def _answer(status: str, reason: str, info: str) -> dict[str, Any]:

@@ -12,24 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from controller.core.timestamps import parse_iso
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost
-from controller.maintenance.diagnostics import (
-    BadWindow,
-    DiagnosticsSources,
-    LogKind,
-    check_window,
-    file_name,
-)
-from controller.maintenance.lazy_transfers import upload_file
-from controller.maintenance.log_uploads import (
-    HeldNotifications,
-    LogUpload,
-    Uploader,
-    upload_archive,
-)
-from controller.maintenance.transfers import UploadResult
 from controller.maintenance.urls import BadLocation, parse_location
 
 if TYPE_CHECKING:
+    # The archive and upload code loads with the first GetLog or trigger (logs_of), not
+    # with the client: these modules are not imported at start.
+    from controller.maintenance.diagnostics import DiagnosticsSources
+    from controller.maintenance.log_uploads import LogUpload, Uploader
     from controller.ocpp201.client import Ocpp201Client
 
 LOG = logging.getLogger(__name__)
@@ -42,15 +31,17 @@ DEFAULT_RETRY_INTERVAL_S = 60
 MAX_RETRIES = 10
 MAX_RETRY_INTERVAL_S = 3600
 
-# UploadLogStatusEnumType: the failures told apart (N01.FR.10: "as precise as possible").
-FINAL: dict[UploadResult, str] = {
-    UploadResult.UPLOADED: "Uploaded",
-    UploadResult.FAILED: "UploadFailure",
-    UploadResult.PERMISSION_DENIED: "PermissionDenied",
-    UploadResult.BAD_MESSAGE: "BadMessage",
-    UploadResult.NOT_SUPPORTED: "NotSupportedOperation",
+# UploadLogStatusEnumType by UploadResult value: the failures told apart (N01.FR.10: "as
+# precise as possible").
+FINAL: dict[str, str] = {
+    "uploaded": "Uploaded",
+    "failed": "UploadFailure",
+    "permission_denied": "PermissionDenied",
+    "bad_message": "BadMessage",
+    "not_supported": "NotSupportedOperation",
 }
-LOG_TYPES = {"DiagnosticsLog": LogKind.DIAGNOSTICS, "SecurityLog": LogKind.SECURITY}
+# LogEnumType -> LogKind value.
+LOG_TYPES = {"DiagnosticsLog": "diagnostics", "SecurityLog": "securitylog"}
 
 
 class Logs201:
@@ -62,12 +53,15 @@ class Logs201:
         client: Ocpp201Client,
         sources: DiagnosticsSources | None,
         *,
-        upload: Uploader = upload_file,
+        upload: Uploader | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        from controller.maintenance.lazy_transfers import upload_file
+        from controller.maintenance.log_uploads import HeldNotifications
+
         self.client = client
         self.sources = sources
-        self.upload = upload
+        self.upload: Uploader = upload or upload_file
         self.ssl_context = ssl_context
         self.job: LogUpload | None = None
         self.finished: list[tuple[LogUpload, str]] = []  # (job, final status): the last few
@@ -94,7 +88,10 @@ class Logs201:
         cannot upload to, or a window whose oldest time is after its latest. A running
         upload is canceled first (N01.FR.12: AcceptedCanceled, N01.FR.20: its
         LogStatusNotification AcceptedCanceled)."""
-        kind = LOG_TYPES[str(p["logType"])]
+        from controller.maintenance.diagnostics import BadWindow, LogKind, file_name
+        from controller.maintenance.log_uploads import LogUpload
+
+        kind = LogKind(LOG_TYPES[str(p["logType"])])
         request_id = int(p["requestId"])
         sources = self.sources
         if sources is None or (kind is LogKind.SECURITY and sources.security_log is None):
@@ -139,6 +136,8 @@ class Logs201:
         return job
 
     async def _run(self, job: LogUpload, sources: DiagnosticsSources) -> None:
+        from controller.maintenance.log_uploads import upload_archive
+
         try:
             outcome = await upload_archive(
                 sources,
@@ -148,7 +147,7 @@ class Logs201:
                 ssl_context=self.ssl_context,
                 on_uploading=lambda: self.send("Uploading", job.request_id),  # N01.FR.08
             )
-            final = FINAL[outcome.result]  # N01.FR.09 / N01.FR.10
+            final = FINAL[outcome.result.value]  # N01.FR.09 / N01.FR.10
             self.finished = [*self.finished[-9:], (job, final)]
             self.send(final, job.request_id)
         finally:
@@ -182,6 +181,8 @@ def _bounded(value: Any, default: int, high: int) -> int:
 
 def _window(a: Any, b: Any) -> tuple[datetime | None, datetime | None]:
     """oldestTimestamp / latestTimestamp; BadWindow when one is unreadable or reversed."""
+    from controller.maintenance.diagnostics import BadWindow, check_window
+
     since = None if a is None else parse_iso(str(a))
     until = None if b is None else parse_iso(str(b))
     if (a is not None and since is None) or (b is not None and until is None):

@@ -8,6 +8,8 @@ import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
 import tarfile
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -339,3 +341,30 @@ async def test_no_secret_in_uploaded_archives(
     for name, blob in blobs.items():
         for secret in secrets:
             assert secret.encode() not in blob, f"{secret} is in {name}"
+
+
+def test_status_words_cover_every_neutral_outcome() -> None:
+    """Every neutral upload result and firmware state has its 2.0.1 word (the adapters key
+    them by value, so their code needs the neutral modules only when used)."""
+    from controller.maintenance.firmware import FirmwareState, SubmitResult
+    from controller.maintenance.transfers import UploadResult
+    from controller.ocpp201 import firmware as firmware201
+
+    assert set(logs201.FINAL) == {r.value for r in UploadResult}
+    assert set(firmware201.STATUS) == {s.value for s in FirmwareState}
+    assert set(firmware201.SUBMIT_STATUS) == {r.name for r in SubmitResult}
+
+
+def test_the_201_client_loads_no_archive_nor_firmware_code_at_start() -> None:
+    """The archive, upload and firmware modules load with the first request (as for 1.6,
+    tests/ops/test_start_imports.py): importing the 2.0.1 client and its routes does not."""
+    script = (
+        "import sys, controller.ocpp201.client\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('controller.maintenance.')"
+        " or m in ('aioftp', 'tarfile')))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["controller.maintenance.urls"]
