@@ -24,6 +24,7 @@ from controller.ocpp16 import FIRMWARE_UNSENT_KEY
 from controller.ocpp16 import policy as policy16
 from controller.ocpp16.client import Ocpp16Client, StationIdentity
 from controller.ocpp16.settings import Settings, core_keys
+from controller.ocpp201 import FIRMWARE_UNSENT_KEY as FIRMWARE_UNSENT_KEY_201
 from controller.ops import logsetup
 from controller.ops.sdnotify import Notifier, run_status, run_watchdog, watchdog_timeout_s
 from controller.runtime.clock import Clock, TrustedClock
@@ -392,7 +393,7 @@ class App:
             security_profile=csms.security_profile,
         )
         policy201.follow(model, self.station.set_policy)
-        return Ocpp201Client(
+        client = Ocpp201Client(
             device_model=model,
             identity=Identity(
                 cfg.station_id, cfg.vendor, cfg.model, cfg.serial_number, cfg.firmware_version
@@ -409,6 +410,14 @@ class App:
             configured_profile=csms.security_profile,
             on_reset=self._on_reset,
         )
+        # Firmware (L01/L02) and GetLog (N01) on the same neutral pieces as 1.6, loaded on
+        # the first request unless an update or an unconfirmed status is pending.
+        client.firmware_factory = lambda: self._build_firmware(client)
+        if self._firmware_pending():
+            self._build_firmware(client)
+        client.diagnostics_sources = self.diagnostics_sources
+        logsetup.ring_handler().now = self._log_time()
+        return client
 
     def _connection_options(self) -> ConnectionOptions:
         csms = self.config.csms
@@ -586,15 +595,21 @@ class App:
         """An update in progress (also a new version on trial) or a firmware status the
         CSMS has not confirmed: their settings rows."""
         assert self.store is not None
-        return any(self.store.get_setting(key) for key in (FIRMWARE_JOB_KEY, FIRMWARE_UNSENT_KEY))
+        keys = (FIRMWARE_JOB_KEY, FIRMWARE_UNSENT_KEY, FIRMWARE_UNSENT_KEY_201)
+        return any(self.store.get_setting(key) for key in keys)
 
-    def _build_firmware(self, client: Ocpp16Client) -> FirmwareUpdater:
-        """The firmware updater, reported through the 1.6 client; a pending update (or a
-        new version on trial) carries on."""
+    def _build_firmware(self, client: Ocpp16Client | Ocpp201Client) -> FirmwareUpdater:
+        """The firmware updater, reported through the client of the version in use; a
+        pending update (or a new version on trial) carries on."""
         from controller.maintenance.firmware import FirmwareUpdater
         from controller.maintenance.installer import OperatorInstaller, WheelInstaller
-        from controller.ocpp16 import firmware as firmware16
 
+        if self.firmware is not None:
+            # A switch of OCPP version: the update under way goes on (it is not started
+            # twice), told by the new adapter only.
+            self.firmware.clear_listeners()
+            self._attach_firmware(client, self.firmware)
+            return self.firmware
         mt = self.config.maintenance
         installer = self.installer
         if installer is None:
@@ -613,10 +628,22 @@ class App:
             trust=self.firmware_trust if self.firmware_trust is not None else self.certstore_handle,
             security_log=self.security_log,
         )
-        firmware16.attach(client, updater)
+        self._attach_firmware(client, updater)
         self.firmware = updater
         updater.start()
         return updater
+
+    @staticmethod
+    def _attach_firmware(client: Ocpp16Client | Ocpp201Client, updater: FirmwareUpdater) -> None:
+        """The client of the version in use reports the updater's states."""
+        if isinstance(client, Ocpp16Client):
+            from controller.ocpp16 import firmware as firmware16
+
+            firmware16.attach(client, updater)
+        else:
+            from controller.ocpp201 import firmware as firmware201
+
+            firmware201.attach(client, updater)
 
     def diagnostics_sources(self) -> DiagnosticsSources:
         """What GetDiagnostics / GetLog archives are made of (controller/maintenance/
@@ -645,11 +672,18 @@ class App:
         masker = logsetup.SecretFilter()
 
         def secrets() -> list[str | None]:
-            return [
+            found = [
                 cfg.csms.password if cfg.csms else None,
                 cfg.api_token,
                 settings.get("AuthorizationKey"),
             ]
+            model = self.client201.device_model if self.client201 is not None else None
+            if model is not None:  # the 2.0.1 password the CSMS set (A01)
+                try:
+                    found.append(model.get("SecurityCtrlr", "BasicAuthPassword"))
+                except KeyError:
+                    pass
+            return found
 
         def state() -> dict[str, Any]:
             return {"version": evsed_version(), "status": station.snapshot()}
@@ -663,7 +697,7 @@ class App:
             security_log=self.security_log,
             config=lambda: _effective_config(cfg),
             state=state,
-            backends=(self.client.backend,) if self.client else (),
+            backends=(self.adapter.backend,) if self.adapter else (),
             secrets=secrets,
             mask=masker.mask,
         )

@@ -173,6 +173,10 @@ class FirmwareUpdater:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def clear_listeners(self) -> None:
+        """Forget every listener (the adapter of another OCPP version takes over)."""
+        self._listeners.clear()
+
     # ------------------------------------------------------------------ requests
 
     def check_certificate(self, signing_pem: str) -> str | None:

@@ -7,9 +7,6 @@ import asyncio
 import logging
 import ssl
 import weakref
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +16,18 @@ from controller.maintenance.diagnostics import (
     BadWindow,
     DiagnosticsSources,
     LogKind,
-    build_archive,
     check_window,
     file_name,
 )
 from controller.maintenance.lazy_transfers import upload_file
-from controller.maintenance.transfers import UploadOutcome, UploadResult
-from controller.maintenance.urls import BadLocation, Location, parse_location
+from controller.maintenance.log_uploads import (
+    HeldNotifications,
+    LogUpload,
+    Uploader,
+    upload_archive,
+)
+from controller.maintenance.transfers import UploadResult
+from controller.maintenance.urls import BadLocation, parse_location
 from controller.ocpp16.routes import route, trigger
 
 if TYPE_CHECKING:
@@ -51,28 +53,8 @@ _LOG_FINAL = {
     UploadResult.NOT_SUPPORTED: "NotSupportedOperation",
 }
 
-# A status notification waits this long (on the injected clock) for the CSMS connection: an
-# Uploaded after a short outage still arrives; one older than this is dropped (the CSMS can
-# ask with a trigger).
-STATUS_HOLD_S = 600.0
-_OFFLINE_POLL_S = 1.0
-
-Uploader = Callable[..., Awaitable[UploadOutcome]]
-
-
-@dataclass
-class Job:
-    """One requested upload: GetDiagnostics (``request_id`` None) or GetLog."""
-
-    kind: LogKind
-    request_id: int | None
-    location: Location
-    filename: str
-    since: datetime | None
-    until: datetime | None
-    retries: int
-    retry_interval_s: float
-    task: asyncio.Task[None] | None = None
+# One requested upload: GetDiagnostics (``request_id`` None) or GetLog.
+Job = LogUpload
 
 
 class Diagnostics16:
@@ -91,9 +73,13 @@ class Diagnostics16:
         self.ssl_context = ssl_context
         self.job: Job | None = None
         self.finished: list[tuple[Job, str]] = []  # (job, final status): the last few, for tests
-        # Status notifications in order, each waiting up to STATUS_HOLD_S for the CSMS.
-        self.pending: deque[tuple[str, dict[str, Any], float]] = deque()
-        self.sender: asyncio.Task[None] | None = None
+        # Status notifications in order, each waiting for the CSMS (built with the client).
+        self.notifications: HeldNotifications | None = None
+
+    @property
+    def pending(self) -> list[tuple[str, dict[str, Any], float]]:
+        """The status notifications not delivered yet."""
+        return [] if self.notifications is None else list(self.notifications.pending)
 
     async def cancel_running(self) -> Job | None:
         """Stop the running upload (if any) and wait until it stopped; returns it."""
@@ -230,47 +216,16 @@ def _status_message(job: Job, status: str) -> tuple[str, dict[str, Any]]:
 
 async def _run(client: Ocpp16Client, state: Diagnostics16, job: Job) -> None:
     assert state.sources is not None
-    final = "UploadFailed" if job.request_id is None else "UploadFailure"
     try:
-        try:
-            archive = await build_archive(
-                state.sources, job.kind, job.since, job.until, filename=job.filename
-            )
-        except Exception:
-            LOG.exception("building %s failed", job.filename)
-            _send_status(client, *_status_message(job, final))
-            return
-        LOG.info(
-            "uploading %s (%d bytes, %d log lines from %s) to %s",
-            job.filename,
-            len(archive.data),
-            archive.log_lines,
-            archive.log_source,
-            job.location.redacted(),
+        outcome = await upload_archive(
+            state.sources,
+            job,
+            clock=client.clock,
+            upload=state.upload,
+            ssl_context=state.ssl_context,
+            # 6.17 / N01.FR.08: Uploading when the upload starts.
+            on_uploading=lambda: _send_status(client, *_status_message(job, "Uploading")),
         )
-        # 6.17 / N01.FR.08: Uploading when the upload starts.
-        _send_status(client, *_status_message(job, "Uploading"))
-        outcome = UploadOutcome(UploadResult.FAILED, "not tried")
-        for attempt in range(1 + job.retries):  # errata 3.50: "retries" are retries
-            if attempt:
-                await client.clock.sleep(job.retry_interval_s)
-            outcome = await state.upload(
-                job.location,
-                archive.data,
-                job.filename,
-                ssl_context=state.ssl_context,
-                resume=attempt > 0,
-            )
-            LOG.info(
-                "upload of %s, attempt %d/%d: %s (%s)",
-                job.filename,
-                attempt + 1,
-                1 + job.retries,
-                outcome.result.value,
-                outcome.detail,
-            )
-            if outcome.result.final:
-                break
         if job.request_id is None:
             final = _DIAGNOSTICS_FINAL.get(outcome.result, "UploadFailed")
         else:
@@ -284,33 +239,18 @@ async def _run(client: Ocpp16Client, state: Diagnostics16, job: Job) -> None:
 
 def _send_status(client: Ocpp16Client, action: str, payload: dict[str, Any]) -> None:
     """Queue a status notification; one task sends them in order, after the CALLRESULT
-    that caused them, each as soon as the CSMS connection is up (within STATUS_HOLD_S)."""
+    that caused them, each as soon as the CSMS connection is up (log_uploads.py)."""
     state = state_of(client)
-    state.pending.append((action, payload, client.clock.monotonic_s() + STATUS_HOLD_S))
-    if state.sender is None or state.sender.done():
-        state.sender = client._tasks.spawn(_status_sender(client, state), name="upload-status")
-
-
-async def _status_sender(client: Ocpp16Client, state: Diagnostics16) -> None:
-    await asyncio.sleep(0)  # let the CALLRESULT of the request go out first
-    while state.pending:
-        action, payload, deadline_s = state.pending[0]
-        if client.clock.monotonic_s() >= deadline_s:
-            LOG.warning("%s %s dropped: no CSMS connection", action, payload["status"])
-            state.pending.popleft()
-            continue
-        if client.connection_state() != "accepted":
-            await client.clock.sleep(_OFFLINE_POLL_S)
-            continue
-        try:
-            await client._call(action, payload)
-        except (CallTimeout, ConnectionLost) as exc:
-            LOG.info("%s %s not delivered (%s); trying again", action, payload["status"], exc)
-            await client.clock.sleep(_OFFLINE_POLL_S)
-            continue
-        except CallError as exc:
-            LOG.warning("%s %s refused by the CSMS: %s", action, payload["status"], exc)
-        state.pending.popleft()
+    if state.notifications is None:
+        state.notifications = HeldNotifications(
+            clock=client.clock,
+            connected=lambda: client.connection_state() == "accepted",
+            call=client._call,
+            spawn=lambda coro: client._tasks.spawn(coro, name="upload-status"),
+            transient=(CallTimeout, ConnectionLost),
+            refused=(CallError,),
+        )
+    state.notifications.send(action, payload)
 
 
 # ------------------------------------------------------------------ triggers

@@ -257,6 +257,15 @@ class Ocpp201Client(AdapterBase):
         reservations201.follow(self)  # ReservationStatusUpdate (H01.FR.16/17, H04.FR.01)
         # Authorize, the Authorization Cache and the offline rules (C01, C09-C16).
         self.auth = Authorization(self)
+        # Called each time a session is up with the boot accepted (firmware.py resends its
+        # unconfirmed status and confirms a version on trial).
+        self.on_accepted: list[Callable[[], None]] = []
+        # Firmware (L01/L02, firmware.py) and GetLog (N01, logs.py): the composition root
+        # leaves factories, so their code loads on the first request or trigger.
+        self.firmware: Any = None
+        self.firmware_factory: Callable[[], Any] | None = None
+        self.diagnostics_sources: Callable[[], Any] | None = None
+        self.logs: Any = None
 
     # ------------------------------------------------------------------ state
 
@@ -398,6 +407,8 @@ class Ocpp201Client(AdapterBase):
             if first:
                 await self._boot()
             self._state = "accepted"
+            for listener in list(self.on_accepted):
+                listener()
             self._queue_statuses(every=first or self._offline_long())
             self._offline_since_s = None
             self.pump.wake()
@@ -622,9 +633,9 @@ class Ocpp201Client(AdapterBase):
         if self.security_log is not None:
             self.security_log.remove_listener(self.security_events)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in the client's task group (work that follows a request's answer)."""
-        self._tasks.spawn(coro, name=name)
+        return self._tasks.spawn(coro, name=name)
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send a CALL now (not queued); raises ConnectionLost, CallError or CallTimeout."""

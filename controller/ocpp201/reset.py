@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.core.connector import Phase, StopCause
 from controller.core.security import SecurityEventKind
+from controller.ocpp201 import firmware as firmware201
 from controller.runtime.clock import sleep_or_event
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Resets:
         if evse_id is None and client.on_reset is None:
             # Nothing here can restart evsed (a client without the application).
             return _rejected("NoRestart")
+        if evse_id is None and firmware201.blocks_reset(client):
+            return _rejected("FwUpdateInProgress")  # B11.FR.06: an install is running
         targets = cids if evse_id is None else [evse_id]
         busy = any(client.station.view(cid).tx_key is not None for cid in targets)
         immediate = kind == "Immediate"

@@ -11,7 +11,9 @@ from controller.ocpp201 import (
     availability,
     customer,
     datatransfer,
+    firmware,
     locallist,
+    logs,
     provisioning,
     remote,
     reservations,
@@ -38,4 +40,6 @@ ROUTES: dict[str, Handler] = {
     **remote.ROUTES,
     **trigger.ROUTES,
     **customer.ROUTES,
+    **firmware.ROUTES,
+    **logs.ROUTES,
 }

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from controller.core.port import Sample
 from controller.core.timestamps import iso_utc
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost
+from controller.ocpp201 import firmware as firmware201
+from controller.ocpp201 import logs as logs201
 from controller.ocpp201 import status as status201
 from controller.ocpp201.remote import connectors_of
 from controller.ocpp201.transactions import meter_value
@@ -145,26 +147,14 @@ def transaction_event(client: Ocpp201Client, evse: dict[str, Any] | None) -> str
     return ACCEPTED
 
 
-def firmware_status_notification(client: Ocpp201Client, evse: dict[str, Any] | None) -> str:
-    """F06.FR.16: Idle, as the station runs no firmware update over 2.0.1 (block L)."""
-    _send(client, "FirmwareStatusNotification", {"status": "Idle"})
-    return ACCEPTED
-
-
-def log_status_notification(client: Ocpp201Client, evse: dict[str, Any] | None) -> str:
-    """F06.FR.15: Idle, as the station uploads no log over 2.0.1 (block N)."""
-    _send(client, "LogStatusNotification", {"status": "Idle"})
-    return ACCEPTED
-
-
 TRIGGERS: dict[str, Trigger] = {
     "BootNotification": boot_notification,
     "Heartbeat": heartbeat,
     "StatusNotification": status_notification,
     "MeterValues": meter_values,
     "TransactionEvent": transaction_event,
-    "FirmwareStatusNotification": firmware_status_notification,
-    "LogStatusNotification": log_status_notification,
+    "FirmwareStatusNotification": firmware201.trigger_firmware_status,
+    "LogStatusNotification": logs201.trigger_log_status,
 }
 
 
