@@ -49,6 +49,7 @@ from controller.ocpp201 import status as status201
 from controller.ocpp201.authorization import Authorization, reader_token
 from controller.ocpp201.availability import Availability
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
+from controller.ocpp201.monitoring import Monitoring
 from controller.ocpp201.reset import Resets
 from controller.ocpp201.routes import ROUTES
 from controller.ocpp201.security import DeviceModelSecurity
@@ -257,6 +258,10 @@ class Ocpp201Client(AdapterBase):
         reservations201.follow(self)  # ReservationStatusUpdate (H01.FR.16/17, H04.FR.01)
         # Authorize, the Authorization Cache and the offline rules (C01, C09-C16).
         self.auth = Authorization(self)
+        # Variable monitors and NotifyEvent (N02-N08; None without a device model).
+        self.monitoring: Monitoring | None = None
+        if device_model is not None:
+            self.monitoring = Monitoring(self, device_model)
 
     # ------------------------------------------------------------------ state
 
@@ -315,6 +320,8 @@ class Ocpp201Client(AdapterBase):
         except KeyError:
             plugged = phase is not sm.Phase.PREPARING
         status = status201.connector_status(phase, plugged)
+        if self.monitoring is not None:
+            self.monitoring.station_changed(connector_id, condition)
         if self._reported_status.get(connector_id) == status:
             self._pending_status.pop(connector_id, None)  # back to what the CSMS knows
             return
@@ -375,6 +382,8 @@ class Ocpp201Client(AdapterBase):
     async def run(self) -> None:
         """Stay connected until close(), or until the CSMS picked another version."""
         self.availability.restore()  # connectors a reset held before the restart
+        if self.monitoring is not None:
+            self._tasks.spawn(self.monitoring.run(), name="monitoring")
         await self._link.run()
 
     async def _session(self, ws: ClientConnection) -> None:

@@ -12,6 +12,7 @@ from controller.ocpp201 import (
     customer,
     datatransfer,
     locallist,
+    monitoring,
     provisioning,
     remote,
     reservations,
@@ -38,4 +39,5 @@ ROUTES: dict[str, Handler] = {
     **remote.ROUTES,
     **trigger.ROUTES,
     **customer.ROUTES,
+    **monitoring.ROUTES,
 }

@@ -329,7 +329,15 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
             constant=False,
             persistent=True,
         ),
-        _var(sec, "BasicAuthPassword", "string", None, mutability="WriteOnly", max_limit=40),
+        _var(
+            sec,
+            "BasicAuthPassword",
+            "string",
+            None,
+            mutability="WriteOnly",
+            max_limit=40,
+            monitoring=True,
+        ),
         _var(sec, "AdditionalRootCertificateCheck", "boolean", "false", mutability=ro),
         _var(sec, "MaxCertificateChainSize", "integer", "10000", mutability=ro),
     ]
@@ -500,7 +508,72 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
         _var(clock, "DateTime", "dateTime", None, mutability=ro, provider=live.utc_now or _now),
         _var(clock, "TimeSource", "SequenceList", ",".join(TIME_SOURCES), values=TIME_SOURCES),
     ]
+    out += _monitoring(desc)
     out += _infrastructure(desc, live)
+    return out
+
+
+MONITORING_BASES = ("All", "FactoryDefault", "HardWiredOnly")
+
+
+def _monitoring(desc: StationDescription) -> list[VariableDef]:
+    """MonitoringCtrlr (Part 2 N, controller/ocpp201/monitoring.py). The active base and level
+    are ReadOnly but set by SetMonitoringBase / SetMonitoringLevel: stored, not constant."""
+    ro: Mutability = "ReadOnly"
+    mon = ComponentKey("MonitoringCtrlr")
+    out = [
+        _var(mon, "Enabled", "boolean", "true"),
+        _var(mon, "Available", "boolean", "true", mutability=ro),
+        _var(mon, "OfflineQueuingSeverity", "integer", "4", min_limit=0, max_limit=9),
+    ]
+    for action in ("SetVariableMonitoring", "ClearVariableMonitoring"):
+        out.append(
+            _var(
+                mon,
+                "ItemsPerMessage",
+                "integer",
+                str(desc.items_per_message),
+                instance=action,
+                mutability=ro,
+            )
+        )
+        out.append(
+            _var(
+                mon,
+                "BytesPerMessage",
+                "integer",
+                str(desc.bytes_per_message),
+                instance=action,
+                mutability=ro,
+            )
+        )
+    out += [
+        _with_attribute(
+            _var(
+                mon,
+                "ActiveMonitoringBase",
+                "OptionList",
+                "All",
+                mutability=ro,
+                values=MONITORING_BASES,
+            ),
+            constant=False,
+            persistent=True,
+        ),
+        _with_attribute(
+            _var(
+                mon,
+                "ActiveMonitoringLevel",
+                "integer",
+                "9",
+                mutability=ro,
+                min_limit=0,
+                max_limit=9,
+            ),
+            constant=False,
+            persistent=True,
+        ),
+    ]
     return out
 
 
@@ -544,6 +617,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
             mutability=ro,
             provider=_availability(live, None, None),
             values=AVAILABILITY_STATES,
+            monitoring=True,
         ),
         _var(
             station,
@@ -552,6 +626,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
             "true",
             mutability=ro,
             provider=_available(live, None, None),
+            monitoring=True,
         ),
         _var(station, "SupplyPhases", "integer", str(phases), mutability=ro),
         _var(station, "VendorName", "string", desc.vendor_name, mutability=ro),
@@ -560,7 +635,15 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
     if live.problem is not None:
         problem = live.problem
         out.append(
-            _var(station, "Problem", "boolean", None, mutability=ro, provider=lambda: problem(None))
+            _var(
+                station,
+                "Problem",
+                "boolean",
+                None,
+                mutability=ro,
+                provider=lambda: problem(None),
+                monitoring=True,
+            )
         )
     for e in desc.evses:
         evse = ComponentKey("EVSE", evse_id=e.evse_id)
@@ -578,6 +661,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 mutability=ro,
                 provider=_availability(live, e.evse_id, None),
                 values=AVAILABILITY_STATES,
+                monitoring=True,
             ),
             _var(
                 evse,
@@ -586,6 +670,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 "true",
                 mutability=ro,
                 provider=_available(live, e.evse_id, None),
+                monitoring=True,
             ),
             _var(evse, "SupplyPhases", "integer", str(e.phases), mutability=ro),
             # B11.FR.10: each EVSE can be reset on its own (controller/ocpp201/reset.py).
@@ -613,6 +698,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                     None,
                     mutability=ro,
                     provider=_bind(problem, e.evse_id),
+                    monitoring=True,
                 )
             )
         out += [
@@ -624,6 +710,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 mutability=ro,
                 provider=_availability(live, e.evse_id, 1),
                 values=AVAILABILITY_STATES,
+                monitoring=True,
             ),
             _var(
                 connector,
@@ -632,6 +719,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 "true",
                 mutability=ro,
                 provider=_available(live, e.evse_id, 1),
+                monitoring=True,
             ),
             _var(connector, "ConnectorType", "string", e.connector_type, mutability=ro),
             _var(connector, "SupplyPhases", "integer", str(e.phases), mutability=ro),
@@ -661,7 +749,15 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 closed_fn = live.contactor_closed
                 closed = _bind(closed_fn, e.evse_id)
             out.append(
-                _var(contactor, "Active", "boolean", "false", mutability=ro, provider=closed)
+                _var(
+                    contactor,
+                    "Active",
+                    "boolean",
+                    "false",
+                    mutability=ro,
+                    provider=closed,
+                    monitoring=True,
+                )
             )
     if desc.has_reader:
         out.append(_var(ComponentKey("TokenReader"), "Enabled", "boolean", "true", mutability=ro))
