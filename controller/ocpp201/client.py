@@ -60,6 +60,7 @@ from controller.security.log import SecurityLog
 from controller.security.material import TlsMaterial
 from controller.storage.journal import TxJournal
 from controller.storage.store import QueuedMessage, Store
+from controller.storage.writes import EventKind
 from hal.base import FaultKind
 
 LOG = logging.getLogger(__name__)
@@ -244,7 +245,11 @@ class Ocpp201Client(AdapterBase):
                 retry_interval_s=lambda: self._comm_int(
                     "MessageAttemptInterval", MESSAGE_RETRY_INTERVAL_S
                 ),
-                refused_for_good=lambda msg, exc: self.security_events.refused_for_good(msg, exc),
+                # A NotifyEvent the CSMS answered with a CALLERROR is not retried: it would
+                # hold up the transaction messages behind it (N07: no retry rule).
+                refused_for_good=lambda msg, exc: (
+                    msg.kind is EventKind.NOTICE or self.security_events.refused_for_good(msg, exc)
+                ),
             ),
         )
         self.on_link_state: list[Callable[[str], None]] = []

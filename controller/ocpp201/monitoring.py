@@ -17,12 +17,14 @@ from controller.ocpp201 import status as status201
 from controller.ocpp201.dm import ComponentKey, DeviceModel, VariableKey
 from controller.ocpp201.dm.monitors import (
     CRITERIA,
+    MAX_MONITORS,
     NUMERIC,
     PERIODIC,
     THRESHOLDS,
     Monitor,
     MonitorStore,
     number,
+    still_valid,
     supports,
     value_problem,
 )
@@ -104,16 +106,14 @@ def evaluate(
             return Triggered("Alerting", value, cleared=True), False, reference
         return None, monitor.tripped, reference
     if monitor.type == "Delta":
-        if reference is None:
-            return None, False, value
         if numeric:
             v, ref = number(value), number(reference)
             if v is None or ref is None:
-                return None, False, value
+                return None, False, value  # the first number is the reference
             if abs(v - ref) > monitor.value:
                 return Triggered("Delta", value), False, value
             return None, False, reference
-        if value != reference:
+        if value != reference:  # also a first value of an unset one
             return Triggered("Delta", value), False, value
         return None, False, reference
     return None, monitor.tripped, reference
@@ -148,6 +148,14 @@ class Monitoring:
                     self.store.put(monitor)
             client.store.set_setting(PRECONFIGURED_KEY, "1")
         for monitor in self.store.all():
+            if not still_valid(monitor, self._definition(monitor)):
+                LOG.warning(
+                    "monitor %d on %s removed: not monitorable any more",
+                    monitor.id,
+                    monitor.variable.text(),
+                )
+                self.store.remove(monitor.id)
+                continue
             self._installed(monitor)
         model.on_change(self._stored_value_changed)
 
@@ -302,6 +310,10 @@ class Monitoring:
 
         self._wakeup = asyncio.Event()
         clock = self.client.clock
+        # N07.FR.14: a threshold exceeded before a restart is cleared when its value is back.
+        for monitor in self.store.all():
+            if monitor.type in THRESHOLDS:
+                self._check(monitor, self._read(monitor))
         while True:
             self._wakeup.clear()
             self._fire_periodic()
@@ -444,6 +456,8 @@ class Monitoring:
         problem = value_problem(definition, monitor_type, value)
         if problem is not None:
             return refused("Rejected", problem)  # N04.FR.06, N04.FR.14
+        if old is None and len(self.store) >= MAX_MONITORS:
+            return refused("Rejected", "TooManyElements")
         for other in self.store.on(definition.component, definition.variable):
             if other.type == monitor_type and other.severity == severity:
                 if old is None or other.id != old.id:

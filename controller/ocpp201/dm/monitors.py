@@ -41,8 +41,12 @@ CRITERIA: dict[str, frozenset[str]] = {
 }
 # Ids: hard-wired and preconfigured monitors have fixed ids below this; custom ones above.
 FIRST_CUSTOM_ID = 1000
-# A periodic interval below this is Rejected: a monitor must not keep the station busy.
-MIN_PERIOD_S = Decimal(1)
+# A periodic interval below this is Rejected (ValueTooLow): every event is a durable write,
+# so a CSMS must not make the station write its flash every second.
+MIN_PERIOD_S = Decimal(10)
+# At most this many monitors are installed (more are Rejected, TooManyElements): each is
+# a settings row and is evaluated on every change of its variable.
+MAX_MONITORS = 200
 
 
 class MonitorSettings(Protocol):
@@ -129,6 +133,12 @@ def value_problem(definition: VariableDef, monitor_type: str, value: Decimal) ->
     return None
 
 
+def still_valid(monitor: Monitor, definition: VariableDef | None) -> bool:
+    """A stored monitor whose variable is gone or no longer takes its type after an update
+    is removed (N04 remark)."""
+    return definition is not None and supports(definition, monitor.type)
+
+
 def number(text: str | None) -> Decimal | None:
     if text is None:
         return None
@@ -152,6 +162,9 @@ class MonitorStore:
                 LOG.warning("ignoring the stored monitor %s", key)
                 continue
             self._monitors[monitor.id] = monitor
+
+    def __len__(self) -> int:
+        return len(self._monitors)
 
     def all(self) -> list[Monitor]:
         return sorted(self._monitors.values(), key=lambda m: m.id)

@@ -166,9 +166,13 @@ def _var(
     values: Sequence[str] = (),
     provider: Callable[[], Any] | None = None,
     reboot: bool = False,
-    monitoring: bool = False,
+    monitoring: bool | None = None,
 ) -> VariableDef:
     constant = mutability == "ReadOnly" and provider is None
+    if monitoring is None:
+        # A value the CSMS can set can be monitored (N04): it is evaluated when it changes,
+        # at no cost while nothing changes. Read-only values opt in where evsed reads them.
+        monitoring = mutability != "ReadOnly"
     attribute = AttributeDef(
         "Actual",
         mutability,
@@ -604,6 +608,18 @@ def _available(live: LiveValues, evse: int | None, connector: int | None) -> Any
     return lambda: fn(evse, connector) not in ("Unavailable", "Faulted")
 
 
+def _total_power(live: LiveValues, desc: StationDescription) -> Callable[[], Any] | None:
+    if live.power_w is None:
+        return None
+    power_w = live.power_w
+
+    def total() -> Decimal | None:
+        values = [v for e in desc.evses if (v := power_w(e.evse_id)) is not None]
+        return sum(values, Decimal(0)) if values else None
+
+    return total
+
+
 def _infrastructure(desc: StationDescription, live: LiveValues) -> list[VariableDef]:
     ro: Mutability = "ReadOnly"
     station = ComponentKey("ChargingStation")
@@ -629,6 +645,18 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
             monitoring=True,
         ),
         _var(station, "SupplyPhases", "integer", str(phases), mutability=ro),
+        # The station's power, the sum of its EVSEs' (monitorable, TC_N_03_CS / TC_N_39_CS).
+        _var(
+            station,
+            "Power",
+            "decimal",
+            None,
+            mutability=ro,
+            unit="W",
+            max_limit=sum((e.max_power_w for e in desc.evses), Decimal(0)),
+            provider=_total_power(live, desc),
+            monitoring=True,
+        ),
         _var(station, "VendorName", "string", desc.vendor_name, mutability=ro),
         _var(station, "Model", "string", desc.model, mutability=ro),
     ]
