@@ -80,7 +80,7 @@ async def test_set_report_replace_clear(charger: Any, csms: DevCsms) -> None:
     TC_N_11_CS, TC_N_37_CS (N04.FR.03/04), TC_N_38_CS (N04.FR.05: a threshold on an option
     list), TC_N_12_CS (N04.FR.14: negative delta), TC_N_13_CS (N04.FR.06: threshold beyond
     maxLimit), TC_N_15_CS (N04.FR.10 Duplicate), TC_N_43_CS (each item its own answer);
-    TC_N_47_CS / TC_N_01_CS / TC_N_02_CS (N02.FR.01/04/09/11-14/16): reports;
+    TC_N_47_CS / TC_N_01_CS / TC_N_02_CS / TC_N_03_CS (N02.FR.01/04/05/09-14/16): reports;
     TC_N_40_CS / TC_N_39_CS (N04.FR.12/16); TC_N_18/19_CS (N06.FR.01/02/05)."""
     h = await ready(charger, csms)
     power = {"name": "Power"}
@@ -136,6 +136,15 @@ async def test_set_report_replace_clear(charger: Any, csms: DevCsms) -> None:
         h, csms, 5, componentVariable=[{"component": {"name": "ChargingStation"}}]
     )
     assert nothing == ["EmptyResultSet"]
+    # TC_N_03_CS (N02.FR.05/10/13): criteria and componentVariable together.
+    wanted = [{"component": EVSE1, "variable": AVAILABILITY}]
+    assert await report(
+        h, csms, 7, monitoringCriteria=["ThresholdMonitoring"], componentVariable=wanted
+    ) == ["EmptyResultSet"]
+    (entry,) = await report(
+        h, csms, 8, monitoringCriteria=["DeltaMonitoring"], componentVariable=wanted
+    )
+    assert [m["id"] for m in entry["variableMonitoring"]] == [PRECONFIGURED_ID]
 
     # Replace by id (same component/variable); another variable is Rejected.
     replaced = await ask(

@@ -164,7 +164,7 @@ def data(
 
 
 def test_stored_value_threshold_persists_over_restart(tmp_path: Path) -> None:
-    """N07.FR.13 (monitors persist), N07.FR.14 (a threshold exceeded before a restart is
+    """TC_N_53_CS, N07.FR.13 (monitors persist), N07.FR.14 (a threshold exceeded before a restart is
     reported cleared when the value is back after it), N07.FR.11 (a changed threshold
     that the value no longer exceeds clears)."""
     mon, client, model = monitoring(tmp_path)
@@ -294,3 +294,43 @@ def test_periodic_fires_every_interval(tmp_path: Path) -> None:
     periodic = [e for e in client.journal.sent if e["trigger"] == "Periodic"]
     assert len(periodic) == 2
     assert periodic[0]["actualValue"] == "Available"
+
+
+def test_removing_an_exceeded_threshold_sends_no_cleared(tmp_path: Path) -> None:
+    """TC_N_52_CS (N07.FR.12): a cleared monitor whose threshold was exceeded sends no
+    cleared event; N06.FR.02 an unknown id is NotFound."""
+    live = Live()
+    mon, client, _ = monitoring(tmp_path, live)
+    (result,) = mon.set_monitors([data(EVSE1, "Power", "UpperThreshold", 1000, 5)])
+    live.power_w[1] = Decimal(2000)
+    mon.check_live(sampled=True)
+    assert len(client.journal.sent) == 1
+    assert mon.clear_monitors([result["id"], 31337]) == [
+        {"id": result["id"], "status": "Accepted"},
+        {"id": 31337, "status": "NotFound"},
+    ]
+    live.power_w[1] = Decimal(0)
+    mon.check_live(sampled=True)
+    assert len(client.journal.sent) == 1
+
+
+def test_clock_aligned_monitor_fires_on_the_quarter(tmp_path: Path) -> None:
+    """N08.FR.07: set at 12:07:30 with 900 s, it fires at 12:15 and 12:30."""
+    mon, client, _ = monitoring(tmp_path)
+
+    async def run() -> None:
+        await client.clock.advance(450)  # 12:07:30
+        (result,) = mon.set_monitors(
+            [data(EVSE1, "AvailabilityState", "PeriodicClockAligned", 900, 7)]
+        )
+        assert result["status"] == "Accepted"
+        task = asyncio.create_task(mon.run())
+        await asyncio.sleep(0)
+        for _ in range(30):
+            await client.clock.advance(60)  # to 12:37:30
+            await asyncio.sleep(0)
+        task.cancel()
+
+    asyncio.run(run())
+    stamps = [e["timestamp"] for e in client.journal.sent if e["trigger"] == "Periodic"]
+    assert [s[11:16] for s in stamps] == ["12:15", "12:30"]
