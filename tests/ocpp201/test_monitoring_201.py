@@ -87,7 +87,7 @@ def test_which_monitors_fit_which_variables(tmp_path: Path) -> None:
     assert supports(interval, "UpperThreshold")  # a writable setting is monitorable
     assert not supports(supply, "Delta")  # a fixed rating is not
     assert value_problem(power, "UpperThreshold", Decimal(10**9)) == "ValueOutOfRange"
-    assert value_problem(power, "Delta", Decimal(-1)) == "ValueOutOfRange"
+    assert value_problem(power, "Delta", Decimal(-1)) == "ValuePositiveOnly"
     assert value_problem(power, "Periodic", Decimal(5)) == "ValueTooLow"
     assert value_problem(power, "UpperThreshold", Decimal(5000)) is None
 

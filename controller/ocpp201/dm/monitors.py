@@ -127,7 +127,7 @@ def value_problem(definition: VariableDef, monitor_type: str, value: Decimal) ->
             return "ValueOutOfRange"
     elif monitor_type == "Delta":
         if value < 0:
-            return "ValueOutOfRange"
+            return "ValuePositiveOnly"
     elif value < MIN_PERIOD_S:
         return "ValueTooLow"
     return None
