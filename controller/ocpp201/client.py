@@ -49,6 +49,7 @@ from controller.ocpp201 import status as status201
 from controller.ocpp201.authorization import Authorization, reader_token
 from controller.ocpp201.availability import Availability
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
+from controller.ocpp201.monitoring import Monitoring
 from controller.ocpp201.reset import Resets
 from controller.ocpp201.routes import ROUTES
 from controller.ocpp201.security import DeviceModelSecurity
@@ -59,6 +60,7 @@ from controller.security.log import SecurityLog
 from controller.security.material import TlsMaterial
 from controller.storage.journal import TxJournal
 from controller.storage.store import QueuedMessage, Store
+from controller.storage.writes import EventKind
 from hal.base import FaultKind
 
 LOG = logging.getLogger(__name__)
@@ -243,7 +245,11 @@ class Ocpp201Client(AdapterBase):
                 retry_interval_s=lambda: self._comm_int(
                     "MessageAttemptInterval", MESSAGE_RETRY_INTERVAL_S
                 ),
-                refused_for_good=lambda msg, exc: self.security_events.refused_for_good(msg, exc),
+                # A NotifyEvent the CSMS answered with a CALLERROR is not retried: it would
+                # hold up the transaction messages behind it (N07: no retry rule).
+                refused_for_good=lambda msg, exc: (
+                    msg.kind is EventKind.NOTICE or self.security_events.refused_for_good(msg, exc)
+                ),
             ),
         )
         self.on_link_state: list[Callable[[str], None]] = []
@@ -266,6 +272,10 @@ class Ocpp201Client(AdapterBase):
         self.firmware_factory: Callable[[], Any] | None = None
         self.diagnostics_sources: Callable[[], Any] | None = None
         self.logs: Any = None
+        # Variable monitors and NotifyEvent (N02-N08; None without a device model).
+        self.monitoring: Monitoring | None = None
+        if device_model is not None:
+            self.monitoring = Monitoring(self, device_model)
 
     # ------------------------------------------------------------------ state
 
@@ -324,6 +334,8 @@ class Ocpp201Client(AdapterBase):
         except KeyError:
             plugged = phase is not sm.Phase.PREPARING
         status = status201.connector_status(phase, plugged)
+        if self.monitoring is not None:
+            self.monitoring.station_changed(connector_id, condition)
         if self._reported_status.get(connector_id) == status:
             self._pending_status.pop(connector_id, None)  # back to what the CSMS knows
             return
@@ -384,6 +396,8 @@ class Ocpp201Client(AdapterBase):
     async def run(self) -> None:
         """Stay connected until close(), or until the CSMS picked another version."""
         self.availability.restore()  # connectors a reset held before the restart
+        if self.monitoring is not None:
+            self._tasks.spawn(self.monitoring.run(), name="monitoring")
         await self._link.run()
 
     async def _session(self, ws: ClientConnection) -> None:

@@ -14,6 +14,7 @@ from controller.ocpp201 import (
     firmware,
     locallist,
     logs,
+    monitoring,
     provisioning,
     remote,
     reservations,
@@ -42,4 +43,5 @@ ROUTES: dict[str, Handler] = {
     **customer.ROUTES,
     **firmware.ROUTES,
     **logs.ROUTES,
+    **monitoring.ROUTES,
 }

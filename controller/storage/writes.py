@@ -28,6 +28,8 @@ class EventKind(enum.StrEnum):
     # Not of a transaction, but delivered with the same guarantee: queued durably, in order,
     # removed on confirmation (security whitepaper A04.FR.02).
     SECURITY = "security"
+    # A monitoring event (2.0.1 NotifyEvent) queued with the same guarantee (N07.FR.04).
+    NOTICE = "notice"
 
 
 @value

@@ -166,9 +166,13 @@ def _var(
     values: Sequence[str] = (),
     provider: Callable[[], Any] | None = None,
     reboot: bool = False,
-    monitoring: bool = False,
+    monitoring: bool | None = None,
 ) -> VariableDef:
     constant = mutability == "ReadOnly" and provider is None
+    if monitoring is None:
+        # A value the CSMS can set can be monitored (N04): it is evaluated when it changes,
+        # at no cost while nothing changes. Read-only values opt in where evsed reads them.
+        monitoring = mutability != "ReadOnly"
     attribute = AttributeDef(
         "Actual",
         mutability,
@@ -329,7 +333,15 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
             constant=False,
             persistent=True,
         ),
-        _var(sec, "BasicAuthPassword", "string", None, mutability="WriteOnly", max_limit=40),
+        _var(
+            sec,
+            "BasicAuthPassword",
+            "string",
+            None,
+            mutability="WriteOnly",
+            max_limit=40,
+            monitoring=True,
+        ),
         _var(sec, "AdditionalRootCertificateCheck", "boolean", "false", mutability=ro),
         _var(sec, "MaxCertificateChainSize", "integer", "10000", mutability=ro),
     ]
@@ -500,7 +512,72 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
         _var(clock, "DateTime", "dateTime", None, mutability=ro, provider=live.utc_now or _now),
         _var(clock, "TimeSource", "SequenceList", ",".join(TIME_SOURCES), values=TIME_SOURCES),
     ]
+    out += _monitoring(desc)
     out += _infrastructure(desc, live)
+    return out
+
+
+MONITORING_BASES = ("All", "FactoryDefault", "HardWiredOnly")
+
+
+def _monitoring(desc: StationDescription) -> list[VariableDef]:
+    """MonitoringCtrlr (Part 2 N, controller/ocpp201/monitoring.py). The active base and level
+    are ReadOnly but set by SetMonitoringBase / SetMonitoringLevel: stored, not constant."""
+    ro: Mutability = "ReadOnly"
+    mon = ComponentKey("MonitoringCtrlr")
+    out = [
+        _var(mon, "Enabled", "boolean", "true"),
+        _var(mon, "Available", "boolean", "true", mutability=ro),
+        _var(mon, "OfflineQueuingSeverity", "integer", "4", min_limit=0, max_limit=9),
+    ]
+    for action in ("SetVariableMonitoring", "ClearVariableMonitoring"):
+        out.append(
+            _var(
+                mon,
+                "ItemsPerMessage",
+                "integer",
+                str(desc.items_per_message),
+                instance=action,
+                mutability=ro,
+            )
+        )
+        out.append(
+            _var(
+                mon,
+                "BytesPerMessage",
+                "integer",
+                str(desc.bytes_per_message),
+                instance=action,
+                mutability=ro,
+            )
+        )
+    out += [
+        _with_attribute(
+            _var(
+                mon,
+                "ActiveMonitoringBase",
+                "OptionList",
+                "All",
+                mutability=ro,
+                values=MONITORING_BASES,
+            ),
+            constant=False,
+            persistent=True,
+        ),
+        _with_attribute(
+            _var(
+                mon,
+                "ActiveMonitoringLevel",
+                "integer",
+                "9",
+                mutability=ro,
+                min_limit=0,
+                max_limit=9,
+            ),
+            constant=False,
+            persistent=True,
+        ),
+    ]
     return out
 
 
@@ -531,6 +608,18 @@ def _available(live: LiveValues, evse: int | None, connector: int | None) -> Any
     return lambda: fn(evse, connector) not in ("Unavailable", "Faulted")
 
 
+def _total_power(live: LiveValues, desc: StationDescription) -> Callable[[], Any] | None:
+    if live.power_w is None:
+        return None
+    power_w = live.power_w
+
+    def total() -> Decimal | None:
+        values = [v for e in desc.evses if (v := power_w(e.evse_id)) is not None]
+        return sum(values, Decimal(0)) if values else None
+
+    return total
+
+
 def _infrastructure(desc: StationDescription, live: LiveValues) -> list[VariableDef]:
     ro: Mutability = "ReadOnly"
     station = ComponentKey("ChargingStation")
@@ -544,6 +633,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
             mutability=ro,
             provider=_availability(live, None, None),
             values=AVAILABILITY_STATES,
+            monitoring=True,
         ),
         _var(
             station,
@@ -552,15 +642,36 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
             "true",
             mutability=ro,
             provider=_available(live, None, None),
+            monitoring=True,
         ),
         _var(station, "SupplyPhases", "integer", str(phases), mutability=ro),
+        # The station's power, the sum of its EVSEs' (monitorable, TC_N_03_CS / TC_N_39_CS).
+        _var(
+            station,
+            "Power",
+            "decimal",
+            None,
+            mutability=ro,
+            unit="W",
+            max_limit=sum((e.max_power_w for e in desc.evses), Decimal(0)),
+            provider=_total_power(live, desc),
+            monitoring=True,
+        ),
         _var(station, "VendorName", "string", desc.vendor_name, mutability=ro),
         _var(station, "Model", "string", desc.model, mutability=ro),
     ]
     if live.problem is not None:
         problem = live.problem
         out.append(
-            _var(station, "Problem", "boolean", None, mutability=ro, provider=lambda: problem(None))
+            _var(
+                station,
+                "Problem",
+                "boolean",
+                None,
+                mutability=ro,
+                provider=lambda: problem(None),
+                monitoring=True,
+            )
         )
     for e in desc.evses:
         evse = ComponentKey("EVSE", evse_id=e.evse_id)
@@ -578,6 +689,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 mutability=ro,
                 provider=_availability(live, e.evse_id, None),
                 values=AVAILABILITY_STATES,
+                monitoring=True,
             ),
             _var(
                 evse,
@@ -586,6 +698,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 "true",
                 mutability=ro,
                 provider=_available(live, e.evse_id, None),
+                monitoring=True,
             ),
             _var(evse, "SupplyPhases", "integer", str(e.phases), mutability=ro),
             # B11.FR.10: each EVSE can be reset on its own (controller/ocpp201/reset.py).
@@ -613,6 +726,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                     None,
                     mutability=ro,
                     provider=_bind(problem, e.evse_id),
+                    monitoring=True,
                 )
             )
         out += [
@@ -624,6 +738,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 mutability=ro,
                 provider=_availability(live, e.evse_id, 1),
                 values=AVAILABILITY_STATES,
+                monitoring=True,
             ),
             _var(
                 connector,
@@ -632,6 +747,7 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 "true",
                 mutability=ro,
                 provider=_available(live, e.evse_id, 1),
+                monitoring=True,
             ),
             _var(connector, "ConnectorType", "string", e.connector_type, mutability=ro),
             _var(connector, "SupplyPhases", "integer", str(e.phases), mutability=ro),
@@ -661,7 +777,15 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
                 closed_fn = live.contactor_closed
                 closed = _bind(closed_fn, e.evse_id)
             out.append(
-                _var(contactor, "Active", "boolean", "false", mutability=ro, provider=closed)
+                _var(
+                    contactor,
+                    "Active",
+                    "boolean",
+                    "false",
+                    mutability=ro,
+                    provider=closed,
+                    monitoring=True,
+                )
             )
     if desc.has_reader:
         out.append(_var(ComponentKey("TokenReader"), "Enabled", "boolean", "true", mutability=ro))
