@@ -390,6 +390,7 @@ class App:
             station=self.station,
             clock=self.clock,
             security_profile=csms.security_profile,
+            certificate_entries=self._certificate_entries,
         )
         policy201.follow(model, self.station.set_policy)
         return Ocpp201Client(
@@ -408,7 +409,15 @@ class App:
             tls_material=self.tls_material,
             configured_profile=csms.security_profile,
             on_reset=self._on_reset,
+            certstore=self.certstore_handle,
         )
+
+    def _certificate_entries(self) -> int:
+        """SecurityCtrlr.CertificateEntries: the installed roots. A store not opened yet has
+        none on disk (it is opened at start when it has)."""
+        handle = self.certstore_handle
+        store = None if handle is None else handle.opened
+        return 0 if store is None else store.root_count()
 
     def _connection_options(self) -> ConnectionOptions:
         csms = self.config.csms

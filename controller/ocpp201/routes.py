@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 from controller.ocpp201 import (
     authorization,
     availability,
+    certificates,
     datatransfer,
     locallist,
+    network,
     provisioning,
     remote,
     reservations,
@@ -36,4 +38,6 @@ ROUTES: dict[str, Handler] = {
     **reset.ROUTES,
     **remote.ROUTES,
     **trigger.ROUTES,
+    **certificates.ROUTES,
+    **network.ROUTES,
 }
