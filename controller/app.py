@@ -337,8 +337,8 @@ class App:
 
     def _usable_versions(self) -> tuple[str, ...]:
         """The configured versions, without 2.0.1 once a 1.6 CSMS raised the security
-        profile above the configured one (A05): 2.0.1 connects with the configured profile
-        (its raise, B09 SetNetworkProfile, is not built yet) and must not downgrade the link."""
+        profile above the configured one (A05): 2.0.1 keeps its own SecurityProfile (raised
+        through its network profiles, B09/B10) and must not downgrade the link."""
         csms = self.config.csms
         assert csms is not None
         versions = csms.ocpp_versions
