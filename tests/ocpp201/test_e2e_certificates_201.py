@@ -5,20 +5,21 @@ back-off (A02.FR.17-19) and the checks of a signed chain (A02.FR.06/07/16)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from controller.dev.devcsms import CsrSigner, DevCsms
-from controller.ocpp201.certificates import hash_data_201
+from controller.ocpp201.certificates import RENEWAL_CHECK_INTERVAL_S, hash_data_201
 from controller.security.certstore import CertStore
 from controller.security.certtypes import CertificateUse
 from tests.conftest import STATION_ID, Harness
 from tests.ocpp16.test_e2e_certificates import write_pki
 from tests.ocpp201.test_e2e_authorization import result, set_vars
 from tests.ocpp201.test_e2e_boot import accepted, start
-from tests.security.pki import ec_key, issue, make_root, name, pem
+from tests.security.pki import T0, ec_key, issue, key_pem, make_root, name, pem
 
 CPO = "Test CPO"
 
@@ -227,3 +228,27 @@ async def test_sign_certificate_back_off(charger: Any, csms: DevCsms, tmp_path: 
     await h.settle(lambda: len(h.frames("SignCertificate")) == 4)
     await h.advance(100, step_s=10)
     assert len(h.frames("SignCertificate")) == 4
+
+
+async def test_renewal_a_month_before_expiry(charger: Any, csms: DevCsms, tmp_path: Path) -> None:
+    """A03.FR.02/03/06: the station certificate in use expires within a month: at the next
+    hourly check a new key pair and SignCertificate go out; the CA's chain is Accepted and
+    waits on probation, so no further request follows."""
+    _root, sub, bundle = write_pki(tmp_path)
+    key = ec_key()
+    cert = tmp_path / "old.pem"
+    cert.write_text(
+        pem(issue(name(STATION_ID, CPO), key.public_key(), sub, not_after=T0 + timedelta(days=20)))
+        + sub.pem
+    )
+    key_file = tmp_path / "old.key"
+    key_file.write_bytes(key_pem(key))
+    h = await booted(charger, csms, bundle, client_cert=str(cert), client_key=str(key_file))
+    await set_vars(csms, {"SecurityCtrlr.OrganizationName": CPO})
+    csms.csr_signer = CsrSigner(sub.pem, sub.key_pem, chain_pem=sub.pem, now=h.clock.utc_now)
+    assert h.frames("SignCertificate") == []
+    await h.advance(RENEWAL_CHECK_INTERVAL_S, step_s=60)
+    await h.settle(lambda: csms.certificate_signed_statuses == ["Accepted"], timeout_s=10)
+    assert len(h.frames("SignCertificate")) == 1
+    await h.advance(RENEWAL_CHECK_INTERVAL_S, step_s=60)
+    assert len(h.frames("SignCertificate")) == 1
