@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from controller.csms.secprofile import PREVIOUS_PROFILE
-from controller.dev.devcsms import DevCsms
+from controller.dev.devcsms import CsrSigner, DevCsms
 from controller.ocpp201.network import CONNECTED_KEY, SLOT_KEY
 from tests.conftest import STATION_ID, Harness
 from tests.ocpp201.test_e2e_authorization import result
@@ -223,3 +223,71 @@ async def test_unreachable_raised_profile_falls_back(
     log = h.app.security_log
     assert log is not None
     assert any("could not connect" in str(e) and "back to 1" in str(e) for e in log.entries())
+
+
+async def test_raise_to_profile_3_with_a_signed_station_certificate(
+    charger: Any, csms: DevCsms, pki: Pki
+) -> None:
+    """TC_A_19_CS from profile 2 (A02.FR.02-08, A05.FR.04, B09, B10): over TLS the station
+    gets its certificate (TriggerMessage SignChargingStationCertificate -> SignCertificate
+    -> CertificateSigned from the CA whose root the CSMS installed), then slot 2 with profile
+    3 on a CSMS that requires a client certificate; after the reboot the station presents
+    the new certificate, sends no password, SecurityProfile is 3 and the certificate is no
+    longer on probation (A02.FR.10)."""
+    ca = pki.charger_ca
+    async with (
+        DevCsms(
+            host=HOST,
+            heartbeat_interval_s=3600,
+            passwords={STATION_ID: PASSWORD},
+            ssl_context=pki.server_context(),
+        ) as tls,
+        DevCsms(
+            host=HOST,
+            heartbeat_interval_s=3600,
+            ssl_context=pki.server_context(require_client_cert=True),
+        ) as mutual,
+    ):
+        config = {"password": PASSWORD, "ca_bundle": str(pki.csms_root), "security_profile": 2}
+        h = await boot(charger, tls, tls, **config)
+        assert await set_priority(tls, "2,1") == "Rejected"  # nothing set yet
+        charger_root = ca.cert_pem.bytes().decode()
+        installed = await result(
+            tls,
+            "InstallCertificate",
+            {"certificateType": "CSMSRootCertificate", "certificate": charger_root},
+        )
+        assert installed["status"] == "Accepted"
+        mutual_url = mutual.url
+        assert await set_profile(tls, 2, connection(mutual_url, 3)) == "Accepted"
+        # A05.FR.04 / TC_A_21_CS: no station certificate yet.
+        assert await set_priority(tls, "2,1") == "Rejected"
+        await result(
+            tls,
+            "SetVariables",
+            {
+                "setVariableData": [
+                    {
+                        "component": {"name": "SecurityCtrlr"},
+                        "variable": {"name": "OrganizationName"},
+                        "attributeValue": "evsed",
+                    }
+                ]
+            },
+        )
+        tls.csr_signer = CsrSigner(
+            ca.cert_pem.bytes(), ca.private_key_pem.bytes(), validity_days=3650, now=h.clock.utc_now
+        )
+        trigger = await result(
+            tls, "TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"}
+        )
+        assert trigger["status"] == "Accepted"
+        await h.settle(lambda: tls.certificate_signed_statuses == ["Accepted"], timeout_s=10)
+        assert await set_priority(tls, "2,1") == "RebootRequired"
+        h = await reboot(h, charger, mutual, tls, **config)
+        assert client(h).url.startswith(mutual_url)
+        assert await get_var(mutual, "SecurityCtrlr", "SecurityProfile") == "3"
+        store = h.app.certstore
+        assert store is not None
+        summary = store.identity_summary()
+        assert summary is not None and summary["slot"] == "current"
