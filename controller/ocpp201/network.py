@@ -243,9 +243,11 @@ class NetworkProfiles:
         for slot in order[index + 1 :]:
             if self._usable(self.profile(slot)):
                 return slot
+        # B10.FR.07: every entry had its attempts: reconnecting (with the usual back-off)
+        # with the slot that connected last, also when that is the one that just failed.
         last = self._store.get_setting(CONNECTED_KEY)
-        if last is not None and last != self.active and self._usable(self.profile(last)):
-            return last  # B10.FR.07
+        if last is not None and self._usable(self.profile(last)):
+            return last
         for slot in order:
             if self._usable(self.profile(slot)):
                 return slot

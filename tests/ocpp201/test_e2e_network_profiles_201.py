@@ -5,6 +5,7 @@ CSMSs, one of them serving wss:// with trustme certificates."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 from typing import Any
@@ -291,3 +292,43 @@ async def test_raise_to_profile_3_with_a_signed_station_certificate(
         assert store is not None
         summary = store.identity_summary()
         assert summary is not None and summary["slot"] == "current"
+
+
+async def test_every_slot_failed_back_to_the_last_connected(
+    charger: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TC_B_49_CS-like (B10.FR.03/07): slot 2 unreachable, slot 1 (the one that connected
+    last) refusing for a while: after each had NetworkProfileConnectionAttempts, the station
+    keeps reconnecting with slot 1 (not back to slot 2) and connects once it accepts."""
+    async with DevCsms(
+        host=HOST, heartbeat_interval_s=3600, passwords={STATION_ID: PASSWORD}
+    ) as csms:
+        h = await boot(charger, csms, csms, password=PASSWORD)
+        assert await set_profile(csms, 2, connection(dead_url())) == "Accepted"
+        await result(
+            csms,
+            "SetVariables",
+            {
+                "setVariableData": [
+                    {
+                        "component": {"name": "OCPPCommCtrlr"},
+                        "variable": {"name": "NetworkProfileConnectionAttempts"},
+                        "attributeValue": "2",
+                    }
+                ]
+            },
+        )
+        assert await set_priority(csms, "2,1") == "RebootRequired"
+        await h.app.stop(reason=None)
+        csms.passwords = {STATION_ID: "not-the-password-0000"}  # slot 1 refuses (401)
+        h = await charger(csms, wait_accepted=False, ocpp_version="2.0.1", password=PASSWORD)
+        await advance_until(h, lambda: "failed 2 attempt(s): trying slot 1" in caplog.text)
+        for _ in range(40):  # several rounds of attempts on slot 1
+            await h.clock.advance(0.25, step_s=0.25)
+            await asyncio.sleep(0.02)
+        assert "network profile 1 failed" not in caplog.text
+        assert "trying slot 2" not in caplog.text
+        assert client(h).url.startswith(csms.url)
+        csms.passwords = {STATION_ID: PASSWORD}
+        await advance_until(h, lambda: client(h).connection_state() == "accepted")
+        assert await get_var(csms, "OCPPCommCtrlr", "ActiveNetworkProfile") == "1"
