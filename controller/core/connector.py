@@ -106,9 +106,11 @@ class AuthResult:
 
 @value
 class RemoteStart:
-    """RemoteStartTransaction already accepted (and authorized if so configured)."""
+    """RemoteStartTransaction already accepted (and authorized if so configured);
+    ``parent_id_tag``: the token's group (2.0.1 groupIdToken), for a group reservation."""
 
     id_tag: str
+    parent_id_tag: str | None = None
 
 
 @value
@@ -733,13 +735,15 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
                     SessionEvent(SessionEventKind.AUTHORIZED, id_tag=tag, parent_id_tag=parent)
                 )
                 s = _start_if_ready(s, cmds)
-        case RemoteStart(id_tag=tag):
+        case RemoteStart(id_tag=tag, parent_id_tag=parent):
             if (
                 can_start_remotely(s)
                 and s.authorized_tag is None
-                and reservation_admits(s, tag, None)
+                and reservation_admits(s, tag, parent)
             ):
-                s = replace(s, authorized_tag=tag, authorized_parent=None, authorized_at_s=s.now_s)
+                s = replace(
+                    s, authorized_tag=tag, authorized_parent=parent, authorized_at_s=s.now_s
+                )
                 cmds.append(SessionEvent(SessionEventKind.AUTHORIZED, id_tag=tag, remote=True))
                 s = _start_if_ready(s, cmds)
         case StopRequest(reason=reason):

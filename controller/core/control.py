@@ -75,12 +75,19 @@ class StationControl(Protocol):
 
     def view(self, connector_id: int) -> ConnectorView: ...
 
-    def remote_start(self, connector_id: int | None, id_tag: str) -> int | None:
-        """The connector a remote start would use; None when none can take it."""
+    def remote_start(
+        self, connector_id: int | None, id_tag: str, parent_id_tag: str | None = None
+    ) -> int | None:
+        """The connector a remote start would use; None when none can take it
+        (``parent_id_tag``: the token's group, which a group reservation admits)."""
         ...
 
     def begin_remote(
-        self, connector_id: int, id_tag: str, tx_profile: ChargingProfile | None = None
+        self,
+        connector_id: int,
+        id_tag: str,
+        tx_profile: ChargingProfile | None = None,
+        parent_id_tag: str | None = None,
     ) -> None:
         """Start the authorized remote session; ``tx_profile`` (validated) becomes the TX
         profile of the transaction it starts."""
@@ -110,6 +117,10 @@ class StationControl(Protocol):
         ...
 
     def cancel_reservation(self, reservation_id: int) -> CancelResult: ...
+
+    def current_reservations(self) -> list[Reservation]:
+        """The reservations kept now."""
+        ...
 
     def on_reservation_ended(self, listener: Callable[[Reservation, ReservationEnd], None]) -> None:
         """``listener(reservation, end)`` whenever a reservation ends (used, cancelled,

@@ -1,15 +1,15 @@
-"""OCPP 2.0.1 charging station client, a first vertical slice (issue 14).
+"""OCPP 2.0.1 charging station client: the connection, the boot, the heartbeat, statuses,
+the outbox pump and the CsmsPort the station talks to; every CSMS request goes through the
+declared routes of controller/ocpp201/routes.py to one feature module each.
 
-Done: the connection (every configured version offered, Basic auth from the configuration),
-BootNotification with Accepted / Pending / Rejected (B01-B03), Heartbeat with the boot
-interval and the CSMS time (G02), StatusNotification per EVSE and connector (G01, B01.FR.05,
-B04), authorization (C, D: authorization.py, locallist.py), other CSMS requests schema-checked and
-answered NotSupported (part 4 4.3: a 2.0.1 action recognised but not supported), unknown
-actions NotImplemented, and while Rejected SecurityError (B03.FR.08).
-
-Not yet: TransactionEvent (transactions are recorded in the journal, nothing is sent),
-device model (Get/SetVariables, reports), Reset, ChangeAvailability, TriggerMessage,
-security profiles 2/3 and certificates, smart charging, reservations, firmware and logs.
+The connection offers every configured version and uses security profiles 1-3 (security.py
+on controller/csms/secprofile.py). BootNotification Accepted / Pending / Rejected (B01-B03),
+Heartbeat with the CSMS time (G02), StatusNotification per EVSE and connector (G01, B01.FR.05,
+B04), TransactionEvent through the journal (transactions.py), SecurityEventNotification
+(A04), Authorize and the offline rules (authorization.py). A recognised 2.0.1 action without
+a route is answered NotSupported (part 4 4.3), an unknown one NotImplemented, and while
+Rejected every request SecurityError (B03.FR.08). What is done and what is not: README
+"OCPP 2.0.1: what is done".
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from controller.ocpp201.network import NetworkProfiles
 from controller.ocpp201.reset import Resets
 from controller.ocpp201.routes import ROUTES
 from controller.ocpp201.security import DeviceModelSecurity
-from controller.ocpp201.transactions import TxMessages201
+from controller.ocpp201.transactions import TxMessages201, meter_value
 from controller.runtime.clock import Clock, sleep_or_event
 from controller.runtime.tasks import TaskGroup
 from controller.security.certtypes import CertStoreHandle
@@ -309,7 +309,23 @@ class Ocpp201Client(AdapterBase):
         if tx_key is not None:
             self.journal.record_samples(connector_id, tx_key, samples)
             self.pump.wake()
-        # Samples outside a transaction are best effort: MeterValuesRequest comes later.
+            return
+        # J01/J02: clock-aligned samples outside a transaction as a MeterValuesRequest with
+        # AlignedDataCtrlr.Measurands, best effort (while accepted; not queued offline).
+        if self._state != "accepted" or self.transactions is None:
+            return
+        measurands = self.transactions.aligned_measurands()
+        values = [mv for sample in samples if (mv := meter_value(sample, measurands))]
+        if values:
+            evse_id, _ = status201.evse_of(connector_id)
+            payload = {"evseId": evse_id, "meterValue": values}
+            self._tasks.spawn(self._send_best_effort("MeterValues", payload), name="mv")
+
+    async def _send_best_effort(self, action: str, payload: dict[str, Any]) -> None:
+        try:
+            await self._call(action, payload)
+        except (CallError, CallTimeout, ConnectionLost) as exc:
+            LOG.info("%s not delivered (best effort): %s", action, exc)
 
     def status_changed(
         self, connector_id: int, phase: sm.Phase, condition: FaultKind | None, at: str

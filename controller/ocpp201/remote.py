@@ -58,6 +58,9 @@ async def request_start_transaction(
     (F01.FR.26, K05.FR.05)."""
     token: dict[str, Any] = payload["idToken"]
     id_tag = str(token["idToken"])
+    # F01.FR.22: a reservation for the token's group admits it.
+    group = payload.get("groupIdToken")
+    parent = str(group["idToken"]) if isinstance(group, dict) else None
     station = client.station
     if client.connection_state() != "accepted":
         return _answer("Rejected", "CSNotAccepted")
@@ -75,7 +78,7 @@ async def request_start_transaction(
             if record is not None:
                 answer["transactionId"] = record.tx_id
             return answer
-    cid = station.remote_start(requested, id_tag)
+    cid = station.remote_start(requested, id_tag, parent)
     if cid is None:
         LOG.info("RequestStartTransaction %s rejected: no connector can start", id_tag)
         return _answer("Rejected")
@@ -89,7 +92,7 @@ async def request_start_transaction(
         tx_profile = checked
     elif raw is not None:
         LOG.info("RequestStartTransaction: smart charging disabled, profile ignored (F01.FR.12)")
-    request = RemoteStart(int(payload["remoteStartId"]), dict(token))
+    request = RemoteStart(int(payload["remoteStartId"]), dict(token), parent)
     client.spawn(_begin(client, cid, request, tx_profile), name="remote-start")
     return _answer("Accepted")
 
@@ -138,13 +141,15 @@ async def _begin(
     (F01.FR.02, F02.FR.10); the transaction starts once the EV is connected too."""
     id_tag = str(request.id_token["idToken"])
     if request.id_token["type"] != NO_AUTHORIZATION and _authorize_first(client):
-        decision = await client.authorize(id_tag)
+        # The CSMS's IdToken as it sent it (its type, additionalInfo), not a reader card's.
+        decision = await client.auth.authorize(request.id_token)
         if not decision.accepted:
             LOG.info("remote start %d: idToken %s not authorized", request.remote_start_id, id_tag)
             return
     # Still free? A card, a fault or an earlier remote start may have taken it since the
     # answer (the state machine changes synchronously, so this check and the start agree).
-    if client.station.remote_start(connector_id, id_tag) != connector_id:
+    parent = request.parent_id_tag
+    if client.station.remote_start(connector_id, id_tag, parent) != connector_id:
         LOG.warning(
             "remote start %d: connector %d no longer free; not started",
             request.remote_start_id,
@@ -153,7 +158,7 @@ async def _begin(
         return
     if client.transactions is not None:
         client.transactions.remote_start(connector_id, request)
-    client.station.begin_remote(connector_id, id_tag, tx_profile)
+    client.station.begin_remote(connector_id, id_tag, tx_profile, parent)
 
 
 # ----------------------------------------------------------------------------- F03

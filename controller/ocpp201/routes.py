@@ -10,6 +10,7 @@ from controller.ocpp201 import (
     authorization,
     availability,
     certificates,
+    customer,
     datatransfer,
     locallist,
     network,
@@ -38,6 +39,7 @@ ROUTES: dict[str, Handler] = {
     **reset.ROUTES,
     **remote.ROUTES,
     **trigger.ROUTES,
+    **customer.ROUTES,
     **certificates.ROUTES,
     **network.ROUTES,
 }

@@ -111,6 +111,7 @@ class RemoteStart:
 
     remote_start_id: int
     id_token: dict[str, Any]  # the CSMS's IdTokenType: its type goes into the TransactionEvent
+    parent_id_tag: str | None = None  # its groupIdToken (a group reservation admits it)
 
 
 @dataclass
@@ -300,6 +301,10 @@ class TxMessages201:
         if values:
             payload["meterValue"] = values
         return ACTION, payload
+
+    def aligned_measurands(self) -> list[str]:
+        """AlignedDataCtrlr.Measurands (clock-aligned samples, J01)."""
+        return self._list("AlignedDataCtrlr", "Measurands")
 
     # ------------------------------------------------------------ helpers
 

@@ -44,7 +44,9 @@ class Control:
                 return c
         return None
 
-    def remote_start(self, connector_id: int | None, id_tag: str) -> int | None:
+    def remote_start(
+        self, connector_id: int | None, id_tag: str, parent_id_tag: str | None = None
+    ) -> int | None:
         """Pick the connector for a RemoteStartTransaction; None means Rejected."""
         candidates = (
             [self._connectors[connector_id]]
@@ -56,13 +58,15 @@ class Control:
         )
         for c in candidates:
             if sm.can_start_remotely(c.state) and c.state.authorized_tag is None:
-                if not sm.reservation_admits(c.state, id_tag, None):
+                if not sm.reservation_admits(c.state, id_tag, parent_id_tag):
                     continue  # reserved for another driver (5.13)
                 return c.connector_id
         return None
 
-    def begin_remote(self, connector_id: int, id_tag: str) -> None:
-        self._dispatch(connector_id, sm.RemoteStart(id_tag))
+    def begin_remote(
+        self, connector_id: int, id_tag: str, parent_id_tag: str | None = None
+    ) -> None:
+        self._dispatch(connector_id, sm.RemoteStart(id_tag, parent_id_tag))
 
     def stop_transaction(self, tx_key: int, reason: sm.StopCause) -> bool:
         c = self.connector_for_tx(tx_key)

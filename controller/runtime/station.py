@@ -801,15 +801,21 @@ class Station:
     def connector_for_tx(self, tx_key: int) -> ConnectorRuntime | None:
         return self.control.connector_for_tx(tx_key)
 
-    def remote_start(self, connector_id: int | None, id_tag: str) -> int | None:
-        return self.control.remote_start(connector_id, id_tag)
+    def remote_start(
+        self, connector_id: int | None, id_tag: str, parent_id_tag: str | None = None
+    ) -> int | None:
+        return self.control.remote_start(connector_id, id_tag, parent_id_tag)
 
     def begin_remote(
-        self, connector_id: int, id_tag: str, tx_profile: ChargingProfile | None = None
+        self,
+        connector_id: int,
+        id_tag: str,
+        tx_profile: ChargingProfile | None = None,
+        parent_id_tag: str | None = None,
     ) -> None:
         self.smart.set_pending_tx_profile(connector_id, tx_profile)
-        self.reservations.claim(connector_id, id_tag, None)
-        self.control.begin_remote(connector_id, id_tag)
+        self.reservations.claim(connector_id, id_tag, parent_id_tag)
+        self.control.begin_remote(connector_id, id_tag, parent_id_tag)
 
     # ------------------------------------------------------------------ smart charging
 
@@ -889,6 +895,9 @@ class Station:
 
     def cancel_reservation(self, reservation_id: int) -> CancelResult:
         return self.reservations.cancel(reservation_id)
+
+    def current_reservations(self) -> list[Reservation]:
+        return self.reservations.all()
 
     def on_reservation_ended(self, listener: Callable[[Reservation, ReservationEnd], None]) -> None:
         self.reservations.add_listener(listener)

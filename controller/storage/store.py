@@ -501,6 +501,26 @@ class Store:
         row = self._db.execute(TX_SELECT + " WHERE t.tx_id = ?", (tx_id,)).fetchone()
         return None if row is None else tx_record(row)
 
+    def customer_transactions(self, id_tag: str) -> list[TxRecord]:
+        """The recorded transactions of one idTag (case-insensitive), oldest first."""
+        rows = self._db.execute(
+            TX_SELECT + " WHERE t.id_tag = ? COLLATE NOCASE ORDER BY t.tx_key", (id_tag,)
+        ).fetchall()
+        merged = self._merged(tx_record(r) for r in rows)
+        return [t for t in merged if t.id_tag.casefold() == id_tag.casefold()]
+
+    def forget_customer_transactions(self, id_tag: str, replacement: str) -> int:
+        """Replace the idTag of the ended transactions of ``id_tag`` by ``replacement`` (a
+        customer's data cleared, 2.0.1 N10); the energy, times and ids stay for billing, and
+        an open transaction keeps it until it ends. Returns the number changed."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE transactions SET id_tag = ? WHERE id_tag = ? COLLATE NOCASE"
+                " AND stopped_at IS NOT NULL",
+                (replacement, id_tag),
+            )
+        return int(cursor.rowcount)
+
     def tx_messages_queued(self, backend: str, tx_key: int | None = None) -> bool:
         """Whether the backend has transaction messages still to deliver: of transaction
         ``tx_key``, or of any transaction."""

@@ -178,3 +178,31 @@ async def test_disabled_reservations_are_rejected(charger: Any, csms: DevCsms) -
     assert await call(csms, "ReserveNow", reserve(h, 51)) == {"status": "Rejected"}
     await h.advance(2)
     assert statuses(h, 1)[-1] == "Available"
+
+
+async def test_group_reservation_admits_a_remote_start_of_the_group(
+    charger: Any, csms: DevCsms
+) -> None:
+    """TC_H_19_CS / TC_H_24_CS (H03.FR.04) with F01.FR.22: a reservation with a groupIdToken
+    admits a RequestStartTransaction for another idToken of that group; without the group
+    the reserved EVSE refuses it."""
+    h = await ready(charger, csms)
+    group = {"idToken": "FLEET-GROUP", "type": "Central"}
+    assert await call(csms, "ReserveNow", reserve(h, 61, groupIdToken=group)) == {
+        "status": "Accepted"
+    }
+    await wait_status(h, 1, "Reserved")
+    request = {
+        "remoteStartId": 5,
+        "evseId": 1,
+        "idToken": {"idToken": "COLLEAGUE-7", "type": "Central"},
+    }
+    refused = await call(csms, "RequestStartTransaction", request)
+    assert refused["status"] == "Rejected"
+    accepted_ = await call(csms, "RequestStartTransaction", {**request, "groupIdToken": group})
+    assert accepted_["status"] == "Accepted"
+    h.plug()
+    await h.settle(lambda: len(events(h)) >= 1)
+    started = events(h)[0]
+    assert started["reservationId"] == 61
+    assert started["transactionInfo"]["remoteStartId"] == 5

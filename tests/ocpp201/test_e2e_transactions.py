@@ -236,3 +236,43 @@ async def test_get_transaction_status(charger: Any, csms: DevCsms) -> None:
         "messagesInQueue": False,
     }
     assert_one_transaction(answered_events(csms))
+
+
+async def test_clock_aligned_samples_in_and_outside_a_transaction(
+    charger: Any, csms: DevCsms
+) -> None:
+    """J01 / J02 (AlignedDataCtrlr.Interval set over SetVariables steers the station,
+    controller/ocpp201/policy.py): idle, a MeterValuesRequest per boundary with the
+    AlignedDataCtrlr.Measurands, context Sample.Clock; in a transaction the same sample is a
+    TransactionEvent Updated with triggerReason MeterValueClock."""
+    h = await start(charger, csms)
+    await accepted(h)
+    await wait_status(h, 1, "Available")
+    frame = await csms.call_raw(
+        STATION_ID,
+        "SetVariables",
+        {
+            "setVariableData": [
+                {
+                    "component": {"name": "AlignedDataCtrlr"},
+                    "variable": {"name": "Interval"},
+                    "attributeValue": "60",
+                }
+            ]
+        },
+    )
+    assert frame[2]["setVariableResult"][0]["attributeStatus"] == "Accepted"
+    await h.advance(125)
+    await h.settle(lambda: len(h.frames("MeterValues")) >= 2)
+    idle = h.frames("MeterValues")[0].payload
+    rpc201.validate(2, "MeterValues", idle)
+    assert idle["evseId"] == 1
+    (value,) = idle["meterValue"][0]["sampledValue"]
+    assert value["context"] == "Sample.Clock"
+    assert value["measurand"] == "Energy.Active.Import.Register"
+    h.plug()
+    await h.advance(1)
+    h.tap()
+    await h.settle(lambda: len(events(h)) >= 1)
+    await h.advance(125)
+    await h.settle(lambda: any(e["triggerReason"] == "MeterValueClock" for e in events(h)))
