@@ -338,8 +338,8 @@ class App:
 
     def _usable_versions(self) -> tuple[str, ...]:
         """The configured versions, without 2.0.1 once a 1.6 CSMS raised the security
-        profile above the configured one (A05): 2.0.1 connects with the configured profile
-        (its raise, B09 SetNetworkProfile, is not built yet) and must not downgrade the link."""
+        profile above the configured one (A05): 2.0.1 keeps its own SecurityProfile (raised
+        through its network profiles, B09/B10) and must not downgrade the link."""
         csms = self.config.csms
         assert csms is not None
         versions = csms.ocpp_versions
@@ -391,6 +391,7 @@ class App:
             station=self.station,
             clock=self.clock,
             security_profile=csms.security_profile,
+            certificate_entries=self._certificate_entries,
         )
         policy201.follow(model, self.station.set_policy)
         client = Ocpp201Client(
@@ -409,6 +410,7 @@ class App:
             tls_material=self.tls_material,
             configured_profile=csms.security_profile,
             on_reset=self._on_reset,
+            certstore=self.certstore_handle,
         )
         # Firmware (L01/L02) and GetLog (N01) on the same neutral pieces as 1.6, loaded on
         # the first request unless an update or an unconfirmed status is pending.
@@ -418,6 +420,13 @@ class App:
         client.diagnostics_sources = self.diagnostics_sources
         logsetup.ring_handler().now = self._log_time()
         return client
+
+    def _certificate_entries(self) -> int:
+        """SecurityCtrlr.CertificateEntries: the installed roots. A store not opened yet has
+        none on disk (it is opened at start when it has)."""
+        handle = self.certstore_handle
+        store = None if handle is None else handle.opened
+        return 0 if store is None else store.root_count()
 
     def _connection_options(self) -> ConnectionOptions:
         csms = self.config.csms

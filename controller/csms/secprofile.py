@@ -279,6 +279,14 @@ class ConnectionSecurity:
         before, after = int(old), int(new)
         if after <= before:
             return f"SecurityProfile {after} is not above {before} (A05.FR.01)"
+        why = self.missing_prerequisite(after)
+        if why is None:
+            self._raised_from = before
+        return why
+
+    def missing_prerequisite(self, after: int) -> str | None:
+        """Why the charger cannot connect with profile ``after`` (A05.FR.02-04; 2.0.1 B09
+        checks a new network profile with it), None when it can."""
         if after in (1, 2) and not self._has_valid_key():
             return "no AuthorizationKey or password of 16-40 characters (A05.FR.02)"
         now = self.clock.utc_now()
@@ -289,8 +297,35 @@ class ConnectionSecurity:
             why = client_identity_usable(self.material, now)
             if why is not None:
                 return f"{why} (A05.FR.04)"
-        self._raised_from = before
         return None
+
+    def confirmed_profile(self) -> int:
+        """The profile a connection worked with: never gone below (A05.FR.09); while a raise
+        is unconfirmed, the one before it."""
+        previous = self.store.get_setting(PREVIOUS_PROFILE)
+        return int(previous) if previous is not None else self.profile
+
+    def use_profile(self, profile: int, why: str) -> None:
+        """The charger switches to ``profile`` itself (2.0.1 B10: the network profile of the
+        next connection has its own). Above the confirmed one it is a raise on probation
+        (A05.FR.08/09 as for a CSMS raise, recorded as a reconfiguration); back at the
+        confirmed one the probation ends; below it is refused (ValueError)."""
+        current, confirmed = self.profile, self.confirmed_profile()
+        if profile < confirmed:
+            raise ValueError(f"SecurityProfile {profile} is below {confirmed} (A05.FR.09)")
+        if profile == current:
+            return
+        if profile > confirmed and not self.raise_pending:
+            self.store.set_setting(PREVIOUS_PROFILE, str(confirmed))
+        elif profile == confirmed:
+            self.store.delete_setting(PREVIOUS_PROFILE)
+        self._failures = 0
+        self._set_internal("SecurityProfile", str(profile))
+        LOG.warning("SecurityProfile %d -> %d: %s", current, profile, why)
+        self._record(
+            SecurityEventKind.RECONFIGURATION_OF_SECURITY_PARAMETERS,
+            f"SecurityProfile {current} -> {profile} ({why})",
+        )
 
     def _guard_key(self, old: str, new: str) -> str | None:
         if len(new) < KEY_MIN_CHARS:

@@ -539,7 +539,6 @@ def _trivial_results_201() -> dict[str, Callable[[], Any]]:
         "ReportChargingProfiles": result201.ReportChargingProfiles,
         "ReservationStatusUpdate": result201.ReservationStatusUpdate,
         "SecurityEventNotification": result201.SecurityEventNotification,
-        "SignCertificate": lambda: result201.SignCertificate(status="Rejected"),
     }
 
 
@@ -619,6 +618,41 @@ class StationSession201(ChargePoint201):
     def on_authorize(self, id_token: dict[str, Any], **_: Any) -> result201.Authorize:
         self._check_accepted("Authorize")
         return result201.Authorize(id_token_info=self.csms.id_token_info_201(id_token))
+
+    @on("SignCertificate")
+    def on_sign_certificate(self, **_: Any) -> result201.SignCertificate:
+        """A02/A03.FR.11/12: Accepted when a CA to sign with is set (``csr_signer``)."""
+        self._check_accepted("SignCertificate")
+        status = "Accepted" if self.csms.csr_signer is not None else "Rejected"
+        return result201.SignCertificate(status=status)
+
+    @after("SignCertificate")
+    def after_sign_certificate(self, csr: str, **_: Any) -> None:
+        signer = self.csms.csr_signer
+        if signer is None or not self.accepted:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_signed(signer, csr))
+        self.csms._background.add(task)
+        task.add_done_callback(self.csms._background.discard)
+
+    async def _send_signed(self, signer: Callable[[str], str | None], csr: str) -> None:
+        """CertificateSigned with the CA's answer (2.0.1); the station's status is kept in
+        ``certificate_signed_statuses``."""
+        try:
+            chain = signer(csr)
+        except ValueError as exc:
+            logger.warning("CSR not signed: %s", exc)
+            return
+        if chain is None:
+            return
+        payload = {"certificateChain": chain, "certificateType": "ChargingStationCertificate"}
+        try:
+            frame = await self.csms.call_raw(self.id, "CertificateSigned", payload)
+        except Exception as exc:  # the dev CSMS reports, it does not crash
+            self.csms.certificate_signed_statuses.append(f"error: {exc}")
+            return
+        status = frame[2].get("status") if frame[0] == 3 else f"error: {frame[2]}"
+        self.csms.certificate_signed_statuses.append(str(status))
 
     @on("TransactionEvent")
     def on_transaction_event(

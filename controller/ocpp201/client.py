@@ -48,14 +48,17 @@ from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
 from controller.ocpp201.authorization import Authorization, reader_token
 from controller.ocpp201.availability import Availability
+from controller.ocpp201.certificates import CertSigning
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
 from controller.ocpp201.monitoring import Monitoring
+from controller.ocpp201.network import NetworkProfiles
 from controller.ocpp201.reset import Resets
 from controller.ocpp201.routes import ROUTES
 from controller.ocpp201.security import DeviceModelSecurity
 from controller.ocpp201.transactions import TxMessages201, meter_value
 from controller.runtime.clock import Clock, sleep_or_event
 from controller.runtime.tasks import TaskGroup
+from controller.security.certtypes import CertStoreHandle
 from controller.security.log import SecurityLog
 from controller.security.material import TlsMaterial
 from controller.storage.journal import TxJournal
@@ -142,6 +145,7 @@ class Ocpp201Client(AdapterBase):
         tls_material: TlsMaterial | None = None,
         configured_profile: int = 1,
         on_reset: Callable[[str], None] | None = None,
+        certstore: CertStoreHandle | None = None,
     ) -> None:
         self.identity = identity
         self.options = options
@@ -180,6 +184,13 @@ class Ocpp201Client(AdapterBase):
         # from SecurityCtrlr (controller/csms/secprofile.py, shared with 1.6); without a
         # device model (tests of the wire alone) plain Basic auth from the configuration.
         self.security: ConnectionSecurity | None = None
+        # The certificate store (opened on first use) and the station certificate's CSRs
+        # (A02/A03, M03-M05: controller/ocpp201/certificates.py).
+        self.certstore = certstore
+        self.cert_signing = CertSigning(self)
+        # The network connection profiles (B09/B10): which slot's URL, timeout and security
+        # profile the next attempt uses (controller/ocpp201/network.py).
+        self.networks: NetworkProfiles | None = None
         if device_model is not None:
             self.security = ConnectionSecurity(
                 station_id=identity.station_id,
@@ -191,6 +202,15 @@ class Ocpp201Client(AdapterBase):
                 security_log=security_log,
             )
             self.security.request_reconnect = self._reconnect_soon
+            self.networks = NetworkProfiles(
+                model=device_model,
+                store=store,
+                security=self.security,
+                base=options,
+                configured_profile=configured_profile,
+            )
+            self.networks.start()  # B10.FR.04
+            self.options = self.networks.options
             self._link = CsmsConnection(
                 url=self.security.url(),
                 url_of=self.security.url,
@@ -201,7 +221,7 @@ class Ocpp201Client(AdapterBase):
                 headers=self.security.headers,
                 ssl_context=self.security.ssl_context,
                 on_state=self._on_link,
-                on_failure=self.security.attempt_failed,
+                on_failure=self._attempt_failed,
                 rng=self._rng,
                 versions=versions,
             )
@@ -380,9 +400,20 @@ class Ocpp201Client(AdapterBase):
 
         self._tasks.spawn(later(), name="security-reconnect")
 
+    def _attempt_failed(self, exc: BaseException) -> None:
+        """The security's bookkeeping first (events, key, A05.FR.08), then the network
+        profile's (B10.FR.03): the next attempt's slot and options."""
+        if self.security is not None:
+            self.security.attempt_failed(exc)
+        if self.networks is not None:
+            self.networks.attempt_failed()
+            self.options = self.networks.options
+
     def _on_link(self, state: str) -> None:
         if state == "connected" and self.security is not None:
             self.security.connected()
+        if state == "connected" and self.networks is not None:
+            self.networks.connected()
         if state == "connecting":
             self._state = "connecting"
         elif state == "offline":
@@ -398,6 +429,7 @@ class Ocpp201Client(AdapterBase):
         self.availability.restore()  # connectors a reset held before the restart
         if self.monitoring is not None:
             self._tasks.spawn(self.monitoring.run(), name="monitoring")
+        self._tasks.spawn(self.cert_signing.renewal_loop(), name="cert-renewal")  # A03
         await self._link.run()
 
     async def _session(self, ws: ClientConnection) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +36,11 @@ def station_model(
     station: StationControl,
     clock: Clock,
     security_profile: int = 1,
+    certificate_entries: Callable[[], int] | None = None,
 ) -> dm.DeviceModel:
     """The charger's device model (config ``connectors``: one EVSE each), its live values
-    read from the station: availability, power and energy register, the clock."""
+    read from the station: availability, power and energy register, the clock;
+    ``certificate_entries``: the installed roots (SecurityCtrlr.CertificateEntries)."""
 
     def availability(evse_id: int | None, connector_id: int | None) -> str:
         if evse_id is None:
@@ -60,6 +62,7 @@ def station_model(
         energy_wh=energy_wh,
         utc_now=lambda: iso_utc(clock.utc_now()),
         local_list_entries=store.local_list_count,  # LocalAuthListCtrlr.Entries (D01.FR.12)
+        certificate_entries=certificate_entries,
     )
     description = dm.describe(connectors, has_reader=has_reader, security_profile=security_profile)
     return dm.build_station_model(store, description, live)

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 from controller.ocpp201 import (
     authorization,
     availability,
+    certificates,
     customer,
     datatransfer,
     firmware,
     locallist,
     logs,
     monitoring,
+    network,
     provisioning,
     remote,
     reservations,
@@ -44,4 +46,6 @@ ROUTES: dict[str, Handler] = {
     **firmware.ROUTES,
     **logs.ROUTES,
     **monitoring.ROUTES,
+    **certificates.ROUTES,
+    **network.ROUTES,
 }

@@ -15,9 +15,10 @@ _NAMES = {variable: name for name, variable in VARIABLES.items()}
 
 class DeviceModelSecurity:
     """SecurityProfile (ReadOnly in the model: raised by the CSMS only through a new network
-    profile, B09, not yet built) and BasicAuthPassword (WriteOnly: SetVariables changes it,
-    A01, and the connection reconnects with it, falling back to the previous password if
-    the CSMS refuses the new one). ``configured_profile``: the TOML's security_profile."""
+    profile, B09/B10, controller/ocpp201/network.py) and BasicAuthPassword (WriteOnly:
+    SetVariables changes it, A01, and the connection reconnects with it, falling back to the
+    previous password if the CSMS refuses the new one). ``configured_profile``: the TOML's
+    security_profile."""
 
     def __init__(self, model: DeviceModel, configured_profile: int) -> None:
         self._model = model

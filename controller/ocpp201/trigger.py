@@ -13,6 +13,7 @@ from controller.csms.rpc import CallError, CallTimeout, ConnectionLost
 from controller.ocpp201 import firmware as firmware201
 from controller.ocpp201 import logs as logs201
 from controller.ocpp201 import status as status201
+from controller.ocpp201.certificates import trigger_sign_station_certificate
 from controller.ocpp201.remote import connectors_of
 from controller.ocpp201.transactions import meter_value
 
@@ -155,6 +156,7 @@ TRIGGERS: dict[str, Trigger] = {
     "TransactionEvent": transaction_event,
     "FirmwareStatusNotification": firmware201.trigger_firmware_status,
     "LogStatusNotification": logs201.trigger_log_status,
+    "SignChargingStationCertificate": trigger_sign_station_certificate,  # A02
 }
 
 
@@ -162,8 +164,8 @@ async def trigger_message(client: Ocpp201Client, payload: dict[str, Any]) -> dic
     """F06: the answer's status; the message itself is sent after it (F06.FR.04), for
     whatever was Accepted (F06.FR.10). An EVSE that is not relevant to the message is
     ignored (F06.FR.03); a message the station does not produce is NotImplemented
-    (F06.FR.08: SignChargingStationCertificate, SignV2GCertificate,
-    SignCombinedCertificate, PublishFirmwareStatusNotification)."""
+    (F06.FR.08: SignV2GCertificate, SignCombinedCertificate,
+    PublishFirmwareStatusNotification)."""
     requested = str(payload["requestedMessage"])
     trigger = TRIGGERS.get(requested)
     if trigger is None:

@@ -85,9 +85,17 @@ class CertificateUse(enum.Enum):
     CSMS_ROOT = "csms-root"
     MANUFACTURER_ROOT = "manufacturer-root"
     CHARGING_STATION = "charger"
+    # 2.0.1 only (ISO 15118 trust anchors, kept for the EV side; M05 installs them).
+    V2G_ROOT = "v2g-root"
+    MO_ROOT = "mo-root"
 
 
-ROOT_USES = (CertificateUse.CSMS_ROOT, CertificateUse.MANUFACTURER_ROOT)
+ROOT_USES = (
+    CertificateUse.CSMS_ROOT,
+    CertificateUse.MANUFACTURER_ROOT,
+    CertificateUse.V2G_ROOT,
+    CertificateUse.MO_ROOT,
+)
 
 
 class InstallStatus(enum.Enum):

@@ -579,7 +579,7 @@ async def test_trigger_boot_notification_and_not_implemented(charger: Any, csms:
     NotImplemented."""
     h = await ready(charger, csms)
     assert await trigger(csms, "BootNotification") == {"status": "Rejected"}
-    for message in ("SignChargingStationCertificate", "SignV2GCertificate"):
+    for message in ("SignCombinedCertificate", "SignV2GCertificate"):
         assert await trigger(csms, message) == {"status": "NotImplemented"}
     await h.advance(2)
     assert len(h.frames("BootNotification")) == 1

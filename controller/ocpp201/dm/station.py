@@ -255,6 +255,13 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
             reboot=True,
         ),
         _var(comm, "NetworkProfileConnectionAttempts", "integer", "3", min_limit=1, max_limit=100),
+        # The slot of the connection in use (errata 2.57: required with B09/B10); the
+        # connection sets it (controller/ocpp201/network.py).
+        _with_attribute(
+            _var(comm, "ActiveNetworkProfile", "integer", desc.network_slots[0], mutability=ro),
+            constant=False,
+            persistent=False,
+        ),
         _var(comm, "OfflineThreshold", "integer", "60", unit="s", min_limit=0, max_limit=86400),
         _var(comm, "ResetRetries", "integer", "3", min_limit=0, max_limit=10),
         # Part 2 2.1.12: ReadOnly false when every EVSE has a fixed cable.
@@ -344,6 +351,12 @@ def station_variables(desc: StationDescription, live: LiveValues) -> list[Variab
         ),
         _var(sec, "AdditionalRootCertificateCheck", "boolean", "false", mutability=ro),
         _var(sec, "MaxCertificateChainSize", "integer", "10000", mutability=ro),
+        # A02/A03.FR.17-19: a SignCertificate the CSMS Accepted is sent again after this wait
+        # (doubling) while no CertificateSigned came, at most CertSigningRepeatTimes times.
+        _var(
+            sec, "CertSigningWaitMinimum", "integer", "60", unit="s", min_limit=1, max_limit=86400
+        ),
+        _var(sec, "CertSigningRepeatTimes", "integer", "3", min_limit=0, max_limit=10),
     ]
     auth = ComponentKey("AuthCtrlr")
     out += [
