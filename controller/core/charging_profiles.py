@@ -94,6 +94,9 @@ class ChargingSchedule:
     start: datetime | None = None
     # minChargingRate in ``unit``: what the EV needs at least to charge efficiently.
     min_rate: Decimal | None = None
+    # 2.0.1 ChargingScheduleType.id, kept to report the profile as it was set (K09);
+    # 1.6 has none.
+    schedule_id: int | None = None
 
 
 @value

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from controller.ocpp201 import (
     authorization,
     availability,
+    chargingprofiles,
     datatransfer,
     locallist,
     provisioning,
@@ -36,4 +37,5 @@ ROUTES: dict[str, Handler] = {
     **reset.ROUTES,
     **remote.ROUTES,
     **trigger.ROUTES,
+    **chargingprofiles.ROUTES,
 }
