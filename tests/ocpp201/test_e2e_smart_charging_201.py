@@ -6,6 +6,7 @@ GetCompositeSchedule, persistence and every kind of refused profile (TC_K_*_CS).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from controller.dev.devcsms import DevCsms
 from tests.conftest import STATION_ID, Harness
 from tests.ocpp201.test_e2e_boot import accepted, client
 from tests.ocpp201.test_e2e_remote import offered_a, ready, req, session, set_variable
-from tests.ocpp201.test_e2e_transactions import events
+from tests.ocpp201.test_e2e_transactions import assert_one_transaction, events
 
 HARDWARE_A = 16.0
 
@@ -523,3 +524,44 @@ async def test_composite_schedule(charger: Any, csms: DevCsms) -> None:
         "numberPhases": 3,
     }
     assert events(h)[0]["eventType"] == "Started"
+
+
+# ----------------------------------------------------------------------------- K11/K13
+
+
+def rate_changes(h: Harness) -> list[dict[str, Any]]:
+    return [e for e in events(h) if e["triggerReason"] == "ChargingRateChanged"]
+
+
+async def test_charging_rate_changed_when_the_limit_moves_significantly(
+    charger: Any, csms: DevCsms
+) -> None:
+    """TriggerReasonEnumType ChargingRateChanged (K11.FR.04, K13.FR.03): a limit change of a
+    running transaction by more than SmartChargingCtrlr.LimitChangeSignificance percent
+    (a profile or the local API's limit, evsed's external limit) is an Updated event with
+    triggerReason ChargingRateChanged, journaled in the transaction's seqNo order; smaller
+    changes are not."""
+    h = await ready(charger, csms)
+    tx_id = await charging_session(h)
+    assert rate_changes(h) == []
+    body = absolute(h, 101, "TxDefaultProfile", 10)
+    assert (await set_profile(csms, 1, body))["status"] == "Accepted"
+    await until_offered(h, 10.0)
+    await h.settle(lambda: len(rate_changes(h)) == 1)
+    change = rate_changes(h)[0]
+    assert change["eventType"] == "Updated"
+    assert change["transactionInfo"]["transactionId"] == tx_id
+    body = absolute(h, 101, "TxDefaultProfile", 10.05)  # 0.5 %: below the default 1 %
+    assert (await set_profile(csms, 1, body))["status"] == "Accepted"
+    await until_offered(h, 10.05)
+    await set_variable(csms, "SmartChargingCtrlr", "LimitChangeSignificance", "50")
+    body = absolute(h, 101, "TxDefaultProfile", 8)  # 20 % of 10 A
+    assert (await set_profile(csms, 1, body))["status"] == "Accepted"
+    await until_offered(h, 8.0)
+    h.station.set_local_limit(1, Decimal(4), 600)  # the local API: 60 % below 10 A
+    await until_offered(h, 0.0)  # below the 6 A pilot minimum: paused
+    await h.settle(lambda: len(rate_changes(h)) == 2)
+    h.tap()
+    await h.settle(lambda: events(h)[-1]["eventType"] == "Ended")
+    assert_one_transaction(events(h))
+    assert len(rate_changes(h)) == 2
