@@ -132,8 +132,12 @@ class StationControl(Protocol):
 
     def installed_profiles(self) -> tuple[ChargingProfile, ...]: ...
 
-    def install_profile(self, profile: ChargingProfile) -> None:
-        """A validated profile; it replaces what it replaces and applies at once."""
+    def install_profile(
+        self, profile: ChargingProfile, *, same_level_replaces: bool = True
+    ) -> None:
+        """A validated profile; it replaces what it replaces (``install_profile`` in
+        core/charging_profiles.py; 2.0.1 passes ``same_level_replaces`` False) and applies
+        at once."""
         ...
 
     def clear_profiles(

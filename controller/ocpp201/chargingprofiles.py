@@ -15,12 +15,14 @@ from controller.core.charging_profiles import (
     ProfileRules,
     RateUnit,
     install_profile,
+    same_level,
     validate_profile,
+    validity_overlaps,
 )
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost
 from controller.ocpp201 import smartcharging
 from controller.ocpp201 import status as status201
-from controller.ocpp201.dm import VariableKey
+from controller.ocpp201.dm import ComponentKey, VariableKey
 from controller.ocpp201.remote import connectors_of
 
 if TYPE_CHECKING:
@@ -83,21 +85,74 @@ def _reason_code(profile: ChargingProfile, rules: ProfileRules) -> str:
     return "InvalidProfile"
 
 
-def _duplicate_default(
-    installed: Sequence[ChargingProfile], profile: ChargingProfile
-) -> ChargingProfile | None:
-    """K01.FR.52/53: a TX default of the same stack level on the station while one is set on
-    an EVSE, or on an EVSE while one is set on the station (another id)."""
-    if profile.purpose is not ProfilePurpose.TX_DEFAULT:
-        return None
+def _duplicate(installed: Sequence[ChargingProfile], profile: ChargingProfile) -> str | None:
+    """Why ``profile`` clashes with another installed one (other id), or None: the same
+    purpose and stack level on the same EVSE (or transaction) valid at the same time
+    (K01.FR.06/39: a CSMS must not; the same id replaces instead, K01.FR.05), or a TX
+    default of the same stack level on the station while one is set on an EVSE, or on an
+    EVSE while one is set on the station (K01.FR.52/53)."""
     for other in installed:
+        if same_level(other, profile) and validity_overlaps(other, profile):
+            return (
+                f"profile {other.profile_id} has the same purpose and stackLevel "
+                f"{other.stack_level} on evse {_evse(other.connector_id)} with an "
+                "overlapping validity (K01.FR.06/39)"
+            )
         if (
-            other.purpose is ProfilePurpose.TX_DEFAULT
+            profile.purpose is ProfilePurpose.TX_DEFAULT
+            and other.purpose is ProfilePurpose.TX_DEFAULT
             and other.stack_level == profile.stack_level
             and other.profile_id != profile.profile_id
             and (other.connector_id == 0) != (profile.connector_id == 0)
         ):
-            return other
+            return (
+                f"TxDefaultProfile {other.profile_id} has stackLevel {other.stack_level} "
+                f"on evse {_evse(other.connector_id)} (K01.FR.52/53)"
+            )
+    return None
+
+
+def _model_int(client: Ocpp201Client, component: ComponentKey, name: str, default: int) -> int:
+    model = client.device_model
+    try:
+        return default if model is None else model.get_int(component, name)
+    except (KeyError, ValueError):
+        return default
+
+
+def _phase_problem(client: Ocpp201Client, profile: ChargingProfile) -> str | None:
+    """K01.FR.43/48 for the profiles that steer EVSEs (TX default and TX): fewer phases than
+    an EVSE is wired for only where the phases can be switched (the 1/3-phase relay:
+    SmartChargingCtrlr.ACPhaseSwitchingSupported); phaseToUse only where the EVSE will use
+    that phase (one-phase charging always uses L1 here: the relay drops L2 and L3). More
+    phases than wired are accepted and imposed on fewer (K01.FR.45)."""
+    if profile.purpose not in (ProfilePurpose.TX_DEFAULT, ProfilePurpose.TX):
+        return None
+    model = client.device_model
+    try:
+        switch = model is not None and model.get_bool(
+            smartcharging.SMART_CHARGING, "ACPhaseSwitchingSupported"
+        )
+    except KeyError:
+        switch = False
+    evses = (
+        [status201.evse_of(c)[0] for c in client.station.connector_ids()]
+        if profile.connector_id == 0
+        else [_evse(profile.connector_id)]
+    )
+    wired = max(
+        _model_int(client, ComponentKey("EVSE", evse_id=evse), "SupplyPhases", 3) for evse in evses
+    )
+    for period in profile.schedule.periods:
+        if period.phases is not None and period.phases < wired and not switch:
+            return (
+                f"numberPhases {period.phases}: the EVSE is wired for {wired} and cannot "
+                "switch phases (K01.FR.43)"
+            )
+        if period.phase_to_use is not None and not (
+            period.phase_to_use == 1 and (switch or wired == 1)
+        ):
+            return f"phaseToUse {period.phase_to_use} cannot be chosen here (K01.FR.48)"
     return None
 
 
@@ -150,21 +205,21 @@ async def set_charging_profile(client: Ocpp201Client, payload: dict[str, Any]) -
     if reason is not None:
         LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, reason)
         return _answer("Rejected", _reason_code(profile, rules), reason)
+    phases = _phase_problem(client, profile)
+    if phases is not None:
+        LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, phases)
+        return _answer("Rejected", "InvalidSchedule", phases)
     installed = station.installed_profiles()
-    clash = _duplicate_default(installed, profile)
+    clash = _duplicate(installed, profile)
     if clash is not None:
-        info = (
-            f"TxDefaultProfile {clash.profile_id} has stackLevel {clash.stack_level} "
-            f"on evse {_evse(clash.connector_id)} (K01.FR.52/53)"
-        )
-        LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, info)
-        return _answer("Rejected", "DuplicateProfile", info)
+        LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, clash)
+        return _answer("Rejected", "DuplicateProfile", clash)
     most = _max_profiles(client)
-    if len(install_profile(installed, profile)) > most:
+    if len(install_profile(installed, profile, same_level_replaces=False)) > most:
         info = f"more than {most} profiles (SmartChargingCtrlr.Entries)"
         LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, info)
         return _answer("Rejected", "TooManyElements", info)
-    station.install_profile(profile)
+    station.install_profile(profile, same_level_replaces=False)
     LOG.info(
         "charging profile %d (%s, stack level %d) installed on evse %d",
         profile.profile_id,

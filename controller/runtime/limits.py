@@ -151,9 +151,10 @@ class SmartCharging:
     def profiles(self) -> tuple[ChargingProfile, ...]:
         return self._profiles
 
-    def install(self, profile: ChargingProfile) -> None:
-        """Install a validated profile (it replaces what it replaces) and apply it now."""
-        kept = install_profile(self._profiles, profile)
+    def install(self, profile: ChargingProfile, *, same_level_replaces: bool = True) -> None:
+        """Install a validated profile (it replaces what it replaces, see
+        ``install_profile``) and apply it now."""
+        kept = install_profile(self._profiles, profile, same_level_replaces=same_level_replaces)
         gone = {p.profile_id for p in self._profiles} - {p.profile_id for p in kept}
         self._save(kept, put=[profile], drop=gone - {profile.profile_id})
 

@@ -819,8 +819,10 @@ class Station:
     def installed_profiles(self) -> tuple[ChargingProfile, ...]:
         return self.smart.profiles
 
-    def install_profile(self, profile: ChargingProfile) -> None:
-        self.smart.install(profile)
+    def install_profile(
+        self, profile: ChargingProfile, *, same_level_replaces: bool = True
+    ) -> None:
+        self.smart.install(profile, same_level_replaces=same_level_replaces)
 
     def clear_profiles(
         self,

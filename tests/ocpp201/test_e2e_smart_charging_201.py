@@ -236,6 +236,33 @@ async def test_replacing_by_id_lowers_then_raises(charger: Any, csms: DevCsms) -
     assert len(h.station.installed_profiles()) == 1
 
 
+async def test_same_stack_level_only_at_different_times(charger: Any, csms: DevCsms) -> None:
+    """K01.FR.06 (DuplicateProfile): another id with the same purpose and stackLevel on the
+    EVSE is Rejected while their validity overlaps; valid at different times both stay
+    installed and the pilot follows each in its time (K01.FR.36/37)."""
+    h = await ready(charger, csms)
+    await charging_session(h)
+    t0 = now(h)
+    day = {
+        "validFrom": iso_utc(t0 - timedelta(seconds=60)),
+        "validTo": iso_utc(t0 + timedelta(seconds=30)),
+    }
+    night = {"validFrom": iso_utc(t0 + timedelta(seconds=30))}
+    first = absolute(h, 111, "TxDefaultProfile", 10, **day)
+    assert (await set_profile(csms, 1, first))["status"] == "Accepted"
+    await until_offered(h, 10.0)
+    overlapping = absolute(h, 112, "TxDefaultProfile", 7)
+    answer = await set_profile(csms, 1, overlapping)
+    assert answer["status"] == "Rejected"
+    assert answer["statusInfo"]["reasonCode"] == "DuplicateProfile"
+    later = absolute(h, 112, "TxDefaultProfile", 7, **night)
+    assert (await set_profile(csms, 1, later))["status"] == "Accepted"
+    assert sorted(p.profile_id for p in h.station.installed_profiles()) == [111, 112]
+    assert offered_a(h) == 10.0
+    await h.advance(31)
+    await until_offered(h, 7.0)
+
+
 async def test_lowered_evse_reaches_its_board_before_the_raised_one(
     charger: Any, csms: DevCsms
 ) -> None:
@@ -324,6 +351,11 @@ async def test_refused_profiles_change_nothing(
     two = absolute(h, 71, "TxDefaultProfile", 8)
     two["chargingSchedule"].append({**two["chargingSchedule"][0], "id": 2})
     await refused(1, two, "InvalidSchedule")
+    # K01.FR.43/48: one phase on a three-phase EVSE without a phase switch; phaseToUse.
+    one_phase = absolute(h, 71, "TxDefaultProfile", 8, phases=1)
+    await refused(1, one_phase, "InvalidSchedule")
+    one_phase["chargingSchedule"][0]["chargingSchedulePeriod"][0]["phaseToUse"] = 2
+    await refused(1, one_phase, "InvalidSchedule")
     assert h.station.installed_profiles() == ()
     # K01.FR.52/53: a TX default of one stack level on the station and on an EVSE.
     assert (await set_profile(csms, 0, absolute(h, 72, "TxDefaultProfile", 12)))[
