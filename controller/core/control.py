@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from controller.core.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
@@ -155,6 +156,17 @@ class StationControl(Protocol):
         self, connector_id: int, duration_s: int, unit: RateUnit | None = None
     ) -> CompositeSchedule:
         """From now; connector 0 is the station."""
+        ...
+
+    def on_local_limit(self, listener: Callable[[int, Decimal | None], None]) -> None:
+        """``listener(connector_id, value_a)`` whenever the local API's limit in effect on a
+        connector (0: the station) changes: set, fallen back after its timeout, cleared
+        (None). The local limit is an external system's (an EMS's) limit."""
+        ...
+
+    def local_limits(self) -> list[dict[str, Any]]:
+        """The local limits now: ``connector``, ``limit_a``, ``timeout_s``, ``expires_in_s``,
+        ``fallback``, ``effective_a`` each."""
         ...
 
     def snapshot(self) -> dict[str, Any]:

@@ -853,6 +853,9 @@ class Station:
     def clear_local_limit(self, connector_id: int) -> bool:
         return self.smart.clear_local_limit(connector_id)
 
+    def on_local_limit(self, listener: Callable[[int, Decimal | None], None]) -> None:
+        self.smart.add_local_limit_listener(listener)
+
     @property
     def fallback_current_a(self) -> Decimal:
         return self.smart.fallback_current_a

@@ -597,3 +597,46 @@ async def test_charging_rate_changed_when_the_limit_moves_significantly(
     await h.settle(lambda: events(h)[-1]["eventType"] == "Ended")
     assert_one_transaction(events(h))
     assert len(rate_changes(h)) == 2
+
+
+async def test_local_api_limit_is_an_external_limit(charger: Any, csms: DevCsms) -> None:
+    """K12.FR.02/04/05, TC_K_52_CS, K13.FR.02: the local API's limit (a home energy
+    manager's) is told with NotifyChargingLimit source EMS (never CSO) when it changes by
+    more than LimitChangeSignificance, not on each refresh; GetChargingProfiles reports it
+    as ChargingStationExternalConstraints (negative id, K11.FR.06); the CSMS cannot clear
+    it (K10.FR.08); removing it sends ClearedChargingLimit."""
+    h = await ready(charger, csms)
+    h.station.set_local_limit(1, Decimal(10), 600)
+    await h.settle(lambda: len(h.frames("NotifyChargingLimit")) == 1)
+    assert h.frames("NotifyChargingLimit")[0].payload == {
+        "chargingLimit": {"chargingLimitSource": "EMS"},
+        "evseId": 1,
+    }
+    h.station.set_local_limit(1, Decimal(10), 600)  # a refresh
+    h.station.set_local_limit(1, Decimal("10.05"), 600)  # 0.5 %: below 1 %
+    h.station.set_local_limit(0, Decimal(20), 600)  # the station
+    await h.settle(lambda: len(h.frames("NotifyChargingLimit")) == 2)
+    assert h.frames("NotifyChargingLimit")[1].payload == {
+        "chargingLimit": {"chargingLimitSource": "EMS"}
+    }
+    status, pages = await get_profiles(h, csms, 701, {"chargingLimitSource": ["EMS"]}, evseId=1)
+    assert status == "Accepted"
+    assert [(p["evseId"], p["chargingLimitSource"]) for p in pages] == [(1, "EMS")]
+    (external,) = pages[0]["chargingProfile"]
+    assert external["id"] == -2
+    assert external["chargingProfilePurpose"] == "ChargingStationExternalConstraints"
+    assert external["chargingSchedule"][0]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 10.05}
+    ]
+    assert await req(csms, "ClearChargingProfile", {"chargingProfileId": -2}) == {
+        "status": "Unknown"
+    }
+    status, _ = await get_profiles(h, csms, 702, {"chargingLimitSource": ["CSO"]})
+    assert status == "NoProfiles"
+    assert h.station.clear_local_limit(1)
+    await h.settle(lambda: len(h.frames("ClearedChargingLimit")) == 1)
+    assert h.frames("ClearedChargingLimit")[0].payload == {
+        "chargingLimitSource": "EMS",
+        "evseId": 1,
+    }
+    assert len(h.frames("NotifyChargingLimit")) == 2
