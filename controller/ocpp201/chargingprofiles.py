@@ -39,6 +39,9 @@ LOG = logging.getLogger(__name__)
 DEFAULT_MAX_PROFILES = 20
 # Profiles per ReportChargingProfilesRequest: a full station (20) fits in two frames.
 PROFILES_PER_REPORT = 10
+# The longest composite schedule computed (31 days): a CSMS asking for years of a daily
+# recurrence would otherwise hold the event loop for seconds.
+MAX_COMPOSITE_S = 31 * 86_400
 _ENTRIES = VariableKey("Entries", "ChargingProfiles")
 
 
@@ -434,8 +437,10 @@ async def _notify(client: Ocpp201Client, action: str, payload: dict[str, Any]) -
 async def get_composite_schedule(client: Ocpp201Client, payload: dict[str, Any]) -> dict[str, Any]:
     """K08: the limits from now for ``duration`` seconds (K08.FR.02) of one EVSE, or with
     evseId 0 of the station (K08.FR.03), the lowest of every applying profile and the
-    hardware (K08.FR.04), as if a transaction ran where none does (K08.FR.06). Rejected
-    for an unknown EVSE (K08.FR.05) or a unit not in RateUnit (K08.FR.07)."""
+    hardware (K08.FR.04), as if a transaction ran where none does (K08.FR.06), for at most
+    31 days (the answer's duration). Rejected for an unknown EVSE (K08.FR.05) or a unit
+    not in RateUnit (K08.FR.07). The local API's limit and the site share are not in it:
+    they are not schedules (GetChargingProfiles reports the local limit)."""
     evse_id = int(payload["evseId"])
     cid = _connector(client, evse_id)
     if cid is None:
@@ -446,12 +451,11 @@ async def get_composite_schedule(client: Ocpp201Client, payload: dict[str, Any])
         unit = smartcharging.UNITS[unit_name]
         if client.device_model is not None and unit not in _rules(client).allowed_units:
             return _answer("Rejected", "UnsupportedRateUnit", f"{unit_name} (K08.FR.07)")
-    duration_s = int(payload["duration"])
-    # A period needs a window of at least a second to be stated.
-    schedule = client.station.composite_schedule(cid, max(1, duration_s), unit)
-    answer = smartcharging.composite_payload(schedule, evse_id)
-    answer["schedule"]["duration"] = duration_s
-    return answer
+    # At least a second (a period needs a window to be stated), at most MAX_COMPOSITE_S:
+    # the answer's duration says how far it reaches.
+    duration_s = min(max(1, int(payload["duration"])), MAX_COMPOSITE_S)
+    schedule = client.station.composite_schedule(cid, duration_s, unit)
+    return smartcharging.composite_payload(schedule, evse_id)
 
 
 ROUTES = {

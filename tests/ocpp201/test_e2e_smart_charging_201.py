@@ -10,10 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from controller.core.timestamps import iso_utc
 from controller.dev.devcsms import DevCsms
+from controller.ocpp201 import rpc as rpc201
 from tests.conftest import STATION_ID, Harness
+from tests.ocpp16.test_fuzz_inbound import check_station, valid_value
 from tests.ocpp201.test_e2e_boot import accepted, client
 from tests.ocpp201.test_e2e_remote import offered_a, ready, req, session, set_variable
 from tests.ocpp201.test_e2e_transactions import assert_one_transaction, events
@@ -640,3 +644,63 @@ async def test_local_api_limit_is_an_external_limit(charger: Any, csms: DevCsms)
         "evseId": 1,
     }
     assert len(h.frames("NotifyChargingLimit")) == 2
+
+
+# ----------------------------------------------------------------------------- untrusted input
+
+FUZZED_ACTIONS = (
+    "SetChargingProfile",
+    "SetChargingProfile",
+    "ClearChargingProfile",
+    "GetChargingProfiles",
+    "GetCompositeSchedule",
+)
+
+
+@st.composite
+def smart_call(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A schema-valid request of this block, from the official 2.0.1 schemas."""
+    action = draw(st.sampled_from(FUZZED_ACTIONS))
+    schema = rpc201.load_schema(2, action)
+    payload = draw(
+        valid_value(schema, schema).filter(
+            lambda p: rpc201.SCHEMAS.first_error(2, action, p) is None
+        )
+    )
+    return action, payload
+
+
+@pytest.fixture
+async def fuzz_target(csms: DevCsms, charger: Any) -> Harness:
+    """One charger for all examples (the state carries over, as in the field)."""
+    h = await ready(charger, csms)
+    await session(h)
+    return h
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=st.lists(smart_call(), min_size=1, max_size=4))
+async def test_fuzzed_smart_charging_requests_are_answered_safely(
+    csms: DevCsms, fuzz_target: Harness, steps: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Untrusted input: every schema-valid SetChargingProfile, ClearChargingProfile,
+    GetChargingProfiles and GetCompositeSchedule (any ids, times, limits, periods, EVSEs)
+    gets a schema-valid CALLRESULT, never a CALLERROR or a crash; the pilot never offers
+    more than the hardware nor is the contactor closed outside a transaction; every
+    ReportChargingProfiles is schema-valid; the connection stays up."""
+    h = fuzz_target
+    for action, payload in steps:
+        frame = await csms.call_raw(STATION_ID, action, payload, timeout_s=5)
+        assert frame[0] == 3, (action, payload, frame)
+        rpc201.validate(3, action, frame[2])
+        await h.advance(0.2, step_s=0.1)
+        check_station(h)
+        assert offered_a(h) <= HARDWARE_A
+    for page in [f.payload for f in h.frames("ReportChargingProfiles")]:
+        rpc201.validate(2, "ReportChargingProfiles", page)
+    assert client(h).connects == 1
