@@ -187,6 +187,9 @@ async def set_charging_profile(client: Ocpp201Client, payload: dict[str, Any]) -
     cid = _connector(client, evse_id)
     if cid is None:
         return _answer("Rejected", "UnknownEvse", f"no EVSE {evse_id} (K01.FR.28)")
+    if int(raw["id"]) < 0:
+        # Negative ids are the station's own external constraints (K11.FR.06 note).
+        return _answer("Rejected", "InvalidProfile", "a negative id is the station's")
     running = station.running_transactions()
     tx_key: int | None = None
     if raw["chargingProfilePurpose"] == "TxProfile":

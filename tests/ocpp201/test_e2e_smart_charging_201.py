@@ -341,6 +341,7 @@ async def test_refused_profiles_change_nothing(
         assert answer["statusInfo"]["reasonCode"] == code, answer
 
     await refused(2, absolute(h, 71, "TxDefaultProfile", 8), "UnknownEvse")
+    await refused(1, absolute(h, -2, "TxDefaultProfile", 8), "InvalidProfile")  # K11.FR.06
     recurring = profile(71, "TxDefaultProfile", [(0, 8)], kind="Recurring", recurrencyKind="Daily")
     await refused(1, recurring, "InvalidProfile")
     await refused(1, profile(71, "TxDefaultProfile", [(0, 8)]), "InvalidProfile")  # no start
