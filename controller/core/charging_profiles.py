@@ -94,6 +94,9 @@ class ChargingSchedule:
     start: datetime | None = None
     # minChargingRate in ``unit``: what the EV needs at least to charge efficiently.
     min_rate: Decimal | None = None
+    # 2.0.1 ChargingScheduleType.id, kept to report the profile as it was set (K09);
+    # 1.6 has none.
+    schedule_id: int | None = None
 
 
 @value
@@ -282,25 +285,51 @@ def validate_remote_start_profile(profile: ChargingProfile, rules: ProfileRules)
 
 
 def install_profile(
-    installed: Iterable[ChargingProfile], profile: ChargingProfile
+    installed: Iterable[ChargingProfile],
+    profile: ChargingProfile,
+    *,
+    same_level_replaces: bool = True,
 ) -> tuple[ChargingProfile, ...]:
     """The installed set after accepting ``profile``: it replaces the profile with the same
     id (1.6 5.16.3/5.16.4; K01.FR.05) and the one with the same purpose and stack level
     (1.6 3.13.2) on the same connector (1.6 3.13.1: a connector's TX default replaces the
     connector-0 one "only for that specific connector") and, for TX profiles, the same
-    transaction (1.6 5.16.2, K01.FR.39)."""
+    transaction (1.6 5.16.2, K01.FR.39). ``same_level_replaces`` False (2.0.1): only the
+    same id is replaced; the adapter refuses a same-level profile whose validity overlaps
+    (K01.FR.06, DuplicateProfile), so the ones left are valid at different times."""
 
     def replaced(old: ChargingProfile) -> bool:
         if old.profile_id == profile.profile_id:
             return True
         return (
-            old.purpose is profile.purpose
+            same_level_replaces
+            and old.purpose is profile.purpose
             and old.stack_level == profile.stack_level
             and old.connector_id == profile.connector_id
             and (profile.purpose is not ProfilePurpose.TX or old.tx_key == profile.tx_key)
         )
 
     return (*(p for p in installed if not replaced(p)), profile)
+
+
+def same_level(old: ChargingProfile, new: ChargingProfile) -> bool:
+    """Another profile (other id) of the same purpose and stack level on the same connector
+    (for TX profiles: of the same transaction): 1.6 replaces it, 2.0.1 K01.FR.06/39 forbid
+    two such valid at once."""
+    return (
+        old.profile_id != new.profile_id
+        and old.purpose is new.purpose
+        and old.stack_level == new.stack_level
+        and old.connector_id == new.connector_id
+        and (new.purpose is not ProfilePurpose.TX or old.tx_key == new.tx_key)
+    )
+
+
+def validity_overlaps(a: ChargingProfile, b: ChargingProfile) -> bool:
+    """Whether [validFrom, validTo) of ``a`` and ``b`` share an instant (absent: unbounded)."""
+    a_before_b_ends = a.valid_from is None or b.valid_to is None or a.valid_from < b.valid_to
+    b_before_a_ends = b.valid_from is None or a.valid_to is None or b.valid_from < a.valid_to
+    return a_before_b_ends and b_before_a_ends
 
 
 def clear_profiles(

@@ -71,6 +71,9 @@ class SessionEventKind(enum.StrEnum):
     # start and on every change until the end; flowing exactly while the contactor is closed
     ENERGY_FLOWING = "EnergyFlowing"
     ENERGY_PAUSED = "EnergyPaused"
+    # The ceiling a running transaction may be offered (smart-charging limit, at most the
+    # hardware) changed: ChargingRateChanged when significant (LimitChangeSignificance)
+    LIMIT_CHANGED = "LimitChanged"
 
 
 class PausedBy(enum.StrEnum):
@@ -316,6 +319,9 @@ class SessionEvent:
     paused_by: PausedBy | None = None  # ENERGY_PAUSED, always
     # ENERGY_PAUSED: the fault (or pilot error) that holds energy back (AbnormalCondition)
     condition: FaultKind | None = None
+    # LIMIT_CHANGED: the ceiling before and after the change, A per phase
+    previous_limit_a: float | None = None
+    limit_a: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind is SessionEventKind.TRANSACTION_ENDED and self.cause is None:
@@ -637,6 +643,11 @@ def _end_tx(
     return s
 
 
+def _ceiling_a(s: ConnectorState) -> float:
+    """The most a transaction may be offered: the smart-charging limit, at most the hardware."""
+    return s.max_current_a if s.limit_a is None else min(s.limit_a, s.max_current_a)
+
+
 def _drop_authorization(s: ConnectorState, cmds: list[Command], timed_out: bool = False) -> None:
     """Announce that the caller drops an authorization that started no transaction."""
     if s.authorized_tag is not None and not s.tx_active:
@@ -787,7 +798,16 @@ def _apply(s: ConnectorState, event: Event) -> tuple[ConnectorState, list[Comman
             )
             s = _start_if_ready(s, cmds)  # an authorized, plugged driver may go now
         case CurrentLimitChanged(limit_a=limit):
+            before = _ceiling_a(s)
             s = replace(s, limit_a=max(0.0, limit))
+            if s.tx_active and _ceiling_a(s) != before:
+                cmds.append(
+                    SessionEvent(
+                        SessionEventKind.LIMIT_CHANGED,
+                        previous_limit_a=before,
+                        limit_a=_ceiling_a(s),
+                    )
+                )
         case PhasesWanted(phases=n):
             if s.phase_switch:
                 s = replace(s, phases_wanted=1 if n == 1 else 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from controller.core.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
@@ -143,8 +144,12 @@ class StationControl(Protocol):
 
     def installed_profiles(self) -> tuple[ChargingProfile, ...]: ...
 
-    def install_profile(self, profile: ChargingProfile) -> None:
-        """A validated profile; it replaces what it replaces and applies at once."""
+    def install_profile(
+        self, profile: ChargingProfile, *, same_level_replaces: bool = True
+    ) -> None:
+        """A validated profile; it replaces what it replaces (``install_profile`` in
+        core/charging_profiles.py; 2.0.1 passes ``same_level_replaces`` False) and applies
+        at once."""
         ...
 
     def clear_profiles(
@@ -162,6 +167,17 @@ class StationControl(Protocol):
         self, connector_id: int, duration_s: int, unit: RateUnit | None = None
     ) -> CompositeSchedule:
         """From now; connector 0 is the station."""
+        ...
+
+    def on_local_limit(self, listener: Callable[[int, Decimal | None], None]) -> None:
+        """``listener(connector_id, value_a)`` whenever the local API's limit in effect on a
+        connector (0: the station) changes: set, fallen back after its timeout, cleared
+        (None). The local limit is an external system's (an EMS's) limit."""
+        ...
+
+    def local_limits(self) -> list[dict[str, Any]]:
+        """The local limits now: ``connector``, ``limit_a``, ``timeout_s``, ``expires_in_s``,
+        ``fallback``, ``effective_a`` each."""
         ...
 
     def snapshot(self) -> dict[str, Any]:

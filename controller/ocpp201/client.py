@@ -43,6 +43,7 @@ from controller.csms.secprofile import ConnectionSecurity
 from controller.csms.security_events import SecurityEventQueue
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
+from controller.ocpp201 import chargelimits
 from controller.ocpp201 import reservations as reservations201
 from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
@@ -281,6 +282,7 @@ class Ocpp201Client(AdapterBase):
         if security_log is not None:
             security_log.add_listener(self.security_events)
         reservations201.follow(self)  # ReservationStatusUpdate (H01.FR.16/17, H04.FR.01)
+        chargelimits.follow(self)  # NotifyChargingLimit of the local API's limit (K12)
         # Authorize, the Authorization Cache and the offline rules (C01, C09-C16).
         self.auth = Authorization(self)
         # Called each time a session is up with the boot accepted (firmware.py resends its

@@ -63,6 +63,8 @@ def station_model(
         utc_now=lambda: iso_utc(clock.utc_now()),
         local_list_entries=store.local_list_count,  # LocalAuthListCtrlr.Entries (D01.FR.12)
         certificate_entries=certificate_entries,
+        # SmartChargingCtrlr.Entries[ChargingProfiles]: the profiles installed now.
+        charging_profile_entries=lambda: len(station.installed_profiles()),
     )
     description = dm.describe(connectors, has_reader=has_reader, security_profile=security_profile)
     return dm.build_station_model(store, description, live)

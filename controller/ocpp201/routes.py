@@ -10,6 +10,7 @@ from controller.ocpp201 import (
     authorization,
     availability,
     certificates,
+    chargingprofiles,
     customer,
     datatransfer,
     firmware,
@@ -48,4 +49,5 @@ ROUTES: dict[str, Handler] = {
     **monitoring.ROUTES,
     **certificates.ROUTES,
     **network.ROUTES,
+    **chargingprofiles.ROUTES,
 }

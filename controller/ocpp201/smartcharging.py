@@ -4,6 +4,7 @@ the rules live in core/charging_profiles.py and core/composite.py."""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from controller.core.charging_profiles import (
@@ -15,8 +16,11 @@ from controller.core.charging_profiles import (
     RateUnit,
     Recurrency,
     SchedulePeriod,
+    quantize_down,
     to_decimal,
 )
+from controller.core.composite import CompositeSchedule
+from controller.core.timestamps import iso_utc
 from controller.ocpp201.dm import DeviceModel
 
 PURPOSES = {
@@ -25,7 +29,12 @@ PURPOSES = {
     "TxDefaultProfile": ProfilePurpose.TX_DEFAULT,
     "TxProfile": ProfilePurpose.TX,
 }
+PURPOSE_NAMES = {purpose: name for name, purpose in PURPOSES.items()}
 UNITS = {"A": RateUnit.A, "W": RateUnit.W}
+# ChargingLimitSourceEnumType: who set a profile. Everything a CSMS sets is CSO's; the
+# external constraints would be an EMS's (K11.FR.06, K12.FR.05).
+SOURCE_CSO = "CSO"
+SOURCE_EMS = "EMS"
 SMART_CHARGING = "SmartChargingCtrlr"
 
 
@@ -75,6 +84,7 @@ def parse_profile(raw: dict[str, Any], evse_id: int, tx_key: int | None = None) 
         valid_to=_time(raw.get("validTo")),
         tx_key=tx_key,
         schedule=ChargingSchedule(
+            schedule_id=int(schedule["id"]),
             unit=UNITS[schedule["chargingRateUnit"]],
             duration_s=schedule.get("duration"),
             start=_time(schedule.get("startSchedule")),
@@ -124,3 +134,94 @@ def rules(model: DeviceModel, evses: int) -> ProfileRules:
         allowed_units=units,
         max_connector_id=evses,
     )
+
+
+def limit_source(profile: ChargingProfile) -> str:
+    """The chargingLimitSource of an installed profile (K09)."""
+    if profile.purpose is ProfilePurpose.EXTERNAL_CONSTRAINTS:
+        return SOURCE_EMS
+    return SOURCE_CSO
+
+
+def _number(value: Decimal) -> int | float:
+    """A decimal as JSON: an integer where it is one (2.0.1 decimals carry no fixed
+    precision, so the CSMS gets back what it set)."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _time_text(moment: datetime) -> str:
+    return iso_utc(moment)
+
+
+def profile_payload(profile: ChargingProfile, transaction_id: str | None) -> dict[str, Any]:
+    """ChargingProfileType of an installed profile, as it was set (K09 ReportChargingProfiles);
+    ``transaction_id``: the 2.0.1 transactionId of a TxProfile's transaction."""
+    schedule = profile.schedule
+    periods: list[dict[str, Any]] = []
+    for p in schedule.periods:
+        period: dict[str, Any] = {"startPeriod": p.start_s, "limit": _number(p.limit)}
+        if p.phases is not None:
+            period["numberPhases"] = p.phases
+        if p.phase_to_use is not None:
+            period["phaseToUse"] = p.phase_to_use
+        periods.append(period)
+    body: dict[str, Any] = {
+        # A schedule stored before the id was kept reports the profile's id.
+        "id": profile.profile_id if schedule.schedule_id is None else schedule.schedule_id,
+        "chargingRateUnit": schedule.unit.value,
+        "chargingSchedulePeriod": periods,
+    }
+    if schedule.start is not None:
+        body["startSchedule"] = _time_text(schedule.start)
+    if schedule.duration_s is not None:
+        body["duration"] = schedule.duration_s
+    if schedule.min_rate is not None:
+        body["minChargingRate"] = _number(schedule.min_rate)
+    out: dict[str, Any] = {
+        "id": profile.profile_id,
+        "stackLevel": profile.stack_level,
+        "chargingProfilePurpose": PURPOSE_NAMES[profile.purpose],
+        "chargingProfileKind": profile.kind.value,
+        "chargingSchedule": [body],
+    }
+    if profile.recurrency is not None:
+        out["recurrencyKind"] = profile.recurrency.value
+    if profile.valid_from is not None:
+        out["validFrom"] = _time_text(profile.valid_from)
+    if profile.valid_to is not None:
+        out["validTo"] = _time_text(profile.valid_to)
+    if transaction_id is not None:
+        out["transactionId"] = transaction_id
+    return out
+
+
+def composite_payload(schedule: CompositeSchedule, evse_id: int) -> dict[str, Any]:
+    """GetCompositeScheduleResponse (K08) for an Accepted request: whole seconds, limits
+    rounded down to one decimal (never more than the charger allows), equal neighbours
+    merged after rounding."""
+    periods: list[dict[str, Any]] = []
+    for p in schedule.periods:
+        entry: dict[str, Any] = {
+            "startPeriod": int(p.start_s),
+            "limit": _number(quantize_down(p.limit)),
+            "numberPhases": p.phases,
+        }
+        if periods and periods[-1]["startPeriod"] == entry["startPeriod"]:
+            periods[-1] = entry  # a sub-second period: the later value holds from that second
+        elif periods and (periods[-1]["limit"], periods[-1]["numberPhases"]) == (
+            entry["limit"],
+            entry["numberPhases"],
+        ):
+            continue
+        else:
+            periods.append(entry)
+    return {
+        "status": "Accepted",
+        "schedule": {
+            "evseId": evse_id,
+            "duration": schedule.duration_s,
+            "scheduleStart": iso_utc(schedule.start.replace(microsecond=0)),
+            "chargingRateUnit": schedule.unit.value,
+            "chargingSchedulePeriod": periods,
+        },
+    }

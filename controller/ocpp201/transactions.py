@@ -92,6 +92,8 @@ class _TxSeen:
     connector_id: int
     charging_state: str | None = None
     ended: bool = False
+    # The offer ceiling (A) the CSMS last heard of through ChargingRateChanged.
+    reported_limit_a: float | None = None
 
 
 @dataclass
@@ -234,6 +236,8 @@ class TxMessages201:
             payload = self._event("Updated", at, "Deauthorized", seq)
             payload["transactionInfo"] = {"transactionId": tx_id}
             return ACTION, payload
+        if event.kind is SessionEventKind.LIMIT_CHANGED:
+            return self._rate_changed(seen, tx_id, seq, event, at)
         state = self._charging_state(connector_id, event)
         if state == "SuspendedEV" and seen.charging_state == "EVConnected":
             state = "EVConnected"  # not charged yet (see _PHASE_STATE)
@@ -242,6 +246,33 @@ class TxMessages201:
         seen.charging_state = state
         payload = self._event("Updated", at, "ChargingStateChanged", seq)
         payload["transactionInfo"] = {"transactionId": tx_id, "chargingState": state}
+        return ACTION, payload
+
+    def _rate_changed(
+        self, seen: _TxSeen, tx_id: str, seq: int, event: SessionEvent, at: str
+    ) -> Rendered | None:
+        """Updated ChargingRateChanged when the limit the transaction may be offered moved
+        by more than SmartChargingCtrlr.LimitChangeSignificance percent from what the CSMS
+        last heard (K11.FR.04, K13.FR.03; TriggerReasonEnumType): a profile, a local limit
+        or the site share."""
+        if event.limit_a is None:
+            return None
+        if seen.reported_limit_a is None:
+            # The ceiling at the start is what the CSMS had (its profiles or none).
+            seen.reported_limit_a = event.previous_limit_a or 0.0
+        base = seen.reported_limit_a
+        try:
+            significance = float(
+                self.model.get_decimal("SmartChargingCtrlr", "LimitChangeSignificance")
+            )
+        except (KeyError, ValueError, ArithmeticError):
+            significance = 0.0
+        change = abs(event.limit_a - base)
+        if change == 0 or (base > 0 and change * 100 / base <= significance):
+            return None
+        seen.reported_limit_a = event.limit_a
+        payload = self._event("Updated", at, "ChargingRateChanged", seq)
+        payload["transactionInfo"] = {"transactionId": tx_id}
         return ACTION, payload
 
     def triggered(

@@ -141,6 +141,9 @@ class SmartCharging:
         self._recheck_at_s: float | None = None  # next look at the draws (while shared)
         self._fell_back: set[int] = set()  # local limits at their fallback (logged once)
         self._wakeup = asyncio.Event()
+        # Told each new local limit value (connector, A; None: cleared): 2.0.1 reports it as
+        # an external limit (NotifyChargingLimit / ClearedChargingLimit, K12/K13).
+        self._local_listeners: list[Callable[[int, Decimal | None], None]] = []
         add_listener = getattr(clock, "add_trust_listener", None)
         if add_listener is not None:
             add_listener(lambda _shift_s: self.refresh())
@@ -151,9 +154,10 @@ class SmartCharging:
     def profiles(self) -> tuple[ChargingProfile, ...]:
         return self._profiles
 
-    def install(self, profile: ChargingProfile) -> None:
-        """Install a validated profile (it replaces what it replaces) and apply it now."""
-        kept = install_profile(self._profiles, profile)
+    def install(self, profile: ChargingProfile, *, same_level_replaces: bool = True) -> None:
+        """Install a validated profile (it replaces what it replaces, see
+        ``install_profile``) and apply it now."""
+        kept = install_profile(self._profiles, profile, same_level_replaces=same_level_replaces)
         gone = {p.profile_id for p in self._profiles} - {p.profile_id for p in kept}
         self._save(kept, put=[profile], drop=gone - {profile.profile_id})
 
@@ -314,6 +318,8 @@ class SmartCharging:
                     local.timeout_s,
                     self._site.fallback_current_a,
                 )
+                if self._site.fallback_current_a != local.limit_a:
+                    self._local_changed(cid, self._site.fallback_current_a)
         lowered, raised = self._plan(now)
         # Every decrease reaches the hardware before any increase (issue 12 item 3).
         for cid in lowered + raised:
@@ -411,6 +417,8 @@ class SmartCharging:
         self._fell_back.discard(connector_id)
         # A home energy manager refreshes every few seconds: only news is logged at INFO.
         news = before is None or before.limit_a != limit_a or before.expired(now_s)
+        if before is None or self._local_value(before, now_s)[0] != limit_a:
+            self._local_changed(connector_id, limit_a)
         LOG.log(
             logging.INFO if news else logging.DEBUG,
             "local limit for %s: %s A for %g s (then %s A)",
@@ -427,8 +435,21 @@ class SmartCharging:
         if self._local.pop(connector_id, None) is None:
             return False
         LOG.info("local limit for connector %d cleared", connector_id)
+        self._local_changed(connector_id, None)
         self.refresh()
         return True
+
+    def add_local_limit_listener(self, listener: Callable[[int, Decimal | None], None]) -> None:
+        """``listener(connector, value_a)`` whenever a local limit's value in effect changes
+        (set, fallen back after its timeout, or cleared: None)."""
+        self._local_listeners.append(listener)
+
+    def _local_changed(self, connector_id: int, value_a: Decimal | None) -> None:
+        for listener in self._local_listeners:
+            try:
+                listener(connector_id, value_a)
+            except Exception:
+                LOG.exception("local limit listener failed")
 
     def local_limits(self) -> dict[int, dict[str, Any]]:
         """The local limits for the status: connector (0 = station) -> details."""

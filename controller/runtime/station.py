@@ -825,8 +825,10 @@ class Station:
     def installed_profiles(self) -> tuple[ChargingProfile, ...]:
         return self.smart.profiles
 
-    def install_profile(self, profile: ChargingProfile) -> None:
-        self.smart.install(profile)
+    def install_profile(
+        self, profile: ChargingProfile, *, same_level_replaces: bool = True
+    ) -> None:
+        self.smart.install(profile, same_level_replaces=same_level_replaces)
 
     def clear_profiles(
         self,
@@ -856,6 +858,9 @@ class Station:
 
     def clear_local_limit(self, connector_id: int) -> bool:
         return self.smart.clear_local_limit(connector_id)
+
+    def on_local_limit(self, listener: Callable[[int, Decimal | None], None]) -> None:
+        self.smart.add_local_limit_listener(listener)
 
     @property
     def fallback_current_a(self) -> Decimal:

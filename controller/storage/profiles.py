@@ -44,6 +44,7 @@ def profile_to_json(profile: ChargingProfile) -> str:
             "duration_s": schedule.duration_s,
             "start": _time(schedule.start),
             "min_rate": None if schedule.min_rate is None else str(schedule.min_rate),
+            "id": schedule.schedule_id,
             "periods": [
                 [p.start_s, str(p.limit), p.phases, p.phase_to_use] for p in schedule.periods
             ],
@@ -71,6 +72,7 @@ def profile_from_json(text: str) -> ChargingProfile:
             duration_s=schedule["duration_s"],
             start=_parse_time(schedule["start"]),
             min_rate=None if schedule["min_rate"] is None else Decimal(schedule["min_rate"]),
+            schedule_id=schedule.get("id"),  # absent in rows written before 2.0.1
             periods=tuple(
                 SchedulePeriod(int(start_s), Decimal(limit), phases, phase_to_use)
                 for start_s, limit, phases, phase_to_use in schedule["periods"]

@@ -205,10 +205,26 @@ def test_smart_charging_limit_pauses_by_the_evse() -> None:
     c = Connector()
     for ev in (VehicleChanged(B), RemoteStart(CARD)):
         c.do(ev)
-    assert c.do(CurrentLimitChanged(0.0)) == [PAUSED_BY_EVSE]
-    assert c.do(CurrentLimitChanged(16.0)) == [PAUSED_BY_EV]
+    assert c.do(CurrentLimitChanged(0.0)) == [limit_changed(32.0, 0.0), PAUSED_BY_EVSE]
+    assert c.do(CurrentLimitChanged(16.0)) == [limit_changed(0.0, 16.0), PAUSED_BY_EV]
     assert c.do(VehicleChanged(C)) == [FLOWING]
-    assert c.do(CurrentLimitChanged(10.0)) == []  # a lower rate still flows
+    # A lower rate still flows; only the ceiling is news (ChargingRateChanged).
+    assert c.do(CurrentLimitChanged(10.0)) == [limit_changed(16.0, 10.0)]
+
+
+def limit_changed(before_a: float, after_a: float) -> SessionEvent:
+    return SessionEvent(K.LIMIT_CHANGED, previous_limit_a=before_a, limit_a=after_a)
+
+
+def test_limit_changes_of_a_running_transaction_only() -> None:
+    """LIMIT_CHANGED (2.0.1 ChargingRateChanged, K11.FR.04): only while a transaction runs,
+    only when the ceiling (the limit, at most the hardware) moves."""
+    c = Connector()
+    assert c.do(CurrentLimitChanged(10.0)) == []  # no transaction
+    for ev in (VehicleChanged(C), RemoteStart(CARD)):
+        c.do(ev)
+    assert c.do(CurrentLimitChanged(40.0)) == [limit_changed(10.0, 32.0)]
+    assert c.do(CurrentLimitChanged(50.0)) == []  # still the hardware's 32 A
 
 
 def test_deauthorized_once_then_paused_when_the_allowance_is_used() -> None:
