@@ -407,7 +407,7 @@ async def test_scripted_behaviour_from_toml(tmp_path: Path) -> None:
         ('[[behaviour.steps]]\ndo = "dance"', [], "unknown step 'dance'"),
         ('[behaviour]\nmode = "scripted"', [], "behaviour.steps"),
         ("[fleet]\nbogus = 1", [], "fleet.bogus: unknown key"),
-        ("", ["--protocol", "2.0.1"], "not available yet"),
+        ("", ["--protocol", "2.1"], "'2.1' is not an OCPP version"),
         ("", ["--csms", "http://x"], "must start with ws://"),
     ],
 )
