@@ -46,8 +46,8 @@ DEFAULT_OCPP: dict[str, Any] = {
     "AllowOfflineTxForUnknownId": True,
 }
 # The same for a 2.0.1 station, as device-model variables by component: a TransactionEvent
-# Updated a minute, the CSMS's heartbeat interval, and an unknown card starts offline
-# (C15; the driver's card is cached after its first online start anyway).
+# Updated a minute and an unknown card starts offline (C15; the driver's card is cached
+# after its first online start anyway); the heartbeat interval is the CSMS's (B01.FR.04).
 DEFAULT_DEVICE_MODEL: dict[str, dict[str, Any]] = {
     "SampledDataCtrlr": {"TxUpdatedInterval": 60},
     "AuthCtrlr": {"LocalAuthorizeOffline": True, "OfflineTxForUnknownIdEnabled": True},

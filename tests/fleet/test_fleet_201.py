@@ -278,8 +278,9 @@ s = 2
 
 
 async def test_cli_fleet_ocpp_201_report(tmp_path: Path) -> None:
-    """`evsed fleet --ocpp 2.0.1` as a real command with a TOML script (two sessions and an
-    offline period between): the JSON and text reports count TransactionEvent per action."""
+    """`evsed fleet --ocpp 2.0.1 --workers 2` as a real command with a TOML script (two
+    sessions and an offline period between): each worker gets the version, the merged JSON
+    and text reports count TransactionEvent per action."""
     toml_path = tmp_path / "fleet.toml"
     toml_path.write_text(SCRIPT_201)
     async with DevCsms(heartbeat_interval_s=3600, ocpp_versions=("2.0.1",)) as csms:
@@ -295,6 +296,8 @@ async def test_cli_fleet_ocpp_201_report(tmp_path: Path) -> None:
             csms.url,
             "--ocpp",
             "2.0.1",
+            "--workers",
+            "2",
             "--duration",
             "8",
             "--report",
@@ -306,6 +309,7 @@ async def test_cli_fleet_ocpp_201_report(tmp_path: Path) -> None:
     assert proc.returncode == 0, err.decode()
     report = json.loads(report_path.read_text())
     assert report["protocol"] == "2.0.1"
+    assert report["workers"] == 2
     assert report["booted"] == 3
     assert report["errors"]["total"] == 0, report["error_samples"]
     assert report["sessions_done"] == 6
