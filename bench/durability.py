@@ -21,6 +21,15 @@ c) energy lost per unclean restart: ``evsed run`` (child process, sim drivers, m
    kill moment) - meterStop; median/max vs the bound of one sample interval at 11 kW
    (11000 W * 10 s / 3600 = 30.6 Wh).
 
+With ``--ocpp 2.0.1`` parts a) and b) measure the same with OCPP 2.0.1 messages: a) the
+durable enqueue of a TransactionEvent Updated (MeterValuePeriodic with the reading, the
+journal's per-transaction seqNo) and a begin/end pair carrying Started / Ended; b) an
+outbox of N queued TransactionEvent Updated (between the transaction's Started and Ended)
+replayed by a 2.0.1 ``App`` against the dev CSMS speaking 2.0.1, against the bound of a
+bare client sending TransactionEvent CALLs one at a time after its BootNotification. Part
+c) is 1.6 only (tests/ocpp201/test_kill_soak_201.py and bench/kill_soak.py --ocpp 2.0.1
+cover 2.0.1 kills).
+
 Figures only, nothing is asserted; exit code 0 unless the benchmark itself fails.
 
 Usage (from the repository root)::
@@ -28,6 +37,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/durability.py            # 2000 commits, 10,000 msgs, 20 kills
     .venv/bin/python bench/durability.py --quick    # 300 commits, 10,000 msgs, 5 kills
     .venv/bin/python bench/durability.py --part b --messages 20000
+    .venv/bin/python bench/durability.py --quick --ocpp 2.0.1 --part ab
 """
 
 from __future__ import annotations
@@ -66,6 +76,9 @@ from controller.core.port import Sample  # noqa: E402
 from controller.core.records import DEFAULT_BACKEND  # noqa: E402
 from controller.dev.devcsms import DevCsms  # noqa: E402
 from controller.ocpp16 import messages as build  # noqa: E402
+from controller.ocpp201 import rpc as rpc201  # noqa: E402
+from controller.ocpp201 import transactions as tx201  # noqa: E402
+from controller.ocpp201.client import BACKEND as BACKEND_201  # noqa: E402
 from controller.storage.store import Store, open_store  # noqa: E402
 from controller.storage.writes import EventKind, Outgoing  # noqa: E402
 from hal.base import MeterReading  # noqa: E402
@@ -78,6 +91,7 @@ TARGET_RATIO = 0.8
 POWER_W = 11000.0
 KILL_SAMPLE_INTERVAL_S = 10
 MEASURANDS = ["Energy.Active.Import.Register", "Power.Active.Import"]
+TX_ID_201 = "bench-0000000000000000000000000001"
 
 
 def _ms(values_s: list[float]) -> str:
@@ -128,6 +142,135 @@ def _queue_sample(
         energy_wh=energy_wh,
         at=at,
     )
+
+
+# --------------------------------------------------------------------------- 2.0.1 messages
+
+
+def tx_event(kind: str, seq: int, at: str, trigger: str, energy_wh: float) -> dict[str, Any]:
+    """A TransactionEvent as TxMessages201 renders it: the event, the reading (Started:
+    Transaction.Begin, Updated: Sample.Periodic, Ended: Transaction.End)."""
+    context = {
+        "Started": "Transaction.Begin",
+        "Updated": "Sample.Periodic",
+        "Ended": "Transaction.End",
+    }[kind]
+    reading = MeterReading(energy_wh=energy_wh, power_w=POWER_W, voltage_v=(230.0,) * 3)
+    mv = tx201.meter_value(Sample(reading, at, context=context), MEASURANDS)
+    payload: dict[str, Any] = {
+        "eventType": kind,
+        "timestamp": at,
+        "triggerReason": trigger,
+        "seqNo": seq,
+        "transactionInfo": {"transactionId": TX_ID_201, "chargingState": "Charging"},
+    }
+    if mv is not None:
+        payload["meterValue"] = [mv]
+    if kind == "Started":
+        payload["evse"] = {"id": 1, "connectorId": 1}
+        payload["idToken"] = {"idToken": CARD, "type": "ISO14443"}
+    if kind == "Ended":
+        payload["transactionInfo"]["stoppedReason"] = "Local"
+    if kind not in _CHECKED_201:  # what the bench queues is schema-valid (checked once)
+        rpc201.validate(2, tx201.ACTION, payload)
+        _CHECKED_201.add(kind)
+    return payload
+
+
+_CHECKED_201: set[str] = set()
+
+
+def _begin_201(store: Store, meter_wh: int, at: str, boot_id: str = "") -> int:
+    """begin_transaction with its Started (seqNo 0) queued for the 2.0.1 backend."""
+    started = tx_event("Started", 0, at, "Authorized", meter_wh)
+    return store.begin_transaction(
+        connector_id=1,
+        id_tag=CARD,
+        meter_start_wh=meter_wh,
+        started_at=at,
+        reservation_id=None,
+        messages=[Outgoing(BACKEND_201, tx201.ACTION, started, 0)],
+        boot_id=boot_id,
+        tx_id=TX_ID_201,
+    )
+
+
+def _queue_updated_201(
+    store: Store, tx_key: int, payload: dict[str, Any], energy_wh: int, at: str
+) -> None:
+    """What TxJournal.record_samples writes for 2.0.1: the Updated (rendered beforehand, as
+    the 1.6 variant's MeterValues) with the next seqNo and the reading in one commit."""
+    seq = store.next_tx_seq(tx_key, BACKEND_201)
+    payload["seqNo"] = seq
+    store.append_tx_event(
+        tx_key,
+        EventKind.SAMPLES,
+        [Outgoing(BACKEND_201, tx201.ACTION, payload, seq)],
+        energy_wh=energy_wh,
+        at=at,
+    )
+
+
+def _end_201(
+    store: Store, tx_key: int, meter_wh: int, at: str, ended: dict[str, Any] | None = None
+) -> None:
+    seq = store.next_tx_seq(tx_key, BACKEND_201)
+    if ended is None:
+        ended = tx_event("Ended", seq, at, "StopAuthorized", meter_wh)
+    ended["seqNo"] = seq
+    store.end_transaction(
+        tx_key,
+        meter_stop_wh=meter_wh,
+        stopped_at=at,
+        reason="Local",
+        messages=[Outgoing(BACKEND_201, tx201.ACTION, ended, seq)],
+    )
+
+
+def bench_enqueue_201(disk_dir: str, n: int) -> None:
+    print(
+        f"\n== a) OCPP 2.0.1 durable enqueue latency ({n} commits per variant, WAL, "
+        "synchronous=FULL)"
+    )
+    for name, base in disk_dirs(disk_dir):
+        tmp = Path(tempfile.mkdtemp(prefix="evsed-bench-", dir=base))
+        try:
+            store = open_store(tmp / "evsed.db")
+            tx_key = _begin_201(store, 1000, _ts(0))
+            enqueue: list[float] = []
+            for i in range(n):
+                payload = tx_event("Updated", 0, _ts(i), "MeterValuePeriodic", 1000 + i)
+                t0 = time.perf_counter()
+                _queue_updated_201(store, tx_key, payload, 1000 + i, _ts(i))
+                enqueue.append(time.perf_counter() - t0)
+            begin: list[float] = []
+            end: list[float] = []
+            for i in range(n):
+                started = tx_event("Started", 0, _ts(i), "Authorized", i)
+                ended = tx_event("Ended", 0, _ts(i + 1), "StopAuthorized", i + 1)
+                t0 = time.perf_counter()
+                store_key = store.begin_transaction(
+                    connector_id=1,
+                    id_tag=CARD,
+                    meter_start_wh=i,
+                    started_at=_ts(i),
+                    reservation_id=None,
+                    messages=[Outgoing(BACKEND_201, tx201.ACTION, started, 0)],
+                )
+                t1 = time.perf_counter()
+                _end_201(store, store_key, i + 1, _ts(i + 1), ended)
+                t2 = time.perf_counter()
+                begin.append(t1 - t0)
+                end.append(t2 - t1)
+            store.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"  [{name}: {base}]")
+        print(f"    append_tx_event (TransactionEvent Updated) {_ms(enqueue)}")
+        print(f"    begin_transaction (Started)                {_ms(begin)}")
+        print(f"    end_transaction (Ended)                    {_ms(end)}")
+        rate = 1 / median(enqueue) if median(enqueue) > 0 else float("inf")
+        print(f"    -> at most ~{rate:,.0f} durable commits/s on this medium (median)")
 
 
 def bench_enqueue(disk_dir: str, n: int) -> None:
@@ -400,6 +543,147 @@ async def bench_replay_async(disk_dir: str, n: int, profile: bool, rounds: int =
             )
 
 
+# --------------------------------------------------------------------------- b) on 2.0.1
+
+
+def fill_outbox_201(db_path: Path, n: int) -> None:
+    """One 2.0.1 transaction: Started, N Updated (MeterValuePeriodic) and Ended queued,
+    through the store as the journal writes them."""
+    store = open_store(db_path)
+    tx_key = _begin_201(store, 1000, _ts(0), boot_id="bench-fill")
+    for i in range(n):
+        payload = tx_event("Updated", 0, _ts(i), "MeterValuePeriodic", 1000 + i)
+        _queue_updated_201(store, tx_key, payload, 1000 + i, _ts(i))
+    _end_201(store, tx_key, 1000 + n, _ts(n))
+    assert store.outbox_count() == n + 2
+    store.close()
+
+
+async def replay_201(db_path: Path, csms: DevCsms, n: int) -> float:
+    """Start a 2.0.1 charger on a pre-filled outbox; seconds from the first TransactionEvent
+    to the last answer."""
+    stamps: dict[str, float] = {}
+    sent: set[str] = set()  # message ids of the TransactionEvent CALLs
+
+    def on_frame(direction: str, text: str) -> None:
+        now = time.perf_counter()
+        if direction == "out" and '"TransactionEvent"' in text:
+            stamps.setdefault("first", now)
+            sent.add(text.split('"', 2)[1])  # [2,"<id>",... (cheap: in the hot path)
+        elif direction == "in" and text.startswith("[3") and text.split('"', 2)[1] in sent:
+            stamps["last_answer"] = now
+
+    config = parse(
+        sim_charger_config(
+            STATION_ID,
+            db_path,
+            csms.url,
+            ocpp={"HeartbeatInterval": 3600},
+            csms={
+                "reconnect_min_s": 0.05,
+                "reconnect_max_s": 0.2,
+                "response_timeout_s": 10.0,
+                "ocpp_version": "2.0.1",
+            },
+        )
+    )
+    app = App(config, boot_id="bench-boot", with_api=False, on_frame=on_frame)
+    await app.start()
+    try:
+        store = app.store
+        assert store is not None
+        deadline = time.monotonic() + 600
+        while store.outbox_count() > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"outbox not drained: {store.outbox_count()} left")
+            await asyncio.sleep(0.05)
+        events = csms.frames(STATION_ID, "TransactionEvent")
+        if len(events) < n + 2:
+            raise RuntimeError(f"only {len(events)} of {n + 2} TransactionEvents reached the CSMS")
+        seqs = [f.payload["seqNo"] for f in events]
+        if seqs != list(range(n + 2)):
+            raise RuntimeError("the replay's seqNo are not 0..N+1 in order")
+        elapsed = stamps["last_answer"] - stamps["first"]
+    finally:
+        await app.stop(reason=None)
+    return elapsed
+
+
+async def round_trip_bound_201(csms: DevCsms, n: int, *, validate: bool = False) -> float:
+    """N TransactionEvent Updated CALLs, one outstanding at a time, over a bare websockets
+    client speaking ocpp2.0.1 (after its BootNotification: the CSMS refuses anything before)."""
+    payload = tx_event("Updated", 1, _ts(1), "MeterValuePeriodic", 1001)
+    async with websockets.connect(
+        f"{csms.url.rstrip('/')}/{BOUND_STATION_ID}", subprotocols=["ocpp2.0.1"]
+    ) as ws:
+        boot = {"reason": "PowerUp", "chargingStation": {"vendorName": "evsed", "model": "bench"}}
+        await ws.send(json.dumps([2, "boot", "BootNotification", boot]))
+        answer = json.loads(await ws.recv())
+        if answer[0] != 3 or answer[2]["status"] != "Accepted":
+            raise RuntimeError(f"BootNotification: {answer}")
+        t0 = time.perf_counter()
+        for i in range(n):
+            uid = f"b{i}"
+            payload["seqNo"] = i + 1
+            if validate:
+                rpc201.validate(2, tx201.ACTION, payload)
+            await ws.send(json.dumps([2, uid, tx201.ACTION, payload], separators=(",", ":")))
+            while True:
+                answer = json.loads(await ws.recv())
+                if answer[1] == uid:
+                    break
+            if answer[0] != 3:
+                raise RuntimeError(f"TransactionEvent refused: {answer}")
+            if validate:
+                rpc201.validate(3, tx201.ACTION, answer[2])
+        return time.perf_counter() - t0
+
+
+async def bench_replay_201(disk_dir: str, n: int, rounds: int = 3) -> None:
+    print(
+        f"\n== b) OCPP 2.0.1 outbox replay throughput (Started + {n:,} queued TransactionEvent "
+        "Updated + Ended)"
+    )
+    print(
+        f"  {rounds} rounds; each measures the bound and then the replays right after it, so "
+        "a busy machine slows both alike; the ratio is per round"
+    )
+    ratios: dict[str, list[float]] = {}
+    async with DevCsms(
+        host="127.0.0.1", port=0, heartbeat_interval_s=3600, ocpp_versions=("2.0.1",)
+    ) as csms:
+        bound_v = n / await round_trip_bound_201(csms, n, validate=True)
+        bound_0 = n / await round_trip_bound_201(csms, n)
+        print(
+            f"  bound with schema validation of CALL and answer: {bound_v:,.0f} msg/s "
+            f"({bound_v / bound_0:.2f} of the bare bound)"
+        )
+        for r in range(rounds):
+            bound = n / await round_trip_bound_201(csms, n)
+            line = f"  round {r + 1}: bound (bare websockets client) {bound:,.0f} msg/s"
+            for name, base in disk_dirs(disk_dir):
+                tmp = Path(tempfile.mkdtemp(prefix="evsed-bench-", dir=base))
+                try:
+                    db = tmp / "evsed.db"
+                    fill_outbox_201(db, n)
+                    csms.clear_records()
+                    elapsed = await replay_201(db, csms, n)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                rate = (n + 2) / elapsed
+                ratios.setdefault(name, []).append(rate / bound)
+                line += f"; [{name}] replay {rate:,.0f} msg/s = {rate / bound:.2f}"
+            print(line)
+        for name, values in ratios.items():
+            print(
+                f"  [{name}] replay/bound median {median(values):.2f}, min {min(values):.2f} "
+                f"(target >= {TARGET_RATIO}); against the bound with schema validation "
+                f"{median(values) / (bound_v / bound_0):.2f} (the station validates every "
+                "TransactionEvent and its answer: the $ref-heavy 2.0.1 schema costs more "
+                "than 1.6's MeterValues)"
+            )
+
+
 # --------------------------------------------------------------------------- c) kills
 
 
@@ -497,7 +781,13 @@ async def bench_kills(rounds: int, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Durability costs: enqueue, replay, kills.")
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
-    parser.add_argument("--part", choices=["a", "b", "c", "all"], default="all")
+    parser.add_argument("--part", choices=["a", "b", "c", "ab", "all"], default="all")
+    parser.add_argument(
+        "--ocpp",
+        choices=["1.6", "2.0.1"],
+        default="1.6",
+        help="the messages measured: 1.6 (default) or 2.0.1 (parts a and b)",
+    )
     parser.add_argument("--commits", type=int, default=None, help="a) commits (2000/300)")
     parser.add_argument("--messages", type=int, default=10_000, help="b) queued MeterValues")
     parser.add_argument("--kills", type=int, default=None, help="c) SIGKILLs (20/5)")
@@ -513,10 +803,18 @@ def main(argv: list[str] | None = None) -> int:
     commits = args.commits if args.commits is not None else (300 if args.quick else 2000)
     kills = args.kills if args.kills is not None else (5 if args.quick else 20)
     quiet_logging()
-    print(f"durability bench, Python {sys.version.split()[0]}")
-    if args.part in ("a", "all"):
+    print(f"durability bench (OCPP {args.ocpp}), Python {sys.version.split()[0]}")
+    if args.ocpp == "2.0.1":
+        if args.part in ("a", "ab", "all"):
+            bench_enqueue_201(args.disk_dir, commits)
+        if args.part in ("b", "ab", "all"):
+            asyncio.run(bench_replay_201(args.disk_dir, args.messages, args.rounds))
+        if args.part == "c":
+            print("part c is measured with 1.6; for 2.0.1 see bench/kill_soak.py --ocpp 2.0.1")
+        return 0
+    if args.part in ("a", "ab", "all"):
         bench_enqueue(args.disk_dir, commits)
-    if args.part in ("b", "all"):
+    if args.part in ("b", "ab", "all"):
         asyncio.run(
             bench_replay_async(args.disk_dir, args.messages, not args.no_profile, args.rounds)
         )

@@ -2,6 +2,11 @@
 it at once, and check what the CSMS received against what the simulated hardware did.
 
     .venv/bin/python bench/kill_soak.py --rounds 500 --seed 1
+    .venv/bin/python bench/kill_soak.py --rounds 500 --ocpp 2.0.1
+
+With --ocpp 2.0.1 the station speaks OCPP 2.0.1 and the checker is the TransactionEvent one
+of tests/ocpp201/test_kill_soak_201.py (0 lost, 0 duplicated beyond the one in flight at a
+crash, seqNo gap-free per transaction).
 
 Prints the number of checker violations and the throughput (kills per minute); exits 1 if
 there was any violation. The driver is the one tests/e2e/test_kill_soak.py runs with 60 rounds.
@@ -18,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.e2e.test_kill_soak import run_kill_soak  # noqa: E402
+from tests.ocpp201.test_kill_soak_201 import run_kill_soak_201  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20240607, help="schedule seed")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR (logs, db) and keep it")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--ocpp", default="1.6", choices=["1.6", "2.0.1"], help="OCPP version (default 1.6)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
@@ -35,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
 
     async def run(workdir: Path) -> int:
-        result = await run_kill_soak(workdir, rounds=args.rounds, seed=args.seed, progress=progress)
-        print(f"seed {args.seed}: {result.kills} kills in {result.seconds:.1f} s", flush=True)
+        soak = run_kill_soak_201 if args.ocpp == "2.0.1" else run_kill_soak
+        result = await soak(workdir, rounds=args.rounds, seed=args.seed, progress=progress)
+        print(
+            f"OCPP {args.ocpp}, seed {args.seed}: {result.kills} kills in {result.seconds:.1f} s",
+            flush=True,
+        )
         print(f"throughput: {result.kills_per_minute:.1f} kills/min")
         print(f"transactions: {result.transactions}; stop reasons: {dict(result.stop_reasons)}")
         print(f"actions: {dict(result.actions)}")

@@ -209,7 +209,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(run_demo(charge_minutes=args.minutes, quiet_ocpp=args.quiet))
+        asyncio.run(
+            run_demo(charge_minutes=args.minutes, quiet_ocpp=args.quiet, ocpp_version=args.ocpp)
+        )
     except KeyboardInterrupt:
         return 130
     return 0
@@ -489,6 +491,13 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulated charger + dev CSMS, one complete session")
     p.add_argument("--minutes", type=float, default=30.0, help="simulated charging time")
     p.add_argument("--quiet", action="store_true", help="hide the OCPP messages")
+    p.add_argument(
+        "--ocpp",
+        default="1.6",
+        choices=["1.6", "2.0.1"],
+        metavar="VERSION",
+        help="the OCPP version the charger and its dev CSMS speak: 1.6 (default) or 2.0.1",
+    )
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("dev-csms", help="run the development CSMS (OCPP 1.6J and 2.0.1)")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,26 @@ from typing import Any
 from controller.app import App
 from controller.config import parse
 from controller.core import connector as sm
-from controller.dev.devcsms import DevCsms
+from controller.dev.devcsms import DevCsms, Frame
 from controller.runtime.clock import ManualClock
 
 DEMO_CARD = "04A1B2C3"
 
 
-def demo_config(csms_url: str, storage: str, api_port: int = 0) -> dict[str, Any]:
+OCPP_VERSIONS = ("1.6", "2.0.1")
+
+
+def demo_config(
+    csms_url: str, storage: str, api_port: int = 0, ocpp_version: str = "1.6"
+) -> dict[str, Any]:
     return {
         "station": {"id": "EVSED-DEMO", "vendor": "evsed", "model": "demo", "storage": storage},
-        "csms": {"url": csms_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
+        "csms": {
+            "url": csms_url,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 2.0,
+            "ocpp_version": ocpp_version,
+        },
         "api": {"host": "127.0.0.1", "port": api_port},
         "reader": {"driver": "sim"},
         "connectors": [
@@ -36,8 +47,65 @@ def demo_config(csms_url: str, storage: str, api_port: int = 0) -> dict[str, Any
                 "fault": {"driver": "sim"},
             }
         ],
+        # 1.6 keys (2.0.1 reads its device model: TxUpdatedInterval 60 s by default).
         "ocpp": {"MeterValueSampleInterval": 300, "HeartbeatInterval": 600},
     }
+
+
+@dataclass(frozen=True)
+class _Messages:
+    """How the session's start and end look on the wire of one OCPP version."""
+
+    version: str
+
+    def is_start(self, frame: Frame) -> bool:
+        if self.version == "1.6":
+            return frame.action == "StartTransaction"
+        return frame.action == "TransactionEvent" and frame.payload["eventType"] == "Started"
+
+    def is_stop(self, frame: Frame) -> bool:
+        if self.version == "1.6":
+            return frame.action == "StopTransaction"
+        return frame.action == "TransactionEvent" and frame.payload["eventType"] == "Ended"
+
+    def summary(self, start: Frame, stop: Frame) -> dict[str, Any]:
+        """transaction_id, id_tag, energy_wh, reason, started, stopped of one session."""
+        if self.version == "1.6":
+            return {
+                "transaction_id": stop.payload["transactionId"],
+                "id_tag": start.payload["idTag"],
+                "energy_wh": stop.payload["meterStop"] - start.payload["meterStart"],
+                "reason": stop.payload.get("reason", "Local"),
+                "started": start.payload["timestamp"],
+                "stopped": stop.payload["timestamp"],
+            }
+        begin_wh = _register_wh(start.payload, "Transaction.Begin")
+        end_wh = _register_wh(stop.payload, "Transaction.End")
+        info = stop.payload["transactionInfo"]
+        return {
+            "transaction_id": info["transactionId"],
+            "id_tag": start.payload["idToken"]["idToken"],
+            "energy_wh": end_wh - begin_wh,
+            # E06: an Ended without stoppedReason means Local.
+            "reason": info.get("stoppedReason", "Local"),
+            "started": start.payload["timestamp"],
+            "stopped": stop.payload["timestamp"],
+        }
+
+
+def _register_wh(payload: dict[str, Any], context: str) -> int:
+    """The energy register of a TransactionEvent's meter value in ``context``, in Wh."""
+    for meter_value in payload.get("meterValue", []):
+        for sampled in meter_value["sampledValue"]:
+            if (
+                sampled.get("measurand", "Energy.Active.Import.Register")
+                == "Energy.Active.Import.Register"
+                and sampled.get("context") == context
+            ):
+                unit = sampled.get("unitOfMeasure", {}).get("unit", "Wh")
+                factor = 1000 if unit == "kWh" else 1
+                return round(float(sampled["value"]) * factor)
+    raise ValueError(f"no {context} energy register in the TransactionEvent")
 
 
 def _short(text: str, limit: int = 150) -> str:
@@ -75,21 +143,34 @@ class _Printer:
             self.line(f"connector {connector_id}: pilot offers {command.current_a:g} A")
 
 
-async def run_demo(charge_minutes: float = 30.0, quiet_ocpp: bool = False) -> dict[str, Any]:
-    """Plug in, tap a card, charge for ``charge_minutes`` of simulated time, unplug."""
+async def run_demo(
+    charge_minutes: float = 30.0, quiet_ocpp: bool = False, ocpp_version: str = "1.6"
+) -> dict[str, Any]:
+    """Plug in, tap a card, charge for ``charge_minutes`` of simulated time, unplug; the
+    charger and the dev CSMS speak ``ocpp_version`` (1.6 or 2.0.1)."""
+    if ocpp_version not in OCPP_VERSIONS:
+        raise ValueError(f"ocpp_version must be one of {', '.join(OCPP_VERSIONS)}")
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     clock = ManualClock(start=datetime.now(UTC))
     printer = _Printer(clock)
-    async with DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=600) as csms:
+    messages = _Messages(ocpp_version)
+    async with DevCsms(
+        host="127.0.0.1", port=0, heartbeat_interval_s=600, ocpp_versions=(ocpp_version,)
+    ) as csms:
         with tempfile.TemporaryDirectory(prefix="evsed-demo-") as tmp:
-            config = parse(demo_config(csms.url, str(Path(tmp) / "evsed.db")))
+            config = parse(
+                demo_config(csms.url, str(Path(tmp) / "evsed.db"), ocpp_version=ocpp_version)
+            )
             app = App(
                 config,
                 clock=clock,
                 on_frame=None if quiet_ocpp else printer.frame,
                 boot_id="demo",
             )
-            print(f"dev CSMS listening on {csms.url}; simulated time runs 30x faster\n")
+            print(
+                f"dev CSMS (OCPP {ocpp_version}) listening on {csms.url}; "
+                "simulated time runs 30x faster\n"
+            )
             await app.start()
             assert app.station is not None and app.api is not None
             app.station.add_listener(printer.command)
@@ -103,7 +184,7 @@ async def run_demo(charge_minutes: float = 30.0, quiet_ocpp: bool = False) -> di
                 await _pause(clock, 10)
                 printer.line(f"— the driver taps card {DEMO_CARD}")
                 app.sim.card(DEMO_CARD)
-                await csms.wait_for(lambda f: f.action == "StartTransaction", timeout_s=10)
+                start = await csms.wait_for(messages.is_start, timeout_s=10)
                 await _pause(clock, 5)
                 printer.line(f"— charging for {charge_minutes:g} simulated minutes at 11 kW")
                 await _pause(clock, charge_minutes * 60, real_step_s=0.02, step_s=30)
@@ -114,28 +195,23 @@ async def run_demo(charge_minutes: float = 30.0, quiet_ocpp: bool = False) -> di
                 )
                 printer.line(f"— the driver taps card {DEMO_CARD} again to stop")
                 app.sim.card(DEMO_CARD)
-                stop = await csms.wait_for(lambda f: f.action == "StopTransaction", timeout_s=10)
+                stop = await csms.wait_for(messages.is_stop, timeout_s=10)
                 await _pause(clock, 10)
                 printer.line("— the driver unplugs")
                 app.sim.unplug(1)
                 await _pause(clock, 5)
             finally:
                 await app.stop(reason=None)
-    start = next(f for f in csms.received if f.action == "StartTransaction")
-    energy_wh = stop.payload["meterStop"] - start.payload["meterStart"]
     summary = {
-        "transaction_id": stop.payload["transactionId"],
-        "id_tag": start.payload["idTag"],
-        "energy_wh": energy_wh,
-        "reason": stop.payload.get("reason", "Local"),
-        "started": start.payload["timestamp"],
-        "stopped": stop.payload["timestamp"],
+        **messages.summary(start, stop),
+        "ocpp_version": ocpp_version,
         "messages_to_csms": len(csms.received),
         "max_outstanding_calls": csms.max_outstanding_calls,
     }
     print("\nSession summary")
     print(f"  transaction {summary['transaction_id']} for card {summary['id_tag']}")
     print(f"  {summary['started']} → {summary['stopped']}")
+    energy_wh = summary["energy_wh"]
     print(f"  energy delivered: {energy_wh} Wh ({energy_wh / 1000:.2f} kWh)")
     print(f"  stop reason: {summary['reason']}")
     print(

@@ -9,9 +9,7 @@ from typing import Any
 
 from controller.fleet.behaviour import Step, parse_steps
 
-PROTOCOLS = ("1.6",)
-# Known but not built yet: rejected with a message saying so rather than "unknown".
-PLANNED_PROTOCOLS = ("2.0.1",)
+PROTOCOLS = ("1.6", "2.0.1")
 MAX_STATIONS = 100_000
 MODES = ("random", "scripted")
 
@@ -71,7 +69,9 @@ class FleetConfig:
     random: RandomBehaviour = RandomBehaviour()
     steps: tuple[Step, ...] = ()
     repeat: bool = False
-    # Per-station [ocpp] keys (the station's OCPP configuration).
+    # Per-station [ocpp] keys (the station's OCPP configuration): 1.6 keys, or for 2.0.1
+    # one table per device-model component ([station.ocpp.SampledDataCtrlr]
+    # TxUpdatedInterval = 60).
     ocpp: dict[str, Any] = field(default_factory=dict)
     # [station] reconnect back-off (each station's [csms] reconnect_min_s / reconnect_max_s).
     reconnect_min_s: float = 1.0
@@ -90,6 +90,7 @@ _FLEET_KEYS = {
     "csms",
     "prefix",
     "protocol",
+    "ocpp_version",  # the same as protocol, named as in evsed's own [csms] table
     "seed",
     "duration_s",
     "speed",
@@ -166,12 +167,33 @@ def _random(table: dict[str, Any]) -> RandomBehaviour:
 def check_protocol(protocol: str, key: str = "fleet.protocol") -> str:
     if protocol in PROTOCOLS:
         return protocol
-    if protocol in PLANNED_PROTOCOLS:
-        raise FleetConfigError(
-            key,
-            f'OCPP {protocol} stations are not available yet (evsed speaks 1.6 today); use "1.6"',
-        )
-    raise FleetConfigError(key, f"{protocol!r} is not an OCPP version; use one of {PROTOCOLS}")
+    raise FleetConfigError(
+        key, f"{protocol!r} is not an OCPP version; use one of {', '.join(PROTOCOLS)}"
+    )
+
+
+def check_station_ocpp(ocpp: dict[str, Any], protocol: str | None) -> dict[str, Any]:
+    """[station.ocpp]: 1.6 configuration keys, or (2.0.1) device-model variables grouped by
+    component, e.g. [station.ocpp.AuthCtrlr] OfflineTxForUnknownIdEnabled = true.
+    ``protocol`` None: not known yet (only the values are checked)."""
+    for name, value in ocpp.items():
+        if protocol == "1.6" and isinstance(value, dict):
+            raise FleetConfigError(
+                f"station.ocpp.{name}", "a component table is for 2.0.1 stations; 1.6 takes keys"
+            )
+        if protocol == "2.0.1" and not isinstance(value, dict):
+            raise FleetConfigError(
+                f"station.ocpp.{name}",
+                "2.0.1 stations take device-model variables by component, e.g. "
+                "[station.ocpp.SampledDataCtrlr] TxUpdatedInterval = 60",
+            )
+        if isinstance(value, dict):
+            for variable, v in value.items():
+                if isinstance(v, dict | list):
+                    raise FleetConfigError(
+                        f"station.ocpp.{name}.{variable}", "must be a number, bool or string"
+                    )
+    return ocpp
 
 
 COMPRESSIONS = ("small", "default", "off")
@@ -212,8 +234,11 @@ def parse(data: dict[str, Any]) -> FleetConfig:
         if not isinstance(prefix, str) or not prefix.replace("-", "").isalnum() or len(prefix) > 40:
             raise FleetConfigError("fleet.prefix", "letters, digits and '-', at most 40")
         kwargs["prefix"] = prefix
-    if "protocol" in fleet:
-        kwargs["protocol"] = check_protocol(str(fleet["protocol"]))
+    if "protocol" in fleet and "ocpp_version" in fleet:
+        raise FleetConfigError("fleet.ocpp_version", "give protocol or ocpp_version, not both")
+    for name in ("protocol", "ocpp_version"):
+        if name in fleet:
+            kwargs["protocol"] = check_protocol(str(fleet[name]), f"fleet.{name}")
     if "seed" in fleet:
         kwargs["seed"] = _int(fleet["seed"], "fleet.seed", 0, 2**63 - 1)
     if "duration_s" in fleet:
@@ -246,7 +271,8 @@ def parse(data: dict[str, Any]) -> FleetConfig:
     ocpp = station.get("ocpp", {})
     if not isinstance(ocpp, dict):
         raise FleetConfigError("station.ocpp", "must be a table of OCPP configuration keys")
-    kwargs["ocpp"] = dict(ocpp)
+    # Checked against the version once it is known: the command line may still give it.
+    kwargs["ocpp"] = check_station_ocpp(dict(ocpp), kwargs.get("protocol"))
     for name in ("reconnect_min_s", "reconnect_max_s"):
         if name in station:
             kwargs[name] = _number(station[name], f"station.{name}", 0.01, 3600)
@@ -297,10 +323,11 @@ def with_overrides(config: FleetConfig, **options: Any) -> FleetConfig:
     if "csms_url" in given:
         check_csms_url(given["csms_url"], "--csms")
     if "protocol" in given:
-        check_protocol(given["protocol"], "--protocol")
+        check_protocol(given["protocol"], "--ocpp")
     if "compression" in given:
         check_compression(given["compression"], "--compression")
     merged = replace(config, **given)
+    check_station_ocpp(merged.ocpp, merged.protocol)
     if not merged.csms_url:
         raise FleetConfigError("--csms", "missing; give --csms ws://HOST:PORT/PATH or [fleet] csms")
     return merged

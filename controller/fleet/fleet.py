@@ -163,7 +163,8 @@ class Fleet:
                     await asyncio.sleep(delay_s)
 
     async def stop_all(self) -> None:
-        """Scripts cancelled, running sessions stopped (StopTransaction reason Local),
+        """Scripts cancelled, running sessions stopped (1.6 StopTransaction / 2.0.1
+        TransactionEvent Ended, reason Local),
         queued messages delivered (bounded by DRAIN_TIMEOUT_S), connections closed."""
         scripts = list(self._scripts.values())
         self._scripts.clear()
@@ -264,6 +265,7 @@ class Fleet:
         rss = int(final.get("rss_bytes") or rss_bytes())
         return {
             "workers": 1,
+            "protocol": self.config.protocol,
             "stations": self.count,
             "booted": stats.booted,
             "duration_s": round(duration_s, 3),

@@ -120,7 +120,7 @@ def _passed_options(args: argparse.Namespace) -> list[str]:
         ("duration", "--duration"),
         ("speed", "--speed"),
         ("prefix", "--prefix"),
-        ("protocol", "--protocol"),
+        ("protocol", "--ocpp"),
         ("summary_interval", "--summary-interval"),
         ("log_level", "--log-level"),
         ("compression", "--compression"),

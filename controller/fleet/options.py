@@ -15,7 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="FILE", help="write the final report as JSON")
     p.add_argument("--speed", type=float, help="divide the scripts' waits by this (default 1)")
     p.add_argument("--prefix", help="identity prefix: PREFIX-0001, ... (default FLEET)")
-    p.add_argument("--protocol", help='OCPP version of the stations (default "1.6")')
+    p.add_argument(
+        "--ocpp",
+        "--protocol",
+        dest="protocol",
+        metavar="VERSION",
+        help='OCPP version of the stations: "1.6" (default) or "2.0.1"',
+    )
     p.add_argument("--work-dir", metavar="DIR", help="the stations' stores (default: a temp dir)")
     p.add_argument("--summary-interval", type=float, metavar="S", help="live line every S s")
     p.add_argument(

@@ -251,6 +251,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         return reports[0]
     merged: dict[str, Any] = {
         "workers": len(reports),
+        "protocol": reports[0].get("protocol", "1.6"),
         "stations": sum(r["stations"] for r in reports),
         "booted": sum(r["booted"] for r in reports),
         "duration_s": max(r["duration_s"] for r in reports),
@@ -303,8 +304,8 @@ def _mib(n: float) -> str:
 def text_report(report: dict[str, Any]) -> str:
     """The final report as a table for the terminal."""
     lines = [
-        f"evsed fleet: {report['stations']} stations ({report['workers']} worker(s)), "
-        f"{report['duration_s']:.0f} s",
+        f"evsed fleet: {report['stations']} OCPP {report.get('protocol', '1.6')} stations "
+        f"({report['workers']} worker(s)), {report['duration_s']:.0f} s",
         f"  booted {report['booted']}/{report['stations']}"
         + (
             f", all booted after {report['all_booted_s']:.1f} s "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
@@ -44,7 +45,16 @@ DEFAULT_OCPP: dict[str, Any] = {
     "LocalAuthorizeOffline": True,
     "AllowOfflineTxForUnknownId": True,
 }
+# The same for a 2.0.1 station, as device-model variables by component: a TransactionEvent
+# Updated a minute and an unknown card starts offline (C15; the driver's card is cached
+# after its first online start anyway); the heartbeat interval is the CSMS's (B01.FR.04).
+DEFAULT_DEVICE_MODEL: dict[str, dict[str, Any]] = {
+    "SampledDataCtrlr": {"TxUpdatedInterval": 60},
+    "AuthCtrlr": {"LocalAuthorizeOffline": True, "OfflineTxForUnknownIdEnabled": True},
+}
 INITIAL_ENERGY_WH = 1_000_000
+# How often a station waiting to be online again looks at its connection state.
+POLL_S = 0.1
 # Prepared statements kept per station store: what a charging session uses, not the
 # migrations' one-off statements (Python's default 128 costs ~130 KiB per store).
 STATEMENTS = 32
@@ -97,8 +107,24 @@ def station_config(config: FleetConfig, index: int, work_dir: Path) -> dict[str,
             }
         ],
         "maintenance": {"firmware_dir": str(home / "firmware")},
-        "ocpp": {**DEFAULT_OCPP, **config.ocpp},
+        # A 2.0.1 station reads its device model instead (device_model_values).
+        "ocpp": {**DEFAULT_OCPP, **config.ocpp} if config.protocol == "1.6" else {},
     }
+
+
+def device_model_values(config: FleetConfig) -> dict[str, dict[str, Any]]:
+    """A 2.0.1 station's device-model variables: the defaults, then [station.ocpp]'s."""
+    values = {component: dict(variables) for component, variables in DEFAULT_DEVICE_MODEL.items()}
+    for component, variables in config.ocpp.items():
+        values.setdefault(component, {}).update(variables)
+    return values
+
+
+def _dm_text(value: Any) -> str:
+    """A TOML value as device-model text (booleans are "true"/"false")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class FleetStation:
@@ -145,8 +171,25 @@ class FleetStation:
     async def start(self) -> None:
         await self.app.start()
         assert self.app.station is not None
+        self._configure_device_model()
         self.app.station.add_listener(self._on_command)
         self.started = True
+
+    def _configure_device_model(self) -> None:
+        """A 2.0.1 station's variables, as its owner would set them before the first driver
+        comes (the script starts after the boot); they are stored like a CSMS's changes."""
+        client = self.app.client201
+        if client is None or client.device_model is None:
+            return
+        model = client.device_model
+        for component, variables in device_model_values(self.fleet).items():
+            for variable, value in variables.items():
+                try:
+                    model.set_internal(component, variable, _dm_text(value))
+                except (KeyError, ValueError) as exc:
+                    raise ValueError(
+                        f"[station.ocpp.{component}] {variable} = {value!r}: {exc}"
+                    ) from None
 
     def steps(self) -> Iterator[Step]:
         cfg = self.fleet
@@ -171,7 +214,7 @@ class FleetStation:
     def end_sessions(self, reason: sm.StopCause = sm.StopCause.LOCAL) -> int:
         """Stop running transactions (the fleet ends) and release a held connection."""
         station = self.app.station
-        client = self.app.client
+        client = self.app.adapter
         if client is not None:
             client.release_offline()
         if station is None:
@@ -188,11 +231,11 @@ class FleetStation:
     # --- figures
 
     def connection_state(self) -> str:
-        client = self.app.client
+        client = self.app.adapter
         return "offline" if client is None else client.connection_state()
 
     def queued(self) -> int:
-        client = self.app.client
+        client = self.app.adapter
         return 0 if client is None or self.app.store is None else client.queued_messages()
 
     def sessions_running(self) -> int:
@@ -249,33 +292,37 @@ class FleetStation:
         self.app.sim.fault(connector_id, code)
 
     async def hold_offline(self) -> None:
-        if self.app.client is not None:
-            await self.app.client.hold_offline("fleet: offline period")
+        if self.app.adapter is not None:
+            await self.app.adapter.hold_offline("fleet: offline period")
 
     def release_offline(self) -> None:
-        if self.app.client is not None:
-            self.app.client.release_offline()
+        if self.app.adapter is not None:
+            self.app.adapter.release_offline()
 
     async def wait_ready(self) -> None:
         """Until the CSMS accepted the boot and the boot statuses (the station's and each
         connector's) went out: a script that starts earlier would have its first status
-        replace a boot status not yet sent, and the CSMS's sequence would depend on timing."""
-        wanted = 1 + len(self.app.hardware)
+        replace a boot status not yet sent, and the CSMS's sequence would depend on timing.
+        A 2.0.1 station reports each connector only (no station-wide status, B01.FR.05)."""
+        wanted = len(self.app.hardware) + (1 if self.fleet.protocol == "1.6" else 0)
         while not (self.observer.booted and self.observer.statuses_sent >= wanted):
             self._frame.clear()
             await self._frame.wait()
 
     async def wait_online(self, timeout_s: float) -> bool:
         """Until the CSMS accepted the connection again (False: not within ``timeout_s``)."""
-        client = self.app.client
+        client = self.app.adapter
         if client is None:
             return False
         try:
             async with asyncio.timeout(timeout_s):
-                # Accepted comes before the statuses it sends: a frame follows it.
+                # 1.6: Accepted comes before the statuses it sends, a frame follows it. A 2.0.1
+                # station after a short outage sends nothing when nothing changed (no boot,
+                # B04.FR.02): the state is looked at again every POLL_S as well.
                 while client.connection_state() != "accepted":
                     self._frame.clear()
-                    await self._frame.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._frame.wait(), POLL_S)
         except TimeoutError:
             return False
         return True
