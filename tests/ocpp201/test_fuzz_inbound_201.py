@@ -417,7 +417,20 @@ def allowed_callerror(h: Any, action: str, payload: dict[str, Any], code: str) -
             return full and any("idTokenInfo" not in i for i in items)
     if action == "ReserveNow" and code == rpc201.FORMAT_VIOLATION:
         return True  # an expiryDateTime the schema admits as a string but no date-time
+    if action in ("SetVariableMonitoring", "ClearVariableMonitoring") and code in (
+        rpc201.OCCURRENCE_CONSTRAINT_VIOLATION,
+        rpc201.FORMAT_VIOLATION,
+    ):
+        return True  # N04.FR.09, N06.FR.06/07: more items or bytes than MonitoringCtrlr takes
+    if action in SMART_CHARGING and code == rpc201.NOT_SUPPORTED:
+        # K01.FR.29: SmartChargingCtrlr.Enabled set false (by an earlier fuzzed SetVariables).
+        return not client(h).device_model.get_bool("SmartChargingCtrlr", "Enabled")
     return False
+
+
+SMART_CHARGING = frozenset(
+    {"SetChargingProfile", "ClearChargingProfile", "GetChargingProfiles", "GetCompositeSchedule"}
+)
 
 
 def _items_key(action: str) -> Any:
