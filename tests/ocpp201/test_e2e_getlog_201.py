@@ -155,11 +155,14 @@ async def test_upload_failure_after_the_retries(csms: DevCsms, log_charger: Any)
     h = await log_charger(csms)
     logs = logs201.logs_of(client(h))
     attempts: list[bool] = []
+    failed: list[UploadOutcome] = []  # attempts over: the retry waits on the clock from now
     real = logs.upload
 
     async def counting(*args: Any, **kwargs: Any) -> UploadOutcome:
         attempts.append(bool(kwargs.get("resume")))
-        return await real(*args, **kwargs)
+        outcome = await real(*args, **kwargs)
+        failed.append(outcome)
+        return outcome
 
     logs.upload = counting
     log = {"remoteLocation": "http://127.0.0.1:9/x/"}
@@ -171,9 +174,13 @@ async def test_upload_failure_after_the_retries(csms: DevCsms, log_charger: Any)
         "log": log,
     }
     assert (await get_log(csms, payload))["status"] == "Accepted"
-    await h.settle(lambda: len(attempts) == 1)
+    # Advance only once an attempt is over (and a moment for its retry timer to be set):
+    # advancing while it still runs would pass the retry's start time before it waits.
+    await h.settle(lambda: len(failed) == 1)
+    await asyncio.sleep(0.05)
     await h.advance(30)
-    await h.settle(lambda: len(attempts) == 2)
+    await h.settle(lambda: len(failed) == 2)
+    await asyncio.sleep(0.05)
     await h.advance(30)
     got = await wait_statuses(h, 2)
     assert attempts == [False, True, True]
