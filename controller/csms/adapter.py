@@ -11,10 +11,12 @@ from typing import Any
 import websockets
 
 from controller.core.control import StationControl
+from controller.core.ownership import Command, Ownership
 from controller.core.security import SecurityEventKind
 from controller.csms.connection import CsmsConnection
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.rpc import ConnectionLost, RpcConnection
+from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
 
@@ -38,6 +40,65 @@ class AdapterBase:
     _conn_state: str
     _rpc: RpcConnection | None
     last_message_s: float | None
+    backend: str
+    # Several backends (issue 15): only the primary authorizes, is the link state the
+    # station shows, sets the clock and acts on the answers about an idTag; each backend
+    # may only send the commands ``ownership`` gives it (None: one backend, all of them).
+    primary: bool = True
+    ownership: Ownership | None = None
+    name: str = "csms"  # the backend's name in the configuration
+    # action -> (when its refusal was last logged, refused since without a log line)
+    _refusals: dict[str, tuple[float, int]] | None = None
+    clock: Clock
+
+    @property
+    def profile_book(self) -> str | None:
+        """Whose charging profiles this backend's requests install and clear (None: the
+        primary's)."""
+        return None if self.primary else self.backend
+
+    def _command_of(self, action: str, payload: dict[str, Any]) -> Command:
+        """The neutral command of a CSMS request (the version's commands.py)."""
+        raise NotImplementedError
+
+    def _gate(self, action: str, payload: dict[str, Any]) -> str | None:
+        """None when this backend may send ``action``; else the refusal (logged once per
+        minute and action, with how many were refused meanwhile)."""
+        ownership = self.ownership
+        if ownership is None:
+            return None
+        command = self._command_of(action, payload)
+        if ownership.permitted(self.name, command):
+            return None
+        owner = ownership.owners.get(command)
+        why = (
+            f"{action} ({command.value}) belongs to backend {owner!r}"
+            if owner is not None
+            else f"{action} ({command.value}) is not allowed for a {self.role_name()} backend"
+        )
+        now_s = self.clock.monotonic_s()
+        if self._refusals is None:
+            self._refusals = {}
+        refusals = self._refusals
+        since_s, count = refusals.get(action, (float("-inf"), 0))
+        if now_s - since_s >= 60.0:
+            LOG.warning(
+                "backend %s: refused %s%s",
+                self.name,
+                why,
+                f" (and {count} more in the last minute)" if count else "",
+            )
+            refusals[action] = (now_s, 0)
+        else:
+            refusals[action] = (since_s, count + 1)
+        return why
+
+    def role_name(self) -> str:
+        ownership = self.ownership
+        if ownership is None:
+            return "primary"
+        rights = next((b for b in ownership.backends if b.name == self.name), None)
+        return "unknown" if rights is None else rights.role.value
 
     # ------------------------------------------------------------------ state
 
@@ -48,8 +109,10 @@ class AdapterBase:
     @_state.setter
     def _state(self, value: str) -> None:
         self._conn_state = value
-        # Only an accepted boot counts as online (the indicator, the authorization rules).
-        self.station.set_csms_online(value == "accepted")
+        # Only an accepted boot counts as online (the indicator, the authorization rules);
+        # only the primary's link is the station's.
+        if self.primary:
+            self.station.set_csms_online(value == "accepted")
 
     def connection_state(self) -> str:
         return self._conn_state

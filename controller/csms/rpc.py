@@ -58,6 +58,8 @@ Validate = Callable[[int, str, Any], None]
 # reuse a message id of this connection (AttemptedReplayAttacks); the text says what was wrong
 # and never carries the payload.
 Incident = Callable[[str], None]
+# A CALL that passed its schema check: None to handle it, or why it is refused.
+Gate = Callable[[str, dict[str, Any]], str | None]
 
 #: CALL message ids remembered per connection to recognise a replayed CALL.
 REPLAY_WINDOW = 256
@@ -107,8 +109,12 @@ class RpcConnection:
         on_frame: FrameObserver | None = None,
         on_invalid: Incident | None = None,
         on_replay: Incident | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._transport = transport
+        # Whether this peer may send a valid CALL (a backend that does not own the command,
+        # issue 15); a text is the refusal, answered SecurityError without an effect.
+        self._gate = gate
         self._handler = handler
         self._dialect = dialect
         self._supported = supported_actions
@@ -299,6 +305,9 @@ class RpcConnection:
         except CallError as exc:
             self._invalid(f"{action} violates its schema ({exc.code})")
             raise
+        refusal = None if self._gate is None else self._gate(action, payload)
+        if refusal is not None:
+            raise CallError("SecurityError", refusal)
         result = await self._handler(action, payload)
         try:
             d.validate(CALLRESULT, action, result)

@@ -735,6 +735,7 @@ class DevCsms:
         response_timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         ocpp_versions: tuple[str, ...] | None = None,
+        first_transaction_id: int = 1,
     ) -> None:
         if boot_status not in _BOOT_STATUSES:
             raise ValueError(f"boot_status must be one of {_BOOT_STATUSES}, got {boot_status!r}")
@@ -790,7 +791,8 @@ class DevCsms:
         self._unmatched: dict[str, asyncio.Queue[list[Any]]] = {}
         self._waiters: list[tuple[Callable[[Frame], bool], asyncio.Future[Frame]]] = []
         self._conn_changed: asyncio.Condition | None = None
-        self._last_transaction_id = 0
+        # Several CSMSs in one test (issue 15) hand out distinguishable transaction ids.
+        self._last_transaction_id = first_transaction_id - 1
 
     # --- lifecycle
     @property

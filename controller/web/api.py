@@ -447,6 +447,7 @@ class Api:
         data["station_id"] = self.app.config.station_id
         data["simulated"] = self.app.config.uses_simulation
         data["security"] = self.app.security_status()
+        data["backends"] = self.app.backends_status()
         last_s = getattr(self.app.adapter, "last_message_s", None)
         age_s = None if last_s is None else max(0.0, self.app.clock.monotonic_s() - last_s)
         data["csms"]["last_message_age_s"] = None if age_s is None else round(age_s, 1)
