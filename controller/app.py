@@ -17,7 +17,7 @@ from controller.core.ownership import Command
 from controller.core.policy import ChargingPolicy
 from controller.core.port import CsmsPort
 from controller.core.security import SecurityEventKind
-from controller.core.timestamps import iso_utc
+from controller.core.timestamps import iso_utc, parse_iso
 from controller.csms.connection import ConnectionOptions
 from controller.csms.hub import BackendHub
 from controller.csms.versions import VersionChoice
@@ -925,6 +925,58 @@ class App:
                 }
             )
         return out
+
+    def replay(self, name: str, since: datetime) -> int:
+        """`evsed backends replay NAME --since`: queue to backend ``name`` every transaction
+        that ended and started at or after ``since`` which it never had a message of (a
+        backend added later gets no history unless asked): its start and its end with the
+        billed energy, in order, each numbered like any other message of the transaction.
+        Returns how many transactions were queued; raises KeyError for an unknown name."""
+        from controller.core.port import TxStart, TxStop
+        from controller.storage.writes import EventKind, Outgoing
+
+        store = self.store
+        assert store is not None
+        adapters = ([self.adapter] if self.adapter else []) + self.secondaries
+        adapter = next((a for a in adapters if a.name == name), None)
+        if adapter is None:
+            raise KeyError(name)
+        renderer = adapter.renderer
+        if renderer is None:
+            return 0
+        queued = 0
+        for tx in sorted(store.transactions(limit=100_000), key=lambda t: t.tx_key):
+            if tx.open or tx.stopped_at is None or tx.meter_stop_wh is None:
+                continue
+            started_at = parse_iso(tx.started_at)
+            if started_at is None or started_at < since:
+                continue
+            if store.next_tx_seq(tx.tx_key, adapter.backend) != 0:
+                continue  # it had (or has queued) messages of this transaction
+            try:
+                reason = sm.StopCause(tx.stop_reason or sm.StopCause.LOCAL.value)
+            except ValueError:
+                reason = sm.StopCause.OTHER
+            start = TxStart(
+                tx.connector_id, tx.id_tag, tx.meter_start_wh, tx.started_at, tx.reservation_id
+            )
+            stop = TxStop(tx.meter_stop_wh, tx.stopped_at, reason, tx.id_tag, stamped_now=False)
+            messages = []
+            for seq, (kind, rendered) in enumerate(
+                (
+                    (EventKind.STARTED, renderer.started(start, tx.tx_id, 0)),
+                    (EventKind.ENDED, renderer.ended(stop, tx.tx_id, 1)),
+                )
+            ):
+                if rendered is not None:
+                    messages.append((kind, Outgoing(adapter.backend, *rendered, tx_seq=seq)))
+            for kind, message in messages:
+                store.append_tx_event(tx.tx_key, kind, [message])
+            queued += 1
+        if queued:
+            adapter.journaled()
+            LOG.info("backend %s: %d earlier transaction(s) queued (replay)", name, queued)
+        return queued
 
     def _on_reset(self, kind: str) -> None:
         self.reset_requested = kind

@@ -377,6 +377,21 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backends(args: argparse.Namespace) -> int:
+    """`evsed backends replay NAME --since TIME`: the running charger queues to that backend
+    the finished transactions since TIME it never had (issue 15)."""
+    from urllib.parse import quote
+
+    since = args.since if "T" in args.since else args.since + "T00:00:00Z"
+    path = f"/api/backends/{quote(args.name, safe='')}/replay"
+    data = _request(_api_base(args), path, {"since": since}, token=_api_token(args))
+    print(
+        f"backend {data['backend']}: {data['queued_transactions']} transaction(s) since"
+        f" {data['since']} queued"
+    )
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     base, token = _api_base(args), _api_token(args)
     if args.sim_cmd == "plug":
@@ -571,6 +586,7 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
         ("status", cmd_status, "show the running charger's status"),
         ("schedule", cmd_schedule, "print a connector's composite schedule (0 = the station)"),
         ("sim", cmd_sim, "drive the simulated hardware"),
+        ("backends", cmd_backends, "act on one of several backends ([[csms]])"),
     ):
         p = sub.add_parser(name, help=helptext, parents=[api_opts])
         p.set_defaults(fn=fn)
@@ -587,6 +603,20 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
             )
             p.add_argument("--unit", choices=["A", "W"], default="A")
             p.add_argument("--json", action="store_true")
+        elif name == "backends":
+            bsub = p.add_subparsers(dest="backends_cmd", required=True)
+            bp = bsub.add_parser(
+                "replay",
+                parents=[api_opts],
+                help="send a backend the finished transactions it never had",
+            )
+            bp.add_argument("name", help="the backend's [[csms]] name")
+            bp.add_argument(
+                "--since",
+                required=True,
+                metavar="TIME",
+                help="UTC date or ISO 8601 time: transactions started at or after it",
+            )
         else:
             ssub = p.add_subparsers(dest="sim_cmd", required=True)
             for action in ("plug", "unplug"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,6 +16,7 @@ from controller.core.ownership import Command, Ownership
 from controller.core.security import SecurityEventKind
 from controller.csms.connection import CsmsConnection
 from controller.csms.heartbeat import Heartbeat
+from controller.csms.ratelimit import CallRate
 from controller.csms.rpc import ConnectionLost, RpcConnection
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
@@ -92,6 +94,17 @@ class AdapterBase:
         else:
             refusals[action] = (since_s, count + 1)
         return why
+
+    _call_rate: CallRate | None = None
+
+    def call_rate(self) -> CallRate | None:
+        """The bound on this backend's CALLs when the charger serves several (a runaway
+        backend must not take the event loop from the others); None with one backend."""
+        if self.ownership is None:
+            return None
+        if self._call_rate is None:
+            self._call_rate = CallRate(self.name, time.monotonic)
+        return self._call_rate
 
     def role_name(self) -> str:
         ownership = self.ownership

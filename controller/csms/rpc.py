@@ -10,7 +10,10 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from controller.csms.ratelimit import CallRate
 
 LOG = logging.getLogger(__name__)
 
@@ -110,11 +113,15 @@ class RpcConnection:
         on_invalid: Incident | None = None,
         on_replay: Incident | None = None,
         gate: Gate | None = None,
+        call_rate: CallRate | None = None,
     ) -> None:
         self._transport = transport
         # Whether this peer may send a valid CALL (a backend that does not own the command,
         # issue 15); a text is the refusal, answered SecurityError without an effect.
         self._gate = gate
+        # How many CALLs the peer may send (None: no bound); beyond it each is answered
+        # GenericError at once, before its schema check and without an effect.
+        self._call_rate = call_rate
         self._handler = handler
         self._dialect = dialect
         self._supported = supported_actions
@@ -232,6 +239,11 @@ class RpcConnection:
             self._seen_ids[message_id] = None
             if len(self._seen_ids) > REPLAY_WINDOW:
                 del self._seen_ids[next(iter(self._seen_ids))]
+            if self._call_rate is not None and not self._call_rate.allow(frame[2]):
+                await self._send_error(
+                    message_id, self._dialect.generic_error, "too many requests; try later"
+                )
+                return
             self._inbound.put_nowait(frame)
         elif kind in (CALLRESULT, CALLERROR):
             self._resolve(frame)

@@ -414,3 +414,97 @@ def test_an_allow_list_gives_a_command_to_another_backend(tmp_path: Path) -> Non
     assert not config.ownership.permitted("billing", Command.FIRMWARE)
     assert config.ownership.permitted("billing", Command.RESET)
     assert [b.name for b in config.backends] == ["oem"]
+
+
+async def test_a_flooding_backend_is_refused_and_the_others_go_on(
+    tmp_path: Path, started: list[App], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A runaway mirror sends 200 CALLs at once: the first burst is answered, the rest get
+    GenericError ("too many requests") at once without reaching a handler, logged once for
+    the burst; the primary's remote start meanwhile works and its session goes through."""
+    async with (
+        DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as billing,
+        DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as mirror,
+    ):
+        data = backends_config(
+            tmp_path, billing.url, {"url": mirror.url, "name": "mirror", "role": "mirror"}
+        )
+        h = await start_app(data, started, billing)
+        await mirror.wait_connected(STATION_ID, timeout_s=5)
+        await h.settle(lambda: all(b["state"] == "accepted" for b in h.app.backends_status()))
+        h.plug()
+        await h.advance(1)
+        flood = [
+            mirror.call_raw(STATION_ID, "GetConfiguration", {"key": ["HeartbeatInterval"]})
+            for _ in range(200)
+        ]
+        remote = billing.call(
+            STATION_ID, call.RemoteStartTransaction(id_tag="04A1B2C3", connector_id=1)
+        )
+        *answers, started_ = await asyncio.gather(*flood, remote)
+        assert started_.status == "Accepted"
+        ok = [a for a in answers if a[0] == 3]
+        refused = [a for a in answers if a[0] == 4]
+        assert len(ok) + len(refused) == 200
+        assert 50 <= len(ok) < 200
+        assert {a[2] for a in refused} == {"GenericError"}
+        warnings = [r for r in caplog.records if "CALLs/s" in r.getMessage()]
+        assert len(warnings) == 1
+        await h.advance(2)
+        await h.settle(lambda: h.connector().tx_key is not None)
+        await h.settle(lambda: len(frames(billing, "StartTransaction")) == 1)
+        await h.settle(lambda: len(frames(mirror, "StartTransaction")) == 1)
+
+
+async def test_a_backend_added_later_gets_history_only_when_asked(
+    tmp_path: Path, started: list[App]
+) -> None:
+    """A session runs with the primary alone; the mirror added to the configuration later
+    receives nothing of it at its first connection. `POST /api/backends/mirror/replay`
+    (what `evsed backends replay mirror --since` sends) queues the finished transaction to
+    it: one StartTransaction (its own transactionId) and one StopTransaction with the billed
+    energy; asking again queues nothing twice, and an unknown backend is a 400."""
+    import aiohttp
+
+    async with (
+        DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as billing,
+        DevCsms(
+            host="127.0.0.1", port=0, heartbeat_interval_s=3600, first_transaction_id=42
+        ) as mirror,
+    ):
+        alone = charger_config(tmp_path, billing.url)
+        h = await start_app(alone, started, billing)
+        await session(h)
+        await h.settle(lambda: h.app.port is not None and h.app.port.queued_messages() == 0)
+        (stop_a,) = frames(billing, "StopTransaction")
+        await h.app.stop(reason=None)
+
+        data = backends_config(
+            tmp_path, billing.url, {"url": mirror.url, "name": "mirror", "role": "mirror"}
+        )
+        h = await start_app(data, started, billing)
+        await mirror.wait_connected(STATION_ID, timeout_s=5)
+        await h.settle(lambda: all(b["state"] == "accepted" for b in h.app.backends_status()))
+        await h.advance(2)
+        assert frames(mirror, "StartTransaction") == []
+        assert h.app.api is not None
+        base = f"http://127.0.0.1:{h.app.api.port}"
+        async with aiohttp.ClientSession() as http:
+            url = f"{base}/api/backends/mirror/replay"
+            async with http.post(url, json={"since": "2000-01-01T00:00:00Z"}) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["queued_transactions"] == 1
+            await h.settle(lambda: len(frames(mirror, "StopTransaction")) == 1)
+            async with http.post(url, json={"since": "2000-01-01T00:00:00Z"}) as resp:
+                assert (await resp.json())["queued_transactions"] == 0
+            async with http.post(
+                f"{base}/api/backends/nobody/replay", json={"since": "2000-01-01"}
+            ) as resp:
+                assert resp.status == 400
+        (start_b,) = frames(mirror, "StartTransaction")
+        (stop_b,) = frames(mirror, "StopTransaction")
+        assert stop_b["transactionId"] == 42
+        assert stop_b["meterStop"] == stop_a["meterStop"]
+        assert start_b["meterStart"] == frames(billing, "StartTransaction")[0]["meterStart"]
+        await delivered(h)
+        assert len(frames(billing, "StartTransaction")) == 1  # the primary got nothing again
