@@ -508,3 +508,52 @@ async def test_a_backend_added_later_gets_history_only_when_asked(
         assert start_b["meterStart"] == frames(billing, "StartTransaction")[0]["meterStart"]
         await delivered(h)
         assert len(frames(billing, "StartTransaction")) == 1  # the primary got nothing again
+
+
+async def test_another_backends_answers_and_ids_change_nothing(
+    tmp_path: Path, started: list[App]
+) -> None:
+    """The mirror answers StartTransaction with idTagInfo Invalid: the session goes on (only
+    the primary's answer deauthorizes, 1.6 3.5.1 StopTransactionOnInvalidId) and the card
+    stays Accepted in the cache; the primary naming the mirror's transactionId in a
+    RemoteStopTransaction is Rejected (each backend's ids are its own)."""
+    from tests.conftest import CARD
+
+    async with (
+        DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as billing,
+        DevCsms(
+            host="127.0.0.1",
+            port=0,
+            heartbeat_interval_s=3600,
+            first_transaction_id=5001,
+            invalid_id_tags={CARD},
+        ) as mirror,
+    ):
+        data = backends_config(
+            tmp_path,
+            billing.url,
+            {"url": mirror.url, "name": "mirror", "role": "mirror"},
+            ocpp={"StopTransactionOnInvalidId": True},
+        )
+        h = await start_app(data, started, billing)
+        await mirror.wait_connected(STATION_ID, timeout_s=5)
+        await h.settle(lambda: all(b["state"] == "accepted" for b in h.app.backends_status()))
+        h.plug()
+        await h.advance(1)
+        h.tap()
+        await h.settle(lambda: h.connector().hw.contactor.closed)
+        await delivered(h)
+        assert len(frames(mirror, "StartTransaction")) == 1
+        await h.advance(5)
+        assert h.connector().hw.contactor.closed and h.connector().tx_key is not None
+        assert h.app.store is not None
+        cached = h.app.store.cache_get(CARD)
+        assert cached is not None and cached[0] == "Accepted"
+        stop = await billing.call(STATION_ID, call.RemoteStopTransaction(transaction_id=5001))
+        assert stop.status == "Rejected"
+        await h.advance(2)
+        assert h.connector().tx_key is not None
+        stop = await billing.call(STATION_ID, call.RemoteStopTransaction(transaction_id=1))
+        assert stop.status == "Accepted"
+        await h.advance(2)
+        await h.settle(lambda: h.connector().tx_key is None)

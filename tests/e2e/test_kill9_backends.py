@@ -77,8 +77,9 @@ async def test_kill9_with_a_mirror_offline_delivers_to_both_exactly_once(
         tx_id = st["connectors"][0]["transaction_id"]
         await wait_until(lambda: len(mvs_for(billing, tx_id)) >= 3, what="3 MeterValues")
         queued = await ev.wait_status(
-            lambda s: next(b for b in s["backends"] if b["name"] == "mirror")["queued_messages"]
-            >= 3,
+            lambda s: (
+                next(b for b in s["backends"] if b["name"] == "mirror")["queued_messages"] >= 3
+            ),
             what="the mirror's queue",
         )
         assert queued["csms"]["state"] == "accepted"
