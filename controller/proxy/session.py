@@ -131,8 +131,8 @@ class ChargerSession:
         )
         for link in self.secondaries:
             self._tasks.spawn(link.run(), name=f"secondary:{link.backend.name}")
-        charger = self._tasks.spawn(self.charger_rpc.run(), name="charger")
-        primary = self._tasks.spawn(self.primary_rpc.run(), name="primary")
+        charger = self._tasks.spawn(_until_closed(self.charger_rpc), name="charger")
+        primary = self._tasks.spawn(_until_closed(self.primary_rpc), name="primary")
         closed = self._tasks.spawn(self._closed.wait(), name="closed")
         try:
             done, _ = await asyncio.wait(
@@ -251,6 +251,14 @@ class ChargerSession:
             "connected_at": self.connected_at,
             "backends": backends,
         }
+
+
+async def _until_closed(rpc: RpcConnection) -> None:
+    """Read until the WebSocket closes; a close, clean or not, is the end of the session."""
+    try:
+        await rpc.run()
+    except (OSError, WebSocketException) as exc:
+        LOG.debug("connection ended: %s", exc)
 
 
 def _status(s: LinkStatus, queued: int) -> dict[str, Any]:
