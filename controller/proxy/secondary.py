@@ -30,6 +30,8 @@ LOG = logging.getLogger(__name__)
 # A message the backend answers with a CALLERROR (or an answer that fails its schema) is tried
 # this often, then dropped: a backend that refuses one message must not stop its queue.
 MAX_ATTEMPTS = 3
+# Answers that another attempt cannot change: the message is dropped at once.
+FINAL_ERRORS = frozenset({"NotImplemented", "NotSupported"})
 
 
 def client_tls(backend: BackendConfig) -> ssl.SSLContext | None:
@@ -62,6 +64,7 @@ class SecondaryLink:
         self._gate = gate
         self.status = status
         self._wake = asyncio.Event()
+        self._clock = clock
         tls = client_tls(backend)
         self.connection = CsmsConnection(
             url=station_url(backend.url, charger_id),
@@ -149,9 +152,11 @@ class SecondaryLink:
                     attempts,
                     MAX_ATTEMPTS,
                 )
-                if attempts >= MAX_ATTEMPTS:
+                if attempts >= MAX_ATTEMPTS or exc.code in FINAL_ERRORS:
                     self._store.confirm(item.id)
                     attempts = 0
+                else:
+                    await self._clock.sleep(self._config.reconnect_min_s)
                 continue
             except CallTimeout:
                 # Sent again on the next connection: at least once, never lost.
