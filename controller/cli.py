@@ -217,6 +217,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from controller.ops.logsetup import setup_logging
+    from controller.proxy.config import ProxyConfigError, load
+    from controller.proxy.main import run_proxy
+
+    try:
+        config = load(args.config)
+    except ProxyConfigError as exc:
+        print(f"{args.config}: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level, args.log_target)
+    asyncio.run(run_proxy(config))
+    return 0
+
+
 def cmd_dev_csms(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -455,7 +472,18 @@ def cmd_hw_test(args: argparse.Namespace) -> int:
 # The commands build_parser defines itself; any other (sessions, queue, config, install, ...)
 # comes from the ops modules, which are loaded only when such a command (or --help) is asked.
 OWN_COMMANDS = frozenset(
-    ("run", "safe-off", "check-config", "demo", "dev-csms", "hw-test", "status", "schedule", "sim")
+    (
+        "run",
+        "safe-off",
+        "check-config",
+        "demo",
+        "dev-csms",
+        "proxy",
+        "hw-test",
+        "status",
+        "schedule",
+        "sim",
+    )
 )
 
 
@@ -541,6 +569,15 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
         help="require client certificates issued by this CA (security profile 3)",
     )
     p.set_defaults(fn=cmd_dev_csms)
+
+    p = sub.add_parser(
+        "proxy",
+        help="relay any OCPP-J charger to several backends (primary, mirrors, energy manager)",
+    )
+    p.add_argument("-c", "--config", default="/etc/evsed/proxy.toml")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-target", choices=TARGETS, default="auto")
+    p.set_defaults(fn=cmd_proxy)
 
     p = sub.add_parser(
         "fleet",
