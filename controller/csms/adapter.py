@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import websockets
@@ -15,14 +15,26 @@ from controller.core.control import StationControl
 from controller.core.ownership import Command, Ownership
 from controller.core.security import SecurityEventKind
 from controller.csms.connection import CsmsConnection
+from controller.csms.guard import BurstLog, TokenBucket
 from controller.csms.heartbeat import Heartbeat
-from controller.csms.ratelimit import CallRate
 from controller.csms.rpc import ConnectionLost, RpcConnection
 from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
 
 LOG = logging.getLogger(__name__)
+
+# With several backends each may send this many CALLs at once and this many per second on
+# average: generous for a CSMS that waits for each answer (OCPP-J: one CALL in flight), small
+# enough that a loop gone wild cannot take the event loop from the others.
+CALL_BURST = 50
+CALLS_PER_S = 10.0
+
+
+@dataclass
+class _Guards:
+    bucket: TokenBucket
+    refusals: BurstLog
 
 
 class AdapterBase:
@@ -49,8 +61,7 @@ class AdapterBase:
     primary: bool = True
     ownership: Ownership | None = None
     name: str = "csms"  # the backend's name in the configuration
-    # action -> (when its refusal was last logged, refused since without a log line)
-    _refusals: dict[str, tuple[float, int]] | None = None
+    _guard_state: _Guards | None = None
     clock: Clock
 
     @property
@@ -64,54 +75,43 @@ class AdapterBase:
         raise NotImplementedError
 
     def _gate(self, action: str, payload: dict[str, Any]) -> str | None:
-        """None when this backend may send ``action``; else the refusal (logged once per
-        minute and action, with how many were refused meanwhile)."""
+        """None when this backend may send ``action``; else the refusal (a burst of them
+        logged once)."""
         ownership = self.ownership
         if ownership is None:
             return None
-        command = self._command_of(action, payload)
-        if ownership.permitted(self.name, command):
-            return None
-        owner = ownership.owners.get(command)
-        why = (
-            f"{action} ({command.value}) belongs to backend {owner!r}"
-            if owner is not None
-            else f"{action} ({command.value}) is not allowed for a {self.role_name()} backend"
-        )
-        now_s = self.clock.monotonic_s()
-        if self._refusals is None:
-            self._refusals = {}
-        refusals = self._refusals
-        since_s, count = refusals.get(action, (float("-inf"), 0))
-        if now_s - since_s >= 60.0:
-            LOG.warning(
-                "backend %s: refused %s%s",
-                self.name,
-                why,
-                f" (and {count} more in the last minute)" if count else "",
-            )
-            refusals[action] = (now_s, 0)
-        else:
-            refusals[action] = (since_s, count + 1)
+        why = ownership.refusal(self.name, action, self._command_of(action, payload))
+        if why is not None:
+            self._guards().refusals(f"refused {why}")
         return why
 
-    _call_rate: CallRate | None = None
+    def _admit(self, action: str) -> bool:
+        """Whether a CALL of this backend is within its rate (a runaway backend must not
+        take the event loop from the others); always with one backend."""
+        guards = self._guards()
+        if guards.bucket.allow():
+            return True
+        guards.refusals(
+            f"refused {action[:40]}: more than {guards.bucket.burst} CALLs at once or"
+            f" {guards.bucket.per_s:g}/s"
+        )
+        return False
 
-    def call_rate(self) -> CallRate | None:
-        """The bound on this backend's CALLs when the charger serves several (a runaway
-        backend must not take the event loop from the others); None with one backend."""
-        if self.ownership is None:
-            return None
-        if self._call_rate is None:
-            self._call_rate = CallRate(self.name, time.monotonic)
-        return self._call_rate
+    def call_admission(self) -> Callable[[str], bool] | None:
+        """The rate bound for this backend's session (None with one backend)."""
+        return None if self.ownership is None else self._admit
+
+    def _guards(self) -> _Guards:
+        if self._guard_state is None:
+            self._guard_state = _Guards(
+                TokenBucket(CALL_BURST, CALLS_PER_S), BurstLog(LOG, f"backend {self.name}")
+            )
+        return self._guard_state
 
     def role_name(self) -> str:
         ownership = self.ownership
-        if ownership is None:
-            return "primary"
-        rights = next((b for b in ownership.backends if b.name == self.name), None)
-        return "unknown" if rights is None else rights.role.value
+        role = None if ownership is None else ownership.role_of(self.name)
+        return "primary" if ownership is None else ("unknown" if role is None else role.value)
 
     # ------------------------------------------------------------------ state
 

@@ -10,10 +10,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from controller.csms.ratelimit import CallRate
+from typing import Any, Protocol
 
 LOG = logging.getLogger(__name__)
 
@@ -113,15 +110,15 @@ class RpcConnection:
         on_invalid: Incident | None = None,
         on_replay: Incident | None = None,
         gate: Gate | None = None,
-        call_rate: CallRate | None = None,
+        admit: Callable[[str], bool] | None = None,
     ) -> None:
         self._transport = transport
         # Whether this peer may send a valid CALL (a backend that does not own the command,
         # issue 15); a text is the refusal, answered SecurityError without an effect.
         self._gate = gate
-        # How many CALLs the peer may send (None: no bound); beyond it each is answered
-        # GenericError at once, before its schema check and without an effect.
-        self._call_rate = call_rate
+        # Whether the peer may send one more CALL now (None: no bound); a CALL beyond it is
+        # answered GenericError at once, before its schema check and without an effect.
+        self._admit = admit
         self._handler = handler
         self._dialect = dialect
         self._supported = supported_actions
@@ -239,7 +236,7 @@ class RpcConnection:
             self._seen_ids[message_id] = None
             if len(self._seen_ids) > REPLAY_WINDOW:
                 del self._seen_ids[next(iter(self._seen_ids))]
-            if self._call_rate is not None and not self._call_rate.allow(frame[2]):
+            if self._admit is not None and not self._admit(frame[2]):
                 await self._send_error(
                     message_id, self._dialect.generic_error, "too many requests; try later"
                 )

@@ -480,7 +480,7 @@ class Ocpp201Client(AdapterBase):
             on_invalid=self._incident(SecurityEventKind.INVALID_MESSAGES),
             on_replay=self._incident(SecurityEventKind.ATTEMPTED_REPLAY_ATTACKS),
             gate=self._gate,
-            call_rate=self.call_rate(),
+            admit=self.call_admission(),
         )
         await self._run_session(rpc, self._bring_up(), "ocpp201")
 

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.core.ownership import SHARED, Ownership
+from controller.core.ownership import Ownership
+from controller.csms.guard import BurstLog, TokenBucket
 from controller.csms.rpc import CallError
 from controller.proxy.config import BackendConfig, RateLimit
-from controller.proxy.guard import BurstLog, TokenBucket
 from controller.proxy.protocol import SECURITY_ERROR, Protocol
 
 LOG = logging.getLogger(__name__)
@@ -75,12 +75,8 @@ class CommandGate:
                 f"{self._bucket.per_s:g}/s per charger from one backend",
             )
         command = self._protocol.command_of(action, payload)
-        if not self._ownership.permitted(self._backend.name, command):
-            if command in SHARED:
-                owner = self._ownership.owners.get(command, self._ownership.primary)
-                why = f"{action} ({command.value}) is owned by backend {owner!r}"
-            else:
-                why = f"{action} ({command.value}) is not allowed to a {self._backend.role.value}"
+        why = self._ownership.refusal(self._backend.name, action, command)
+        if why is not None:
             self._refuse(why)
             raise CallError(SECURITY_ERROR, why)
         try:

@@ -16,10 +16,10 @@ from controller.csms.connection import (
     basic_auth_header,
     station_url,
 )
+from controller.csms.guard import BurstLog
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.proxy import txids
 from controller.proxy.config import BackendConfig, ProxyConfig
-from controller.proxy.guard import BurstLog
 from controller.proxy.links import CommandGate, LinkStatus
 from controller.proxy.protocol import Protocol
 from controller.proxy.store import ProxyStore

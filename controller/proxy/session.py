@@ -14,10 +14,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import WebSocketException
 from websockets.frames import CloseCode
 
+from controller.csms.guard import BurstLog
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
 from controller.proxy import txids
 from controller.proxy.config import ChargerConfig, ProxyConfig
-from controller.proxy.guard import BurstLog
 from controller.proxy.links import CommandGate, LinkStatus
 from controller.proxy.protocol import Protocol
 from controller.proxy.secondary import SecondaryLink

@@ -448,7 +448,7 @@ async def test_a_flooding_backend_is_refused_and_the_others_go_on(
         assert len(ok) + len(refused) == 200
         assert 50 <= len(ok) < 200
         assert {a[2] for a in refused} == {"GenericError"}
-        warnings = [r for r in caplog.records if "CALLs/s" in r.getMessage()]
+        warnings = [r for r in caplog.records if "CALLs at once" in r.getMessage()]
         assert len(warnings) == 1
         await h.advance(2)
         await h.settle(lambda: h.connector().tx_key is not None)

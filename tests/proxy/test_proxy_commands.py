@@ -118,7 +118,7 @@ async def test_energy_manager_sets_profiles_and_nothing_else(
     assert got[0] == 3 and got[2]["status"] == "Accepted", got
     got = await watch.call_raw(STATION_ID, "SetChargingProfile", payload)
     assert got[0] == 4 and got[2] == "SecurityError"
-    assert "not allowed to a mirror" in got[3]
+    assert "not allowed for a mirror" in got[3]
     got = await em.call_raw(STATION_ID, "RemoteStartTransaction", {"idTag": "04A1B2C3"})
     assert got[0] == 4 and got[2] == "SecurityError" and "'billing'" in got[3]
     got = await em.call_raw(STATION_ID, "GetCompositeSchedule", {"connectorId": 1, "duration": 600})

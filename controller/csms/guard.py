@@ -1,5 +1,6 @@
-"""Defences against a misbehaving peer: a token bucket per backend and a log that reports a
-burst of bad input once, not once per frame."""
+"""Defences against a misbehaving peer (a charger or a backend, in the charger and in
+`evsed proxy`): a token bucket per backend and a log that reports a burst of bad input or
+refusals once, not once per frame."""
 
 from __future__ import annotations
 
