@@ -208,9 +208,13 @@ class Ocpp201Client(AdapterBase):
         # The network connection profiles (B09/B10): which slot's URL, timeout and security
         # profile the next attempt uses (controller/ocpp201/network.py).
         self.networks: NetworkProfiles | None = None
+        # A backend besides the primary keeps the security its configuration gives and has
+        # no network profiles (those are the primary's connection, B09/B10).
+        own_networks = security_settings is None and device_model is not None
+        if own_networks:
+            assert device_model is not None
+            security_settings = DeviceModelSecurity(device_model, configured_profile)
         if security_settings is not None:
-            # A backend besides the primary: the security its configuration gives, no
-            # network profiles of its own (those are the primary's connection, B09/B10).
             self.security = ConnectionSecurity(
                 station_id=identity.station_id,
                 options=options,
@@ -220,6 +224,20 @@ class Ocpp201Client(AdapterBase):
                 material=tls_material,
                 security_log=security_log,
             )
+            on_failure: Callable[[BaseException], None] = self.security.attempt_failed
+            if own_networks:
+                assert device_model is not None
+                self.security.request_reconnect = self._reconnect_soon
+                self.networks = NetworkProfiles(
+                    model=device_model,
+                    store=store,
+                    security=self.security,
+                    base=options,
+                    configured_profile=configured_profile,
+                )
+                self.networks.start()  # B10.FR.04
+                self.options = self.networks.options
+                on_failure = self._attempt_failed
             self._link = CsmsConnection(
                 url=self.security.url(),
                 url_of=self.security.url,
@@ -230,41 +248,7 @@ class Ocpp201Client(AdapterBase):
                 headers=self.security.headers,
                 ssl_context=self.security.ssl_context,
                 on_state=self._on_link,
-                on_failure=self.security.attempt_failed,
-                rng=self._rng,
-                versions=versions,
-            )
-        elif device_model is not None:
-            self.security = ConnectionSecurity(
-                station_id=identity.station_id,
-                options=options,
-                settings=DeviceModelSecurity(device_model, configured_profile),
-                store=store,
-                clock=clock,
-                material=tls_material,
-                security_log=security_log,
-            )
-            self.security.request_reconnect = self._reconnect_soon
-            self.networks = NetworkProfiles(
-                model=device_model,
-                store=store,
-                security=self.security,
-                base=options,
-                configured_profile=configured_profile,
-            )
-            self.networks.start()  # B10.FR.04
-            self.options = self.networks.options
-            self._link = CsmsConnection(
-                url=self.security.url(),
-                url_of=self.security.url,
-                subprotocol=SUBPROTOCOL,
-                options=options,
-                clock=clock,
-                session=self._session,
-                headers=self.security.headers,
-                ssl_context=self.security.ssl_context,
-                on_state=self._on_link,
-                on_failure=self._attempt_failed,
+                on_failure=on_failure,
                 rng=self._rng,
                 versions=versions,
             )

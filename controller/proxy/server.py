@@ -3,15 +3,12 @@ connected before a charger's upgrade is accepted, one ChargerSession per charger
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import http
 import logging
 import ssl
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -27,6 +24,7 @@ from controller.csms.connection import (
     basic_auth_header,
     station_url,
 )
+from controller.csms.upgrade import basic_credentials, station_id_from_path
 from controller.proxy.config import ChargerConfig, ProxyConfig
 from controller.proxy.protocol import PROTOCOLS, SUBPROTOCOLS
 from controller.proxy.secondary import client_tls
@@ -35,24 +33,6 @@ from controller.proxy.store import ProxyStore
 from controller.runtime.clock import Clock
 
 LOG = logging.getLogger(__name__)
-
-
-def charger_id_of(path: str) -> str:
-    """The last non-empty path segment ("/ocpp/CP1" -> "CP1"), URL-decoded."""
-    segments = [s for s in urlsplit(path).path.split("/") if s]
-    return unquote(segments[-1]) if segments else ""
-
-
-def basic_credentials(header: str) -> tuple[str, str] | None:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not token:
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
 
 
 def offered_subprotocols(headers: Headers) -> list[str]:
@@ -125,7 +105,7 @@ class ProxyServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        charger_id = charger_id_of(request.path)
+        charger_id = station_id_from_path(request.path)
         charger = self.config.charger(charger_id) if charger_id else None
         if charger is None:
             return self._refuse(connection, http.HTTPStatus.NOT_FOUND, charger_id, "unknown")
@@ -211,7 +191,7 @@ class ProxyServer:
     async def _handle(self, ws: ServerConnection) -> None:
         primary = self._pending.pop(id(ws), None)
         assert ws.request is not None
-        charger_id = charger_id_of(ws.request.path)
+        charger_id = station_id_from_path(ws.request.path)
         charger = self.config.charger(charger_id)
         if primary is None or charger is None:
             await ws.close(CloseCode.INTERNAL_ERROR, "no primary connection")
