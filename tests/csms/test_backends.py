@@ -557,3 +557,46 @@ async def test_another_backends_answers_and_ids_change_nothing(
         assert stop.status == "Accepted"
         await h.advance(2)
         await h.settle(lambda: h.connector().tx_key is None)
+
+
+async def test_each_backend_has_its_own_security_profile(
+    tmp_path: Path, started: list[App]
+) -> None:
+    """The primary on ws:// with Basic auth (profile 1), the mirror on wss:// with mutual
+    TLS (profile 3: the charger certificate of its [[csms]] entry, its own CSMS root): both
+    accepted, the session reaches both; the primary's security keys are not touched."""
+    from tests.security.tlskit import Pki
+
+    pki = Pki.make(tmp_path / "pki")
+    async with (
+        DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as billing,
+        DevCsms(
+            host="127.0.0.1",
+            port=0,
+            heartbeat_interval_s=3600,
+            ssl_context=pki.server_context(require_client_cert=True),
+        ) as mirror,
+    ):
+        tls_url = mirror.url.replace("ws://", "wss://")
+        data = backends_config(
+            tmp_path,
+            billing.url,
+            {
+                "url": tls_url,
+                "name": "mirror",
+                "role": "mirror",
+                "security_profile": 3,
+                "ca_bundle": str(pki.csms_root),
+                **pki.client(),
+            },
+        )
+        h = await start_app(data, started, billing)
+        await mirror.wait_connected(STATION_ID, timeout_s=5)
+        await h.settle(lambda: all(b["state"] == "accepted" for b in h.app.backends_status()))
+        await session(h, minutes=1)
+        await delivered(h)
+        assert len(frames(mirror, "StopTransaction")) == 1
+        assert len(frames(billing, "StopTransaction")) == 1
+        assert h.app.settings.get_int("SecurityProfile") == 1
+        listed = {b["name"]: b["url"] for b in h.app.backends_status()}
+        assert listed["mirror"].startswith("wss://")
