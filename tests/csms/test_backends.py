@@ -600,3 +600,52 @@ async def test_each_backend_has_its_own_security_profile(
         assert h.app.settings.get_int("SecurityProfile") == 1
         listed = {b["name"]: b["url"] for b in h.app.backends_status()}
         assert listed["mirror"].startswith("wss://")
+
+
+async def test_a_full_disk_with_a_mirror_offline_loses_nothing_for_either(
+    tmp_path: Path, started: list[App]
+) -> None:
+    """The disk is full for a whole session (the journal in memory, issue 4 item 8) and the
+    mirror is offline meanwhile: the primary gets the session at once; the disk takes data
+    again and is written out; then the mirror comes back and gets the session exactly once
+    with its own id; both backends' ids end up in the database, nothing stays queued."""
+    from controller.runtime.station import STORAGE_PROBE_INTERVAL_S
+    from tests.storage.test_disk_full import FullDisk
+
+    async with (
+        DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as billing,
+        DevCsms(
+            host="127.0.0.1", port=0, heartbeat_interval_s=3600, first_transaction_id=77
+        ) as mirror,
+    ):
+        data = backends_config(
+            tmp_path, billing.url, {"url": mirror.url, "name": "mirror", "role": "mirror"}
+        )
+        h = await start_app(data, started, billing)
+        await mirror.wait_connected(STATION_ID, timeout_s=5)
+        store = h.app.store
+        assert store is not None
+        disk = FullDisk(store)
+        mirror.refuse_connections = True
+        await mirror.disconnect(STATION_ID)
+        disk.full = True
+        await session(h, minutes=3)
+        await h.settle(lambda: len(frames(billing, "StopTransaction")) == 1)
+        assert store.degraded and disk.failures > 0
+        disk.full = False
+        await h.advance(STORAGE_PROBE_INTERVAL_S + 2)
+        await h.settle(lambda: not store.degraded)
+        mirror.refuse_connections = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not frames(mirror, "StopTransaction"):
+            assert loop.time() < deadline, "the mirror did not get the session"
+            await h.advance(0.25, step_s=0.25)
+        await delivered(h)
+        assert len(frames(mirror, "StartTransaction")) == 1
+        assert len(frames(mirror, "StopTransaction")) == 1
+        assert {p["transactionId"] for p in frames(mirror, "MeterValues")} == {77}
+        assert len(frames(mirror, "MeterValues")) == len(frames(billing, "MeterValues"))
+        rows = store._db.execute("SELECT backend, csms_tx_id FROM tx_backend").fetchall()
+        assert {(r[0], r[1]) for r in rows if r[1] is not None} == {("csms", "1"), ("mirror", "77")}
+        assert store._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
