@@ -60,6 +60,15 @@ NOT_BEFORE_BOOT = (
     "controller.ops.hwtest",
     "trustme",
     "pyftpdlib",
+    # jsonschema and what it pulls in (referencing, rpds, attrs, jsonschema_specifications,
+    # which reads every metaschema from disk): csms/schema.py's quick check accepts a valid
+    # payload without it, jsonschema names the error of one it is not sure of.
+    "jsonschema",
+    "jsonschema_specifications",
+    "referencing",
+    "rpds",
+    "attr",
+    "attrs",
 )
 
 
@@ -170,6 +179,8 @@ async def test_evsed_run_boots_before_it_loads_the_api_and_only_what_it_uses(
     compiled = {action for _, action in end["validators"]}
     assert compiled <= actions, compiled - actions
     assert loaded(end["modules"], ("cryptography", "aioftp", "pymodbus", "ocpp.v16")) == []
+    # Every payload of a clean session passed the quick check: no jsonschema at all.
+    assert loaded(end["modules"], ("jsonschema", "referencing")) == []
 
 
 # --------------------------------------------------------------------------- in process
