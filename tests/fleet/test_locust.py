@@ -65,7 +65,7 @@ async def test_a_locust_master_with_two_workers_drives_one_station_per_user(
             "-r",
             str(USERS),
             "-t",
-            "12s",
+            "20s",  # headroom for a loaded CI machine: all must boot and run a session
             "--master-bind-host",
             "127.0.0.1",
             "--master-bind-port",

@@ -121,6 +121,7 @@ async def test_status_shape(charger: Any, csms: DevCsms, http: aiohttp.ClientSes
     h, api = await start(charger, csms, http, connectors=2)
     status = await api.status()
     assert set(status) == {
+        "backends",
         "station_id",
         "simulated",
         "connectors",
