@@ -392,6 +392,7 @@ class App:
             clock=self.clock,
             security_profile=csms.security_profile,
             certificate_entries=self._certificate_entries,
+            first_boot=cfg.device_model_values,
         )
         policy201.follow(model, self.station.set_policy)
         client = Ocpp201Client(

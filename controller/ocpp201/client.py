@@ -49,6 +49,7 @@ from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
 from controller.ocpp201.authorization import Authorization, reader_token
 from controller.ocpp201.availability import Availability
+from controller.ocpp201.backoff import RetryBackOff
 from controller.ocpp201.certificates import CertSigning
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
 from controller.ocpp201.monitoring import Monitoring
@@ -225,6 +226,7 @@ class Ocpp201Client(AdapterBase):
                 on_failure=self._attempt_failed,
                 rng=self._rng,
                 versions=versions,
+                backoff=RetryBackOff(device_model, self._rng),  # Part 4 5.3
             )
         else:
             self._link = CsmsConnection(
