@@ -621,11 +621,14 @@ class Ocpp201Client(AdapterBase):
             and self.auth.required()  # AuthCtrlr.Enabled false: nobody's token decides
         ):
             status = str(info.get("status"))
-            if status != "Accepted":
+            running = self.station.running_transactions()
+            evse = next((cid for cid, key in running.items() if key == msg.tx_key), None)
+            if not self.auth.allowed_at(info, evse):  # Accepted, and at its EVSE (C01.FR.21)
                 LOG.warning(
-                    "transaction %d: the CSMS answered idToken %s; deauthorized",
+                    "transaction %d: the CSMS answered idToken %s (evseId %s); deauthorized",
                     msg.tx_key,
                     status,
+                    info.get("evseId"),
                     extra={"action": "TransactionEvent", "tx_key": msg.tx_key},
                 )
                 self.station.deauthorize(msg.tx_key)
