@@ -639,6 +639,9 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
     station = ComponentKey("ChargingStation")
     phases = max(e.phases for e in desc.evses)
     out = [
+        # L02.FR.04: true lets free EVSEs take new sessions while an install waits for the
+        # transactions to end (Part 2 appendix 2.1.2).
+        _var(station, "AllowNewSessionsPendingFirmwareUpdate", "boolean", "false"),
         _var(
             station,
             "AvailabilityState",
