@@ -137,6 +137,25 @@ class Authorization:
         """AuthCtrlr.Enabled: false means no authorization at all (Part 2 2.3.1)."""
         return _bool(self.client.device_model, AUTH_CTRLR, "Enabled", True)
 
+    def ev_connected(self, connector_id: int) -> None:
+        """AuthCtrlr.Enabled false: a car plugged in charges without anybody's idToken; the
+        transaction's idToken is empty with type NoAuthorization (AuthCtrlr.Enabled, Part 2
+        appendix; C02.FR.01). A card presented first keeps its own idToken. Spawned: this
+        runs inside the state machine's step."""
+        if not self.required():
+            self.client.spawn(self._start_unauthorized(connector_id), name="no-authorization")
+
+    async def _start_unauthorized(self, connector_id: int) -> None:
+        station = self.client.station
+        # Not when a card or a remote start authorized it, nor on a reserved, unavailable
+        # or faulted connector (the same checks as a RequestStartTransaction).
+        if self.required() or station.remote_start(connector_id, "") != connector_id:
+            return
+        if self.client.transactions is not None:
+            self.client.transactions.no_authorization(connector_id)
+        LOG.info("connector %d: no authorization needed (AuthCtrlr.Enabled false)", connector_id)
+        station.begin_remote(connector_id, "")
+
     # ------------------------------------------------------------------ decisions
 
     async def authorize(self, id_token: Mapping[str, Any]) -> AuthDecision:
@@ -242,7 +261,11 @@ class Authorization:
         """C10.FR.05: the idTokenInfo of a TransactionEventResponse about the event's idToken."""
         id_token = payload.get("idToken")
         info = result.get("idTokenInfo")
-        if isinstance(id_token, Mapping) and isinstance(info, Mapping):
+        if (
+            isinstance(id_token, Mapping)
+            and isinstance(info, Mapping)
+            and id_token.get("type") != "NoAuthorization"  # C02.FR.03: never cached
+        ):
             self.remember(id_token, info)
 
 

@@ -376,6 +376,8 @@ class Ocpp201Client(AdapterBase):
         if self.transactions is None:
             return
         self.transactions.note(connector_id, event)
+        if event.kind is sm.SessionEventKind.EV_CONNECTED:
+            self.auth.ev_connected(connector_id)  # AuthCtrlr.Enabled false
         try:
             tx_key = self.station.view(connector_id).tx_key
         except KeyError:
