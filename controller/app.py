@@ -11,13 +11,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.config import Config
+from controller.config import Config, CsmsConfig
 from controller.core import connector as sm
+from controller.core.ownership import Command
 from controller.core.policy import ChargingPolicy
 from controller.core.port import CsmsPort
 from controller.core.security import SecurityEventKind
-from controller.core.timestamps import iso_utc
+from controller.core.timestamps import iso_utc, parse_iso
 from controller.csms.connection import ConnectionOptions
+from controller.csms.hub import BackendHub
 from controller.csms.versions import VersionChoice
 from controller.maintenance import FIRMWARE_JOB_KEY
 from controller.ocpp16 import FIRMWARE_UNSENT_KEY
@@ -158,6 +160,12 @@ class App:
         self.client: Ocpp16Client | None = None  # the 1.6 adapter while it is the one used
         self.client201: Ocpp201Client | None = None  # the 2.0.1 adapter, likewise
         self.adapter: Ocpp16Client | Ocpp201Client | None = None  # the one in use
+        # Several backends ([[csms]], issue 15): the station's one port over all of them,
+        # and the adapters besides the primary's.
+        self.hub: BackendHub | None = None
+        self.secondaries: list[Ocpp16Client | Ocpp201Client] = []
+        self._model201: Any = None  # the 2.0.1 device model, built on first use
+        self._policy201_followed = False
         self.versions: VersionChoice | None = None
         self.tls_material: TlsMaterial | None = None
         self.security_log: SecurityLog | None = None
@@ -275,7 +283,13 @@ class App:
         if cfg.csms is not None:
             self.tls_material = self._tls_material()
             self.versions = VersionChoice(self._usable_versions(), self.store)
+            journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
+            self.hub = BackendHub(journal, self.station)
+            self.port = self.hub
+            self.station.attach_port(self.hub)
             self._build_adapter(self.versions.first())
+            for backend in cfg.backends:
+                self._build_backend(backend)
         else:
             journal = TxJournal(self.store, boot_id=self.boot_id, clock=self.clock)
             self.port = StandalonePort(journal, self.store, cfg.standalone)
@@ -286,6 +300,9 @@ class App:
         await self.station.start()
         if self.adapter is not None:
             self._tasks.spawn(self._run_csms(), name="ocpp", critical=True)
+        for client in self.secondaries:
+            # Not critical: a backend besides the primary never stops the charger.
+            self._tasks.spawn(client.run(), name=f"ocpp-{client.name}")
         if self.with_api and self.api_after_boot and self.adapter is not None:
             # READY=1 (and the watchdog) once the API is up, as without the deferral.
             self._tasks.spawn(self._start_api_after_boot(self.adapter), name="api", critical=True)
@@ -304,6 +321,7 @@ class App:
         """The OCPP 1.6 adapter, with its firmware and diagnostics wiring."""
         cfg = self.config
         assert self.store is not None and self.station is not None
+        assert self.hub is not None and cfg.csms is not None
         client = Ocpp16Client(
             identity=StationIdentity(
                 cfg.station_id,
@@ -312,7 +330,7 @@ class App:
                 cfg.serial_number,
                 cfg.firmware_version,
             ),
-            options=self._connection_options(),
+            options=self._connection_options(cfg.csms),
             station=self.station,
             store=self.store,
             settings=self.settings,
@@ -324,12 +342,11 @@ class App:
             certstore=self.certstore_handle,
             tls_material=self.tls_material,
             versions=self.versions,
+            journal=self.hub.journal,
+            name=cfg.csms.name,
+            ownership=cfg.ownership,
         )
-        # The firmware code is loaded at start only for an update in progress or a
-        # status not yet confirmed; otherwise on the first firmware request.
-        client.firmware_factory = lambda: self._build_firmware(client)
-        if self._firmware_pending():
-            self._build_firmware(client)
+        self._wire_maintenance(client)
         client.diagnostics_sources = self.diagnostics_sources
         # The ring of recent log records (diagnostics without a journal) stamps them
         # with the daemon's corrected time from now on.
@@ -355,14 +372,22 @@ class App:
             versions = tuple(v for v in versions if v != "2.0.1") or ("1.6",)
         return versions
 
+    def _apply_policy201(self, policy: ChargingPolicy) -> None:
+        """The device model steers the station while the primary speaks 2.0.1 (``client``
+        is the primary's 1.6 adapter otherwise; None also while the 2.0.1 one is built)."""
+        if self.client is None and self.station is not None:
+            self.station.set_policy(policy)
+
     def _apply_policy16(self, policy: ChargingPolicy) -> None:
         """The 1.6 keys steer the station unless the 2.0.1 adapter (its device model) does."""
         if self.client201 is None and self.station is not None:
             self.station.set_policy(policy)
 
     def _build_adapter(self, version: str) -> None:
-        """The adapter of ``version`` becomes the station's CSMS port, and its configuration
-        (1.6 keys or the 2.0.1 device model) the station's policy."""
+        """The primary's adapter of ``version`` joins the station's port (replacing the one
+        of another version), and its configuration (1.6 keys or the 2.0.1 device model)
+        becomes the station's policy."""
+        assert self.hub is not None
         if version == "1.6":
             self.client201 = None
             self.adapter = self.client = self._build_client16()
@@ -371,36 +396,121 @@ class App:
         else:
             self.client = None
             self.adapter = self.client201 = self._build_client201()
-        self.port = self.adapter
-        if self.station is not None:
-            self.station.attach_port(self.port)
+        self.hub.attach(self.adapter, primary=True)
+
+    def _owns(self, name: str, command: Command) -> bool:
+        ownership = self.config.ownership
+        return ownership is None or ownership.permitted(name, command)
+
+    def _wire_maintenance(self, client: Ocpp16Client | Ocpp201Client) -> None:
+        """Firmware (L01/L02, 1.6 firmware) on the neutral updater for the backend that owns
+        it; its code loads at start only for an update in progress or a status not yet
+        confirmed, otherwise on the first firmware request."""
+        if not self._owns(client.name, Command.FIRMWARE):
+            return
+        client.firmware_factory = lambda: self._build_firmware(client)
+        if self._firmware_pending():
+            self._build_firmware(client)
+
+    def _build_backend(self, backend: CsmsConfig) -> None:
+        """A backend besides the primary (a mirror, an energy manager, ...): its own
+        connection, boot, heartbeat and outbox in the version it speaks, with the security
+        its entry gives; it joins the station's port for every transaction from now on."""
+        from controller.csms.secprofile import ConfiguredSecurity
+
+        cfg = self.config
+        assert self.hub is not None and self.store is not None and self.station is not None
+        common: dict[str, Any] = {
+            "options": self._connection_options(backend),
+            "station": self.station,
+            "store": self.store,
+            "clock": self.clock,
+            "rng": self.rng,
+            "on_frame": self._observe_frame,
+            "on_reset": self._on_reset,
+            "security_log": self.security_log,
+            "certstore": self.certstore_handle,
+            "tls_material": FileTlsMaterial(
+                backend.ca_bundle, backend.client_cert, backend.client_key
+            ),
+            "journal": self.hub.journal,
+            "primary": False,
+            "name": backend.name,
+            "backend": backend.name,
+            "ownership": cfg.ownership,
+            "security_settings": ConfiguredSecurity(backend.security_profile),
+        }
+        client: Ocpp16Client | Ocpp201Client
+        if backend.ocpp_version == "1.6":
+            identity = StationIdentity(
+                cfg.station_id, cfg.vendor, cfg.model, cfg.serial_number, cfg.firmware_version
+            )
+            client = Ocpp16Client(identity=identity, settings=self.settings, **common)
+        else:
+            from controller.ocpp201.client import Identity, Ocpp201Client
+
+            client = Ocpp201Client(
+                identity=Identity(
+                    cfg.station_id, cfg.vendor, cfg.model, cfg.serial_number, cfg.firmware_version
+                ),
+                device_model=self._device_model(),
+                configured_profile=backend.security_profile,
+                **common,
+            )
+        self._wire_maintenance(client)
+        client.diagnostics_sources = self.diagnostics_sources
+        if self._owns(backend.name, Command.CHARGING_PROFILES):
+            self.station.add_profile_backend(backend.name)
+        self.hub.attach(client)
+        self.secondaries.append(client)
+        LOG.info(
+            "backend %s (%s, OCPP %s): %s",
+            backend.name,
+            backend.role.value,
+            backend.ocpp_version,
+            backend.url,
+        )
+
+    def _device_model(self) -> Any:
+        """The charger's one 2.0.1 device model (the primary's when it speaks 2.0.1)."""
+        if self._model201 is None:
+            from controller.ocpp201.provisioning import station_model
+
+            cfg = self.config
+            assert cfg.csms is not None and self.store is not None and self.station is not None
+            self._model201 = station_model(
+                self.store,
+                cfg.connectors,
+                has_reader=cfg.reader is not None,
+                station=self.station,
+                clock=self.clock,
+                security_profile=cfg.csms.security_profile,
+                certificate_entries=self._certificate_entries,
+                first_boot=cfg.device_model_values,
+            )
+        return self._model201
 
     def _build_client201(self) -> Ocpp201Client:
         """The OCPP 2.0.1 adapter (loaded only when a configuration uses it)."""
         from controller.ocpp201 import policy as policy201
         from controller.ocpp201.client import Identity, Ocpp201Client
-        from controller.ocpp201.provisioning import station_model
 
         cfg = self.config
         csms = cfg.csms
         assert csms is not None and self.store is not None and self.station is not None
-        model = station_model(
-            self.store,
-            cfg.connectors,
-            has_reader=cfg.reader is not None,
-            station=self.station,
-            clock=self.clock,
-            security_profile=csms.security_profile,
-            certificate_entries=self._certificate_entries,
-            first_boot=cfg.device_model_values,
-        )
-        policy201.follow(model, self.station.set_policy)
+        assert self.hub is not None
+        model = self._device_model()
+        if not self._policy201_followed:  # once: the model outlives a switch of version
+            self._policy201_followed = True
+            policy201.follow(model, self._apply_policy201)
+        else:
+            self.station.set_policy(policy201.policy_from(model))
         client = Ocpp201Client(
             device_model=model,
             identity=Identity(
                 cfg.station_id, cfg.vendor, cfg.model, cfg.serial_number, cfg.firmware_version
             ),
-            options=self._connection_options(),
+            options=self._connection_options(csms),
             station=self.station,
             store=self.store,
             clock=self.clock,
@@ -412,12 +522,12 @@ class App:
             configured_profile=csms.security_profile,
             on_reset=self._on_reset,
             certstore=self.certstore_handle,
+            journal=self.hub.journal,
+            name=csms.name,
+            ownership=cfg.ownership,
         )
-        # Firmware (L01/L02) and GetLog (N01) on the same neutral pieces as 1.6, loaded on
-        # the first request unless an update or an unconfirmed status is pending.
-        client.firmware_factory = lambda: self._build_firmware(client)
-        if self._firmware_pending():
-            self._build_firmware(client)
+        # Firmware (L01/L02) and GetLog (N01) on the same neutral pieces as 1.6.
+        self._wire_maintenance(client)
         client.diagnostics_sources = self.diagnostics_sources
         logsetup.ring_handler().now = self._log_time()
         return client
@@ -429,9 +539,7 @@ class App:
         store = None if handle is None else handle.opened
         return 0 if store is None else store.root_count()
 
-    def _connection_options(self) -> ConnectionOptions:
-        csms = self.config.csms
-        assert csms is not None
+    def _connection_options(self, csms: CsmsConfig) -> ConnectionOptions:
         return ConnectionOptions(
             csms_url=csms.url,
             tls_url=csms.tls_url,
@@ -792,9 +900,84 @@ class App:
             csms = f"CSMS {self.adapter.connection_state()}"
             queued = self.adapter.queued_messages()
             parts.append(f"{csms} ({queued} queued)" if queued else csms)
+            if self.secondaries:
+                up = sum(1 for c in self.secondaries if c.connection_state() == "accepted")
+                parts.append(f"{up}/{len(self.secondaries)} other backends accepted")
         else:
             parts.append("standalone")
         return ", ".join(parts)
+
+    def backends_status(self) -> list[dict[str, Any]]:
+        """Every backend with its role, version, link state, last message and queue (the
+        status page, /api/status, `evsed status`)."""
+        out: list[dict[str, Any]] = []
+        now_s = self.clock.monotonic_s()
+        for client in ([self.adapter] if self.adapter is not None else []) + self.secondaries:
+            last = client.last_message_s
+            out.append(
+                {
+                    "name": client.name,
+                    "role": client.role_name(),
+                    "ocpp_version": "1.6" if isinstance(client, Ocpp16Client) else "2.0.1",
+                    "url": client.url,
+                    "state": client.connection_state(),
+                    "last_message_s_ago": None if last is None else round(now_s - last, 1),
+                    "queued_messages": client.queued_messages(),
+                }
+            )
+        return out
+
+    def replay(self, name: str, since: datetime) -> int:
+        """`evsed backends replay NAME --since`: queue to backend ``name`` every transaction
+        that ended and started at or after ``since`` which it never had a message of (a
+        backend added later gets no history unless asked): its start and its end with the
+        billed energy, in order, each numbered like any other message of the transaction.
+        Returns how many transactions were queued; raises KeyError for an unknown name."""
+        from controller.core.port import TxStart, TxStop
+        from controller.storage.writes import EventKind, Outgoing
+
+        store = self.store
+        assert store is not None
+        adapters = ([self.adapter] if self.adapter else []) + self.secondaries
+        adapter = next((a for a in adapters if a.name == name), None)
+        if adapter is None:
+            raise KeyError(name)
+        renderer = adapter.renderer
+        if renderer is None:
+            return 0
+        queued = 0
+        for tx in sorted(store.transactions(limit=100_000), key=lambda t: t.tx_key):
+            if tx.open or tx.stopped_at is None or tx.meter_stop_wh is None:
+                continue
+            started_at = parse_iso(tx.started_at)
+            if started_at is None or started_at < since:
+                continue
+            if store.next_tx_seq(tx.tx_key, adapter.backend) != 0:
+                continue  # it had (or has queued) messages of this transaction
+            try:
+                reason = sm.StopCause(tx.stop_reason or sm.StopCause.LOCAL.value)
+            except ValueError:
+                reason = sm.StopCause.OTHER
+            start = TxStart(
+                tx.connector_id, tx.id_tag, tx.meter_start_wh, tx.started_at, tx.reservation_id
+            )
+            stop = TxStop(tx.meter_stop_wh, tx.stopped_at, reason, tx.id_tag, stamped_now=False)
+            messages = []
+            for seq, (kind, rendered) in enumerate(
+                (
+                    (EventKind.STARTED, renderer.started(start, tx.tx_id, 0)),
+                    (EventKind.ENDED, renderer.ended(stop, tx.tx_id, 1)),
+                )
+            ):
+                if rendered is not None:
+                    messages.append((kind, Outgoing(adapter.backend, *rendered, tx_seq=seq)))
+            for kind, message in messages:
+                store.append_tx_event(tx.tx_key, kind, [message])
+            queued += 1
+        if queued:
+            adapter.journaled()
+            LOG.info("backend %s: %d earlier transaction(s) queued (replay)", name, queued)
+        return queued
 
     def _on_reset(self, kind: str) -> None:
         self.reset_requested = kind
@@ -898,9 +1081,12 @@ class App:
                     break
                 await asyncio.sleep(0.1)
             # Closed normally (1000) before _tasks cancels the connection's task.
-            await adapter.close(
+            reason_text = (
                 f"{self.reset_requested} reset" if self.reset_requested else "charge point stopping"
             )
+            await adapter.close(reason_text)
+            for client in self.secondaries:
+                await client.close(reason_text)
         if self.firmware is not None:
             await self.firmware.close()
         await self._tasks.cancel_all()

@@ -217,6 +217,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from controller.ops.logsetup import setup_logging
+    from controller.proxy.config import ProxyConfigError, load
+    from controller.proxy.main import run_proxy
+
+    try:
+        config = load(args.config)
+    except ProxyConfigError as exc:
+        print(f"{args.config}: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level, args.log_target)
+    asyncio.run(run_proxy(config))
+    return 0
+
+
 def cmd_dev_csms(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -377,6 +394,21 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backends(args: argparse.Namespace) -> int:
+    """`evsed backends replay NAME --since TIME`: the running charger queues to that backend
+    the finished transactions since TIME it never had (issue 15)."""
+    from urllib.parse import quote
+
+    since = args.since if "T" in args.since else args.since + "T00:00:00Z"
+    path = f"/api/backends/{quote(args.name, safe='')}/replay"
+    data = _request(_api_base(args), path, {"since": since}, token=_api_token(args))
+    print(
+        f"backend {data['backend']}: {data['queued_transactions']} transaction(s) since"
+        f" {data['since']} queued"
+    )
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     base, token = _api_base(args), _api_token(args)
     if args.sim_cmd == "plug":
@@ -440,7 +472,18 @@ def cmd_hw_test(args: argparse.Namespace) -> int:
 # The commands build_parser defines itself; any other (sessions, queue, config, install, ...)
 # comes from the ops modules, which are loaded only when such a command (or --help) is asked.
 OWN_COMMANDS = frozenset(
-    ("run", "safe-off", "check-config", "demo", "dev-csms", "hw-test", "status", "schedule", "sim")
+    (
+        "run",
+        "safe-off",
+        "check-config",
+        "demo",
+        "dev-csms",
+        "proxy",
+        "hw-test",
+        "status",
+        "schedule",
+        "sim",
+    )
 )
 
 
@@ -528,6 +571,15 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_dev_csms)
 
     p = sub.add_parser(
+        "proxy",
+        help="relay any OCPP-J charger to several backends (primary, mirrors, energy manager)",
+    )
+    p.add_argument("-c", "--config", default="/etc/evsed/proxy.toml")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-target", choices=TARGETS, default="auto")
+    p.set_defaults(fn=cmd_proxy)
+
+    p = sub.add_parser(
         "fleet",
         help="N simulated chargers in one process, for CSMS load tests",
         description="Runs N simulated chargers (each a full evsed station with its own "
@@ -571,6 +623,7 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
         ("status", cmd_status, "show the running charger's status"),
         ("schedule", cmd_schedule, "print a connector's composite schedule (0 = the station)"),
         ("sim", cmd_sim, "drive the simulated hardware"),
+        ("backends", cmd_backends, "act on one of several backends ([[csms]])"),
     ):
         p = sub.add_parser(name, help=helptext, parents=[api_opts])
         p.set_defaults(fn=fn)
@@ -587,6 +640,20 @@ def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
             )
             p.add_argument("--unit", choices=["A", "W"], default="A")
             p.add_argument("--json", action="store_true")
+        elif name == "backends":
+            bsub = p.add_subparsers(dest="backends_cmd", required=True)
+            bp = bsub.add_parser(
+                "replay",
+                parents=[api_opts],
+                help="send a backend the finished transactions it never had",
+            )
+            bp.add_argument("name", help="the backend's [[csms]] name")
+            bp.add_argument(
+                "--since",
+                required=True,
+                metavar="TIME",
+                help="UTC date or ISO 8601 time: transactions started at or after it",
+            )
         else:
             ssub = p.add_subparsers(dest="sim_cmd", required=True)
             for action in ("plug", "unplug"):

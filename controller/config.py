@@ -13,6 +13,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 from controller.core.loadshare import DEFAULT_FALLBACK_A, SiteConfig
+from controller.core.ownership import (
+    BackendRights,
+    Command,
+    Ownership,
+    OwnershipError,
+    Role,
+    ownership,
+    parse_commands,
+)
+from controller.core.records import DEFAULT_BACKEND
 from controller.ocpp16.settings import InvalidValue, KeyDef, core_keys, normalise
 
 DEVICE_ROLES = ("contactor", "meter", "vehicle", "lock", "indicator", "fault", "phase_switch")
@@ -80,6 +90,11 @@ class CsmsConfig:
     # wss:// URL for profiles 2/3 when url is ws:// (after the CSMS raised SecurityProfile);
     # None: url with wss://. A00.FR.006: a CSMS may serve each profile on its own port.
     tls_url: str | None = None
+    # Several backends ([[csms]], issue 15): the backend's name (also its outbox and
+    # transaction id map in the store), role and the commands given to it beyond its role.
+    name: str = "csms"
+    role: Role = Role.PRIMARY
+    allow: frozenset[Command] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -127,7 +142,7 @@ class Config:
     serial_number: str | None
     firmware_version: str | None
     storage_path: str
-    csms: CsmsConfig | None
+    csms: CsmsConfig | None  # the primary backend
     standalone: StandaloneConfig
     api_host: str
     api_port: int
@@ -150,6 +165,10 @@ class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    # The backends besides the primary ([[csms]] entries with role mirror, energy-manager
+    # or an allow list), and which backend owns which command (checked at load).
+    backends: tuple[CsmsConfig, ...] = ()
+    ownership: Ownership | None = None
 
     @property
     def uses_simulation(self) -> bool:
@@ -347,79 +366,7 @@ def parse(data: dict[str, Any]) -> Config:
             "must be true or false (without quotes), e.g. resume_transactions = true",
         )
 
-    csms: CsmsConfig | None = None
-    csms_t = _table(data, "csms", "csms")
-    if "csms" in data and not csms_t:
-        raise ConfigError("csms", 'empty table; add url = "ws://..." or remove [csms]')
-    if csms_t:
-        _unknown(
-            csms_t,
-            {
-                "url",
-                "ocpp_version",
-                "password",
-                "reconnect_min_s",
-                "reconnect_max_s",
-                "response_timeout_s",
-                "security_profile",
-                "ca_bundle",
-                "client_cert",
-                "client_key",
-                "tls_url",
-            },
-            "csms",
-        )
-        url = _str(csms_t, "url", "csms.url", required=True)
-        assert url is not None
-        try:
-            parsed = urlparse(url)
-            _ = parsed.port  # raises ValueError for a port out of range
-        except ValueError as exc:
-            raise ConfigError("csms.url", f"not a valid URL ({exc})") from None
-        if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
-            raise ConfigError("csms.url", "must be ws://host[:port]/path or wss://...")
-        versions = _ocpp_versions(csms_t.get("ocpp_version", "1.6"))
-        password = _str(csms_t, "password", "csms.password")
-        if password is not None and not 1 <= len(password) <= 40:
-            raise ConfigError("csms.password", "must be 1-40 characters (OCPP AuthorizationKey)")
-        lo = _num(csms_t, "reconnect_min_s", "csms.reconnect_min_s", 1.0, 0.01, 600)
-        hi = _num(csms_t, "reconnect_max_s", "csms.reconnect_max_s", 60.0, 0.01, 3600)
-        if hi < lo:
-            raise ConfigError("csms.reconnect_max_s", "must be >= csms.reconnect_min_s")
-        profile = _security_profile(csms_t, parsed.scheme, password)
-        ca_bundle = _path(csms_t, "ca_bundle", "csms.ca_bundle")
-        client_cert = _path(csms_t, "client_cert", "csms.client_cert")
-        client_key = _path(csms_t, "client_key", "csms.client_key")
-        if (client_cert is None) != (client_key is None):
-            raise ConfigError(
-                "csms.client_key" if client_key is None else "csms.client_cert",
-                "client_cert and client_key come together (the chain and its private key)",
-            )
-        tls_url = _str(csms_t, "tls_url", "csms.tls_url")
-        if tls_url is not None:
-            try:
-                tls_parsed = urlparse(tls_url)
-                _ = tls_parsed.port
-            except ValueError as exc:
-                raise ConfigError("csms.tls_url", f"not a valid URL ({exc})") from None
-            if tls_parsed.scheme != "wss" or not tls_parsed.hostname:
-                raise ConfigError("csms.tls_url", "must be wss://host[:port]/path (TLS only)")
-        csms = CsmsConfig(
-            url=url,
-            ocpp_version=versions[0],
-            ocpp_versions=versions,
-            tls_url=tls_url,
-            security_profile=profile,
-            ca_bundle=ca_bundle,
-            client_cert=client_cert,
-            client_key=client_key,
-            password=password or None,
-            reconnect_min_s=lo,
-            reconnect_max_s=hi,
-            response_timeout_s=_num(
-                csms_t, "response_timeout_s", "csms.response_timeout_s", 30.0, 0.1, 600
-            ),
-        )
+    csms, backends, owners = _backends(data.get("csms"))
 
     sa = _table(data, "standalone", "standalone")
     _unknown(sa, {"id_tags", "free_vend"}, "standalone")
@@ -529,7 +476,9 @@ def parse(data: dict[str, Any]) -> Config:
     components = {name: value for name, value in ocpp.items() if isinstance(value, dict)}
     ocpp = {name: value for name, value in ocpp.items() if name not in components}
     if components:
-        _check_device_model_values(components, csms, connectors, reader is not None)
+        _check_device_model_values(
+            components, csms, (csms, *backends), connectors, reader is not None
+        )
     keys: dict[str, KeyDef] = {k.name: k for k in core_keys(len(connectors))}
     for name, value in ocpp.items():
         kd = keys.get(name)
@@ -560,6 +509,8 @@ def parse(data: dict[str, Any]) -> Config:
         firmware_version=_str(station, "firmware_version", "station.firmware_version"),
         storage_path=storage,
         csms=csms,
+        backends=backends,
+        ownership=owners,
         standalone=standalone,
         api_host=api_host,
         api_port=api_port,
@@ -581,13 +532,16 @@ def parse(data: dict[str, Any]) -> Config:
 def _check_device_model_values(
     components: dict[str, dict[str, Any]],
     csms: CsmsConfig | None,
+    backends: Sequence[CsmsConfig | None],
     connectors: Sequence[Any],  # ConnectorConfig (dm.describe reads them as a Protocol)
     has_reader: bool,
 ) -> None:
-    """[ocpp.<Component>] tables: only with 2.0.1 among csms.ocpp_version, and each value
-    one the charger's device model takes (checked against the model of these connectors)."""
+    """[ocpp.<Component>] tables: only when a backend may speak 2.0.1 (csms.ocpp_version),
+    and each value one the charger's device model takes (checked against the model of these
+    connectors)."""
     first = next(iter(components))
-    if csms is None or "2.0.1" not in csms.ocpp_versions:
+    speaks_201 = any(b is not None and "2.0.1" in b.ocpp_versions for b in backends)
+    if csms is None or not speaks_201:
         raise ConfigError(
             f"ocpp.{first}",
             'a component table sets OCPP 2.0.1 device-model variables: add "2.0.1" to '
@@ -604,6 +558,153 @@ def _check_device_model_values(
         dm.first_boot_values(station_variables(description, dm.LiveValues()), components)
     except dm.FirstBootValueError as exc:
         raise ConfigError(exc.key, exc.reason) from None
+
+
+def _csms(csms_t: dict[str, Any], key: str) -> CsmsConfig:
+    """One backend's table ([csms] or one [[csms]] entry, ``key`` names it in errors)."""
+    _unknown(
+        csms_t,
+        {
+            "url",
+            "ocpp_version",
+            "password",
+            "reconnect_min_s",
+            "reconnect_max_s",
+            "response_timeout_s",
+            "security_profile",
+            "ca_bundle",
+            "client_cert",
+            "client_key",
+            "tls_url",
+            "name",
+            "role",
+            "allow",
+        },
+        key,
+    )
+    url = _str(csms_t, "url", f"{key}.url", required=True)
+    assert url is not None
+    try:
+        parsed = urlparse(url)
+        _ = parsed.port  # raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ConfigError(f"{key}.url", f"not a valid URL ({exc})") from None
+    if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
+        raise ConfigError(f"{key}.url", "must be ws://host[:port]/path or wss://...")
+    versions = _ocpp_versions(csms_t.get("ocpp_version", "1.6"))
+    password = _str(csms_t, "password", f"{key}.password")
+    if password is not None and not 1 <= len(password) <= 40:
+        raise ConfigError(f"{key}.password", "must be 1-40 characters (OCPP AuthorizationKey)")
+    lo = _num(csms_t, "reconnect_min_s", f"{key}.reconnect_min_s", 1.0, 0.01, 600)
+    hi = _num(csms_t, "reconnect_max_s", f"{key}.reconnect_max_s", 60.0, 0.01, 3600)
+    if hi < lo:
+        raise ConfigError(f"{key}.reconnect_max_s", "must be >= csms.reconnect_min_s")
+    profile = _security_profile(csms_t, parsed.scheme, password)
+    ca_bundle = _path(csms_t, "ca_bundle", f"{key}.ca_bundle")
+    client_cert = _path(csms_t, "client_cert", f"{key}.client_cert")
+    client_key = _path(csms_t, "client_key", f"{key}.client_key")
+    if (client_cert is None) != (client_key is None):
+        raise ConfigError(
+            f"{key}.client_key" if client_key is None else f"{key}.client_cert",
+            "client_cert and client_key come together (the chain and its private key)",
+        )
+    tls_url = _str(csms_t, "tls_url", f"{key}.tls_url")
+    if tls_url is not None:
+        try:
+            tls_parsed = urlparse(tls_url)
+            _ = tls_parsed.port
+        except ValueError as exc:
+            raise ConfigError(f"{key}.tls_url", f"not a valid URL ({exc})") from None
+        if tls_parsed.scheme != "wss" or not tls_parsed.hostname:
+            raise ConfigError(f"{key}.tls_url", "must be wss://host[:port]/path (TLS only)")
+    name = _str(csms_t, "name", f"{key}.name", default="csms")
+    assert name is not None
+    if not _BACKEND_NAME.fullmatch(name):
+        raise ConfigError(f"{key}.name", "1-32 letters, digits, '-' or '_'")
+    role_text = _str(csms_t, "role", f"{key}.role", default="primary")
+    try:
+        role = Role(role_text or "primary")
+    except ValueError:
+        known = ", ".join(r.value for r in Role)
+        raise ConfigError(f"{key}.role", f"must be one of {known}") from None
+    allow_list = csms_t.get("allow", [])
+    if not isinstance(allow_list, list) or not all(isinstance(a, str) for a in allow_list):
+        raise ConfigError(f"{key}.allow", 'must be a list of commands, e.g. ["reset"]')
+    try:
+        allow = parse_commands(allow_list)
+    except ValueError as exc:
+        raise ConfigError(f"{key}.allow", str(exc)) from None
+    return CsmsConfig(
+        name=name,
+        role=role,
+        allow=allow,
+        url=url,
+        ocpp_version=versions[0],
+        ocpp_versions=versions,
+        tls_url=tls_url,
+        security_profile=profile,
+        ca_bundle=ca_bundle,
+        client_cert=client_cert,
+        client_key=client_key,
+        password=password or None,
+        reconnect_min_s=lo,
+        reconnect_max_s=hi,
+        response_timeout_s=_num(
+            csms_t, "response_timeout_s", f"{key}.response_timeout_s", 30.0, 0.1, 600
+        ),
+    )
+
+
+# A backend's name: also its outbox in the store, so nothing a path or SQL would mind.
+_BACKEND_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# The store's names of the primary's outbox (1.6 and 2.0.1): not for another backend.
+_RESERVED_NAMES = frozenset({DEFAULT_BACKEND, "ocpp2.0.1"})
+
+
+def _backends(value: Any) -> tuple[CsmsConfig | None, tuple[CsmsConfig, ...], Ownership | None]:
+    """[csms] (one backend, the primary) or [[csms]] (several: one primary, the others
+    mirrors, energy managers or with an allow list): the primary, the others and who owns
+    which command. A command given to two backends is an error naming both (issue 15)."""
+    if value is None:
+        return None, (), None
+    if isinstance(value, dict):
+        if not value:
+            raise ConfigError("csms", 'empty table; add url = "ws://..." or remove [csms]')
+        entries = [_csms(value, "csms")]
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        entries = [_csms(v, f"csms[{i}]") for i, v in enumerate(value)]
+    else:
+        raise ConfigError("csms", "must be a table [csms] or a list of tables [[csms]]")
+    if len(entries) > 1:
+        for i in range(len(entries)):
+            if not isinstance(value[i].get("name"), str):
+                raise ConfigError(f"csms[{i}].name", "each of several backends needs a name")
+            if not isinstance(value[i].get("role"), str) and not value[i].get("allow"):
+                raise ConfigError(
+                    f"csms[{i}].role",
+                    "each of several backends needs a role: primary, mirror or energy-manager",
+                )
+    try:
+        owners = ownership(
+            [BackendRights(e.name, e.role, e.allow) for e in entries],
+        )
+    except OwnershipError as exc:
+        raise ConfigError("csms", str(exc)) from None
+    primary = next(e for e in entries if e.role is Role.PRIMARY)
+    others = tuple(e for e in entries if e is not primary)
+    for i, entry in enumerate(entries):
+        if entry is primary:
+            continue
+        if entry.name in _RESERVED_NAMES:
+            raise ConfigError(
+                f"csms[{i}].name", f"{entry.name!r} is the primary's outbox; pick another name"
+            )
+        if len(entry.ocpp_versions) != 1:
+            raise ConfigError(
+                f"csms[{i}].ocpp_version",
+                'a backend besides the primary speaks one version ("1.6" or "2.0.1")',
+            )
+    return primary, others, owners if others else None
 
 
 def _path(data: dict[str, Any], name: str, key: str) -> str | None:

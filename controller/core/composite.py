@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
@@ -303,8 +303,31 @@ def _elementary(
     voltage_v: Decimal,
     tx_key: int | None,
     anchor_us: int,
+    others: Sequence[Iterable[ChargingProfile]] = (),
 ) -> list[_Elementary]:
-    """The composite over [w0, w1) as unmerged intervals."""
+    """The composite over [w0, w1) as unmerged intervals: at each instant the lowest limit
+    of every layer of ``profiles`` and of each set in ``others`` (another backend's
+    profiles, issue 15: an energy manager's limits combine with the primary's as the
+    minimum; each set stacks its own profiles, no set outranks another)."""
+    layers: list[list[_Piece]] = []
+    for book in (profiles, *others):
+        layers.extend(
+            _book_layers(book, connector_id, w0, w1, phases, voltage_v, tx_key, anchor_us)
+        )
+    return _lowest(layers, w0, w1, hardware_limit_a, phases)
+
+
+def _book_layers(
+    profiles: Iterable[ChargingProfile],
+    connector_id: int,
+    w0: int,
+    w1: int,
+    phases: int,
+    voltage_v: Decimal,
+    tx_key: int | None,
+    anchor_us: int,
+) -> list[list[_Piece]]:
+    """One backend's prevailing TX, external and station-maximum layers over [w0, w1)."""
     tx_ranked: list[tuple[tuple[int, ...], list[_Piece]]] = []
     max_ranked: list[tuple[tuple[int, ...], list[_Piece]]] = []
     ext_ranked: list[tuple[tuple[int, ...], list[_Piece]]] = []
@@ -329,9 +352,13 @@ def _elementary(
         else:
             ext_ranked.append((rank, pieces))
     # Ties go to the first layer: the transaction's own limit is the most specific source.
-    layers = [
-        _prevailing(ranked, w0, w1) for ranked in (tx_ranked, ext_ranked, max_ranked) if ranked
-    ]
+    return [_prevailing(ranked, w0, w1) for ranked in (tx_ranked, ext_ranked, max_ranked) if ranked]
+
+
+def _lowest(
+    layers: list[list[_Piece]], w0: int, w1: int, hardware_limit_a: Decimal, phases: int
+) -> list[_Elementary]:
+    """Per interval, the lowest limit of all layers (the hardware's when none defines one)."""
     bounds = {w0, w1}
     for layer in layers:
         for piece in layer:
@@ -388,6 +415,7 @@ def limit_at(
     voltage_v: Number = 230,
     tx_key: int | None = None,
     tx_start: datetime | None = None,
+    others: Sequence[Iterable[ChargingProfile]] = (),
 ) -> EffectiveLimit:
     """The effective limit of ``connector_id`` (0 = the station) at ``at`` and its source.
 
@@ -408,6 +436,7 @@ def limit_at(
         voltage_v=volts,
         tx_key=tx_key,
         anchor_us=anchor,
+        others=others,
     )
     return EffectiveLimit(
         limit_a=piece.limit_a,
@@ -432,6 +461,7 @@ def composite_schedule(
     voltage_v: Number = 230,
     tx_key: int | None = None,
     tx_start: datetime | None = None,
+    others: Sequence[Iterable[ChargingProfile]] = (),
 ) -> CompositeSchedule:
     """GetCompositeSchedule (1.6 5.7 with errata 3.28/3.29, K08): the limit of
     ``connector_id`` (0 = the station) from ``start`` for ``duration_s`` seconds in ``unit``,
@@ -453,6 +483,7 @@ def composite_schedule(
         voltage_v=volts,
         tx_key=tx_key,
         anchor_us=w0 if tx_start is None else _us(tx_start),
+        others=others,
     )
     periods: list[CompositePeriod] = []
     min_rate: Decimal | None = None
@@ -485,6 +516,7 @@ def next_change_s(
     voltage_v: Number = 230,
     tx_key: int | None = None,
     tx_start: datetime | None = None,
+    others: Sequence[Iterable[ChargingProfile]] = (),
     horizon_s: int = NEXT_CHANGE_HORIZON_S,
 ) -> float | None:
     """Seconds from ``at`` to the next instant at which the limit (A) or the phases change,
@@ -499,6 +531,7 @@ def next_change_s(
         voltage_v=voltage_v,
         tx_key=tx_key,
         tx_start=tx_start,
+        others=others,
     )
     return schedule.periods[1].start_s if len(schedule.periods) > 1 else None
 

@@ -142,14 +142,21 @@ class StationControl(Protocol):
         """connector id -> tx_key of every running transaction."""
         ...
 
-    def installed_profiles(self) -> tuple[ChargingProfile, ...]: ...
+    def installed_profiles(self, backend: str | None = None) -> tuple[ChargingProfile, ...]:
+        """The profiles ``backend`` installed (None: the primary backend; with several
+        backends each has its own and the station follows the lowest limit of all)."""
+        ...
 
     def install_profile(
-        self, profile: ChargingProfile, *, same_level_replaces: bool = True
+        self,
+        profile: ChargingProfile,
+        *,
+        same_level_replaces: bool = True,
+        backend: str | None = None,
     ) -> None:
-        """A validated profile; it replaces what it replaces (``install_profile`` in
-        core/charging_profiles.py; 2.0.1 passes ``same_level_replaces`` False) and applies
-        at once."""
+        """A validated profile of ``backend`` (None: the primary); it replaces what it
+        replaces among that backend's (``install_profile`` in core/charging_profiles.py;
+        2.0.1 passes ``same_level_replaces`` False) and applies at once."""
         ...
 
     def clear_profiles(
@@ -159,8 +166,9 @@ class StationControl(Protocol):
         connector_id: int | None = None,
         purpose: ProfilePurpose | None = None,
         stack_level: int | None = None,
+        backend: str | None = None,
     ) -> int:
-        """Remove the profiles matching every given criterion; how many."""
+        """Remove ``backend``'s profiles matching every given criterion; how many."""
         ...
 
     def composite_schedule(

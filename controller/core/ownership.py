@@ -84,6 +84,22 @@ class Ownership:
         rights = self._rights(backend)
         return rights is not None and command in (_ROLE_RIGHTS[rights.role] | rights.allow)
 
+    def refusal(self, backend: str, action: str, command: Command) -> str | None:
+        """None when ``backend`` may send ``action`` (doing ``command``); else why not, as
+        the text of the SecurityError that answers it."""
+        if self.permitted(backend, command):
+            return None
+        if command in SHARED:
+            owner = self.owners.get(command, self.primary)
+            return f"{action} ({command.value}) belongs to backend {owner!r}"
+        rights = self._rights(backend)
+        role = "unknown" if rights is None else rights.role.value
+        return f"{action} ({command.value}) is not allowed for a {role} backend"
+
+    def role_of(self, backend: str) -> Role | None:
+        rights = self._rights(backend)
+        return None if rights is None else rights.role
+
     def owned_by(self, backend: str) -> frozenset[Command]:
         return frozenset(c for c, owner in self.owners.items() if owner == backend)
 

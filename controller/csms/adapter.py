@@ -6,19 +6,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import websockets
 
 from controller.core.control import StationControl
+from controller.core.ownership import Command, Ownership
 from controller.core.security import SecurityEventKind
 from controller.csms.connection import CsmsConnection
+from controller.csms.guard import BurstLog, TokenBucket
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.rpc import ConnectionLost, RpcConnection
+from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
 from controller.security.log import SecurityLog
 
 LOG = logging.getLogger(__name__)
+
+# With several backends each may send this many CALLs at once and this many per second on
+# average: generous for a CSMS that waits for each answer (OCPP-J: one CALL in flight), small
+# enough that a loop gone wild cannot take the event loop from the others.
+CALL_BURST = 50
+CALLS_PER_S = 10.0
+
+
+@dataclass
+class _Guards:
+    bucket: TokenBucket
+    refusals: BurstLog
 
 
 class AdapterBase:
@@ -38,6 +54,64 @@ class AdapterBase:
     _conn_state: str
     _rpc: RpcConnection | None
     last_message_s: float | None
+    backend: str
+    # Several backends (issue 15): only the primary authorizes, is the link state the
+    # station shows, sets the clock and acts on the answers about an idTag; each backend
+    # may only send the commands ``ownership`` gives it (None: one backend, all of them).
+    primary: bool = True
+    ownership: Ownership | None = None
+    name: str = "csms"  # the backend's name in the configuration
+    _guard_state: _Guards | None = None
+    clock: Clock
+
+    @property
+    def profile_book(self) -> str | None:
+        """Whose charging profiles this backend's requests install and clear (None: the
+        primary's)."""
+        return None if self.primary else self.backend
+
+    def _command_of(self, action: str, payload: dict[str, Any]) -> Command:
+        """The neutral command of a CSMS request (the version's commands.py)."""
+        raise NotImplementedError
+
+    def _gate(self, action: str, payload: dict[str, Any]) -> str | None:
+        """None when this backend may send ``action``; else the refusal (a burst of them
+        logged once)."""
+        ownership = self.ownership
+        if ownership is None:
+            return None
+        why = ownership.refusal(self.name, action, self._command_of(action, payload))
+        if why is not None:
+            self._guards().refusals(f"refused {why}")
+        return why
+
+    def _admit(self, action: str) -> bool:
+        """Whether a CALL of this backend is within its rate (a runaway backend must not
+        take the event loop from the others); always with one backend."""
+        guards = self._guards()
+        if guards.bucket.allow():
+            return True
+        guards.refusals(
+            f"refused {action[:40]}: more than {guards.bucket.burst} CALLs at once or"
+            f" {guards.bucket.per_s:g}/s"
+        )
+        return False
+
+    def call_admission(self) -> Callable[[str], bool] | None:
+        """The rate bound for this backend's session (None with one backend)."""
+        return None if self.ownership is None else self._admit
+
+    def _guards(self) -> _Guards:
+        if self._guard_state is None:
+            self._guard_state = _Guards(
+                TokenBucket(CALL_BURST, CALLS_PER_S), BurstLog(LOG, f"backend {self.name}")
+            )
+        return self._guard_state
+
+    def role_name(self) -> str:
+        ownership = self.ownership
+        role = None if ownership is None else ownership.role_of(self.name)
+        return "primary" if ownership is None else ("unknown" if role is None else role.value)
 
     # ------------------------------------------------------------------ state
 
@@ -48,8 +122,10 @@ class AdapterBase:
     @_state.setter
     def _state(self, value: str) -> None:
         self._conn_state = value
-        # Only an accepted boot counts as online (the indicator, the authorization rules).
-        self.station.set_csms_online(value == "accepted")
+        # Only an accepted boot counts as online (the indicator, the authorization rules);
+        # only the primary's link is the station's.
+        if self.primary:
+            self.station.set_csms_online(value == "accepted")
 
     def connection_state(self) -> str:
         return self._conn_state

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import CloseCode
 
+from controller.csms.deferred import proxy_setting
 from controller.csms.versions import VersionChoice
 from controller.runtime.clock import Clock
 from controller.security.tls import (
@@ -206,6 +207,7 @@ class CsmsConnection:
                     max_size=MAX_FRAME_BYTES,
                     ssl=tls,
                     **_compression_args(self.options.compression),
+                    proxy=proxy_setting(),  # no urllib.request import without a proxy
                 ) as ws:
                     opened = True
                     if self._versions is not None and not self._versions.picked(

@@ -58,6 +58,8 @@ Validate = Callable[[int, str, Any], None]
 # reuse a message id of this connection (AttemptedReplayAttacks); the text says what was wrong
 # and never carries the payload.
 Incident = Callable[[str], None]
+# A CALL that passed its schema check: None to handle it, or why it is refused.
+Gate = Callable[[str, dict[str, Any]], str | None]
 
 #: CALL message ids remembered per connection to recognise a replayed CALL.
 REPLAY_WINDOW = 256
@@ -107,8 +109,16 @@ class RpcConnection:
         on_frame: FrameObserver | None = None,
         on_invalid: Incident | None = None,
         on_replay: Incident | None = None,
+        gate: Gate | None = None,
+        admit: Callable[[str], bool] | None = None,
     ) -> None:
         self._transport = transport
+        # Whether this peer may send a valid CALL (a backend that does not own the command,
+        # issue 15); a text is the refusal, answered SecurityError without an effect.
+        self._gate = gate
+        # Whether the peer may send one more CALL now (None: no bound); a CALL beyond it is
+        # answered GenericError at once, before its schema check and without an effect.
+        self._admit = admit
         self._handler = handler
         self._dialect = dialect
         self._supported = supported_actions
@@ -226,6 +236,11 @@ class RpcConnection:
             self._seen_ids[message_id] = None
             if len(self._seen_ids) > REPLAY_WINDOW:
                 del self._seen_ids[next(iter(self._seen_ids))]
+            if self._admit is not None and not self._admit(frame[2]):
+                await self._send_error(
+                    message_id, self._dialect.generic_error, "too many requests; try later"
+                )
+                return
             self._inbound.put_nowait(frame)
         elif kind in (CALLRESULT, CALLERROR):
             self._resolve(frame)
@@ -299,6 +314,9 @@ class RpcConnection:
         except CallError as exc:
             self._invalid(f"{action} violates its schema ({exc.code})")
             raise
+        refusal = None if self._gate is None else self._gate(action, payload)
+        if refusal is not None:
+            raise CallError("SecurityError", refusal)
         result = await self._handler(action, payload)
         try:
             d.validate(CALLRESULT, action, result)

@@ -96,8 +96,15 @@ class ConnectionSecurity:
         clock: Clock,
         material: TlsMaterial | None = None,
         security_log: SecurityLog | None = None,
+        rows_of: str = "",
     ) -> None:
         self.station_id = station_id
+        # The store rows of this connection's raise and key probation; a backend besides
+        # the primary has its own (``rows_of`` its name, issue 15).
+        suffix = f":{rows_of}" if rows_of else ""
+        self._previous_profile_row = PREVIOUS_PROFILE + suffix
+        self._configured_profile_row = CONFIGURED_PROFILE + suffix
+        self._previous_key_row = PREVIOUS_KEY + suffix
         self.options = options
         self.settings = settings
         self.store = store
@@ -112,7 +119,7 @@ class ConnectionSecurity:
         self._raised_from: int | None = None
         self._key_before: str | None = None
         # Cached: the log's secret filter asks for it on every record.
-        self._previous_key = store.get_setting(PREVIOUS_KEY)
+        self._previous_key = store.get_setting(self._previous_key_row)
         self._follow_configured_profile()
         settings.add_guard("SecurityProfile", self._guard_profile)
         settings.add_guard("AuthorizationKey", self._guard_key)
@@ -126,7 +133,7 @@ class ConnectionSecurity:
 
     @property
     def raise_pending(self) -> bool:
-        return self.store.get_setting(PREVIOUS_PROFILE) is not None
+        return self.store.get_setting(self._previous_profile_row) is not None
 
     @property
     def key_on_probation(self) -> bool:
@@ -139,16 +146,16 @@ class ConnectionSecurity:
     def _keep_previous_key(self, value: str | None) -> None:
         self._previous_key = value
         if value is None:
-            self.store.delete_setting(PREVIOUS_KEY)
+            self.store.delete_setting(self._previous_key_row)
         else:
-            self.store.set_setting(PREVIOUS_KEY, value)
+            self.store.set_setting(self._previous_key_row, value)
 
     def _follow_configured_profile(self) -> None:
         """The TOML's security_profile is the first-boot value; a value the CSMS set is kept
         across restarts. Lowering is not done over OCPP (A00.FR.005) but by the operator: a
         TOML value that differs from the one of the previous start replaces the stored one."""
         configured = self.settings.configured("SecurityProfile")
-        seen = self.store.get_setting(CONFIGURED_PROFILE)
+        seen = self.store.get_setting(self._configured_profile_row)
         if (
             seen is not None
             and seen != configured
@@ -162,9 +169,9 @@ class ConnectionSecurity:
                 self.settings.get("SecurityProfile"),
             )
             self._set_internal("SecurityProfile", configured)
-            self.store.delete_setting(PREVIOUS_PROFILE)
+            self.store.delete_setting(self._previous_profile_row)
         if seen != configured:
-            self.store.set_setting(CONFIGURED_PROFILE, configured)
+            self.store.set_setting(self._configured_profile_row, configured)
 
     def _set_internal(self, name: str, value: str) -> None:
         self._internal = True
@@ -225,14 +232,14 @@ class ConnectionSecurity:
                 "previous" if not self._try_previous_key else "new",
                 "previous" if self._try_previous_key else "new",
             )
-        previous = self.store.get_setting(PREVIOUS_PROFILE)
+        previous = self.store.get_setting(self._previous_profile_row)
         if previous is None:
             return
         self._failures += 1
         if self._failures < FALLBACK_AFTER_FAILURES:
             return
         self._failures = 0
-        self.store.delete_setting(PREVIOUS_PROFILE)
+        self.store.delete_setting(self._previous_profile_row)
         self._set_internal("SecurityProfile", previous)
         LOG.error(
             "security profile %d failed %d connection attempts: back to profile %s (A05.FR.08)",
@@ -253,7 +260,7 @@ class ConnectionSecurity:
         self._failures = 0
         self.material.connection_succeeded(profile)
         if self.raise_pending:
-            self.store.delete_setting(PREVIOUS_PROFILE)
+            self.store.delete_setting(self._previous_profile_row)
             LOG.warning("connected with security profile %d; the previous one is retired", profile)
         if profile >= 3 or not self.key_on_probation:
             return
@@ -302,7 +309,7 @@ class ConnectionSecurity:
     def confirmed_profile(self) -> int:
         """The profile a connection worked with: never gone below (A05.FR.09); while a raise
         is unconfirmed, the one before it."""
-        previous = self.store.get_setting(PREVIOUS_PROFILE)
+        previous = self.store.get_setting(self._previous_profile_row)
         return int(previous) if previous is not None else self.profile
 
     def use_profile(self, profile: int, why: str) -> None:
@@ -316,9 +323,9 @@ class ConnectionSecurity:
         if profile == current:
             return
         if profile > confirmed and not self.raise_pending:
-            self.store.set_setting(PREVIOUS_PROFILE, str(confirmed))
+            self.store.set_setting(self._previous_profile_row, str(confirmed))
         elif profile == confirmed:
-            self.store.delete_setting(PREVIOUS_PROFILE)
+            self.store.delete_setting(self._previous_profile_row)
         self._failures = 0
         self._set_internal("SecurityProfile", str(profile))
         LOG.warning("SecurityProfile %d -> %d: %s", current, profile, why)
@@ -339,7 +346,7 @@ class ConnectionSecurity:
         if name == "SecurityProfile" and self._raised_from is not None:
             before, self._raised_from = self._raised_from, None
             if not self.raise_pending:  # raised twice before connecting: keep the first
-                self.store.set_setting(PREVIOUS_PROFILE, str(before))
+                self.store.set_setting(self._previous_profile_row, str(before))
             self._failures = 0
             LOG.warning("SecurityProfile raised by the CSMS: %d -> %s; reconnecting", before, value)
             self._record(
@@ -358,3 +365,31 @@ class ConnectionSecurity:
                 "AuthorizationKey changed by the CSMS",
             )
             self.request_reconnect("new AuthorizationKey")
+
+
+class ConfiguredSecurity:
+    """``SecuritySettings`` of a backend besides the primary (issue 15): the security
+    profile and password of its [[csms]] entry. No CSMS changes them (their keys are the
+    charger's, owned by one backend), so they live in memory only."""
+
+    def __init__(self, profile: int) -> None:
+        self._values = {"SecurityProfile": str(profile), "AuthorizationKey": ""}
+        self._configured = dict(self._values)
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def get_int(self, name: str) -> int:
+        return int(self._values.get(name) or 0)
+
+    def configured(self, name: str) -> str:
+        return self._configured.get(name, "")
+
+    def set_internal(self, name: str, value: str) -> None:
+        self._values[name] = value
+
+    def add_guard(self, name: str, guard: Callable[[str, str], str | None]) -> None:
+        """Nothing sets these values from outside: no guard is ever asked."""
+
+    def on_change(self, listener: Callable[[str, str], None]) -> None:
+        """Nothing changes them from outside: no listener is ever told."""

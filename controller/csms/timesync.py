@@ -19,8 +19,17 @@ class TimeSync:
     BootNotificationResponse / HeartbeatResponse carry ``currentTime``, "RECOMMENDED to be
     used by the Charge Point to synchronize its internal clock" (1.6 4.2, 4.6)."""
 
-    def __init__(self, clock: Clock, on_corrected: Callable[[float], None] = lambda s: None):
+    def __init__(
+        self,
+        clock: Clock,
+        on_corrected: Callable[[float], None] = lambda s: None,
+        *,
+        sets_clock: bool = True,
+    ):
         self._clock = clock
+        # False for a backend other than the primary (issue 15): the charger keeps one time
+        # source; the others' times are only compared (``server_time_offset_s``).
+        self._sets_clock = sets_clock
         # A later correction of an already trusted clock: things stamped on the old timeline
         # and still waiting (the adapter's statuses) move by this many seconds. (The first
         # confirmation calls the clock's trust listeners instead.)
@@ -39,7 +48,7 @@ class TimeSync:
             return
         self.server_time_offset_s = (server - self._clock.utc_now()).total_seconds()
         confirm = getattr(self._clock, "confirm_from_csms", None)  # a TrustedClock
-        if confirm is None:
+        if confirm is None or not self._sets_clock:
             return
         was_trusted = bool(getattr(self._clock, "trusted", True))
         applied_s = float(confirm(server))

@@ -4,8 +4,6 @@ and tests."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
 import http
 import json
@@ -18,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,6 +31,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
+
+from controller.csms.upgrade import basic_credentials, station_id_from_path
 
 logger = logging.getLogger(__name__)
 
@@ -171,26 +170,6 @@ def format_event(event: CsmsEvent, *, with_station: bool = False, max_len_chars:
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def station_id_from_path(path: str) -> str:
-    """Last non-empty path segment ("/ocpp/CP1" -> "CP1"), URL-decoded; "" if none."""
-    segments = [s for s in urlsplit(path).path.split("/") if s]
-    return unquote(segments[-1]) if segments else ""
-
-
-def _parse_basic_auth(header: str) -> tuple[str, str] | None:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not token:
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    if not sep:
-        return None
-    return user, password
 
 
 class _LinkClosedError(ConnectionError):
@@ -735,6 +714,7 @@ class DevCsms:
         response_timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         ocpp_versions: tuple[str, ...] | None = None,
+        first_transaction_id: int = 1,
     ) -> None:
         if boot_status not in _BOOT_STATUSES:
             raise ValueError(f"boot_status must be one of {_BOOT_STATUSES}, got {boot_status!r}")
@@ -790,7 +770,8 @@ class DevCsms:
         self._unmatched: dict[str, asyncio.Queue[list[Any]]] = {}
         self._waiters: list[tuple[Callable[[Frame], bool], asyncio.Future[Frame]]] = []
         self._conn_changed: asyncio.Condition | None = None
-        self._last_transaction_id = 0
+        # Several CSMSs in one test (issue 15) hand out distinguishable transaction ids.
+        self._last_transaction_id = first_transaction_id - 1
 
     # --- lifecycle
     @property
@@ -860,7 +841,7 @@ class DevCsms:
         if expected is None:
             logger.info("refusing unknown station %s", station_id)
             return connection.respond(http.HTTPStatus.NOT_FOUND, "Unknown station\n")
-        creds = _parse_basic_auth(request.headers.get("Authorization", ""))
+        creds = basic_credentials(request.headers.get("Authorization", ""))
         if (
             creds is None
             or creds[0] != station_id

@@ -22,7 +22,8 @@ from controller.core.charging_profiles import (
     validate_remote_start_profile,
 )
 from controller.core.control import Reservation, StationControl
-from controller.core.port import AuthDecision, Sample, TxStart, TxStop
+from controller.core.ownership import Command, Ownership
+from controller.core.port import AuthDecision, Sample
 from controller.core.records import DEFAULT_BACKEND
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc, parse_iso
@@ -35,10 +36,11 @@ from controller.csms.connection import (
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
-from controller.csms.secprofile import ConnectionSecurity
+from controller.csms.secprofile import ConnectionSecurity, SecuritySettings
 from controller.csms.security_events import SecurityEventQueue
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
+from controller.ocpp16 import commands as commands16
 from controller.ocpp16 import messages as build
 from controller.ocpp16 import rpc as rpc16
 from controller.ocpp16 import smartcharging as sc16
@@ -122,8 +124,18 @@ class Ocpp16Client(AdapterBase):
         certstore: CertStoreHandle | None = None,
         tls_material: TlsMaterial | None = None,
         versions: VersionChoice | None = None,
+        journal: TxJournal | None = None,
+        primary: bool = True,
+        name: str = "csms",
+        ownership: Ownership | None = None,
+        security_settings: SecuritySettings | None = None,
     ) -> None:
         self.identity = identity
+        # Several backends (issue 15, controller/csms/hub.py): the shared journal, whether
+        # this is the primary, its name and what it may command.
+        self.primary = primary
+        self.name = name
+        self.ownership = ownership
         self._certstore = certstore  # certificates16 routes; None: no certificate handling
         self.options = options
         self.station = station
@@ -135,7 +147,8 @@ class Ocpp16Client(AdapterBase):
         self._on_reset = on_reset
         self._rpc: RpcConnection | None = None
         self._conn_state = "offline"
-        station.set_csms_online(False)
+        if primary:
+            station.set_csms_online(False)
         self._accepted_once = False  # BootNotification only once per process (OCPP-J 5.4)
         self._tx_ids: dict[int, int] = {}  # tx_key -> transactionId, for the outbox
         self.backend = backend
@@ -149,7 +162,8 @@ class Ocpp16Client(AdapterBase):
         self.security = ConnectionSecurity(
             station_id=identity.station_id,
             options=options,
-            settings=settings,
+            # A backend besides the primary keeps the security its configuration gives.
+            settings=settings if security_settings is None else security_settings,
             store=store,
             clock=clock,
             material=tls_material,
@@ -172,12 +186,17 @@ class Ocpp16Client(AdapterBase):
             versions=versions,  # every configured version offered (csms/versions.py)
         )
         self.messages = TxMessages16(settings, backend)
-        self.journal = TxJournal(store, [self.messages], boot_id=station.boot_id, clock=clock)
+        if journal is None:  # alone (tests of the client): its own journal
+            journal = TxJournal(store, [self.messages], boot_id=station.boot_id, clock=clock)
+        self.journal = journal
         self.auth = LocalAuth(store, settings, clock.utc_now)
-        self.time = TimeSync(clock, on_corrected=self._shift_pending_statuses)
+        self.time = TimeSync(clock, on_corrected=self._shift_pending_statuses, sets_clock=primary)
+        # The primary's boot sets the HeartbeatInterval key; another backend's interval is
+        # its own (from its BootNotification answer, 0: the key's).
+        self._own_heartbeat_s = 0
         self.heartbeat = Heartbeat(
             clock=clock,
-            interval_s=lambda: settings.get_int("HeartbeatInterval"),
+            interval_s=lambda: self._own_heartbeat_s or settings.get_int("HeartbeatInterval"),
             call=lambda action, payload: self._call(action, payload),
             on_time=self.time.note_server_time,
         )
@@ -218,6 +237,9 @@ class Ocpp16Client(AdapterBase):
         if add_trust_listener is not None:  # after the journal's: it rewrites the outbox
             add_trust_listener(self._on_time_confirmed)
 
+    def _command_of(self, action: str, payload: dict[str, Any]) -> Command:
+        return commands16.command_of(action, payload)
+
     def _wake_pump(self) -> None:
         self.pump.wake()
 
@@ -256,26 +278,26 @@ class Ocpp16Client(AdapterBase):
         self._status_wakeup.set()
         self.pump.reload()  # memory and database views of the outbox changed
 
-    # ------------------------------------------------------------------ CsmsPort
+    # ------------------------------------------------------------------ BackendAdapter
 
-    def start_transaction(self, tx: TxStart) -> int:
-        tx_key = self.journal.start_transaction(tx)
+    @property
+    def renderer(self) -> TxMessages16:
+        return self.messages
+
+    def journaled(self) -> None:
         self.pump.wake()
-        return tx_key
 
-    def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
-        done = self.journal.stop_transaction(tx_key, stop)
+    def transaction_stopped(self) -> None:
         self.pump.wake()
-        return done
 
-    def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
-        if tx_key is not None:
-            self.journal.record_samples(connector_id, tx_key, samples)
-            self.pump.wake()
-            return
+    def samples_outside(self, connector_id: int, samples: list[Sample]) -> None:
         payload = self.messages.meter_values(connector_id, samples)
         if payload is not None and self._state == "accepted":
             self._tasks.spawn(self._send_best_effort("MeterValues", payload), name="mv")
+
+    def note_session_event(self, connector_id: int, event: sm.SessionEvent) -> None:
+        """OCPP 1.6 has no message for session events: its StartTransaction, StopTransaction
+        and StatusNotification come from the journal and the statuses."""
 
     def status_changed(
         self, connector_id: int, phase: sm.Phase, condition: FaultKind | None, at: str
@@ -290,11 +312,6 @@ class Ocpp16Client(AdapterBase):
             status, error_code, at, self.clock.monotonic_s()
         )
         self._status_wakeup.set()
-
-    def session_event(self, connector_id: int, event: sm.SessionEvent, at: str) -> None:
-        """OCPP 1.6 has no message for session events: its StartTransaction, StopTransaction
-        and StatusNotification come from the other port calls."""
-        LOG.debug("connector %d: %s at %s", connector_id, event.kind.value, at)
 
     def _force_status(self, connector_id: int, status: str, error_code: str) -> None:
         """Report the current status now (keeping the start time if it is already queued)."""
@@ -330,6 +347,8 @@ class Ocpp16Client(AdapterBase):
     # ------------------------------------------------------------------ auth cache
 
     def _remember(self, id_tag: str, info: dict[str, Any]) -> None:
+        if not self.primary:
+            return  # the cache holds the primary's answers: it authorizes
         self.auth.remember(id_tag, info)
         self._check_list_conflict(id_tag, info)
 
@@ -427,6 +446,8 @@ class Ocpp16Client(AdapterBase):
             on_frame=self._observe,
             on_invalid=self._incident(SecurityEventKind.INVALID_MESSAGES),
             on_replay=self._incident(SecurityEventKind.ATTEMPTED_REPLAY_ATTACKS),
+            gate=self._gate,
+            admit=self.call_admission(),
         )
         await self._run_session(rpc, self._bring_up(), "ocpp16")
 
@@ -494,8 +515,11 @@ class Ocpp16Client(AdapterBase):
                 extra={"action": "BootNotification"},
             )
             if status == "Accepted":
-                if interval_s > 0:
+                if interval_s > 0 and self.primary:
                     self.settings.set_internal("HeartbeatInterval", str(interval_s))
+                elif interval_s > 0:
+                    self._own_heartbeat_s = interval_s
+                    self.heartbeat.interval_changed()
                 self._accepted_once = True
                 return
             self._state = status.lower()  # "pending" / "rejected"
@@ -652,7 +676,8 @@ class Ocpp16Client(AdapterBase):
                     status,
                     extra={"action": "StartTransaction", **ids},
                 )
-                self.station.deauthorize(msg.tx_key)
+                if self.primary:  # another backend's answer does not stop a session
+                    self.station.deauthorize(msg.tx_key)
             return True
         if msg.action == "StopTransaction":
             # Start and Stop delivery at INFO: two lines per transaction. Not MeterValues:
@@ -857,24 +882,27 @@ class Ocpp16Client(AdapterBase):
             return {"status": "Rejected"}
         reason = validate_profile(profile, self._profile_rules(), running_tx=running)
         if reason is None:
-            after = install_profile(self.station.installed_profiles(), profile)
+            after = install_profile(self.station.installed_profiles(self.profile_book), profile)
             limit = self.settings.get_int("MaxChargingProfilesInstalled")
             if len(after) > limit:
                 reason = f"more than MaxChargingProfilesInstalled ({limit}) profiles"
         if reason is not None:
             LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, reason)
             return {"status": "Rejected"}
-        self.station.install_profile(profile)
+        self.station.install_profile(profile, backend=self.profile_book)
         return {"status": "Accepted"}
 
     @_route("ClearChargingProfile")
     async def _on_ClearChargingProfile(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         if "id" in p:
             # Errata 3.26: "If id is specified, then all other fields are ignored."
-            cleared = self.station.clear_profiles(profile_id=int(p["id"]))
+            cleared = self.station.clear_profiles(
+                profile_id=int(p["id"]), backend=self.profile_book
+            )
         else:
             purpose = p.get("chargingProfilePurpose")
             cleared = self.station.clear_profiles(
+                backend=self.profile_book,
                 connector_id=p.get("connectorId"),
                 purpose=None if purpose is None else sc16.PURPOSES[purpose],
                 stack_level=p.get("stackLevel"),

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # The package alone (its __init__ is empty): its official schema files are what we use. Its
 # v16 package would build ~150 dataclasses and load jsonschema at import (ocpp.v16.call,
 # call_result, datatypes, enums: a third of the start-up CPU on a small board, issue 16).
 import ocpp
-from jsonschema.exceptions import ValidationError as SchemaError
 
 from controller.csms.rpc import CallError, Dialect
-from controller.csms.schema import SchemaFiles, describe, exact_validator
+from controller.csms.schema import DRAFT4, SchemaFiles, describe
+
+if TYPE_CHECKING:  # jsonschema is imported on the first payload in doubt (csms/schema.py)
+    from jsonschema.exceptions import ValidationError as SchemaError
 
 OCPP_VERSION = "1.6"
 
@@ -37,7 +39,7 @@ SCHEMAS = SchemaFiles(
     OCPP_VERSION,
     os.path.join(os.path.dirname(ocpp.__file__), "v16", "schemas"),
     ".json",
-    exact_validator,
+    DRAFT4,
 )
 SCHEMA_DIR = SCHEMAS.directory
 ACTIONS = SCHEMAS.actions

@@ -213,7 +213,7 @@ async def set_charging_profile(client: Ocpp201Client, payload: dict[str, Any]) -
     if phases is not None:
         LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, phases)
         return _answer("Rejected", "InvalidSchedule", phases)
-    installed = station.installed_profiles()
+    installed = station.installed_profiles(client.profile_book)
     clash = _duplicate(installed, profile)
     if clash is not None:
         LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, clash)
@@ -223,7 +223,7 @@ async def set_charging_profile(client: Ocpp201Client, payload: dict[str, Any]) -
         info = f"more than {most} profiles (SmartChargingCtrlr.Entries)"
         LOG.warning("SetChargingProfile %d rejected: %s", profile.profile_id, info)
         return _answer("Rejected", "TooManyElements", info)
-    station.install_profile(profile, same_level_replaces=False)
+    station.install_profile(profile, same_level_replaces=False, backend=client.profile_book)
     LOG.info(
         "charging profile %d (%s, stack level %d) installed on evse %d",
         profile.profile_id,
@@ -244,7 +244,9 @@ async def clear_charging_profile(client: Ocpp201Client, payload: dict[str, Any])
     (K10.FR.01); the limits are computed again at once (K10.FR.05/07)."""
     station = client.station
     if "chargingProfileId" in payload:
-        cleared = station.clear_profiles(profile_id=int(payload["chargingProfileId"]))
+        cleared = station.clear_profiles(
+            profile_id=int(payload["chargingProfileId"]), backend=client.profile_book
+        )
         return _answer("Accepted" if cleared else "Unknown")
     criteria: dict[str, Any] = payload.get("chargingProfileCriteria") or {}
     connector_id: int | None = None
@@ -258,6 +260,7 @@ async def clear_charging_profile(client: Ocpp201Client, payload: dict[str, Any])
         return _answer("Unknown")  # K10.FR.06/08: not the CSMS's to clear
     stack_level = criteria.get("stackLevel")
     cleared = station.clear_profiles(
+        backend=client.profile_book,
         connector_id=connector_id,
         purpose=purpose,
         stack_level=None if stack_level is None else int(stack_level),
@@ -278,7 +281,10 @@ def _matching(client: Ocpp201Client, payload: dict[str, Any]) -> list[ChargingPr
     ids = criteria.get("chargingProfileId")
     sources = criteria.get("chargingLimitSource")
     out = []
-    for p in (*client.station.installed_profiles(), *chargelimits.external_profiles(client)):
+    for p in (
+        *client.station.installed_profiles(client.profile_book),
+        *chargelimits.external_profiles(client),
+    ):
         if evse_id is not None and _evse(p.connector_id) != int(evse_id):
             continue
         if purpose is not None and p.purpose is not purpose:

@@ -25,7 +25,8 @@ from websockets.asyncio.client import ClientConnection
 
 from controller.core import connector as sm
 from controller.core.control import StationControl
-from controller.core.port import AuthDecision, Sample, TxStart, TxStop
+from controller.core.ownership import Command, Ownership
+from controller.core.port import AuthDecision, Sample
 from controller.core.security import SecurityEventKind
 from controller.core.timestamps import iso_utc
 from controller.csms.adapter import AdapterBase
@@ -39,11 +40,12 @@ from controller.csms.connection import (
 from controller.csms.heartbeat import Heartbeat
 from controller.csms.outbox import OutboxPump, OutboxRules
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
-from controller.csms.secprofile import ConnectionSecurity
+from controller.csms.secprofile import ConnectionSecurity, SecuritySettings
 from controller.csms.security_events import SecurityEventQueue
 from controller.csms.timesync import TimeSync
 from controller.csms.versions import VersionChoice
 from controller.ocpp201 import chargelimits
+from controller.ocpp201 import commands as commands201
 from controller.ocpp201 import reservations as reservations201
 from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
@@ -148,13 +150,26 @@ class Ocpp201Client(AdapterBase):
         configured_profile: int = 1,
         on_reset: Callable[[str], None] | None = None,
         certstore: CertStoreHandle | None = None,
+        journal: TxJournal | None = None,
+        primary: bool = True,
+        name: str = "csms",
+        backend: str = BACKEND,
+        ownership: Ownership | None = None,
+        security_settings: SecuritySettings | None = None,
     ) -> None:
         self.identity = identity
         self.options = options
         self.station = station
         self.store = store
         self.clock = clock
-        self.backend = BACKEND
+        # Several backends (issue 15, controller/csms/hub.py): whether this is the primary,
+        # its name, its outbox in the store and what it may command.
+        self.primary = primary
+        self.name = name
+        self.backend = backend
+        self.ownership = ownership
+        # A backend besides the primary keeps the heartbeat interval of its own boot.
+        self._own_heartbeat_s = 0
         self._rng = rng or random.Random()
         self._on_frame_cb = on_frame
         self.security_log = security_log
@@ -170,7 +185,8 @@ class Ocpp201Client(AdapterBase):
         self.resets = Resets(self)
         self._rpc: RpcConnection | None = None
         self._conn_state = "offline"
-        station.set_csms_online(False)
+        if primary:
+            station.set_csms_online(False)
         self._accepted_once = False  # one BootNotification per process (B01.FR.03)
         self._offline_since_s: float | None = None
         self._tasks = TaskGroup("ocpp201")
@@ -193,26 +209,36 @@ class Ocpp201Client(AdapterBase):
         # The network connection profiles (B09/B10): which slot's URL, timeout and security
         # profile the next attempt uses (controller/ocpp201/network.py).
         self.networks: NetworkProfiles | None = None
-        if device_model is not None:
+        # A backend besides the primary keeps the security its configuration gives and has
+        # no network profiles (those are the primary's connection, B09/B10).
+        own_networks = security_settings is None and device_model is not None
+        if own_networks:
+            assert device_model is not None
+            security_settings = DeviceModelSecurity(device_model, configured_profile)
+        if security_settings is not None:
             self.security = ConnectionSecurity(
                 station_id=identity.station_id,
                 options=options,
-                settings=DeviceModelSecurity(device_model, configured_profile),
+                settings=security_settings,
                 store=store,
                 clock=clock,
                 material=tls_material,
                 security_log=security_log,
             )
-            self.security.request_reconnect = self._reconnect_soon
-            self.networks = NetworkProfiles(
-                model=device_model,
-                store=store,
-                security=self.security,
-                base=options,
-                configured_profile=configured_profile,
-            )
-            self.networks.start()  # B10.FR.04
-            self.options = self.networks.options
+            on_failure: Callable[[BaseException], None] = self.security.attempt_failed
+            if own_networks:
+                assert device_model is not None
+                self.security.request_reconnect = self._reconnect_soon
+                self.networks = NetworkProfiles(
+                    model=device_model,
+                    store=store,
+                    security=self.security,
+                    base=options,
+                    configured_profile=configured_profile,
+                )
+                self.networks.start()  # B10.FR.04
+                self.options = self.networks.options
+                on_failure = self._attempt_failed
             self._link = CsmsConnection(
                 url=self.security.url(),
                 url_of=self.security.url,
@@ -223,10 +249,16 @@ class Ocpp201Client(AdapterBase):
                 headers=self.security.headers,
                 ssl_context=self.security.ssl_context,
                 on_state=self._on_link,
-                on_failure=self._attempt_failed,
+                on_failure=on_failure,
                 rng=self._rng,
                 versions=versions,
-                backoff=RetryBackOff(device_model, self._rng),  # Part 4 5.3
+                # Part 4 5.3: the primary's link follows OCPPCommCtrlr.RetryBackOff*; another
+                # backend keeps its [[csms]] reconnect_min_s / reconnect_max_s.
+                backoff=(
+                    RetryBackOff(device_model, self._rng)
+                    if own_networks and device_model is not None
+                    else None
+                ),
             )
         else:
             self._link = CsmsConnection(
@@ -245,11 +277,13 @@ class Ocpp201Client(AdapterBase):
         self.transactions: TxMessages201 | None = None
         if device_model is not None:
             self.transactions = TxMessages201(
-                device_model, station, online=lambda: self._state == "accepted", backend=BACKEND
+                device_model, station, online=lambda: self._state == "accepted", backend=backend
             )
-        renderers = () if self.transactions is None else (self.transactions,)
-        self.journal = TxJournal(store, renderers, boot_id=station.boot_id, clock=clock)
-        self.time = TimeSync(clock)
+        if journal is None:  # alone (tests of the client): its own journal
+            renderers = () if self.transactions is None else (self.transactions,)
+            journal = TxJournal(store, renderers, boot_id=station.boot_id, clock=clock)
+        self.journal = journal
+        self.time = TimeSync(clock, sets_clock=primary)
         self.heartbeat = Heartbeat(
             clock=clock,
             interval_s=self.heartbeat_interval_s,
@@ -258,7 +292,7 @@ class Ocpp201Client(AdapterBase):
         )
         self.pump = OutboxPump(
             store=store,
-            backend=BACKEND,
+            backend=backend,
             clock=clock,
             call=self._send_queued,
             rules=OutboxRules(
@@ -279,7 +313,7 @@ class Ocpp201Client(AdapterBase):
         # A04: every security event as a SecurityEventNotification, queued durably in order
         # with the transaction messages (2.0.1 spells the types as the core names them).
         self.security_events = SecurityEventQueue(
-            self.journal, BACKEND, self.pump.wake, lambda kind: kind.value
+            self.journal, backend, self.pump.wake, lambda kind: kind.value
         )
         if security_log is not None:
             security_log.add_listener(self.security_events)
@@ -305,6 +339,8 @@ class Ocpp201Client(AdapterBase):
 
     def heartbeat_interval_s(self) -> int:
         """The interval of the last accepted boot (B01.FR.04, G02.FR.01)."""
+        if self._own_heartbeat_s:
+            return self._own_heartbeat_s
         text = self.store.get_setting(HEARTBEAT_KEY)
         try:
             return int(text) if text else DEFAULT_HEARTBEAT_S
@@ -315,26 +351,22 @@ class Ocpp201Client(AdapterBase):
         reason = self.store.get_setting(BOOT_REASON_KEY)
         return reason if reason in BOOT_REASONS else "PowerUp"
 
-    # ------------------------------------------------------------------ CsmsPort
+    # ------------------------------------------------------------------ BackendAdapter
 
-    def start_transaction(self, tx: TxStart) -> int:
-        tx_key = self.journal.start_transaction(tx)
+    @property
+    def renderer(self) -> TxMessages201 | None:
+        return self.transactions
+
+    def journaled(self) -> None:
         self.pump.wake()
-        return tx_key
 
-    def stop_transaction(self, tx_key: int, stop: TxStop) -> bool:
-        done = self.journal.stop_transaction(tx_key, stop)
+    def transaction_stopped(self) -> None:
         self.pump.wake()
         self.resets.transaction_ended()
-        return done
 
-    def meter_values(self, connector_id: int, tx_key: int | None, samples: list[Sample]) -> None:
-        if tx_key is not None:
-            self.journal.record_samples(connector_id, tx_key, samples)
-            self.pump.wake()
-            return
-        # J01/J02: clock-aligned samples outside a transaction as a MeterValuesRequest with
-        # AlignedDataCtrlr.Measurands, best effort (while accepted; not queued offline).
+    def samples_outside(self, connector_id: int, samples: list[Sample]) -> None:
+        """J01/J02: clock-aligned samples outside a transaction as a MeterValuesRequest
+        with AlignedDataCtrlr.Measurands, best effort (while accepted; not queued offline)."""
         if self._state != "accepted" or self.transactions is None:
             return
         measurands = self.transactions.aligned_measurands()
@@ -369,22 +401,13 @@ class Ocpp201Client(AdapterBase):
         self._pending_status[connector_id] = (status, at)
         self._status_wakeup.set()
 
-    def session_event(self, connector_id: int, event: sm.SessionEvent, at: str) -> None:
-        """Fed to the TransactionEvent renderer in order; within a running transaction it
-        may be an Updated (charging state, deauthorization)."""
-        LOG.debug("connector %d: %s at %s", connector_id, event.kind.value, at)
-        if self.transactions is None:
-            return
-        self.transactions.note(connector_id, event)
-        if event.kind is sm.SessionEventKind.EV_CONNECTED:
-            self.auth.ev_connected(connector_id)  # AuthCtrlr.Enabled false
-        try:
-            tx_key = self.station.view(connector_id).tx_key
-        except KeyError:
-            return
-        if tx_key is not None:
-            self.journal.record_event(connector_id, tx_key, event, at)
-            self.pump.wake()
+    def note_session_event(self, connector_id: int, event: sm.SessionEvent) -> None:
+        """Fed to the TransactionEvent renderer in order, before the hub journals it (within
+        a running transaction it may be an Updated: charging state, deauthorization)."""
+        if self.transactions is not None:
+            self.transactions.note(connector_id, event)
+            if event.kind is sm.SessionEventKind.EV_CONNECTED and self.primary:
+                self.auth.ev_connected(connector_id)  # AuthCtrlr.Enabled false
 
     async def authorize(self, id_tag: str) -> AuthDecision:
         """A card at the reader (ISO14443): list, cache, CSMS or the offline rules (C01,
@@ -392,7 +415,7 @@ class Ocpp201Client(AdapterBase):
         return await self.auth.authorize(reader_token(id_tag))
 
     def queued_messages(self) -> int:
-        return max(0, self.store.outbox_count(BACKEND) - self.pump.pending_deletes())
+        return max(0, self.store.outbox_count(self.backend) - self.pump.pending_deletes())
 
     # ------------------------------------------------------------------ connection
 
@@ -450,6 +473,8 @@ class Ocpp201Client(AdapterBase):
             on_frame=self._observe,
             on_invalid=self._incident(SecurityEventKind.INVALID_MESSAGES),
             on_replay=self._incident(SecurityEventKind.ATTEMPTED_REPLAY_ATTACKS),
+            gate=self._gate,
+            admit=self.call_admission(),
         )
         await self._run_session(rpc, self._bring_up(), "ocpp201")
 
@@ -529,7 +554,10 @@ class Ocpp201Client(AdapterBase):
             self.boot_statuses.append(status)
             LOG.info("BootNotification: %s (interval %d s)", status, interval_s)
             if status == "Accepted":
-                if interval_s > 0:  # B01.FR.04
+                if interval_s > 0 and not self.primary:
+                    self._own_heartbeat_s = interval_s
+                    self.heartbeat.interval_changed()
+                elif interval_s > 0:  # B01.FR.04
                     self.store.set_setting(HEARTBEAT_KEY, str(interval_s))
                     self._note_interval(interval_s)
                 if self.store.get_setting(BOOT_REASON_KEY):
@@ -612,10 +640,11 @@ class Ocpp201Client(AdapterBase):
         idToken deauthorizes it (E05.FR.02/09/10, C15.FR.03/04: StopTxOnInvalidId and
         MaxEnergyOnInvalidId decide); the pump removes the message."""
         info = result.get("idTokenInfo")
-        if msg.action == "TransactionEvent":
+        if msg.action == "TransactionEvent" and self.primary:
             self.auth.transaction_answered(msg.payload, result)  # C10.FR.05
         if (
-            msg.action == "TransactionEvent"
+            self.primary  # another backend's answer neither caches nor stops a session
+            and msg.action == "TransactionEvent"
             and isinstance(info, dict)
             and msg.tx_key is not None
             and "idToken" in msg.payload
@@ -728,6 +757,9 @@ class Ocpp201Client(AdapterBase):
         pending = self._pending_status.get(connector_id)
         if pending is not None and pending[0] == status:
             del self._pending_status[connector_id]
+
+    def _command_of(self, action: str, payload: dict[str, Any]) -> Command:
+        return commands201.command_of(action, payload)
 
     def _follow_model(self, model: DeviceModel) -> None:
         """The heartbeat follows OCPPCommCtrlr.HeartbeatInterval set by the CSMS (B05)."""

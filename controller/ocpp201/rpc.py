@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # The package alone: its official 2.0.1 schema files are what we use; the v201 package
 # would build its dataclasses and load jsonschema at import (see ocpp16/rpc.py).
 import ocpp
-from jsonschema.exceptions import ValidationError as SchemaError
 
 from controller.csms.rpc import CallError, Dialect
-from controller.csms.schema import SchemaFiles, describe, exact_draft6_validator
+from controller.csms.schema import DRAFT6, SchemaFiles, describe
+
+if TYPE_CHECKING:  # jsonschema is imported on the first payload in doubt (csms/schema.py)
+    from jsonschema.exceptions import ValidationError as SchemaError
 
 OCPP_VERSION = "2.0.1"
 SUBPROTOCOL = "ocpp2.0.1"
@@ -52,7 +54,7 @@ SCHEMAS = SchemaFiles(
     OCPP_VERSION,
     os.path.join(os.path.dirname(ocpp.__file__), "v201", "schemas"),
     "Request.json",
-    exact_draft6_validator,
+    DRAFT6,
 )
 SCHEMA_DIR = SCHEMAS.directory
 ACTIONS = SCHEMAS.actions

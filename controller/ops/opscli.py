@@ -282,11 +282,21 @@ def _device(dev: DeviceConfig) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, frozenset):
+        return sorted(_plain(v) for v in value)
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
+
+
+def _backend_table(backend: Any) -> dict[str, Any]:
+    table = _plain(backend)
+    # One key in the TOML: a version, or the list in order of preference.
+    versions = table.pop("ocpp_versions")
+    table["ocpp_version"] = versions if len(versions) > 1 else versions[0]
+    return table
 
 
 def effective_config(config: Config) -> dict[str, Any]:
@@ -297,9 +307,12 @@ def effective_config(config: Config) -> dict[str, Any]:
         if f.name in ("csms", "standalone", "security", "maintenance"):
             out[f.name] = None if value is None else _plain(value)
             if f.name == "csms" and value is not None:
-                # One key in the TOML: a version, or the list in order of preference.
-                versions = out["csms"].pop("ocpp_versions")
-                out["csms"]["ocpp_version"] = versions if len(versions) > 1 else versions[0]
+                out["csms"] = _backend_table(value)
+        elif f.name == "backends":
+            if value and out.get("csms") is not None:  # [[csms]]: the primary first
+                out["csms"] = [out["csms"], *(_backend_table(b) for b in value)]
+        elif f.name == "ownership":
+            continue  # derived from the [[csms]] roles and allow lists
         elif f.name == "reader":
             out["reader"] = None if value is None else _device(value)
         elif f.name == "connectors":
@@ -430,6 +443,17 @@ def format_status(data: dict[str, Any]) -> list[str]:
     if csms.get("last_message_age_s") is not None:
         first += f", last CSMS message {format_age(float(csms['last_message_age_s']))} ago"
     lines = [first]
+    backends = data.get("backends")
+    if isinstance(backends, list) and len(backends) > 1:
+        for b in backends:
+            if not isinstance(b, dict):
+                continue
+            age = b.get("last_message_s_ago")
+            lines.append(
+                f"  backend {_printable(str(b.get('name')), 32)} ({b.get('role')}, OCPP"
+                f" {b.get('ocpp_version')}): {b.get('state')}, {b.get('queued_messages')}"
+                " queued" + ("" if age is None else f", last message {format_age(float(age))} ago")
+            )
     clock = data.get("clock")
     if isinstance(clock, dict):
         if clock.get("trusted", True):

@@ -125,6 +125,9 @@ class SmartCharging:
         self._dispatch = dispatch
         self._backend = backend
         self._profiles: tuple[ChargingProfile, ...] = tuple(records.profiles(backend))
+        # Other backends' own profiles (an energy manager's, issue 15): each set stacks on
+        # its own and the limit is the lowest of all sets (core/composite.py ``others``).
+        self._others: dict[str, tuple[ChargingProfile, ...]] = {}
         self._tx_start: dict[int, datetime] = {}  # tx_key -> when it started (wall clock)
         # Connector -> TX profile from a remote start, installed when its transaction starts.
         self._pending_tx_profile: dict[int, ChargingProfile] = {}
@@ -154,12 +157,35 @@ class SmartCharging:
     def profiles(self) -> tuple[ChargingProfile, ...]:
         return self._profiles
 
-    def install(self, profile: ChargingProfile, *, same_level_replaces: bool = True) -> None:
-        """Install a validated profile (it replaces what it replaces, see
-        ``install_profile``) and apply it now."""
-        kept = install_profile(self._profiles, profile, same_level_replaces=same_level_replaces)
-        gone = {p.profile_id for p in self._profiles} - {p.profile_id for p in kept}
-        self._save(kept, put=[profile], drop=gone - {profile.profile_id})
+    def add_backend(self, backend: str) -> None:
+        """Keep ``backend``'s own profiles too (those it installed before a restart load
+        now); the primary's are kept from the start."""
+        if backend != self._backend and backend not in self._others:
+            self._others[backend] = tuple(self._records.profiles(backend))
+            self.refresh()
+
+    def profiles_of(self, backend: str | None) -> tuple[ChargingProfile, ...]:
+        """The profiles one backend installed (None: the primary)."""
+        if backend is None or backend == self._backend:
+            return self._profiles
+        return self._others.get(backend, ())
+
+    def _other_books(self) -> list[tuple[ChargingProfile, ...]]:
+        return [book for book in self._others.values() if book]
+
+    def install(
+        self,
+        profile: ChargingProfile,
+        *,
+        same_level_replaces: bool = True,
+        backend: str | None = None,
+    ) -> None:
+        """Install a validated profile of ``backend`` (None: the primary; it replaces what
+        it replaces among that backend's own, see ``install_profile``) and apply it now."""
+        book = self.profiles_of(backend)
+        kept = install_profile(book, profile, same_level_replaces=same_level_replaces)
+        gone = {p.profile_id for p in book} - {p.profile_id for p in kept}
+        self._save(kept, put=[profile], drop=gone - {profile.profile_id}, backend=backend)
 
     def clear(
         self,
@@ -168,17 +194,19 @@ class SmartCharging:
         connector_id: int | None = None,
         purpose: ProfilePurpose | None = None,
         stack_level: int | None = None,
+        backend: str | None = None,
     ) -> int:
-        """ClearChargingProfile: remove what matches every given criterion; the count."""
+        """ClearChargingProfile: remove what matches every given criterion among
+        ``backend``'s profiles (None: the primary's); the count."""
         kept, cleared = clear_profiles(
-            self._profiles,
+            self.profiles_of(backend),
             profile_id=profile_id,
             connector_id=connector_id,
             purpose=purpose,
             stack_level=stack_level,
         )
         if cleared:
-            self._save(kept, drop={p.profile_id for p in cleared})
+            self._save(kept, drop={p.profile_id for p in cleared}, backend=backend)
         return len(cleared)
 
     def set_pending_tx_profile(self, connector_id: int, profile: ChargingProfile | None) -> None:
@@ -195,14 +223,19 @@ class SmartCharging:
         *,
         put: list[ChargingProfile] | None = None,
         drop: set[int] | frozenset[int] = frozenset(),
+        backend: str | None = None,
     ) -> None:
+        key = self._backend if backend is None else backend
         try:
-            self._records.save_profiles(self._backend, put or [], sorted(drop))
+            self._records.save_profiles(key, put or [], sorted(drop))
         except StoreError:
             # Not expected (a full disk keeps the write in memory); the profile still
             # applies in this process.
             LOG.exception("charging profiles could not be stored")
-        self._profiles = profiles
+        if key == self._backend:
+            self._profiles = profiles
+        else:
+            self._others[key] = profiles
         self.refresh()
 
     # ------------------------------------------------------------------ transactions
@@ -223,11 +256,15 @@ class SmartCharging:
     def transaction_ended(self, tx_key: int) -> None:
         """Its TX profiles cease to be valid (1.6 7.10) and are removed."""
         self._tx_start.pop(tx_key, None)
-        kept = end_of_transaction(self._profiles, tx_key)
-        if len(kept) != len(self._profiles):
-            gone = {p.profile_id for p in self._profiles} - {p.profile_id for p in kept}
-            self._save(kept, drop=gone)
-        else:
+        changed = False
+        for backend in (None, *self._others):
+            book = self.profiles_of(backend)
+            kept = end_of_transaction(book, tx_key)
+            if len(kept) != len(book):
+                gone = {p.profile_id for p in book} - {p.profile_id for p in kept}
+                self._save(kept, drop=gone, backend=backend)
+                changed = True
+        if not changed:
             self._wakeup.set()  # re-evaluated by the running task, off the stop path
 
     # ------------------------------------------------------------------ limits
@@ -247,6 +284,7 @@ class SmartCharging:
             voltage_v=_voltage(c),
             tx_key=tx_key,
             tx_start=None if tx_key is None else self._tx_start.get(tx_key),
+            others=self._other_books(),
         )
 
     def wanted_phases(self, c: ConnectorRuntime, at: datetime) -> int:
@@ -291,6 +329,7 @@ class SmartCharging:
             voltage_v=voltage_v,
             tx_key=tx_key,
             tx_start=None if tx_key is None else self._tx_start.get(tx_key),
+            others=self._other_books(),
         )
 
     def refresh(self) -> None:
@@ -300,12 +339,19 @@ class SmartCharging:
         self._wakeup.set()
 
     def _apply(self, now: datetime) -> None:
-        stale = [p for p in self._profiles if expired(p, now)]
-        if stale:
+        for backend in (self._backend, *self._others):
+            book = self.profiles_of(backend)
+            stale = [p for p in book if expired(p, now)]
+            if not stale:
+                continue
             # validTo passed: gone for good (1.6 7.8), also from the database.
-            self._profiles = tuple(p for p in self._profiles if not expired(p, now))
+            kept = tuple(p for p in book if not expired(p, now))
+            if backend == self._backend:
+                self._profiles = kept
+            else:
+                self._others[backend] = kept
             try:
-                self._records.save_profiles(self._backend, [], [p.profile_id for p in stale])
+                self._records.save_profiles(backend, [], [p.profile_id for p in stale])
             except StoreError:
                 LOG.exception("expired charging profiles could not be removed")
         now_s = self._clock.monotonic_s()
@@ -386,7 +432,11 @@ class SmartCharging:
         return (
             self._site.max_current_a is not None
             or 0 in self._local
-            or any(p.purpose in _STATION_PURPOSES for p in self._profiles)
+            or any(
+                p.purpose in _STATION_PURPOSES
+                for book in (self._profiles, *self._others.values())
+                for p in book
+            )
         )
 
     def _station_max_a(self, now: datetime) -> Decimal | None:
@@ -394,8 +444,12 @@ class SmartCharging:
         external constraints, connector 0), per phase: a limit for the whole charge point
         (1.6 3.13.1 "for the overall Charge Point"), so the connectors share it like the
         site current instead of each getting all of it. None: no such profile applies."""
-        station = [p for p in self._profiles if p.purpose in _STATION_PURPOSES]
-        if not station:
+        books = [
+            [p for p in book if p.purpose in _STATION_PURPOSES]
+            for book in (self._profiles, *self._others.values())
+        ]
+        station, others = books[0], [book for book in books[1:] if book]
+        if not station and not others:
             return None
         connectors = list(self._connectors.values())
         limit = limit_at(
@@ -405,6 +459,7 @@ class SmartCharging:
             hardware_limit_a=_UNLIMITED_A,
             phases=max(c.hw.phases for c in connectors),
             voltage_v=max(_voltage(c) for c in connectors),
+            others=others,
         )
         return None if limit.source.kind is LimitSource.HARDWARE else limit.limit_a
 
@@ -603,7 +658,8 @@ class SmartCharging:
 
     def _next_boundary_s(self, now: datetime) -> float | None:
         """Seconds until the first instant any connector's limit changes."""
-        if not self._profiles:
+        others = self._other_books()
+        if not self._profiles and not others:
             return None
         soonest: float | None = None
         for c in self._connectors.values():
@@ -617,6 +673,7 @@ class SmartCharging:
                 voltage_v=_voltage(c),
                 tx_key=tx_key,
                 tx_start=None if tx_key is None else self._tx_start.get(tx_key),
+                others=others,
             )
             if change is not None and (soonest is None or change < soonest):
                 soonest = change

@@ -823,13 +823,22 @@ class Station:
     def running_transactions(self) -> dict[int, int]:
         return {cid: c.tx_key for cid, c in self.connectors.items() if c.tx_key is not None}
 
-    def installed_profiles(self) -> tuple[ChargingProfile, ...]:
-        return self.smart.profiles
+    def installed_profiles(self, backend: str | None = None) -> tuple[ChargingProfile, ...]:
+        return self.smart.profiles_of(backend)
+
+    def add_profile_backend(self, backend: str) -> None:
+        """A backend besides the primary that may install its own profiles (an energy
+        manager): its stored profiles apply from now on, combined as the minimum."""
+        self.smart.add_backend(backend)
 
     def install_profile(
-        self, profile: ChargingProfile, *, same_level_replaces: bool = True
+        self,
+        profile: ChargingProfile,
+        *,
+        same_level_replaces: bool = True,
+        backend: str | None = None,
     ) -> None:
-        self.smart.install(profile, same_level_replaces=same_level_replaces)
+        self.smart.install(profile, same_level_replaces=same_level_replaces, backend=backend)
 
     def clear_profiles(
         self,
@@ -838,12 +847,14 @@ class Station:
         connector_id: int | None = None,
         purpose: ProfilePurpose | None = None,
         stack_level: int | None = None,
+        backend: str | None = None,
     ) -> int:
         return self.smart.clear(
             profile_id=profile_id,
             connector_id=connector_id,
             purpose=purpose,
             stack_level=stack_level,
+            backend=backend,
         )
 
     def composite_schedule(

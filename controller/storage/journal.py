@@ -83,6 +83,18 @@ class TxJournal:
         if add_listener is not None:
             add_listener(self._on_time_confirmed)
 
+    def add_renderer(self, renderer: TxRenderer) -> None:
+        """One more backend's messages from the next event on (a backend's adapter, built
+        after the journal; with several backends every adapter adds its own)."""
+        if any(r.backend == renderer.backend for r in self.renderers):
+            raise ValueError(f"backend {renderer.backend!r} already has a renderer")
+        self.renderers = (*self.renderers, renderer)
+
+    def remove_renderer(self, renderer: TxRenderer) -> None:
+        """The backend's adapter is gone (another version took over): no more messages for
+        it; what it has queued stays in the store."""
+        self.renderers = tuple(r for r in self.renderers if r is not renderer)
+
     def _untrusted(self) -> bool:
         return self._clock is not None and not getattr(self._clock, "trusted", True)
 

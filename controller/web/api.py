@@ -20,7 +20,7 @@ from aiohttp import web
 
 from controller.core import connector as sm
 from controller.core.charging_profiles import RateUnit
-from controller.core.timestamps import iso_utc
+from controller.core.timestamps import iso_utc, parse_iso
 from controller.storage.sessions import daily_energy, session_row, sessions_between, sessions_csv
 from hal.base import FAULT_KIND_NAMES, FaultKind, VehicleState
 
@@ -263,6 +263,7 @@ class Api:
             web.delete("/api/limit", self.clear_limit),
             web.get(r"/api/schedule/{connector:\d+}", self.schedule),
             web.get("/api/energy/daily", self.energy_daily),
+            web.post(r"/api/backends/{name}/replay", self.replay),
         ]
         if config.uses_simulation:
             # Simulation control exists only on a simulated charger: on real hardware these
@@ -447,6 +448,7 @@ class Api:
         data["station_id"] = self.app.config.station_id
         data["simulated"] = self.app.config.uses_simulation
         data["security"] = self.app.security_status()
+        data["backends"] = self.app.backends_status()
         last_s = getattr(self.app.adapter, "last_message_s", None)
         age_s = None if last_s is None else max(0.0, self.app.clock.monotonic_s() - last_s)
         data["csms"]["last_message_age_s"] = None if age_s is None else round(age_s, 1)
@@ -587,6 +589,27 @@ class Api:
                 "timeout_s": timeout_s,
                 "fallback_a": float(station.fallback_current_a),
             }
+
+        return await self._run(request, act)
+
+    async def replay(self, request: web.Request) -> web.Response:
+        """POST /api/backends/NAME/replay {"since": "2026-12-01T00:00:00Z"}: queue to that
+        backend the finished transactions since then that it never had (issue 15)."""
+        name = request.match_info["name"]
+
+        def act(body: dict[str, Any]) -> dict[str, Any]:
+            unknown = sorted(set(body) - {"since"})
+            if unknown:
+                raise BadRequest(f"unknown field {unknown[0]!r}; allowed: since")
+            text = body.get("since")
+            since = parse_iso(text) if isinstance(text, str) else None
+            if since is None:
+                raise BadRequest("'since' is required: an ISO 8601 time, e.g. 2026-12-01T00:00Z")
+            try:
+                queued = self.app.replay(name, since)
+            except KeyError:
+                raise BadRequest(f"no backend named {name[:32]!r}") from None
+            return {"backend": name, "since": iso_utc(since), "queued_transactions": queued}
 
         return await self._run(request, act)
 

@@ -388,6 +388,25 @@
     put($("clock"), clock.trusted ? "trusted (" + clock.trust_source + ")" : "not confirmed yet");
     put($("station-id"), status.station_id);
     $("sim-badge").hidden = !status.simulated;
+    renderBackends(status.backends || []);
+  }
+
+  // Several backends ([[csms]]): one row each; hidden for a charger with one backend.
+  function renderBackends(backends) {
+    $("backends").hidden = backends.length < 2;
+    const body = $("backends-body");
+    body.replaceChildren();
+    for (const b of backends) {
+      const tr = document.createElement("tr");
+      tr.dataset.backend = String(b.name);
+      cell(tr, b.name);
+      cell(tr, b.role);
+      cell(tr, b.ocpp_version);
+      cell(tr, b.state).dataset.state = String(b.state);
+      cell(tr, b.last_message_s_ago === null ? null : ago(b.last_message_s_ago));
+      cell(tr, b.queued_messages);
+      body.appendChild(tr);
+    }
   }
 
   function renderSessions(rows) {

@@ -362,7 +362,7 @@ async def test_black_hole_timeout_resends_with_new_message_id(csms: DevCsms, cha
     lost = await csms.wait_for(lambda f: f.action == "MeterValues" and f.black_holed)
     # After the (real time) response timeout the message waits for its resend; a timeout is
     # not a CALLERROR, so it does not count as a failed attempt (OCPP-J errata 3.3).
-    await h.settle(lambda: h.app.port.tx_message_timeouts >= 1, timeout_s=5)
+    await h.settle(lambda: h.app.adapter.tx_message_timeouts >= 1, timeout_s=5)
     assert h.app.store.outbox_head().attempts == 0
     assert h.app.port.queued_messages() == 1
     csms.black_hole = False
@@ -398,7 +398,7 @@ async def test_black_hole_start_transaction_not_duplicated(csms: DevCsms, charge
     csms.black_hole = True
     await start_session(h, csms, online=False)
     lost = await csms.wait_for(lambda f: f.action == "StartTransaction" and f.black_holed)
-    await h.settle(lambda: h.app.port.tx_message_timeouts >= 1, timeout_s=5)
+    await h.settle(lambda: h.app.adapter.tx_message_timeouts >= 1, timeout_s=5)
     csms.black_hole = False
     await h.advance(30)
     await drained(h)
@@ -567,7 +567,7 @@ async def test_unanswered_stop_transaction_is_never_discarded(csms: DevCsms, cha
     h.tap()
     await csms.wait_for(lambda f: f.action == "StopTransaction" and f.black_holed)
     # Wait (real time) for the 2 s response timeout to be handled either way.
-    await h.settle(lambda: h.app.port.tx_message_timeouts >= 1, timeout_s=5)
+    await h.settle(lambda: h.app.adapter.tx_message_timeouts >= 1, timeout_s=5)
     csms.black_hole = False
     for _ in range(5):
         await h.advance(1)

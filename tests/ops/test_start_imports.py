@@ -1,8 +1,10 @@
 """A charger loads only what its configuration uses (issue 16: start time on a Pi Zero class
 board is mostly imports): no web server stack before the API starts, no Modbus, PC/SC, GPIO,
 certificate, FTP or archive code for a simulated ws:// charger, none of the ocpp library's
-dataclass modules, and a JSON schema compiled only for the actions sent or received. The
-light commands of the CLI load none of the daemon."""
+dataclass modules, and a JSON schema compiled only for the actions sent or received (jsonschema
+itself not at all while every payload passes csms/schema.py's quick check; nor what websockets
+imports and a start does not use, csms/deferred.py). The light commands of the CLI load none
+of the daemon."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from controller.app import App
 from controller.config import parse
+from controller.csms.deferred import proxy_setting
 from controller.dev.devcsms import CsmsEvent, DevCsms, FrameReceived, FrameSent
 from controller.ops.sdnotify import Notifier
 from controller.runtime.clock import ManualClock
@@ -60,6 +63,15 @@ NOT_BEFORE_BOOT = (
     "controller.ops.hwtest",
     "trustme",
     "pyftpdlib",
+    # jsonschema and what it pulls in (referencing, rpds, attrs, jsonschema_specifications,
+    # which reads every metaschema from disk): csms/schema.py's quick check accepts a valid
+    # payload without it, jsonschema names the error of one it is not sure of.
+    "jsonschema",
+    "jsonschema_specifications",
+    "referencing",
+    "rpds",
+    "attr",
+    "attrs",
 )
 
 
@@ -84,6 +96,9 @@ def note(when):
     seen[when] = {
         "modules": sorted(sys.modules),
         "validators": sorted(getattr(rpc16, "_validators", {})),
+        "deferred": sorted(
+            name for name, m in list(sys.modules.items()) if type(m).__name__ == "DeferredModule"
+        ),
     }
 
 async def first_send(self, frame):
@@ -163,6 +178,11 @@ async def test_evsed_run_boots_before_it_loads_the_api_and_only_what_it_uses(
 
     boot = seen["boot"]
     assert loaded(boot["modules"], NOT_BEFORE_BOOT) == []
+    if proxy_setting() is None:  # no *_proxy variable here: websockets looks up no proxy
+        # What websockets imports and a start does not use (csms/deferred.py) is still a
+        # placeholder, and what those two would import is not loaded.
+        assert boot["deferred"] == ["importlib.metadata", "urllib.request"]
+        assert loaded(boot["modules"], ("http.client", "email.parser", "email.message")) == []
     assert boot["validators"] == [[2, "BootNotification"]]
 
     end = seen["exit"]
@@ -170,6 +190,8 @@ async def test_evsed_run_boots_before_it_loads_the_api_and_only_what_it_uses(
     compiled = {action for _, action in end["validators"]}
     assert compiled <= actions, compiled - actions
     assert loaded(end["modules"], ("cryptography", "aioftp", "pymodbus", "ocpp.v16")) == []
+    # Every payload of a clean session passed the quick check: no jsonschema at all.
+    assert loaded(end["modules"], ("jsonschema", "referencing")) == []
 
 
 # --------------------------------------------------------------------------- in process

@@ -18,7 +18,7 @@ K = SessionEventKind
 async def test_session_events_reach_the_port_and_the_listeners(
     csms: Any, charger: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="controller.ocpp16.client")
+    caplog.set_level(logging.DEBUG, logger="controller.csms.hub")
     h = await charger(csms)
     port = h.app.port
     forwarded: list[tuple[int, SessionEvent, str]] = []
@@ -58,7 +58,7 @@ async def test_session_events_reach_the_port_and_the_listeners(
     assert kinds[-2:] == [K.EV_DISCONNECTED, K.TRANSACTION_ENDED]
     assert events[1] == SessionEvent(K.AUTHORIZED, id_tag=CARD)
     assert events[-1].cause is StopCause.EV_DISCONNECTED
-    # OCPP 1.6 has no message for them: logged at DEBUG only.
-    logged = [r.getMessage() for r in caplog.records if r.name == "controller.ocpp16.client"]
+    # OCPP 1.6 has no message for them: the port logs them at DEBUG only.
+    logged = [r.getMessage() for r in caplog.records if r.name == "controller.csms.hub"]
     assert any("TransactionStarted" in m for m in logged), logged
     assert len(h.frames("StartTransaction")) == 1

@@ -542,3 +542,47 @@ def test_status_page_urls_are_plain_http_only() -> None:
         text = (web / name).read_text(encoding="utf-8").replace('"http://www.w3.org/2000/svg"', "")
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
     assert "innerHTML" not in (web / "app.js").read_text(encoding="utf-8")
+
+
+async def test_page_lists_the_backends_of_a_charger_with_several(
+    page: Page, tmp_path: Path, csms: DevCsms
+) -> None:
+    """Issue 15: with a [[csms]] list the page shows one row per backend (name, role,
+    version, state, queue); a backend going offline shows as such, the primary stays."""
+    from tests.e2e.test_kill9_backends import with_mirror
+
+    async with DevCsms(host="127.0.0.1", port=0, heartbeat_interval_s=3600) as mirror:
+        port = free_port()
+        config = write_config(tmp_path, station_id=STATION, csms_url=csms.url, api_port=port)
+        with_mirror(config, mirror.url)
+        ev = Evsed(config, port, tmp_path)
+        ev.start()
+        try:
+            await ev.wait_api()
+            await ev.wait_status(
+                lambda s: all(b["state"] == "accepted" for b in s["backends"]), what="accepted"
+            )
+            await page.get(ev.base + "/")
+            rows = "#backends-body tr"
+            await page.until(
+                lambda: page.js(f"return document.querySelectorAll('{rows}').length === 2"),
+                "two backend rows",
+            )
+            assert await page.visible("#backends")
+            mirror_row = "#backends-body tr[data-backend=mirror]"
+            assert await page.text(f"{mirror_row} td:nth-child(2)") == "mirror"
+            assert await page.text(f"{mirror_row} td:nth-child(3)") == "1.6"
+            await page.until(
+                lambda: _eq(page.text(f"{mirror_row} td:nth-child(4)"), "accepted"), "accepted"
+            )
+            mirror.refuse_connections = True
+            await mirror.disconnect(STATION)
+            await page.until(
+                lambda: _ne(page.text(f"{mirror_row} td:nth-child(4)"), "accepted"), "offline"
+            )
+            billing_row = "#backends-body tr[data-backend=billing]"
+            assert await page.text(f"{billing_row} td:nth-child(4)") == "accepted"
+            await page.screenshot("status-page-backends")
+            assert await page.console_errors() == []
+        finally:
+            ev.cleanup()
