@@ -486,6 +486,7 @@ class App:
                 clock=self.clock,
                 security_profile=cfg.csms.security_profile,
                 certificate_entries=self._certificate_entries,
+                first_boot=cfg.device_model_values,
             )
         return self._model201
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -148,6 +149,9 @@ class Config:
     reader: DeviceConfig | None
     connectors: tuple[ConnectorConfig, ...]
     ocpp_overrides: dict[str, Any] = field(default_factory=dict)
+    # OCPP 2.0.1 first-boot device-model values ([ocpp.<Component>] tables: component ->
+    # variable -> value); a value the CSMS sets later wins, as for the 1.6 keys.
+    device_model_values: dict[str, dict[str, Any]] = field(default_factory=dict)
     log_level: str = "INFO"
     tick_interval_s: float = 1.0
     # Re-attach a transaction a crash or power loss left open when the vehicle is still
@@ -468,6 +472,13 @@ def parse(data: dict[str, Any]) -> Config:
         )
 
     ocpp = _table(data, "ocpp", "ocpp")
+    # [ocpp.<Component>] tables: 2.0.1 device-model values; the other keys are 1.6 keys.
+    components = {name: value for name, value in ocpp.items() if isinstance(value, dict)}
+    ocpp = {name: value for name, value in ocpp.items() if name not in components}
+    if components:
+        _check_device_model_values(
+            components, csms, (csms, *backends), connectors, reader is not None
+        )
     keys: dict[str, KeyDef] = {k.name: k for k in core_keys(len(connectors))}
     for name, value in ocpp.items():
         kd = keys.get(name)
@@ -506,6 +517,7 @@ def parse(data: dict[str, Any]) -> Config:
         reader=reader,
         connectors=tuple(connectors),
         ocpp_overrides=dict(ocpp),
+        device_model_values={name: dict(values) for name, values in components.items()},
         log_level=level,
         tick_interval_s=tick_s,
         resume_transactions=resume,
@@ -515,6 +527,37 @@ def parse(data: dict[str, Any]) -> Config:
         security=_security(data, storage),
         maintenance=_maintenance(data, storage),
     )
+
+
+def _check_device_model_values(
+    components: dict[str, dict[str, Any]],
+    csms: CsmsConfig | None,
+    backends: Sequence[CsmsConfig | None],
+    connectors: Sequence[Any],  # ConnectorConfig (dm.describe reads them as a Protocol)
+    has_reader: bool,
+) -> None:
+    """[ocpp.<Component>] tables: only when a backend may speak 2.0.1 (csms.ocpp_version),
+    and each value one the charger's device model takes (checked against the model of these
+    connectors)."""
+    first = next(iter(components))
+    speaks_201 = any(b is not None and "2.0.1" in b.ocpp_versions for b in backends)
+    if csms is None or not speaks_201:
+        raise ConfigError(
+            f"ocpp.{first}",
+            'a component table sets OCPP 2.0.1 device-model variables: add "2.0.1" to '
+            "csms.ocpp_version (1.6 keys go straight into [ocpp])",
+        )
+    # Loaded only for a configuration that has such tables (start-up time of the others).
+    from controller.ocpp201 import dm
+    from controller.ocpp201.dm.station import station_variables
+
+    description = dm.describe(
+        connectors, has_reader=has_reader, security_profile=csms.security_profile
+    )
+    try:
+        dm.first_boot_values(station_variables(description, dm.LiveValues()), components)
+    except dm.FirstBootValueError as exc:
+        raise ConfigError(exc.key, exc.reason) from None
 
 
 def _csms(csms_t: dict[str, Any], key: str) -> CsmsConfig:

@@ -13,6 +13,7 @@ from controller.app import App
 from controller.config import parse
 from controller.dev.devcsms import DevCsms
 from controller.runtime.clock import ManualClock
+from tests.procs import FAST_RETRY_BACKOFF_201
 
 STATION_ID = "CP-TEST"
 CARD = "04A1B2C3"
@@ -50,6 +51,12 @@ def charger_config(
         ],
         "ocpp": {"MeterValueSampleInterval": 60, "HeartbeatInterval": 3600, **(ocpp or {})},
     }
+    versions = csms_extra.get("ocpp_version", "1.6")
+    if "2.0.1" in ([versions] if isinstance(versions, str) else versions):
+        # A 2.0.1 charger reconnects after RetryBackOff* (Part 4 5.3), 10-20 s by default:
+        # at once here (the back-off's 0.1 s floor), like the [csms] back-off above for 1.6.
+        comm = data["ocpp"].get("OCPPCommCtrlr", {})
+        data["ocpp"]["OCPPCommCtrlr"] = {**FAST_RETRY_BACKOFF_201, **comm}
     if site is not None:
         data["site"] = site
     if csms_url is not None:

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+# First-boot OCPPCommCtrlr values of every 2.0.1 test charger ([ocpp.OCPPCommCtrlr]): it
+# reconnects at once (the back-off's 0.1 s floor), not after the default 10-20 s.
+FAST_RETRY_BACKOFF_201 = {
+    "RetryBackOffWaitMinimum": 0,
+    "RetryBackOffRandomRange": 0,
+    "RetryBackOffRepeatTimes": 0,
+}
 
 
 def free_port() -> int:
@@ -47,6 +54,11 @@ free_vend = true"""
     )
     overrides = {"MeterValueSampleInterval": 1, "HeartbeatInterval": 3600, **(ocpp or {})}
     ocpp_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in overrides.items())
+    if ocpp_version == "2.0.1":
+        # Reconnect like the [csms] back-off above, not after 10-20 s (RetryBackOff*).
+        ocpp_lines += "\n\n[ocpp.OCPPCommCtrlr]\n" + "\n".join(
+            f"{k} = {v}" for k, v in FAST_RETRY_BACKOFF_201.items()
+        )
     text = f"""
 [station]
 id = "{station_id}"

@@ -18,6 +18,13 @@ class AuthDecision:
     status: str = "Accepted"
     parent_id_tag: str | None = None
     source: str = "csms"
+    # The connectors (2.0.1 EVSEs) the token may charge at; None: any (2.0.1 C01.FR.21:
+    # idTokenInfo.evseId). Elsewhere the decision counts as not accepted.
+    connector_ids: tuple[int, ...] | None = None
+
+    def accepts_at(self, connector_id: int) -> bool:
+        """Accepted, and for this connector."""
+        return self.accepted and (self.connector_ids is None or connector_id in self.connector_ids)
 
 
 @value

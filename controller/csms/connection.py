@@ -73,6 +73,18 @@ def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> f
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+# The wait before reconnect attempt ``attempt`` (0: the first after a lost connection or
+# after a successful one; it grows while attempts fail). Called before each wait, so a
+# strategy reading settings follows a change at the next attempt.
+Backoff = Callable[[int], float]
+
+
+def exponential_backoff(options: ConnectionOptions, rng: random.Random) -> Backoff:
+    """The ``[csms]`` table's back-off (reconnect_min_s doubling up to reconnect_max_s,
+    equal jitter): OCPP 1.6, and 2.0.1 without a device model."""
+    return lambda attempt: backoff_s(attempt, options.reconnect_min_s, options.reconnect_max_s, rng)
+
+
 def station_url(csms_url: str, station_id: str) -> str:
     """OCPP-J 3.1.1 (1.6) / 2.0.1 part 4 3.1: the URL ends with the station's identity."""
     return csms_url.rstrip("/") + "/" + quote(station_id, safe="")
@@ -97,7 +109,9 @@ class CsmsConnection:
     an optional TLS context (``wss://``), and ``on_state`` ("connecting", "connected",
     "offline") for the owner's view of the link. ``url_of`` (per attempt) replaces ``url``
     when the URL depends on the security profile; ``on_failure`` hears why an attempt failed
-    before a session ran (TLS, HTTP status at the upgrade, network).
+    before a session ran (TLS, HTTP status at the upgrade, network). ``backoff`` is the
+    version's reconnect wait (2.0.1: the OCPPCommCtrlr RetryBackOff* variables); without it
+    the ``[csms]`` reconnect_min_s / reconnect_max_s back-off.
     """
 
     def __init__(
@@ -116,6 +130,7 @@ class CsmsConnection:
         url_of: Callable[[], str] | None = None,
         on_failure: Callable[[BaseException], None] = lambda exc: None,
         versions: VersionChoice | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.url = url
         # Every listed version is offered; a CSMS picking another than ``subprotocol`` ends
@@ -133,6 +148,7 @@ class CsmsConnection:
         self._ssl_context = ssl_context
         self._on_state = on_state
         self._rng = rng or random.Random()
+        self._backoff = backoff or exponential_backoff(options, self._rng)
         self._ws: ClientConnection | None = None
         self._closing = False  # close() was called: no reconnecting
         self._reconnect_now = False  # reconnect() was called: the next attempt without delay
@@ -245,9 +261,14 @@ class CsmsConnection:
                 attempt = 0
                 LOG.info("reconnecting now")
                 continue
-            delay_s = backoff_s(
-                attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng
-            )
+            try:
+                delay_s = self._backoff(attempt)
+            except Exception:
+                # A strategy's bug must not end the connection for good.
+                LOG.exception("reconnect back-off failed; using the [csms] one")
+                delay_s = backoff_s(
+                    attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng
+                )
             attempt += 1
             LOG.info("reconnecting in %.1f s", delay_s)
             await self._clock.sleep(delay_s)

@@ -165,6 +165,11 @@ class FirmwareUpdater:
         self.state = FirmwareState.IDLE
         self.job: FirmwareJob | None = None
         self._blocked: list[int] = []  # connectors this update made unavailable
+        # Whether new sessions may start on free connectors while an install waits for the
+        # transactions to end (2.0.1 ChargingStation.AllowNewSessionsPendingFirmwareUpdate,
+        # L02.FR.04; the adapter sets it, read at each check). False: they are made
+        # unavailable meanwhile (L01.FR.07, 1.6).
+        self.allow_new_sessions: Callable[[], bool] = lambda: False
         self._listeners: list[Listener] = []
         self._tasks = TaskGroup("firmware")
         self._run: asyncio.Task[None] | None = None
@@ -176,6 +181,7 @@ class FirmwareUpdater:
     def clear_listeners(self) -> None:
         """Forget every listener (the adapter of another OCPP version takes over)."""
         self._listeners.clear()
+        self.allow_new_sessions = lambda: False
 
     # ------------------------------------------------------------------ requests
 
@@ -398,7 +404,10 @@ class FirmwareUpdater:
         use (and each one whose transaction ends) is made unavailable."""
         while True:
             running = self.station.running_transactions()
-            for cid in self.station.connector_ids():
+            allowed = self._allows_new_sessions()
+            if allowed:
+                self._restore_connectors()  # allowed meanwhile: free again
+            for cid in [] if allowed else self.station.connector_ids():
                 if cid in running or cid in self._blocked:
                     continue
                 if self.station.view(cid).phase is Phase.UNAVAILABLE:
@@ -412,6 +421,13 @@ class FirmwareUpdater:
                 LOG.info("firmware install waits for %d transaction(s) to end", len(running))
                 self._set(FirmwareState.INSTALL_SCHEDULED)
             await self.clock.sleep(self.idle_poll_s)
+
+    def _allows_new_sessions(self) -> bool:
+        try:
+            return bool(self.allow_new_sessions())
+        except Exception:
+            LOG.exception("AllowNewSessionsPendingFirmwareUpdate could not be read")
+            return False
 
     def _restore_connectors(self) -> None:
         for cid in self._blocked:

@@ -61,6 +61,15 @@ def entry_of(info: Mapping[str, Any]) -> Entry:
     return Entry(str(info["status"]), group_of(info), None if expiry is None else str(expiry))
 
 
+def evse_limits(info: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The EVSEs an IdTokenInfo allows the token at (C01.FR.20/21); None: every EVSE (an
+    absent or empty evseId list, C01.FR.19). evsed's EVSE n is its connector n."""
+    ids = info.get("evseId")
+    if not isinstance(ids, list) or not ids:
+        return None
+    return tuple(int(i) for i in ids)
+
+
 def _bool(model: DeviceModel | None, component: str, variable: str, default: bool) -> bool:
     if model is None:
         return default
@@ -128,6 +137,25 @@ class Authorization:
         """AuthCtrlr.Enabled: false means no authorization at all (Part 2 2.3.1)."""
         return _bool(self.client.device_model, AUTH_CTRLR, "Enabled", True)
 
+    def ev_connected(self, connector_id: int) -> None:
+        """AuthCtrlr.Enabled false: a car plugged in charges without anybody's idToken; the
+        transaction's idToken is empty with type NoAuthorization (AuthCtrlr.Enabled, Part 2
+        appendix; C02.FR.01). A card presented first keeps its own idToken. Spawned: this
+        runs inside the state machine's step."""
+        if not self.required():
+            self.client.spawn(self._start_unauthorized(connector_id), name="no-authorization")
+
+    async def _start_unauthorized(self, connector_id: int) -> None:
+        station = self.client.station
+        # Not when a card or a remote start authorized it, nor on a reserved, unavailable
+        # or faulted connector (the same checks as a RequestStartTransaction).
+        if self.required() or station.remote_start(connector_id, "") != connector_id:
+            return
+        if self.client.transactions is not None:
+            self.client.transactions.no_authorization(connector_id)
+        LOG.info("connector %d: no authorization needed (AuthCtrlr.Enabled false)", connector_id)
+        station.begin_remote(connector_id, "")
+
     # ------------------------------------------------------------------ decisions
 
     async def authorize(self, id_token: Mapping[str, Any]) -> AuthDecision:
@@ -154,7 +182,9 @@ class Authorization:
                 self.remember(id_token, info)
                 status = str(info["status"])
                 return self._master_pass(
-                    AuthDecision(status == ACCEPTED, status, group_of(info), "csms")
+                    AuthDecision(
+                        status == ACCEPTED, status, group_of(info), "csms", evse_limits(info)
+                    )
                 )
         elif verdict.ask:
             # DisableRemoteAuthorization: a token in neither the list nor the cache is unknown.
@@ -207,16 +237,35 @@ class Authorization:
     def remember(self, id_token: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         """C10.FR.01/04/05, C12.FR.06: an IdTokenInfo from the CSMS updates the cache (any
         status), unless the cache is disabled or the token is in the list."""
+        key = token_key(id_token)
         try:
-            self.local.remember_entry(token_key(id_token), entry_of(info))
+            if evse_limits(info) is not None:
+                # The cache keeps no evseId: a token allowed at some EVSEs only is not cached
+                # (an older entry goes), so no local decision lets it charge elsewhere; the
+                # CSMS is asked each time (C01.FR.21).
+                if self.client.store.cache_get(key) is not None:
+                    self.client.store.cache_delete(key)
+                return
+            self.local.remember_entry(key, entry_of(info))
         except (KeyError, TypeError, ValueError) as exc:
             LOG.warning("idTokenInfo not cached: %s", exc)
+
+    def allowed_at(self, info: Mapping[str, Any], connector_id: int | None) -> bool:
+        """An IdTokenInfo's status is Accepted, and for this EVSE (C01.FR.21)."""
+        if str(info.get("status")) != ACCEPTED:
+            return False
+        limits = evse_limits(info)
+        return limits is None or connector_id is None or connector_id in limits
 
     def transaction_answered(self, payload: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         """C10.FR.05: the idTokenInfo of a TransactionEventResponse about the event's idToken."""
         id_token = payload.get("idToken")
         info = result.get("idTokenInfo")
-        if isinstance(id_token, Mapping) and isinstance(info, Mapping):
+        if (
+            isinstance(id_token, Mapping)
+            and isinstance(info, Mapping)
+            and id_token.get("type") != "NoAuthorization"  # C02.FR.03: never cached
+        ):
             self.remember(id_token, info)
 
 

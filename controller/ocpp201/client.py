@@ -51,6 +51,7 @@ from controller.ocpp201 import rpc as rpc201
 from controller.ocpp201 import status as status201
 from controller.ocpp201.authorization import Authorization, reader_token
 from controller.ocpp201.availability import Availability
+from controller.ocpp201.backoff import RetryBackOff
 from controller.ocpp201.certificates import CertSigning
 from controller.ocpp201.dm import ComponentKey, DeviceModel, InvalidValue, VariableKey
 from controller.ocpp201.monitoring import Monitoring
@@ -251,6 +252,13 @@ class Ocpp201Client(AdapterBase):
                 on_failure=on_failure,
                 rng=self._rng,
                 versions=versions,
+                # Part 4 5.3: the primary's link follows OCPPCommCtrlr.RetryBackOff*; another
+                # backend keeps its [[csms]] reconnect_min_s / reconnect_max_s.
+                backoff=(
+                    RetryBackOff(device_model, self._rng)
+                    if own_networks and device_model is not None
+                    else None
+                ),
             )
         else:
             self._link = CsmsConnection(
@@ -398,6 +406,8 @@ class Ocpp201Client(AdapterBase):
         a running transaction it may be an Updated: charging state, deauthorization)."""
         if self.transactions is not None:
             self.transactions.note(connector_id, event)
+            if event.kind is sm.SessionEventKind.EV_CONNECTED and self.primary:
+                self.auth.ev_connected(connector_id)  # AuthCtrlr.Enabled false
 
     async def authorize(self, id_tag: str) -> AuthDecision:
         """A card at the reader (ISO14443): list, cache, CSMS or the offline rules (C01,
@@ -642,11 +652,14 @@ class Ocpp201Client(AdapterBase):
             and self.auth.required()  # AuthCtrlr.Enabled false: nobody's token decides
         ):
             status = str(info.get("status"))
-            if status != "Accepted":
+            running = self.station.running_transactions()
+            evse = next((cid for cid, key in running.items() if key == msg.tx_key), None)
+            if not self.auth.allowed_at(info, evse):  # Accepted, and at its EVSE (C01.FR.21)
                 LOG.warning(
-                    "transaction %d: the CSMS answered idToken %s; deauthorized",
+                    "transaction %d: the CSMS answered idToken %s (evseId %s); deauthorized",
                     msg.tx_key,
                     status,
+                    info.get("evseId"),
                     extra={"action": "TransactionEvent", "tx_key": msg.tx_key},
                 )
                 self.station.deauthorize(msg.tx_key)

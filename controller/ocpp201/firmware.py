@@ -74,6 +74,17 @@ class Firmware201:
         self._order = asyncio.Lock()  # FIFO: the statuses go out in the order entered
         updater.add_listener(self._on_state)
         client.on_accepted.append(self._on_accepted)
+        updater.allow_new_sessions = self._allow_new_sessions  # L02.FR.04
+
+    def _allow_new_sessions(self) -> bool:
+        """ChargingStation.AllowNewSessionsPendingFirmwareUpdate (false when absent)."""
+        model = self.client.device_model
+        if model is None:
+            return False
+        try:
+            return model.get_bool("ChargingStation", "AllowNewSessionsPendingFirmwareUpdate")
+        except KeyError:
+            return False
 
     @staticmethod
     def payload_for(state: FirmwareState, job: FirmwareJob | None) -> dict[str, Any]:

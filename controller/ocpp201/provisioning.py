@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +37,12 @@ def station_model(
     clock: Clock,
     security_profile: int = 1,
     certificate_entries: Callable[[], int] | None = None,
+    first_boot: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dm.DeviceModel:
     """The charger's device model (config ``connectors``: one EVSE each), its live values
     read from the station: availability, power and energy register, the clock;
-    ``certificate_entries``: the installed roots (SecurityCtrlr.CertificateEntries)."""
+    ``certificate_entries``: the installed roots (SecurityCtrlr.CertificateEntries);
+    ``first_boot``: the configuration's [ocpp.<Component>] values (cfg.device_model_values)."""
 
     def availability(evse_id: int | None, connector_id: int | None) -> str:
         if evse_id is None:
@@ -67,7 +69,7 @@ def station_model(
         charging_profile_entries=lambda: len(station.installed_profiles()),
     )
     description = dm.describe(connectors, has_reader=has_reader, security_profile=security_profile)
-    return dm.build_station_model(store, description, live)
+    return dm.build_station_model(store, description, live, first_boot)
 
 
 def _model(client: Ocpp201Client) -> dm.DeviceModel:

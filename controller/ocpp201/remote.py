@@ -143,7 +143,7 @@ async def _begin(
     if request.id_token["type"] != NO_AUTHORIZATION and _authorize_first(client):
         # The CSMS's IdToken as it sent it (its type, additionalInfo), not a reader card's.
         decision = await client.auth.authorize(request.id_token)
-        if not decision.accepted:
+        if not decision.accepts_at(connector_id):  # C01.FR.21: its EVSEs only
             LOG.info("remote start %d: idToken %s not authorized", request.remote_start_id, id_tag)
             return
     # Still free? A card, a fault or an earlier remote start may have taken it since the

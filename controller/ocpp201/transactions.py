@@ -131,6 +131,8 @@ class TxMessages201:
     _tx: dict[str, _TxSeen] = field(default_factory=dict)  # by transactionId
     _session: dict[int, _Session] = field(default_factory=dict)  # by connector
     _remote: dict[int, RemoteStart] = field(default_factory=dict)  # by connector
+    # Connectors the station authorizes itself, without an idToken (AuthCtrlr.Enabled false).
+    _no_auth: set[int] = field(default_factory=set)
 
     # ------------------------------------------------------------ session events
 
@@ -138,6 +140,12 @@ class TxMessages201:
         """RequestStartTransaction is about to authorize ``connector_id``: the remote
         authorization that follows carries its remoteStartId and idToken type."""
         self._remote[connector_id] = request
+
+    def no_authorization(self, connector_id: int) -> None:
+        """AuthCtrlr.Enabled false: the remote authorization that follows on
+        ``connector_id`` is the station's own, for nobody's idToken: the transaction's
+        idToken is empty with type NoAuthorization (C02.FR.01, AuthCtrlr.Enabled)."""
+        self._no_auth.add(connector_id)
 
     def note(self, connector_id: int, event: SessionEvent) -> None:
         """Remember what a later Started reports (CablePluggedIn when the cable came last,
@@ -148,6 +156,17 @@ class TxMessages201:
             # RemoteStart, even when the cable that came later started the transaction.
             if session.trigger != "RemoteStart":
                 session.trigger = "CablePluggedIn"
+        elif (
+            event.kind is SessionEventKind.AUTHORIZED
+            and event.remote
+            and connector_id in self._no_auth
+        ):
+            # The cable started it (CablePluggedIn stays the trigger); no remoteStartId.
+            self._no_auth.discard(connector_id)
+            self._remote.pop(connector_id, None)
+            session.id_token_type = "NoAuthorization"
+            session.remote_start_id = None
+            session.id_token = None
         elif event.kind is SessionEventKind.AUTHORIZED:
             session.trigger = "RemoteStart" if event.remote else "Authorized"
             # A remote start's idToken is the CSMS's, with its type (F01.FR.04, F02.FR.05).
@@ -167,6 +186,7 @@ class TxMessages201:
         ):
             self._session.pop(connector_id, None)
             self._remote.pop(connector_id, None)
+            self._no_auth.discard(connector_id)
         elif event.kind is SessionEventKind.TRANSACTION_ENDED:
             # Once the core ended it, nothing but its Ended (journaled after the last meter
             # read) is sent for the transaction.

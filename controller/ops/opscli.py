@@ -321,7 +321,9 @@ def effective_config(config: Config) -> dict[str, Any]:
                 for c in value
             ]
         elif f.name == "ocpp_overrides":
-            out["ocpp"] = _plain(value)
+            out["ocpp"] = {**out.get("ocpp", {}), **_plain(value)}
+        elif f.name == "device_model_values":  # [ocpp.<Component>] tables (2.0.1)
+            out["ocpp"] = {**out.get("ocpp", {}), **_plain(value)}
         elif f.name == "site":
             limits = value.max_current_a
             out["site"] = {

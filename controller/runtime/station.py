@@ -517,12 +517,13 @@ class Station:
             LOG.exception("authorization of %s failed", id_tag)
             decision = AuthDecision(False, "Invalid", source="error")
         LOG.info("card %s: %s (%s)", id_tag, decision.status, decision.source)
-        if decision.accepted:
+        accepted = decision.accepts_at(connector_id)
+        if decision.accepted and not accepted:
+            LOG.info("card %s: not for connector %d", id_tag, connector_id)
+        if accepted:
             # A reservation for any connector that admits this driver is used here.
             self.reservations.claim(connector_id, id_tag, decision.parent_id_tag)
-        self.dispatch(
-            connector_id, sm.AuthResult(id_tag, decision.accepted, decision.parent_id_tag)
-        )
+        self.dispatch(connector_id, sm.AuthResult(id_tag, accepted, decision.parent_id_tag))
 
     def _now_iso(self) -> str:
         """Now as UTC ISO 8601; one instant for all commands of one step (a status, a start

@@ -425,12 +425,13 @@ async def test_offline_unknown_id(charger: Any, csms: DevCsms) -> None:
 async def test_auth_disabled_needs_no_authorization(charger: Any, csms: DevCsms) -> None:
     """AuthCtrlr.Enabled false (Part 2 2.3.1, C01.FR.01): any card starts charging at once,
     no AuthorizeRequest; the TransactionEvent carries its idToken, and what the CSMS answers
-    about that token does not stop the energy."""
+    about that token does not stop the energy. The card comes before the cable here (a
+    cable alone starts a NoAuthorization transaction: test_e2e_no_authorization_201.py)."""
     h = await booted(charger, csms, AuthCtrlr__Enabled="false")
     csms.id_token_infos[CARD] = {"status": "Blocked"}
+    await tap_and_wait(h)
     h.plug()
     await h.advance(1)
-    await tap_and_wait(h)
     await charging(h)
     assert authorizes(h) == []
     assert events(h)[0]["idToken"] == {"idToken": CARD, "type": "ISO14443"}

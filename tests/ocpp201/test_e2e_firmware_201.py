@@ -31,6 +31,8 @@ from controller.runtime.clock import ManualClock
 from tests.conftest import STATION_ID, Harness, charger_config
 from tests.maintenance.pki import Roots, Signer, manufacturer_ca, signing_cert
 from tests.maintenance.servers import FileServer
+from tests.ocpp201.test_e2e_authorization import OTHER as OTHER_CARD
+from tests.ocpp201.test_e2e_authorization import set_vars
 from tests.ocpp201.test_e2e_availability import start_transaction
 
 FIRMWARE = b"\x00evsed 2.0.1 firmware image\xff" * 4000
@@ -428,10 +430,11 @@ async def test_install_waits_for_the_transaction_to_end(
     ca: Signer,
     installer_log: Path,
 ) -> None:
-    """TC_L_13_CS / TC_L_15_CS (L01.FR.06/07, L01.FR.34; AllowNewSessionsPendingFirmwareUpdate
-    is not offered, so false): the transaction keeps charging, the install waits for it
-    (InstallScheduled) while the free EVSE is Unavailable; the EVSE whose transaction ends
-    becomes Unavailable too; after the install both are Available again."""
+    """TC_L_13_CS / TC_L_15_CS (L01.FR.06/07, L01.FR.34, L02.FR.04;
+    AllowNewSessionsPendingFirmwareUpdate false, its default): the transaction keeps
+    charging, the install waits for it (InstallScheduled) while the free EVSE is
+    Unavailable; the EVSE whose transaction ends becomes Unavailable too; after the
+    install both are Available again."""
     h = await fw201(csms, operator, trust=Roots(ca), connectors=2)
     await start_transaction(h, 1)
     assert (await update(csms, signed(files.url("/f/fw.bin"), h, signing_cert(ca))))[
@@ -449,6 +452,50 @@ async def test_install_waits_for_the_transaction_to_end(
     await h.advance(10, step_s=5)
     await until(h, "Installed")
     assert installs(installer_log) != []
+    await h.settle(lambda: all(h.connector(c).state.phase.value == "Available" for c in (1, 2)))
+    unavailable = {
+        f.payload["evseId"]
+        for f in h.frames("StatusNotification")
+        if f.payload["connectorStatus"] == "Unavailable"
+    }
+    assert unavailable == {1, 2}
+
+
+async def test_new_sessions_allowed_while_the_install_waits(
+    csms: DevCsms,
+    fw201: Any,
+    files: FileServer,
+    operator: OperatorInstaller,
+    ca: Signer,
+    installer_log: Path,
+) -> None:
+    """TC_L_12_CS / TC_L_14_CS (L02.FR.04; Part 2 appendix 2.1.2): with
+    ChargingStation.AllowNewSessionsPendingFirmwareUpdate true the free EVSE is not made
+    Unavailable while the install waits, and a new session starts there. Set false while
+    it waits (SetVariables), an EVSE that becomes free is made Unavailable; the install
+    follows the last transaction, then both are Available."""
+    h = await fw201(csms, operator, trust=Roots(ca), connectors=2)
+    await set_vars(csms, {"ChargingStation.AllowNewSessionsPendingFirmwareUpdate": "true"})
+    await start_transaction(h, 1)
+    assert (await update(csms, signed(files.url("/f/fw.bin"), h, signing_cert(ca))))[
+        "status"
+    ] == "Accepted"
+    await until(h, "InstallScheduled")
+    await h.advance(30, step_s=5)
+    assert h.connector(2).state.phase.value == "Available"
+    await start_transaction(h, 2, card=OTHER_CARD)  # a new session while the install waits
+    await h.advance(30, step_s=5)
+    assert installs(installer_log) == [] and "Installing" not in names(h)
+
+    await set_vars(csms, {"ChargingStation.AllowNewSessionsPendingFirmwareUpdate": "false"})
+    h.unplug(1)
+    await h.advance(10, step_s=5)
+    await h.settle(lambda: h.connector(1).state.phase.value == "Unavailable")
+    assert h.connector(2).hw.contactor.closed  # still charging
+    assert installs(installer_log) == []
+    h.unplug(2)
+    await h.advance(10, step_s=5)
+    await until(h, "Installed")
     await h.settle(lambda: all(h.connector(c).state.phase.value == "Available" for c in (1, 2)))
     unavailable = {
         f.payload["evseId"]

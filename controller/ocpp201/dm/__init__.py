@@ -21,6 +21,7 @@ Nothing here imports the ``ocpp`` library: payloads are the OCPP-J dicts (camelC
 from __future__ import annotations
 
 from controller.ocpp201.dm.access import get_variables, limit_error, set_variables
+from controller.ocpp201.dm.firstboot import FirstBootValueError, first_boot_values
 from controller.ocpp201.dm.model import DeviceModel
 from controller.ocpp201.dm.reports import Report, base_report, custom_report, notify_report_pages
 from controller.ocpp201.dm.station import (
@@ -37,6 +38,7 @@ __all__ = [
     "ComponentKey",
     "DeviceModel",
     "EvseDescription",
+    "FirstBootValueError",
     "InvalidValue",
     "LiveValues",
     "Report",
@@ -46,6 +48,7 @@ __all__ = [
     "build_station_model",
     "custom_report",
     "describe",
+    "first_boot_values",
     "get_variables",
     "limit_error",
     "notify_report_pages",

@@ -54,7 +54,14 @@ class DeviceModel:
     CSMS writes with ``add_guard``; values the charger itself learns go in with
     ``set_internal``. SetVariables/GetVariables/reports are in dm.access and dm.reports."""
 
-    def __init__(self, store: SettingsStore, variables: Iterable[VariableDef]) -> None:
+    def __init__(
+        self,
+        store: SettingsStore,
+        variables: Iterable[VariableDef],
+        first_boot: Mapping[tuple[ComponentKey, VariableKey], str] | None = None,
+    ) -> None:
+        """``first_boot``: Actual values that replace the defaults (the configuration's,
+        checked by dm.firstboot); a stored value still wins."""
         self._store = store
         self._defs: dict[tuple[ComponentKey, VariableKey], VariableDef] = {}
         for definition in variables:
@@ -75,6 +82,8 @@ class DeviceModel:
                     continue
                 slot = (definition.component, definition.variable, attribute.type)
                 value = attribute.default
+                if attribute.type == "Actual" and first_boot is not None:
+                    value = first_boot.get((definition.component, definition.variable), value)
                 text = stored.get(storage_key(*slot)) if attribute.persistent else None
                 if text is not None and not attribute.constant:
                     try:

@@ -12,13 +12,14 @@ connector 1."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 from controller.core.timestamps import iso_utc
+from controller.ocpp201.dm.firstboot import first_boot_values
 from controller.ocpp201.dm.model import DeviceModel, SettingsStore
 from controller.ocpp201.dm.types import (
     AttributeDef,
@@ -638,6 +639,9 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
     station = ComponentKey("ChargingStation")
     phases = max(e.phases for e in desc.evses)
     out = [
+        # L02.FR.04: true lets free EVSEs take new sessions while an install waits for the
+        # transactions to end (Part 2 appendix 2.1.2).
+        _var(station, "AllowNewSessionsPendingFirmwareUpdate", "boolean", "false"),
         _var(
             station,
             "AvailabilityState",
@@ -806,11 +810,17 @@ def _infrastructure(desc: StationDescription, live: LiveValues) -> list[Variable
 
 
 def build_station_model(
-    store: SettingsStore, desc: StationDescription, live: LiveValues | None = None
+    store: SettingsStore,
+    desc: StationDescription,
+    live: LiveValues | None = None,
+    first_boot: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DeviceModel:
     """The station's DeviceModel on ``store`` (values set earlier are loaded from it), with
-    the built-in guard on BasicAuthPassword."""
-    model = DeviceModel(store, station_variables(desc, live or LiveValues()))
+    the built-in guard on BasicAuthPassword. ``first_boot``: the configuration's
+    ``[ocpp.<Component>]`` tables, in place of the defaults (raises FirstBootValueError)."""
+    variables = station_variables(desc, live or LiveValues())
+    values = first_boot_values(variables, first_boot) if first_boot else None
+    model = DeviceModel(store, variables, values)
     model.add_guard("SecurityCtrlr", "BasicAuthPassword", _password)
     return model
 
