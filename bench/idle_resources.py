@@ -166,7 +166,9 @@ async def _measure(
         statuses = {
             f.payload.get("connectorId") for f in csms.frames(STATION_ID, "StatusNotification")
         }
-        return bool(csms.frames(STATION_ID, "BootNotification")) and {0, 1} <= statuses
+        # 1.6 reports connector 0 (the charge point) too; 2.0.1 only each EVSE's connectors.
+        wanted = {0, 1} if args.ocpp == "1.6" else {1}
+        return bool(csms.frames(STATION_ID, "BootNotification")) and wanted <= statuses
 
     while not booted():
         if proc.poll() is not None:
