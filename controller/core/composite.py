@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
@@ -548,3 +549,49 @@ def expired(profile: ChargingProfile, now: datetime) -> bool:
         and schedule.duration_s is not None
         and schedule.start + timedelta(seconds=schedule.duration_s) <= now
     )
+
+
+@value
+class Cap:
+    """A limit that is not a charging profile (the local API's, the site's) on a composite
+    schedule: ``limit_a`` per phase from ``start_s`` until ``end_s`` (None: the end)."""
+
+    start_s: float
+    end_s: float | None
+    limit_a: Decimal
+
+
+def cap_schedule(
+    schedule: CompositeSchedule, caps: Iterable[Cap], *, voltage_v: Number = 230
+) -> CompositeSchedule:
+    """``schedule`` with every period lowered to the caps in force during it (K08: "a
+    combination of local limits and the prevailing charging profiles"), split where a cap
+    begins or ends; adjacent periods with the same limit and phases merged. A cap in A
+    lowers a W schedule by its power on the period's phases."""
+    caps = [c for c in caps if c.end_s is None or c.end_s > c.start_s]
+    if not caps or not schedule.periods:
+        return schedule
+    volts = to_decimal(voltage_v)
+    duration_s = float(schedule.duration_s)
+    bounds = {p.start_s for p in schedule.periods}
+    for cap in caps:
+        for edge in (cap.start_s, cap.end_s):
+            if edge is not None and 0 < edge < duration_s:
+                bounds.add(edge)
+    starts = sorted(bounds)
+    out: list[CompositePeriod] = []
+    for start_s in starts:
+        period = schedule.periods[bisect_right([p.start_s for p in schedule.periods], start_s) - 1]
+        limit = period.limit
+        for cap in caps:
+            if cap.start_s <= start_s and (cap.end_s is None or start_s < cap.end_s):
+                value_ = (
+                    cap.limit_a
+                    if schedule.unit is RateUnit.A
+                    else amps_to_watts(cap.limit_a, period.phases, volts)
+                )
+                limit = min(limit, value_)
+        if out and out[-1].limit == limit and out[-1].phases == period.phases:
+            continue
+        out.append(CompositePeriod(start_s, limit, period.phases))
+    return replace(schedule, periods=tuple(out))

@@ -22,10 +22,12 @@ from controller.core.charging_profiles import (
     install_profile,
 )
 from controller.core.composite import (
+    Cap,
     CompositeSchedule,
     EffectiveLimit,
     LimitSource,
     Source,
+    cap_schedule,
     composite_schedule,
     expired,
     limit_at,
@@ -318,7 +320,7 @@ class SmartCharging:
             )
             phases = max(x.hw.phases for x in self._connectors.values())
             voltage_v = max(_voltage(x) for x in self._connectors.values())
-        return composite_schedule(
+        schedule = composite_schedule(
             self._profiles,
             connector_id,
             now,
@@ -331,6 +333,29 @@ class SmartCharging:
             tx_start=None if tx_key is None else self._tx_start.get(tx_key),
             others=self._other_books(),
         )
+        return cap_schedule(schedule, self._caps(connector_id), voltage_v=voltage_v)
+
+    def _caps(self, connector_id: int) -> list[Cap]:
+        """The limits besides charging profiles a composite schedule of ``connector_id``
+        (0: the station) combines (K08 "local limits"): the local API's limit of the
+        connector and of the station, each until its timeout and [site] fallback_current_a
+        after it, and the site's current (its lowest line). A connector's share of the site
+        changes with the other connectors' draws: not scheduled ahead, the site's limit is
+        its upper bound."""
+        now_s = self._clock.monotonic_s()
+        caps: list[Cap] = []
+        for cid in {connector_id, 0}:
+            local = self._local.get(cid)
+            if local is None:
+                continue
+            remaining_s = max(0.0, local.expires_at_s - now_s)
+            if remaining_s > 0:
+                caps.append(Cap(0.0, remaining_s, local.limit_a))
+            caps.append(Cap(remaining_s, None, self._site.fallback_current_a))
+        site = self._site.max_current_a
+        if site:
+            caps.append(Cap(0.0, None, min(site.values())))
+        return caps
 
     def refresh(self) -> None:
         """Compute and apply every connector's limit now (profiles, transactions or the
