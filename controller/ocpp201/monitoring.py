@@ -366,7 +366,19 @@ class Monitoring:
         }
         if cleared:
             data["cleared"] = True
+        tx_id = self._transaction_id(connector_id)
+        if tx_id is not None:
+            data["transactionId"] = tx_id  # the fault hit this transaction (EventDataType)
         self._send(data, FAULT_SEVERITY.get(kind, 4))
+
+    def _transaction_id(self, connector_id: int) -> str | None:
+        """The charger's transactionId of the transaction running on the connector."""
+        try:
+            tx_key = self.client.station.view(connector_id).tx_key
+        except KeyError:
+            return None
+        record = None if tx_key is None else self.client.store.get_transaction(tx_key)
+        return None if record is None or not record.tx_id else record.tx_id
 
     # ------------------------------------------------------------------ NotifyEvent
 

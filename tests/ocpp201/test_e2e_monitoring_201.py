@@ -343,3 +343,29 @@ async def test_offline_queueing(charger: Any, csms: DevCsms) -> None:
     await come_back(h, csms)
     await h.advance(2)
     assert not any(e.get("actualValue") == "Available" for e in events(h))
+
+
+async def test_a_fault_during_a_transaction_names_it(charger: Any, csms: DevCsms) -> None:
+    """N07 EventDataType.transactionId: the HardWiredNotification of a fault on an EVSE
+    with a running transaction carries that transaction's id (the one of its
+    TransactionEvents); a fault without a transaction carries none."""
+    h = await ready(charger, csms)
+    h.plug()
+    await h.advance(1)
+    h.tap()
+    await h.settle(lambda: bool(h.frames("TransactionEvent")))
+    tx_id = h.frames("TransactionEvent")[0].payload["transactionInfo"]["transactionId"]
+    h.rig(1).fault.inject("GroundFailure")
+    await h.advance(1)
+    await h.settle(lambda: any(e.get("techCode") == "GroundFailure" for e in events(h)))
+    (fault,) = [e for e in events(h) if e.get("techCode") == "GroundFailure"]
+    assert fault["transactionId"] == tx_id
+    h.rig(1).fault.clear()
+    h.unplug()
+    await h.advance(2)
+    await h.settle(lambda: h.connector().tx_key is None)
+    h.rig(1).fault.inject("OverCurrentFailure")
+    await h.advance(1)
+    await h.settle(lambda: any(e.get("techCode") == "OverCurrentFailure" for e in events(h)))
+    (idle,) = [e for e in events(h) if e.get("techCode") == "OverCurrentFailure"]
+    assert "transactionId" not in idle
