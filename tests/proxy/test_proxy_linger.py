@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 
+from controller.csms.rpc import CallError
 from controller.dev.devcsms import CsmsEvent, DevCsms, StationConnected
+from controller.proxy.linger import ChargerLinks
+from controller.proxy.protocol import PROTOCOLS
+from controller.proxy.store import ProxyStore
 from controller.runtime.clock import ManualClock
 from tests.conftest import STATION_ID
 from tests.proxy.proxyrig import Rig, accepted, backend, eventually, proxy_config, session
@@ -209,3 +213,25 @@ async def test_linger_zero_closes_the_links_with_the_charger(
     await asyncio.sleep(0.2)
     assert mirror.connects == 0
     assert proxy.store.queue_length(STATION_ID, "watch") == queued
+
+
+async def test_a_backends_command_while_the_charger_is_away_is_answered(tmp_path: Path) -> None:
+    """While the links linger without a charger, a command a secondary sends gets the
+    OCPP-J answer GenericError "the charger is not connected to the proxy" (it passed its
+    ownership gate: a mirror may read)."""
+    config = proxy_config(
+        tmp_path,
+        [backend("billing", "ws://127.0.0.1:9/ocpp", "primary"), backend("watch", "ws://x/")],
+    )
+    charger_config = config.charger(STATION_ID)
+    assert charger_config is not None
+    store = ProxyStore(str(tmp_path / "unit.db"))
+    try:
+        entry = ChargerLinks(charger_config, PROTOCOLS["ocpp1.6"], config, store, ManualClock())
+        (link,) = entry.links
+        with pytest.raises(CallError) as refused:
+            await link._gate("GetConfiguration", {"key": ["HeartbeatInterval"]})
+        assert refused.value.code == "GenericError"
+        assert "not connected to the proxy" in refused.value.description
+    finally:
+        store.close()
