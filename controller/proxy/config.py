@@ -88,6 +88,9 @@ class ProxyConfig:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     rate_limit: RateLimit = RateLimit()
+    # A secondary's link stays up this long after its charger left, to deliver its queue
+    # (closed at once when the queue is empty); 0: closed with the charger's connection.
+    linger_s: float = 300.0
     # Unknown chargers (allow_unknown) get every backend: checked once at load.
     default_ownership: Ownership | None = None
 
@@ -116,6 +119,7 @@ _PROXY_KEYS = {
     "reconnect_max_s",
     "rate_limit_burst",
     "rate_limit_per_s",
+    "linger_s",
 }
 _BACKEND_KEYS = {"name", "url", "role", "allow", "password", "passwords", "ca_bundle"}
 _CHARGER_KEYS = {"id", "password", "backends"}
@@ -190,6 +194,7 @@ def parse(data: Mapping[str, Any]) -> ProxyConfig:
             burst=_int(proxy, "rate_limit_burst", 20),
             per_s=_positive(proxy, "rate_limit_per_s", 2.0),
         ),
+        linger_s=_non_negative(proxy, "linger_s", 300.0),
         default_ownership=default,
     )
 
@@ -274,4 +279,11 @@ def _positive(t: Mapping[str, Any], key: str, default: float) -> float:
     value = t.get(key, default)
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise ProxyConfigError(f"[proxy]: {key} must be a number > 0")
+    return float(value)
+
+
+def _non_negative(t: Mapping[str, Any], key: str, default: float) -> float:
+    value = t.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1e9:
+        raise ProxyConfigError(f"[proxy]: {key} must be a number >= 0")
     return float(value)

@@ -64,6 +64,9 @@ class SecondaryLink:
         self._gate = gate
         self.status = status
         self._wake = asyncio.Event()
+        # Set whenever a message left the queue (the pool waits on it to close a link whose
+        # charger left once its queue is empty).
+        self.progress = asyncio.Event()
         self._clock = clock
         tls = client_tls(backend)
         self.connection = CsmsConnection(
@@ -136,7 +139,7 @@ class SecondaryLink:
                     self.backend.name,
                     item.payload.get("transactionId"),
                 )
-                self._store.confirm(item.id)
+                self._confirm(item.id)
                 continue
             try:
                 result = await rpc.call(item.action, payload, prevalidated=True)
@@ -153,7 +156,7 @@ class SecondaryLink:
                     MAX_ATTEMPTS,
                 )
                 if attempts >= MAX_ATTEMPTS or exc.code in FINAL_ERRORS:
-                    self._store.confirm(item.id)
+                    self._confirm(item.id)
                     attempts = 0
                 else:
                     await self._clock.sleep(self._config.reconnect_min_s)
@@ -165,7 +168,11 @@ class SecondaryLink:
                 return
             attempts = 0
             self.status.saw(f"{item.action}.conf")
-            self._store.confirm(item.id, self._mapping(item.action, item.primary_tx, result))
+            self._confirm(item.id, self._mapping(item.action, item.primary_tx, result))
+
+    def _confirm(self, item_id: int, mapping: tuple[str, str, int, int] | None = None) -> None:
+        self._store.confirm(item_id, mapping)
+        self.progress.set()
 
     def _outgoing(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         if not self._protocol.maps_transaction_ids:
@@ -200,5 +207,5 @@ class SecondaryLink:
     async def run(self) -> None:
         await self.connection.run()
 
-    async def close(self) -> None:
-        await self.connection.close("charger disconnected from the proxy")
+    async def close(self, reason: str = "charger disconnected from the proxy") -> None:
+        await self.connection.close(reason)

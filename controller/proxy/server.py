@@ -6,7 +6,6 @@ from __future__ import annotations
 import hmac
 import http
 import logging
-import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,13 +23,17 @@ from controller.csms.connection import (
     basic_auth_header,
     station_url,
 )
+from controller.csms.guard import BurstLog
 from controller.csms.upgrade import basic_credentials, station_id_from_path
 from controller.proxy.config import ChargerConfig, ProxyConfig
+from controller.proxy.linger import SecondaryPool
 from controller.proxy.protocol import PROTOCOLS, SUBPROTOCOLS
 from controller.proxy.secondary import client_tls
 from controller.proxy.session import ChargerSession
 from controller.proxy.store import ProxyStore
+from controller.proxy.tlsaccept import describe, server_tls, tls_connection_class
 from controller.runtime.clock import Clock
+from controller.runtime.tasks import TaskGroup
 
 LOG = logging.getLogger(__name__)
 
@@ -41,13 +44,6 @@ def offered_subprotocols(headers: Headers) -> list[str]:
         p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")
     ]
     return [p for p in offered if p in PROTOCOLS]
-
-
-def server_tls(cert: str, key: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
 
 
 class ProxyServer:
@@ -63,10 +59,24 @@ class ProxyServer:
         self._pending: dict[int, ClientConnection] = {}
         self.port = 0
         self.refused_handshakes = 0
+        self.tls_failures = 0
+        self._tls_failed = BurstLog(LOG, "TLS handshake of a charger failed")
+        self._tasks = TaskGroup("proxy:server")
+        # Each charger's secondary links: they outlive its connection (proxy.linger_s).
+        self.secondaries = SecondaryPool(config, self.store, self._clock)
+
+    def _on_tls_failure(self, peer: str, exc: BaseException) -> None:
+        self.tls_failures += 1
+        self._tls_failed(f"{peer}: {describe(exc)}")
 
     async def start(self) -> None:
         c = self.config
         tls = server_tls(c.tls_cert, c.tls_key) if c.tls_cert and c.tls_key else None
+        create_connection = (
+            tls_connection_class(tls, self._tasks, self._on_tls_failure, c.open_timeout_s)
+            if tls is not None
+            else None
+        )
         self._server = await serve(
             self._handle,
             c.listen_host,
@@ -75,7 +85,7 @@ class ProxyServer:
             select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
             process_response=self._process_response,
-            ssl=tls,
+            create_connection=create_connection,
             max_size=MAX_FRAME_BYTES,
             close_timeout=CLOSE_TIMEOUT_S,
             logger=logging.getLogger(__name__ + ".ws"),
@@ -95,9 +105,11 @@ class ProxyServer:
         if server is not None:
             server.close()
             await server.wait_closed()
+        await self._tasks.cancel_all()
         for ws in self._pending.values():
             await ws.close()
         self._pending.clear()
+        await self.secondaries.close_all()
         self.store.close()
 
     # ------------------------------------------------------------------ handshake
@@ -199,26 +211,34 @@ class ProxyServer:
         old = self.sessions.get(charger_id)
         if old is not None:
             await old.close("replaced by a new connection of the charger")
+        protocol = PROTOCOLS[str(primary.subprotocol)]
+        links = await self.secondaries.attach(charger, protocol)
         session = ChargerSession(
             charger=charger,
             ws=ws,
             primary_ws=primary,
-            protocol=PROTOCOLS[str(primary.subprotocol)],
+            protocol=protocol,
             config=self.config,
             store=self.store,
-            clock=self._clock,
+            secondaries=links.links,
         )
+        links.session = session
         self.sessions[charger_id] = session
         try:
             await session.run()
         finally:
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
+            await self.secondaries.detach(charger_id, session)
 
     def status(self) -> dict[str, Any]:
         """Every charger (connected, or with messages still queued) and its backends."""
         chargers = [s.status() for s in self.sessions.values()]
-        for charger_id in sorted(set(self.store.queued_chargers()) - set(self.sessions)):
+        for charger_id in sorted(self.secondaries.lingering()):
+            if charger_id not in self.sessions:
+                chargers.append(self.secondaries.status(charger_id))
+        listed = {c["id"] for c in chargers}
+        for charger_id in sorted(set(self.store.queued_chargers()) - listed):
             charger = self.config.charger(charger_id)
             backends = charger.secondaries if charger else ()
             chargers.append(
@@ -236,4 +256,8 @@ class ProxyServer:
                     ],
                 }
             )
-        return {"chargers": chargers, "refused_handshakes": self.refused_handshakes}
+        return {
+            "chargers": chargers,
+            "refused_handshakes": self.refused_handshakes,
+            "tls_failures": self.tls_failures,
+        }

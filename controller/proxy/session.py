@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -16,13 +17,11 @@ from websockets.frames import CloseCode
 
 from controller.csms.guard import BurstLog
 from controller.csms.rpc import CallError, CallTimeout, ConnectionLost, RpcConnection
-from controller.proxy import txids
 from controller.proxy.config import ChargerConfig, ProxyConfig
 from controller.proxy.links import CommandGate, LinkStatus
 from controller.proxy.protocol import Protocol
 from controller.proxy.secondary import SecondaryLink
 from controller.proxy.store import ProxyStore
-from controller.runtime.clock import Clock
 from controller.runtime.tasks import TaskGroup
 
 LOG = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class ChargerSession:
         protocol: Protocol,
         config: ProxyConfig,
         store: ProxyStore,
-        clock: Clock,
+        secondaries: Sequence[SecondaryLink],
     ) -> None:
         self.charger = charger
         self.protocol = protocol
@@ -81,47 +80,20 @@ class ChargerSession:
                 protocol=protocol,
                 rate=config.rate_limit,
                 status=self.primary_status,
-                to_charger=self._to_charger,
+                to_charger=self.to_charger,
             ),
             dialect=d,
             response_timeout_s=config.response_timeout_s,
             supported_actions=protocol.csms_actions,
             on_invalid=BurstLog(LOG, f"{charger.id}: backend {primary.name} sent bad input"),
         )
-        self.secondaries: list[SecondaryLink] = []
-        for backend in charger.secondaries:
-            status = LinkStatus(backend.name, backend.role.value)
-
-            def rewrite(action: str, payload: dict[str, Any], name: str = backend.name) -> Any:
-                return self._from_secondary(name, action, payload)
-
-            gate = CommandGate(
-                charger_id=charger.id,
-                backend=backend,
-                ownership=charger.ownership,
-                protocol=protocol,
-                rate=config.rate_limit,
-                status=status,
-                to_charger=self._to_charger,
-                rewrite=rewrite,
-            )
-            self.secondaries.append(
-                SecondaryLink(
-                    charger_id=charger.id,
-                    backend=backend,
-                    protocol=protocol,
-                    config=config,
-                    store=store,
-                    gate=gate,
-                    status=status,
-                    clock=clock,
-                )
-            )
+        # Owned by the proxy (SecondaryPool): they outlive this connection.
+        self.secondaries = list(secondaries)
         self._closed = asyncio.Event()
 
     async def run(self) -> None:
-        """Relay until the charger or the primary goes; then close the other side and the
-        secondaries (their queues stay for the next connection)."""
+        """Relay until the charger or the primary goes; then close the other side (the
+        secondaries' links are the proxy's: they linger to deliver their queues)."""
         LOG.info(
             "%s connected (OCPP %s); primary %s, secondaries %s",
             self.charger.id,
@@ -129,8 +101,6 @@ class ChargerSession:
             self.charger.primary.name,
             ", ".join(s.backend.name for s in self.secondaries) or "none",
         )
-        for link in self.secondaries:
-            self._tasks.spawn(link.run(), name=f"secondary:{link.backend.name}")
         charger = self._tasks.spawn(_until_closed(self.charger_rpc), name="charger")
         primary = self._tasks.spawn(_until_closed(self.primary_rpc), name="primary")
         closed = self._tasks.spawn(self._closed.wait(), name="closed")
@@ -157,8 +127,6 @@ class ChargerSession:
         self._closed.set()
 
     async def _close_all(self, reason: str) -> None:
-        for link in self.secondaries:
-            await link.close()
         await self._close_charger(reason)
         try:
             await self._primary_ws.close(CloseCode.NORMAL_CLOSURE, "the charger disconnected")
@@ -219,7 +187,7 @@ class ChargerSession:
 
     # ------------------------------------------------------------------ CSMS -> charger
 
-    async def _to_charger(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def to_charger(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         try:
             return await self.charger_rpc.call(action, payload, prevalidated=True)
         except ConnectionLost:
@@ -231,15 +199,6 @@ class ChargerSession:
             raise CallError(
                 self.protocol.dialect.generic_error, f"the charger did not answer {action} in time"
             ) from None
-
-    def _from_secondary(self, backend: str, action: str, payload: dict[str, Any]) -> Any:
-        if not self.protocol.maps_transaction_ids:
-            return payload
-        return txids.from_backend(
-            action,
-            payload,
-            lambda tx: self._store.primary_txs(self.charger.id, backend, tx),
-        )
 
     def status(self) -> dict[str, Any]:
         backends = [_status(self.primary_status, 0)]

@@ -10,6 +10,7 @@ from typing import Any
 
 from controller.proxy.config import ProxyConfig, parse
 from controller.proxy.server import ProxyServer
+from controller.runtime.clock import Clock
 from tests.conftest import STATION_ID
 
 
@@ -49,12 +50,13 @@ class Rig:
     """Starts the proxy in this process; ``restart()`` stops it and starts a new one on the
     same port and database, as after a service restart."""
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: ProxyConfig, clock: Clock | None = None) -> None:
         self.config = config
+        self.clock = clock
         self.proxy: ProxyServer | None = None
 
     async def start(self) -> ProxyServer:
-        self.proxy = ProxyServer(self.config)
+        self.proxy = ProxyServer(self.config, clock=self.clock)
         await self.proxy.start()
         if self.config.listen_port == 0:
             # Keep the port across restarts: chargers have it in their configuration.
@@ -72,7 +74,8 @@ class Rig:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.config.listen_port}/ocpp"
+        scheme = "wss" if self.config.tls_cert else "ws"
+        return f"{scheme}://127.0.0.1:{self.config.listen_port}/ocpp"
 
     @property
     def as_csms(self) -> Any:

@@ -43,6 +43,9 @@ def test_shared_command_given_to_two_backends_names_both() -> None:
         (doc(BILLING, proxy={"tls_cert": "/x.pem"}), "come together"),
         (doc(BILLING, proxy={"listen_port": "80"}), "whole number"),
         (doc(BILLING, proxy={"colour": 1}), "unknown key"),
+        (doc(BILLING, proxy={"linger_s": -1}), "linger_s must be a number >= 0"),
+        (doc(BILLING, proxy={"linger_s": "5m"}), "linger_s must be a number >= 0"),
+        (doc(BILLING, proxy={"linger_s": float("nan")}), "linger_s must be a number >= 0"),
         ({"backends": [BILLING]}, "nobody may connect"),
     ],
 )
@@ -81,3 +84,10 @@ def test_cli_reports_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "exactly one backend must be the primary" in capsys.readouterr().err
     with pytest.raises(ProxyConfigError, match="cannot read"):
         load(tmp_path / "missing.toml")
+
+
+def test_linger_default_and_zero() -> None:
+    """proxy.linger_s: 300 s unless set; 0 (links close with the charger's connection) is
+    allowed."""
+    assert parse(doc(BILLING)).linger_s == 300.0
+    assert parse(doc(BILLING, proxy={"linger_s": 0})).linger_s == 0.0
