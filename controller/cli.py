@@ -487,144 +487,166 @@ OWN_COMMANDS = frozenset(
 )
 
 
-def build_parser(with_ops: bool = True) -> argparse.ArgumentParser:
-    """The whole command line; ``with_ops`` False leaves out the ops modules' commands."""
+def build_parser(with_ops: bool = True, only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``with_ops`` False leaves out the ops modules' commands;
+    ``only`` (one of OWN_COMMANDS) defines that command alone: each ``add_argument`` makes
+    a help formatter, and the whole parser cost `evsed run` ~3 ms of its start (issue 16)."""
     parser = argparse.ArgumentParser(prog="evsed", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("run", help="run the charge point controller")
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    p.add_argument(
-        "--no-restart",
-        action="store_true",
-        help="exit with code 75 on Reset instead of restarting in place (76: a Hard reset "
-        "that would reboot the board)",
-    )
-    p.add_argument(
-        "--log-target",
-        choices=TARGETS,
-        default="auto",
-        help="journal: journald's native protocol; stderr; auto (default): the journal when "
-        "systemd connected stderr to it",
-    )
-    p.set_defaults(fn=cmd_run)
+    def wanted(command: str) -> bool:
+        return only is None or command == only
 
-    p = sub.add_parser(
-        "safe-off",
-        help="fail-safe: open every contactor and set pilot boards to 0 A, then exit",
-        description="Opens every configured contactor and sets EVSE boards to 0 A using only "
-        "the [[connectors]] driver sections of the config: no database, no CSMS, nothing "
-        "locked. Every device is tried even if another fails. Exit code 0 when all succeeded, "
-        "1 when any failed, 2 when the config cannot be read, 3 on timeout.",
-    )
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="give up after S seconds in total (default 10)",
-    )
-    p.set_defaults(fn=cmd_safe_off)
+    if wanted("run"):
+        p = sub.add_parser("run", help="run the charge point controller")
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+        p.add_argument(
+            "--no-restart",
+            action="store_true",
+            help="exit with code 75 on Reset instead of restarting in place (76: a Hard reset "
+            "that would reboot the board)",
+        )
+        p.add_argument(
+            "--log-target",
+            choices=TARGETS,
+            default="auto",
+            help="journal: journald's native protocol; stderr; auto (default): the journal when "
+            "systemd connected stderr to it",
+        )
+        p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("check-config", help="validate a configuration file")
-    p.add_argument("file")
-    p.set_defaults(fn=cmd_check_config)
+    if wanted("safe-off"):
+        p = sub.add_parser(
+            "safe-off",
+            help="fail-safe: open every contactor and set pilot boards to 0 A, then exit",
+            description="Opens every configured contactor and sets EVSE boards to 0 A using only "
+            "the [[connectors]] driver sections of the config: no database, no CSMS, nothing "
+            "locked. Every device is tried even if another fails. Exit code 0 when all succeeded, "
+            "1 when any failed, 2 when the config cannot be read, 3 on timeout.",
+        )
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=10.0,
+            metavar="S",
+            help="give up after S seconds in total (default 10)",
+        )
+        p.set_defaults(fn=cmd_safe_off)
 
-    p = sub.add_parser("demo", help="simulated charger + dev CSMS, one complete session")
-    p.add_argument("--minutes", type=float, default=30.0, help="simulated charging time")
-    p.add_argument("--quiet", action="store_true", help="hide the OCPP messages")
-    p.add_argument(
-        "--ocpp",
-        default="1.6",
-        choices=["1.6", "2.0.1"],
-        metavar="VERSION",
-        help="the OCPP version the charger and its dev CSMS speak: 1.6 (default) or 2.0.1",
-    )
-    p.set_defaults(fn=cmd_demo)
+    if wanted("check-config"):
+        p = sub.add_parser("check-config", help="validate a configuration file")
+        p.add_argument("file")
+        p.set_defaults(fn=cmd_check_config)
 
-    p = sub.add_parser("dev-csms", help="run the development CSMS (OCPP 1.6J and 2.0.1)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument(
-        "--ocpp",
-        action="append",
-        choices=["1.6", "2.0.1"],
-        metavar="VERSION",
-        help="speak only this OCPP version (1.6 or 2.0.1); repeat it for an order of "
-        "preference; default: both, the version the station offers first",
-    )
-    p.add_argument("--port", type=int, default=9000)
-    p.add_argument("--boot-status", default="Accepted", choices=["Accepted", "Pending", "Rejected"])
-    p.add_argument(
-        "--password",
-        action="append",
-        metavar="STATION=PASSWORD",
-        help="require HTTP Basic auth for STATION",
-    )
-    p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate chain")
-    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
-    p.add_argument(
-        "--tls-ca",
-        metavar="PEM",
-        help="require client certificates issued by this CA (security profile 3)",
-    )
-    p.set_defaults(fn=cmd_dev_csms)
+    if wanted("demo"):
+        p = sub.add_parser("demo", help="simulated charger + dev CSMS, one complete session")
+        p.add_argument("--minutes", type=float, default=30.0, help="simulated charging time")
+        p.add_argument("--quiet", action="store_true", help="hide the OCPP messages")
+        p.add_argument(
+            "--ocpp",
+            default="1.6",
+            choices=["1.6", "2.0.1"],
+            metavar="VERSION",
+            help="the OCPP version the charger and its dev CSMS speak: 1.6 (default) or 2.0.1",
+        )
+        p.set_defaults(fn=cmd_demo)
 
-    p = sub.add_parser(
-        "proxy",
-        help="relay any OCPP-J charger to several backends (primary, mirrors, energy manager)",
-    )
-    p.add_argument("-c", "--config", default="/etc/evsed/proxy.toml")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--log-target", choices=TARGETS, default="auto")
-    p.set_defaults(fn=cmd_proxy)
+    if wanted("dev-csms"):
+        p = sub.add_parser("dev-csms", help="run the development CSMS (OCPP 1.6J and 2.0.1)")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument(
+            "--ocpp",
+            action="append",
+            choices=["1.6", "2.0.1"],
+            metavar="VERSION",
+            help="speak only this OCPP version (1.6 or 2.0.1); repeat it for an order of "
+            "preference; default: both, the version the station offers first",
+        )
+        p.add_argument("--port", type=int, default=9000)
+        p.add_argument(
+            "--boot-status", default="Accepted", choices=["Accepted", "Pending", "Rejected"]
+        )
+        p.add_argument(
+            "--password",
+            action="append",
+            metavar="STATION=PASSWORD",
+            help="require HTTP Basic auth for STATION",
+        )
+        p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate chain")
+        p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+        p.add_argument(
+            "--tls-ca",
+            metavar="PEM",
+            help="require client certificates issued by this CA (security profile 3)",
+        )
+        p.set_defaults(fn=cmd_dev_csms)
 
-    p = sub.add_parser(
-        "fleet",
-        help="N simulated chargers in one process, for CSMS load tests",
-        description="Runs N simulated chargers (each a full evsed station with its own "
-        "store and connection) against a CSMS, prints a live summary on stderr and a final "
-        "report. Exit code 0 when every station booted, 1 otherwise, 2 on a configuration error.",
-    )
-    _fleet_arguments(p)
-    p.set_defaults(fn=cmd_fleet)
+    if wanted("proxy"):
+        p = sub.add_parser(
+            "proxy",
+            help="relay any OCPP-J charger to several backends (primary, mirrors, energy manager)",
+        )
+        p.add_argument("-c", "--config", default="/etc/evsed/proxy.toml")
+        p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        p.add_argument("--log-target", choices=TARGETS, default="auto")
+        p.set_defaults(fn=cmd_proxy)
 
-    p = sub.add_parser(
-        "hw-test",
-        help="interactive hardware bring-up: meter, vehicle, reader, lock, light, contactor",
-        description="Test the configured hardware step by step. The contactor is only closed "
-        "after typing YES at the prompt; there is no option to skip that.",
-    )
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    p.add_argument("--connector", type=int, help="test only this connector (default: all)")
-    p.add_argument(
-        "--only",
-        metavar="STEPS",
-        help="comma-separated steps to run: meter,vehicle,reader,lock,indicator,contactor",
-    )
-    p.add_argument(
-        "--card-timeout",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="how long to wait for a card (default 30 s)",
-    )
-    p.set_defaults(fn=cmd_hw_test)
+    if wanted("fleet"):
+        p = sub.add_parser(
+            "fleet",
+            help="N simulated chargers in one process, for CSMS load tests",
+            description="Runs N simulated chargers (each a full evsed station with its own "
+            "store and connection) against a CSMS, prints a live summary on stderr and a final "
+            "report. Exit code 0 when every station booted, 1 otherwise, 2 on a configuration "
+            "error.",
+        )
+        _fleet_arguments(p)
+        p.set_defaults(fn=cmd_fleet)
 
+    if wanted("hw-test"):
+        p = sub.add_parser(
+            "hw-test",
+            help="interactive hardware bring-up: meter, vehicle, reader, lock, light, contactor",
+            description="Test the configured hardware step by step. The contactor is only closed "
+            "after typing YES at the prompt; there is no option to skip that.",
+        )
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+        p.add_argument("--connector", type=int, help="test only this connector (default: all)")
+        p.add_argument(
+            "--only",
+            metavar="STEPS",
+            help="comma-separated steps to run: meter,vehicle,reader,lock,indicator,contactor",
+        )
+        p.add_argument(
+            "--card-timeout",
+            type=float,
+            default=30.0,
+            metavar="S",
+            help="how long to wait for a card (default 30 s)",
+        )
+        p.set_defaults(fn=cmd_hw_test)
+
+    api_commands = [
+        (name, fn, helptext)
+        for name, fn, helptext in (
+            ("status", cmd_status, "show the running charger's status"),
+            ("schedule", cmd_schedule, "print a connector's composite schedule (0 = the station)"),
+            ("sim", cmd_sim, "drive the simulated hardware"),
+            ("backends", cmd_backends, "act on one of several backends ([[csms]])"),
+        )
+        if wanted(name)
+    ]
     # The API options work before and after the sim sub-command (`sim plug 1 --api URL`).
     api_opts = argparse.ArgumentParser(add_help=False)
-    api_opts.add_argument(
-        "--api",
-        default=argparse.SUPPRESS,
-        help=f"API base URL (default: from -c, else {DEFAULT_API})",
-    )
-    api_opts.add_argument("-c", "--config", default=argparse.SUPPRESS)
-    for name, fn, helptext in (
-        ("status", cmd_status, "show the running charger's status"),
-        ("schedule", cmd_schedule, "print a connector's composite schedule (0 = the station)"),
-        ("sim", cmd_sim, "drive the simulated hardware"),
-        ("backends", cmd_backends, "act on one of several backends ([[csms]])"),
-    ):
+    if api_commands:
+        api_opts.add_argument(
+            "--api",
+            default=argparse.SUPPRESS,
+            help=f"API base URL (default: from -c, else {DEFAULT_API})",
+        )
+        api_opts.add_argument("-c", "--config", default=argparse.SUPPRESS)
+    for name, fn, helptext in api_commands:
         p = sub.add_parser(name, help=helptext, parents=[api_opts])
         p.set_defaults(fn=fn)
         if name == "status":
@@ -688,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     # The first word is the command (there are no options before it but -h/--help).
     command = args_in[0] if args_in else None
-    args = build_parser(with_ops=command not in OWN_COMMANDS).parse_args(args_in)
+    own = command in OWN_COMMANDS
+    args = build_parser(with_ops=not own, only=command if own else None).parse_args(args_in)
     return int(args.fn(args))
 
 
